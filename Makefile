@@ -1,0 +1,34 @@
+# Entry points only; the logic lives in Python. `make help` lists them.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+TORCH  ?= torch==2.13.0
+ARGS   ?=
+
+.DEFAULT_GOAL := help
+
+help:  ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+$(BIN)/thinkswitch: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q $(TORCH)
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $@
+
+install: $(BIN)/thinkswitch  ## create .venv and install thinkswitch (torch CPU wheel first)
+
+demo: install  ## run the default experiment: testbed pair, 2 iterations, on CPU (ARGS= for overrides)
+	$(BIN)/thinkswitch $(ARGS)
+
+test: install  ## run the whole test suite
+	$(BIN)/pytest $(ARGS)
+
+lint: install  ## ruff
+	$(BIN)/ruff check thinkswitch tests
+
+clean:  ## remove the venv (outputs/ and the testbed cache are kept)
+	rm -rf $(VENV)
+
+.PHONY: help install demo test lint clean

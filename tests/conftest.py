@@ -1,0 +1,43 @@
+"""Test setup: no network, W&B offline, tiny models built locally once per session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Never reach a hub; W&B writes offline runs only.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ["WANDB_MODE"] = "offline"
+os.environ["WANDB_SILENT"] = "true"
+os.environ["TOKENIZERS_PARALLELISM"] = "false"
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+SHARED_DATA = ROOT.parent / "shared" / "data"
+# The testbed pair is built once and cached; the demo and the tests share the cache.
+CACHE = Path(os.environ.get("THINKSWITCH_CACHE", "~/.cache/thinkswitch")).expanduser()
+
+
+def compose(overrides: list[str] = (), run_dir: str = "/tmp/thinkswitch-unused"):
+    """The experiment config exactly as `thinkswitch` composes it (schemas included)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from thinkswitch.config import register_configs
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return hydra_compose(config_name="config", overrides=[f"run_dir={run_dir}", *overrides])
+
+
+@pytest.fixture(scope="session")
+def testbed_pair():
+    """The built-in testbed pair (built on first use, ~2-3 min on 2 cores, then cached)."""
+    from thinkswitch.models import resolve_pair
+
+    cfg = compose()
+    return resolve_pair(cfg.model, CACHE)

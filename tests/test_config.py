@@ -1,0 +1,85 @@
+"""Every config composes; bad keys, types and values fail at composition or in check_config."""
+
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
+from hydra.errors import ConfigCompositionException
+
+from conftest import CONF, compose
+from thinkswitch.validate import ConfigError, check_config
+
+GROUP_OPTIONS = [(p.parent.name, p.stem) for p in sorted(CONF.glob("*/*.yaml"))]
+
+
+@pytest.mark.parametrize("group, option", GROUP_OPTIONS, ids=[f"{g}={o}" for g, o in GROUP_OPTIONS])
+def test_every_config_composes(group, option):
+    cfg = compose([f"{group}={option}"])
+    OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
+    check_config(cfg)
+
+
+def test_default_is_the_testbed():
+    cfg = compose()
+    assert cfg.model.name == "testbed" and cfg.domain.name == "testbed"
+    assert cfg.model.testbed is not None
+    assert cfg.trainer.quantize_4bit is True  # QLoRA, as in the paper
+
+
+@pytest.mark.parametrize(
+    "override, error",
+    [
+        ("merge.tt=0.3", ConfigCompositionException),  # misspelled key
+        ("iterations=two", ConfigCompositionException),  # wrong type
+        ("domain.train_prompts=1.5", ConfigCompositionException),
+        ("model=nope", ConfigCompositionException),  # no such option
+        ("trainer.quantize_4bit=maybe", ConfigCompositionException),
+    ],
+)
+def test_composition_rejects(override, error):
+    with pytest.raises(error):
+        compose([override])
+
+
+@pytest.mark.parametrize(
+    "override, match",
+    [
+        ("merge.t=1.5", r"merge\.t: 1\.5 is outside \[0, 1\]"),
+        ("merge.t=-0.1", r"merge\.t: -0\.1 is outside"),
+        ("merge.t=[0.1,2.0]", r"merge\.t\[1\]: 2\.0 is outside"),
+        ("merge.t=[{filter:self_attn,value:[0,1.2]},{value:0.5}]", r"merge\.t\[0\]\.value\[1\]"),
+        ("merge.t=[{filt:mlp,value:0.3}]", r"merge\.t\[0\]: expected \{filter"),
+        ("iterations=0", r"iterations: must be >= 1"),
+        ("domain.train_prompts=0", r"domain\.train_prompts: must be >= 1"),
+        ("domain.eval_size=0", r"domain\.eval_size"),
+        ("merge.base=latest", r"merge\.base"),
+        ("domain.grader=nope", r"domain\.grader: unknown grader 'nope'"),
+        ("+trainer.lora.rank=8", r"trainer\.lora"),
+        ("+trainer.sft.learning_rat=1e-4", r"trainer\.sft"),
+        ("device=tpu", r"device"),
+    ],
+)
+def test_check_config_names_the_key(override, match):
+    cfg = compose([override])
+    with pytest.raises(ConfigError, match=match):
+        check_config(cfg)
+
+
+def test_valid_t_forms_pass():
+    for t in ["0", "1", "0.3", "[0,0.5,1]", "[{filter:self_attn,value:[0,0.5]},{value:0.2}]"]:
+        check_config(compose([f"merge.t={t}"]))
+
+
+def test_cli_help_is_fast_and_lists_groups():
+    import subprocess
+    import sys
+    import time
+
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, "-m", "thinkswitch.cli", "--help"], capture_output=True, text=True,
+                         cwd=Path(CONF).parent, timeout=120)
+    assert out.returncode == 0, out.stderr
+    for group in ("model", "domain", "trainer", "merge", "generation", "tracking"):
+        assert f"{group}:" in out.stdout
+    assert time.perf_counter() - t0 < 60

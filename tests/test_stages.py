@@ -1,0 +1,107 @@
+"""Each stage on the real libraries and the testbed pair: TRL, peft, bitsandbytes 4-bit, mergekit."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import compose
+from thinkswitch.io import read_jsonl, write_jsonl
+
+pytestmark = pytest.mark.slow
+
+
+def tensors(path) -> dict:
+    out = {}
+    for f in sorted(Path(path).glob("*.safetensors")):
+        out |= load_file(f)
+    return out
+
+
+def assert_same_tensors(a: dict, b: dict):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+@pytest.mark.parametrize("t", [0.0, 1.0])
+def test_merge_endpoints_equal_the_parents(testbed_pair, tmp_path, t):
+    from thinkswitch.merge import merge
+
+    cfg = compose([f"merge.t={t}"])
+    out = tmp_path / "merged"
+    merge(testbed_pair.thinking, testbed_pair.instruct, cfg.merge, out)
+    parent = testbed_pair.thinking if t == 0 else testbed_pair.instruct
+    assert_same_tensors(tensors(out), tensors(parent))
+    assert not list(out.glob("*.bin")), "safetensors only"
+
+
+def test_merge_keeps_the_thinking_models_files(testbed_pair, tmp_path):
+    import yaml
+
+    from thinkswitch.merge import merge
+
+    cfg = compose(["merge.t=[{filter:self_attn,value:[0.1,0.9]},{value:0.4}]"])
+    out = tmp_path / "merged"
+    merge(testbed_pair.thinking, testbed_pair.instruct, cfg.merge, out)
+    thinking = Path(testbed_pair.thinking)
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "generation_config.json"):
+        assert (out / name).read_bytes() == (thinking / name).read_bytes(), name
+    resolved = yaml.safe_load((out / "mergekit.yaml").read_text())
+    assert resolved["merge_method"] == "slerp"
+    assert resolved["base_model"] == str(thinking.resolve())
+    assert resolved["parameters"]["t"][0] == {"filter": "self_attn", "value": [0.1, 0.9]}
+    merged, a, b = tensors(out), tensors(thinking), tensors(testbed_pair.instruct)
+    differs = [k for k in merged if not torch.equal(merged[k], a[k]) and not torch.equal(merged[k], b[k])]
+    assert differs, "an interior t must give weights different from both parents"
+    assert not [k for k in merged if torch.isnan(merged[k]).any()]
+
+
+def _pairs(tmp_path, n=24) -> Path:
+    from thinkswitch.testbed import TestbedSpec, task_examples
+
+    path = tmp_path / "pairs.jsonl"
+    examples = task_examples(n, 7, "train", TestbedSpec())
+    write_jsonl(path, [{"id": e["id"], "sample": 0, "prompt": e["prompt"], "completion": e["answer"]}
+                       for e in examples])
+    return path
+
+
+@pytest.mark.parametrize("trainer", ["lora", "qlora"])
+def test_distill_changes_instruct_weights(testbed_pair, tmp_path, trainer):
+    from thinkswitch.distill import distill
+
+    cfg = compose([f"trainer={trainer}", "trainer.sft.num_train_epochs=1"])
+    out, adapter = tmp_path / "instruct", tmp_path / "adapter"
+    metrics = distill(testbed_pair.instruct, _pairs(tmp_path), cfg.trainer, cfg.model, torch.device("cpu"), 0,
+                      None, adapter, out)
+    assert metrics["train/pairs"] == 24 and metrics["train/steps"] >= 3
+    assert metrics["train/quantized_4bit"] is (trainer == "qlora")
+    assert (adapter / "adapter_model.safetensors").exists()
+    before, after = tensors(testbed_pair.instruct), tensors(out)
+    assert before.keys() == after.keys()  # a plain checkpoint: no LoRA or 4-bit tensors left
+    assert all(v.dtype == torch.float32 for v in after.values())
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    assert any("q_proj" in k for k in changed) and any("mlp" in k for k in changed)
+    assert "quantization_config" not in json.loads((out / "config.json").read_text())
+    assert (out / "tokenizer.json").exists() and (out / "chat_template.jinja").exists()
+
+
+def test_generate_labels_writes_raw_outputs(testbed_pair, tmp_path):
+    from thinkswitch.generate import generate_labels
+    from thinkswitch.models import load_model, load_tokenizer
+    from thinkswitch.testbed import TestbedSpec, task_examples
+
+    cfg = compose()
+    examples = task_examples(6, 3, "train", TestbedSpec())
+    model = load_model(testbed_pair.thinking, cfg.model, torch.device("cpu"))
+    tok = load_tokenizer(testbed_pair.thinking, cfg.model)
+    out = tmp_path / "generations.jsonl"
+    metrics = generate_labels(model, tok, examples, cfg.model.sampling.thinking, 4, 2, None, 0, out)
+    rows = read_jsonl(out)
+    assert metrics["generate/outputs"] == len(rows) == 12
+    assert [r["id"] for r in rows[:2]] == [examples[0]["id"]] * 2 and [r["sample"] for r in rows[:2]] == [0, 1]
+    assert sum("</think>" in r["output"] for r in rows) >= 10  # the thinking model closes its traces
+    assert all("<|im_end|>" not in r["output"] and "answer" not in r for r in rows)  # labels never read here

@@ -1,0 +1,171 @@
+"""Typed schema of an experiment, registered in Hydra's ConfigStore.
+
+Every config group (`model`, `domain`, `generation`, `trainer`, `merge`, `evaluate`, `tracking`)
+has a dataclass here. Hydra validates the composed YAML against them, so a misspelled key or a
+wrong type fails at composition, before any model loads. Options that belong to a library
+(`trl.SFTConfig`, `peft.LoraConfig`, bitsandbytes, mergekit) are passed through as dictionaries
+and validated by the library itself in :func:`thinkswitch.validate.check_config`.
+
+Defaults live in the YAML files under `conf/`; the dataclasses only say what a key is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from omegaconf import MISSING
+
+from thinkswitch.testbed import TestbedSpec
+
+
+@dataclass
+class SamplingConfig:
+    """Keyword arguments of `model.generate` for one mode (thinking or instruct)."""
+
+    do_sample: bool = False
+    temperature: Optional[float] = None
+    top_p: Optional[float] = None
+    top_k: Optional[int] = None
+    max_new_tokens: int = 256
+
+
+@dataclass
+class SamplingPair:
+    """Per-mode generation settings; defaults follow each model card's recommendation."""
+
+    thinking: SamplingConfig = field(default_factory=SamplingConfig)
+    instruct: SamplingConfig = field(default_factory=SamplingConfig)
+
+
+@dataclass
+class ModelConfig:
+    """An instruct/thinking pair of one architecture.
+
+    `instruct` and `thinking` are hub ids or local directories. When `testbed` is set, the pair
+    is the project's built-in tiny testbed, built locally from that spec (and cached), and the
+    two paths are ignored.
+    """
+
+    name: str = MISSING
+    instruct: Optional[str] = None
+    thinking: Optional[str] = None
+    revision: Optional[str] = None
+    dtype: str = "auto"  # auto | float32 | bfloat16 | float16
+    trust_remote_code: bool = False
+    testbed: Optional[TestbedSpec] = None
+    sampling: SamplingPair = field(default_factory=SamplingPair)
+
+
+@dataclass
+class DomainConfig:
+    """Where the task prompts come from and how answers are graded."""
+
+    name: str = MISSING
+    source: str = MISSING  # testbed (issue 3 adds file and hf sources)
+    grader: str = MISSING  # a name in thinkswitch.grading.GRADERS
+    train_prompts: int = 15
+    eval_size: int = 30
+    seed: int = 0
+    system_prompt: Optional[str] = None
+
+
+@dataclass
+class GenerationConfig:
+    """Batched generation: label generation by the thinking model, and evaluation.
+
+    Sampling settings per mode belong to the model (`model.sampling.thinking` / `.instruct`).
+    """
+
+    batch_size: int = 32
+    samples_per_prompt: int = 1
+
+
+@dataclass
+class TrainerConfig:
+    """Distillation with TRL's SFTTrainer and a peft LoRA adapter.
+
+    `sft` is passed to `trl.SFTConfig`, `lora` to `peft.LoraConfig`, `bnb` to
+    `transformers.BitsAndBytesConfig` (only when `quantize_4bit`).
+    """
+
+    name: str = MISSING
+    quantize_4bit: bool = False
+    sft: Dict[str, Any] = field(default_factory=dict)
+    lora: Dict[str, Any] = field(default_factory=dict)
+    bnb: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class MergeConfig:
+    """The new thinking checkpoint: mergekit SLERP from thinking (t=0) to instruct (t=1).
+
+    `t` is a number in [0, 1] or mergekit's gradient/filter form, e.g.
+    `[{filter: self_attn, value: [0, 0.5, 1]}, {value: 0.3}]`.
+    """
+
+    method: str = "slerp"
+    t: Any = 0.5
+    base: str = "current"  # current | initial: which thinking checkpoint is the SLERP base
+    dtype: Optional[str] = None  # merged dtype; None keeps the checkpoints' dtype
+    options: Dict[str, Any] = field(default_factory=dict)  # extra mergekit MergeOptions
+
+
+@dataclass
+class EvaluateConfig:
+    """Evaluation of both checkpoints on the domain's evaluation set."""
+
+    samples_table: int = 8  # rows per model in W&B's table of sample generations
+
+
+@dataclass
+class TrackingConfig:
+    """Weights & Biases. `mode` is online, offline or disabled."""
+
+    mode: str = "offline"
+    project: str = "thinkswitch"
+    entity: Optional[str] = None
+    group: Optional[str] = None
+    name: Optional[str] = None
+    tags: List[str] = field(default_factory=list)
+    init_timeout: float = 30.0
+
+
+@dataclass
+class ExperimentConfig:
+    """One ThinkSwitch experiment: `iterations` rounds of generate, strip, distill, merge, evaluate."""
+
+    model: ModelConfig = MISSING
+    domain: DomainConfig = MISSING
+    generation: GenerationConfig = MISSING
+    trainer: TrainerConfig = MISSING
+    merge: MergeConfig = MISSING
+    evaluate: EvaluateConfig = MISSING
+    tracking: TrackingConfig = MISSING
+    iterations: int = 2
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    num_threads: Optional[int] = None  # torch CPU threads; None leaves torch's default
+    run_dir: str = MISSING
+    cache_dir: str = MISSING
+
+
+GROUPS = {
+    "model": ModelConfig,
+    "domain": DomainConfig,
+    "generation": GenerationConfig,
+    "trainer": TrainerConfig,
+    "merge": MergeConfig,
+    "evaluate": EvaluateConfig,
+    "tracking": TrackingConfig,
+}
+
+
+def register_configs() -> None:
+    """Store the schemas: `thinkswitch_schema` for the root, `<group>/schema` for each group."""
+    from hydra.core.config_store import ConfigStore
+
+    cs = ConfigStore.instance()
+    cs.store(name="thinkswitch_schema", node=ExperimentConfig)
+    for group, node in GROUPS.items():
+        cs.store(group=group, name="schema", node=node)

@@ -1,0 +1,112 @@
+"""Stage 3, distill: answer-only pairs into the instruct checkpoint with TRL's SFTTrainer + LoRA.
+
+`trainer.quantize_4bit` (the `qlora` trainer) loads the base in 4-bit NF4 with bitsandbytes. The
+adapter is then merged into a *full-precision* reload of the base (`PeftModel` +
+`merge_and_unload`) and saved as a plain safetensors checkpoint: mergekit cannot read a model
+merged while still 4-bit.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+from thinkswitch.config import ModelConfig, TrainerConfig
+from thinkswitch.generate import chat_prompt
+from thinkswitch.io import atomic_path, read_jsonl
+from thinkswitch.models import load_model, load_tokenizer, pick_dtype
+
+log = logging.getLogger(__name__)
+
+
+def sft_config(cfg: TrainerConfig, device, dtype, output_dir: Path, seed: int):
+    """`trl.SFTConfig` from `trainer.sft`, with the settings this stage owns."""
+    import torch
+    from trl import SFTConfig
+
+    on_gpu = device.type == "cuda"
+    defaults: dict[str, Any] = dict(
+        bf16=on_gpu and dtype == torch.bfloat16,  # TRL defaults to bf16=True, which fails on CPU
+        fp16=on_gpu and dtype == torch.float16,
+        use_cpu=not on_gpu,
+    )
+    owned = dict(output_dir=str(output_dir), report_to=[], save_strategy="no", seed=seed, data_seed=seed)
+    return SFTConfig(**{**defaults, **dict(cfg.sft), **owned})
+
+
+def bnb_config(cfg: TrainerConfig, dtype):
+    from transformers import BitsAndBytesConfig
+
+    kwargs = dict(load_in_4bit=True, bnb_4bit_compute_dtype=dtype)
+    return BitsAndBytesConfig(**{**kwargs, **dict(cfg.bnb)})
+
+
+def train_adapter(instruct: str, pairs: list[dict], cfg: TrainerConfig, model_cfg: ModelConfig, device,
+                  seed: int, system_prompt: Optional[str], adapter_out: Path) -> dict:
+    """Fit a LoRA adapter on (prompt, completion) pairs; completion-only loss. Returns train metrics."""
+    from datasets import Dataset
+    from peft import LoraConfig, prepare_model_for_kbit_training
+    from trl import SFTTrainer
+
+    tokenizer = load_tokenizer(instruct, model_cfg)
+    dataset = Dataset.from_list(
+        [{"prompt": chat_prompt(tokenizer, p["prompt"], system_prompt), "completion": p["completion"]} for p in pairs]
+    )
+    dtype = pick_dtype(model_cfg.dtype, device)
+    work = adapter_out.parent / ".sft"
+    args = sft_config(cfg, device, dtype, work, seed)
+    quant = bnb_config(cfg, dtype) if cfg.quantize_4bit else None
+    model = load_model(instruct, model_cfg, device, quantization_config=quant)
+    if quant is not None:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=args.activation_checkpointing)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                         peft_config=LoraConfig(**dict(cfg.lora)))
+    result = trainer.train()
+    with atomic_path(adapter_out) as tmp:
+        trainer.model.save_pretrained(tmp, safe_serialization=True)
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    metrics = {
+        "train/pairs": len(pairs),
+        "train/steps": result.global_step,
+        "train/loss": result.training_loss,
+        "train/final_loss": float(losses[-1]) if losses else None,
+        "train/seconds": result.metrics.get("train_runtime"),
+        "train/quantized_4bit": cfg.quantize_4bit,
+    }
+    del trainer, model
+    gc.collect()
+    shutil.rmtree(work, ignore_errors=True)
+    return metrics
+
+
+def merge_adapter(instruct: str, adapter: Path, model_cfg: ModelConfig, device, out: Path) -> None:
+    """Reload the base un-quantized, merge the adapter into it, save safetensors + tokenizer."""
+    from peft import PeftModel
+
+    base = load_model(instruct, model_cfg, device)
+    merged = PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
+    tokenizer = load_tokenizer(instruct, model_cfg)
+    with atomic_path(out) as tmp:
+        merged.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+    del base, merged
+    gc.collect()
+
+
+def distill(instruct: str, pairs_path: Path, cfg: TrainerConfig, model_cfg: ModelConfig, device, seed: int,
+            system_prompt: Optional[str], adapter_out: Path, model_out: Path) -> dict:
+    """The distilled instruct checkpoint in `model_out`; returns `train/*` metrics."""
+    pairs = read_jsonl(pairs_path)
+    if not pairs:
+        raise ValueError(f"{pairs_path}: no answer-only pairs to distill (every generation was dropped)")
+    t0 = time.perf_counter()
+    metrics = train_adapter(instruct, pairs, cfg, model_cfg, device, seed, system_prompt, adapter_out)
+    merge_adapter(instruct, adapter_out, model_cfg, device, model_out)
+    metrics["distill/seconds"] = time.perf_counter() - t0
+    log.info("distill: %d pairs, %d steps, loss %.4f, %.1fs", len(pairs), metrics["train/steps"],
+             metrics["train/loss"], metrics["distill/seconds"])
+    return metrics

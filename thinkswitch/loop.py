@@ -1,0 +1,175 @@
+"""The ThinkSwitch loop, top to bottom.
+
+Iteration 0 evaluates the starting pair. Each iteration k = 1..K then:
+  1. generate  the thinking checkpoint answers the training prompts (raw outputs saved)
+  2. strip     reasoning traces removed, answer-only pairs kept
+  3. distill   the pairs into the instruct checkpoint (LoRA/QLoRA, adapter merged)
+  4. merge     new thinking checkpoint = SLERP(thinking, new instruct, t)
+  5. evaluate  both new checkpoints on the evaluation set
+and records the iteration. A stage whose completion marker exists is skipped, so re-running in
+the same run directory continues where a previous run stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from omegaconf import OmegaConf
+
+from thinkswitch.config import ExperimentConfig
+from thinkswitch.data import load_domain
+from thinkswitch.grading import get_grader
+from thinkswitch.io import read_jsonl, write_json, write_jsonl
+from thinkswitch.models import load_model, load_tokenizer, pick_device, resolve_pair
+from thinkswitch.paths import IterationPaths, RunPaths
+from thinkswitch.tracking import Tracker
+from thinkswitch.validate import check_config
+
+log = logging.getLogger(__name__)
+
+
+def _stage(it: IterationPaths, name: str, fn: Callable[[], dict]) -> dict:
+    """Run a stage once: skip it when its marker exists, else run it and write the marker last."""
+    if it.is_done(name):
+        log.info("[%s] %s: done in an earlier run, skipped", it.root.name, name)
+        return it.done_info(name)["metrics"]
+    log.info("[%s] %s", it.root.name, name)
+    t0 = time.perf_counter()
+    metrics = {**fn(), f"time/{name}": time.perf_counter() - t0}
+    it.mark_done(name, {"metrics": metrics})
+    return metrics
+
+
+class Experiment:
+    """Holds what every stage of a run shares: config, paths, device, data, tracker."""
+
+    def __init__(self, cfg: ExperimentConfig):
+        check_config(cfg)
+        self.cfg = cfg
+        self.run = RunPaths(Path(cfg.run_dir))
+        self.run.root.mkdir(parents=True, exist_ok=True)
+        self.device = pick_device(cfg.device)
+        self.grader = get_grader(cfg.domain.grader)
+        self.train, self.eval = load_domain(cfg.domain, cfg.model)
+        self.pair = resolve_pair(cfg.model, Path(cfg.cache_dir).expanduser())
+        log.info("pair: instruct=%s thinking=%s | %d training prompts, %d evaluation questions | device %s",
+                 self.pair.instruct, self.pair.thinking, len(self.train), len(self.eval), self.device)
+
+    def _load(self, path: str):
+        return load_model(path, self.cfg.model, self.device), load_tokenizer(path, self.cfg.model)
+
+    def seed(self, k: int, offset: int = 0) -> int:
+        return self.cfg.seed * 1000 + k * 10 + offset
+
+    # -- stages ------------------------------------------------------------------------------
+    def generate(self, it: IterationPaths, k: int, thinking: str) -> dict:
+        from thinkswitch.generate import generate_labels
+
+        model, tok = self._load(thinking)
+        g = self.cfg.generation
+        return generate_labels(model, tok, self.train, self.cfg.model.sampling.thinking, g.batch_size, g.samples_per_prompt,
+                               self.cfg.domain.system_prompt, self.seed(k), it.generations)
+
+    def strip(self, it: IterationPaths) -> dict:
+        from thinkswitch.strip import DROP_KEYS, strip_generations
+
+        metrics = strip_generations(it.generations, it.pairs)
+        if metrics["strip/pairs"] == 0:
+            reasons = ", ".join(f"{k.split('/')[1]}: {metrics[k]}" for k in DROP_KEYS if metrics[k])
+            raise RuntimeError(
+                f"{it.root.name}: all {metrics['strip/generations']} generations were dropped ({reasons}); nothing "
+                f"to distill. If traces were cut off, raise generation.thinking.max_new_tokens. "
+                f"Everything so far is kept in {self.run.root}")
+        return metrics
+
+    def distill(self, it: IterationPaths, k: int, instruct: str) -> dict:
+        from thinkswitch.distill import distill
+
+        return distill(instruct, it.pairs, self.cfg.trainer, self.cfg.model, self.device, self.seed(k, 1),
+                       self.cfg.domain.system_prompt, it.adapter, it.instruct)
+
+    def merge(self, it: IterationPaths, thinking: str) -> dict:
+        from thinkswitch.merge import merge
+
+        base = thinking if self.cfg.merge.base == "current" else self.pair.thinking
+        return merge(base, str(it.instruct), self.cfg.merge, it.thinking)
+
+    def evaluate(self, it: IterationPaths, k: int, instruct: str, thinking: str) -> dict:
+        from thinkswitch.evaluate import evaluate
+
+        metrics: dict[str, Any] = {}
+        g = self.cfg.generation
+        for role, path in (("instruct", instruct), ("thinking", thinking)):
+            model, tok = self._load(path)
+            metrics |= evaluate(model, tok, role, self.eval, self.grader, getattr(self.cfg.model.sampling, role), g.batch_size,
+                                self.cfg.domain.system_prompt, self.seed(k, 2), it.eval_results(role))
+            del model
+        return metrics
+
+    # -- the loop ----------------------------------------------------------------------------
+    def iteration(self, k: int, instruct: str, thinking: str) -> dict:
+        it = self.run.iteration(k)
+        metrics: dict[str, Any] = {}
+        metrics |= _stage(it, "generate", lambda: self.generate(it, k, thinking))
+        metrics |= _stage(it, "strip", lambda: self.strip(it))
+        metrics |= _stage(it, "distill", lambda: self.distill(it, k, instruct))
+        metrics |= _stage(it, "merge", lambda: self.merge(it, thinking))
+        metrics |= _stage(it, "evaluate", lambda: self.evaluate(it, k, str(it.instruct), str(it.thinking)))
+        return metrics
+
+    def record(self, k: int, metrics: dict, tracker: Tracker, history: list[dict]) -> None:
+        it = self.run.iteration(k)
+        row = {"iteration": k, **metrics}
+        write_json(it.metrics, row)
+        history.append(row)
+        write_jsonl(self.run.metrics, history)
+        tracker.log(k, metrics)
+        for role in ("instruct", "thinking"):
+            tracker.add_samples(k, role, read_jsonl(it.eval_results(role)), self.cfg.evaluate.samples_table)
+        log.info("[%s] instruct %d/%d, thinking %d/%d", it.root.name, metrics["instruct/correct"],
+                 metrics["instruct/n"], metrics["thinking/correct"], metrics["thinking/n"])
+
+    def __call__(self) -> dict:
+        cfg = self.cfg
+        t0 = time.perf_counter()
+        tracker = Tracker(cfg.tracking, self.run.root, OmegaConf.to_container(cfg, resolve=True))
+        summary, failed = None, True
+        try:
+            history: list[dict] = []
+            instruct, thinking = self.pair.instruct, self.pair.thinking
+            base = self.run.iteration(0)
+            self.record(0, _stage(base, "evaluate", lambda: self.evaluate(base, 0, instruct, thinking)),
+                        tracker, history)
+            for k in range(1, cfg.iterations + 1):
+                self.record(k, self.iteration(k, instruct, thinking), tracker, history)
+                instruct, thinking = str(self.run.iteration(k).instruct), str(self.run.iteration(k).thinking)
+            summary = summarize(history, time.perf_counter() - t0, tracker.mode)
+            write_json(self.run.summary, summary)
+            failed = False
+            return summary
+        finally:
+            tracker.finish(summary and summary["final"] | {f"delta/{k}": v for k, v in summary["delta"].items()},
+                           failed)
+
+
+def summarize(history: list[dict], seconds: float, tracking_mode: str) -> dict:
+    """summary.json: baseline, final and delta of every score, plus the whole history."""
+    keys = [f"{r}/{m}" for r in ("instruct", "thinking") for m in ("correct", "n", "accuracy", "tokens_per_answer")]
+    first, last = history[0], history[-1]
+    return {
+        "iterations": last["iteration"],
+        "baseline": {k: first[k] for k in keys},
+        "final": {k: last[k] for k in keys},
+        "delta": {k: last[k] - first[k] for k in keys if not k.endswith("/n")},
+        "wall_seconds": seconds,
+        "tracking": tracking_mode,
+        "history": history,
+    }
+
+
+def run_experiment(cfg: ExperimentConfig) -> dict:
+    """Run (or continue) the experiment `cfg` describes; returns the summary."""
+    return Experiment(cfg)()

@@ -1,0 +1,89 @@
+"""The one place that knows where a run's artifacts live.
+
+    <run_dir>/
+      metrics.jsonl          one line per iteration (the local source of truth)
+      summary.json           written at the end of the run
+      iter_00/               baseline: the starting pair, evaluated
+        eval_instruct.jsonl  eval_thinking.jsonl  metrics.json
+      iter_01/
+        generations.jsonl    raw outputs of the thinking checkpoint on the training prompts
+        pairs.jsonl          answer-only pairs (trace stripped)
+        adapter/             the LoRA adapter SFTTrainer produced
+        instruct/            distilled instruct checkpoint (adapter merged, full precision)
+        thinking/            SLERP of thinking and new instruct (+ mergekit.yaml)
+        eval_instruct.jsonl  eval_thinking.jsonl  metrics.json
+        <stage>.done         completion markers, written last
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from thinkswitch.io import read_json, write_json
+
+STAGES = ("generate", "strip", "distill", "merge", "evaluate")
+
+
+@dataclass(frozen=True)
+class IterationPaths:
+    root: Path
+
+    @property
+    def generations(self) -> Path:
+        return self.root / "generations.jsonl"
+
+    @property
+    def pairs(self) -> Path:
+        return self.root / "pairs.jsonl"
+
+    @property
+    def adapter(self) -> Path:
+        return self.root / "adapter"
+
+    @property
+    def instruct(self) -> Path:
+        return self.root / "instruct"
+
+    @property
+    def thinking(self) -> Path:
+        return self.root / "thinking"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.json"
+
+    def eval_results(self, role: str) -> Path:
+        return self.root / f"eval_{role}.jsonl"
+
+    def marker(self, stage: str) -> Path:
+        return self.root / f"{stage}.done"
+
+    def is_done(self, stage: str) -> bool:
+        return self.marker(stage).exists()
+
+    def mark_done(self, stage: str, info: dict) -> None:
+        write_json(self.marker(stage), info)
+
+    def done_info(self, stage: str) -> dict:
+        return read_json(self.marker(stage))
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    root: Path
+
+    def iteration(self, k: int) -> IterationPaths:
+        return IterationPaths(self.root / f"iter_{k:02d}")
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    @property
+    def summary(self) -> Path:
+        return self.root / "summary.json"
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"

@@ -1,0 +1,89 @@
+"""Weights & Biases tracking that never blocks a run.
+
+One W&B run per experiment: the resolved config is its config, every metric is stepped by
+`iteration`, sample generations go into a table. W&B is a mirror: `metrics.jsonl` and
+`summary.json` in the run directory are the local source of truth.
+
+`online` falls back to `offline` (with a warning) when W&B cannot start: no API key, no network,
+a server that does not answer within `init_timeout` seconds. `disabled` turns W&B off.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Optional
+
+from thinkswitch.config import TrackingConfig
+
+log = logging.getLogger(__name__)
+
+MODES = ("online", "offline", "disabled")
+SAMPLE_COLUMNS = ["iteration", "model", "prompt", "output", "pred", "gold", "correct", "tokens"]
+
+
+class Tracker:
+    """Mirror of the run's metrics in W&B (or nothing, when disabled)."""
+
+    def __init__(self, cfg: TrackingConfig, run_dir: Path, config: dict[str, Any]):
+        self.run = None
+        self.mode = "disabled"
+        self.samples: list[list[Any]] = []
+        if cfg.mode not in MODES:
+            raise ValueError(f"tracking.mode: {cfg.mode!r} is not one of {list(MODES)}")
+        if cfg.mode == "disabled":
+            return
+        id_file = Path(run_dir) / "wandb_run_id"
+        run_id = id_file.read_text().strip() if id_file.exists() else None
+        self.run, self.mode = self._init(cfg, run_dir, config, run_id, cfg.mode)
+        if self.run is not None:
+            id_file.write_text(self.run.id)
+            self.run.define_metric("iteration")
+            self.run.define_metric("*", step_metric="iteration")
+
+    @staticmethod
+    def _init(cfg: TrackingConfig, run_dir: Path, config: dict[str, Any], run_id: Optional[str], mode: str):
+        import wandb
+
+        kwargs = dict(project=cfg.project, entity=cfg.entity, group=cfg.group, name=cfg.name,
+                      tags=list(cfg.tags) or None, config=config, dir=str(run_dir), id=run_id, resume="allow",
+                      settings=wandb.Settings(init_timeout=cfg.init_timeout, silent=True))
+        try:
+            return wandb.init(mode=mode, **kwargs), mode
+        except Exception as e:  # noqa: BLE001 - any failure to reach W&B must not stop the run
+            if mode != "online":
+                log.warning("W&B could not start (%s: %s); tracking disabled", type(e).__name__, e)
+                return None, "disabled"
+            log.warning("W&B online could not start (%s: %s); logging offline instead. "
+                        "Upload later with `wandb sync %s/wandb/offline-run-*`.", type(e).__name__, e, run_dir)
+            return Tracker._init(cfg, run_dir, config, run_id, "offline")
+
+    def log(self, iteration: int, metrics: dict[str, Any]) -> None:
+        if self.run is None:
+            return
+        self._safe(self.run.log, {**{k: v for k, v in metrics.items() if v is not None}, "iteration": iteration})
+
+    def add_samples(self, iteration: int, model: str, rows: list[dict], k: int) -> None:
+        for r in rows[:k]:
+            self.samples.append([iteration, model, r["prompt"], r["output"], r["pred"], r["gold"], r["correct"],
+                                 r["tokens"]])
+
+    def finish(self, summary: Optional[dict[str, Any]], failed: bool) -> None:
+        if self.run is None:
+            return
+        import wandb
+
+        if self.samples:
+            self._safe(self.run.log, {"samples": wandb.Table(columns=SAMPLE_COLUMNS, data=self.samples)})
+        if summary:
+            self._safe(self.run.summary.update, summary)
+        self._safe(self.run.finish, exit_code=1 if failed else 0)
+        self.run = None
+
+    @staticmethod
+    def _safe(fn, *args, **kwargs) -> None:
+        try:
+            fn(*args, **kwargs)
+        except Exception as e:  # noqa: BLE001 - W&B failing mid-run must not lose the run
+            log.warning("W&B call %s failed (%s); the local files are unaffected", getattr(fn, "__name__", fn), e)
+
