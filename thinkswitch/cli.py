@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
@@ -11,6 +12,10 @@ from omegaconf import DictConfig
 from thinkswitch.config import register_configs
 
 log = logging.getLogger("thinkswitch")
+
+# conf/ sits beside the package in the source tree (the project is installed editable). An
+# absolute path keeps Hydra from looking for a Python module named `conf` under a console script.
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
 register_configs()
 
@@ -26,7 +31,7 @@ def _quiet_libraries() -> None:
     datasets.disable_progress_bars()
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def main(cfg: DictConfig) -> float:
     """Run one experiment; the return value (final instruct accuracy) is what sweepers optimise."""
     from thinkswitch.loop import run_experiment

@@ -1,0 +1,99 @@
+"""The whole loop, as a user runs it: `thinkswitch` on the testbed, one iteration, W&B offline."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import CACHE, ROOT
+from test_stages import tensors
+from thinkswitch.io import read_json, read_jsonl
+
+pytestmark = pytest.mark.slow
+
+OVERRIDES = ["iterations=1", "domain.train_prompts=16", "domain.eval_size=24", "trainer.sft.num_train_epochs=1",
+             "tracking.mode=offline"]
+
+
+def run_cli(run_dir, *overrides):
+    env = {**os.environ, "THINKSWITCH_CACHE": str(CACHE)}
+    return subprocess.run([sys.executable, "-m", "thinkswitch.cli", *OVERRIDES, *overrides,
+                           f"hydra.run.dir={run_dir}"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=900)
+
+
+@pytest.fixture(scope="module")
+def finished_run(testbed_pair, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("loop") / "run"
+    proc = run_cli(run_dir)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return run_dir, proc
+
+
+def test_artifacts_of_every_stage(finished_run):
+    run_dir, _ = finished_run
+    for name in ("eval_instruct.jsonl", "eval_thinking.jsonl", "metrics.json", "evaluate.done"):
+        assert (run_dir / "iter_00" / name).exists(), name
+    it = run_dir / "iter_01"
+    for name in ("generations.jsonl", "pairs.jsonl", "eval_instruct.jsonl", "eval_thinking.jsonl",
+                 "instruct/model.safetensors", "thinking/model.safetensors", "thinking/mergekit.yaml",
+                 "adapter/adapter_model.safetensors", "metrics.json"):
+        assert (it / name).exists(), name
+    for stage in ("generate", "strip", "distill", "merge", "evaluate"):
+        assert (it / f"{stage}.done").exists(), stage
+    assert not list(run_dir.rglob("*.tmp")), "no temporary artifacts left behind"
+    assert (run_dir / ".hydra" / "config.yaml").exists()
+
+
+def test_labels_are_stripped_answers(finished_run):
+    it = finished_run[0] / "iter_01"
+    gens, pairs = read_jsonl(it / "generations.jsonl"), read_jsonl(it / "pairs.jsonl")
+    assert len(gens) == 16 and 0 < len(pairs) <= 16
+    assert all("<think>" not in p["completion"] and "</think>" not in p["completion"] for p in pairs)
+    metrics = read_json(it / "metrics.json")
+    assert metrics["strip/pairs"] == len(pairs) and metrics["strip/dropped"] == len(gens) - len(pairs)
+
+
+def test_metrics_match_the_per_question_results(finished_run):
+    run_dir, _ = finished_run
+    history = read_jsonl(run_dir / "metrics.jsonl")
+    assert [h["iteration"] for h in history] == [0, 1]
+    for row in history:
+        for role in ("instruct", "thinking"):
+            results = read_jsonl(run_dir / f"iter_{row['iteration']:02d}" / f"eval_{role}.jsonl")
+            assert row[f"{role}/n"] == len(results) == 24
+            assert row[f"{role}/correct"] == sum(r["correct"] for r in results)
+            assert row[f"{role}/tokens_per_answer"] == pytest.approx(sum(r["tokens"] for r in results) / 24)
+    # the thinking checkpoint writes traces: many more tokens per answer than the instruct one
+    assert history[0]["thinking/tokens_per_answer"] > 3 * history[0]["instruct/tokens_per_answer"]
+    summary = read_json(run_dir / "summary.json")
+    assert summary["final"]["instruct/accuracy"] == history[-1]["instruct/accuracy"]
+    assert summary["delta"]["thinking/correct"] == history[-1]["thinking/correct"] - history[0]["thinking/correct"]
+
+
+def test_instruct_weights_changed_and_thinking_is_a_merge(finished_run, testbed_pair):
+    it = finished_run[0] / "iter_01"
+    start, distilled, merged = tensors(testbed_pair.instruct), tensors(it / "instruct"), tensors(it / "thinking")
+    assert any(not torch.equal(start[k], distilled[k]) for k in start)
+    thinking = tensors(testbed_pair.thinking)
+    assert any(not torch.equal(thinking[k], merged[k]) for k in thinking)
+
+
+def test_wandb_offline_run_and_table(finished_run):
+    run_dir, proc = finished_run
+    runs = list((run_dir / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
+    out = proc.stdout + proc.stderr
+    assert "instruct" in out and "tok/ans" in out  # the results table
+
+
+def test_rerun_in_the_same_directory_skips_finished_stages(finished_run):
+    run_dir, _ = finished_run
+    before = read_json(run_dir / "summary.json")
+    proc = run_cli(run_dir)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert (proc.stdout + proc.stderr).count("done in an earlier run, skipped") == 6  # baseline + 5 stages
+    after = read_json(run_dir / "summary.json")
+    assert after["final"] == before["final"] and after["baseline"] == before["baseline"]
