@@ -36,13 +36,18 @@ def main(cfg: DictConfig) -> float:
     """Run one experiment; the return value (final instruct accuracy) is what sweepers optimise."""
     from thinkswitch.loop import run_experiment
     from thinkswitch.report import iteration_table
+    from thinkswitch.validate import ConfigError
 
     if cfg.num_threads:
         import torch
 
         torch.set_num_threads(cfg.num_threads)
     _quiet_libraries()
-    summary = run_experiment(cfg)
+    try:
+        summary = run_experiment(cfg)
+    except ConfigError as e:
+        log.error("invalid config: %s", e)
+        raise SystemExit(2) from None
     log.info("results (%s):\n%s", cfg.run_dir, iteration_table(summary["history"]))
     return summary["final"]["instruct/accuracy"]
 

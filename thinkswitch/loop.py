@@ -62,6 +62,8 @@ class Experiment:
         return load_model(path, self.cfg.model, self.device), load_tokenizer(path, self.cfg.model)
 
     def seed(self, k: int, offset: int = 0) -> int:
+        """Seed of a stage: label generation and training differ per iteration; evaluation uses
+        the same seed at every iteration (common random numbers), so scores compare checkpoints."""
         return self.cfg.seed * 1000 + k * 10 + offset
 
     # -- stages ------------------------------------------------------------------------------
@@ -97,7 +99,7 @@ class Experiment:
         base = thinking if self.cfg.merge.base == "current" else self.pair.thinking
         return merge(base, str(it.instruct), self.cfg.merge, it.thinking)
 
-    def evaluate(self, it: IterationPaths, k: int, instruct: str, thinking: str) -> dict:
+    def evaluate(self, it: IterationPaths, instruct: str, thinking: str) -> dict:
         from thinkswitch.evaluate import evaluate
 
         metrics: dict[str, Any] = {}
@@ -105,7 +107,7 @@ class Experiment:
         for role, path in (("instruct", instruct), ("thinking", thinking)):
             model, tok = self._load(path)
             metrics |= evaluate(model, tok, role, self.eval, self.grader, getattr(self.cfg.model.sampling, role), g.batch_size,
-                                self.cfg.domain.system_prompt, self.seed(k, 2), it.eval_results(role))
+                                self.cfg.domain.system_prompt, self.seed(0, 2), it.eval_results(role))
             del model
         return metrics
 
@@ -117,7 +119,7 @@ class Experiment:
         metrics |= _stage(it, "strip", lambda: self.strip(it))
         metrics |= _stage(it, "distill", lambda: self.distill(it, k, instruct))
         metrics |= _stage(it, "merge", lambda: self.merge(it, thinking))
-        metrics |= _stage(it, "evaluate", lambda: self.evaluate(it, k, str(it.instruct), str(it.thinking)))
+        metrics |= _stage(it, "evaluate", lambda: self.evaluate(it, str(it.instruct), str(it.thinking)))
         return metrics
 
     def record(self, k: int, metrics: dict, tracker: Tracker, history: list[dict]) -> None:
@@ -141,7 +143,7 @@ class Experiment:
             history: list[dict] = []
             instruct, thinking = self.pair.instruct, self.pair.thinking
             base = self.run.iteration(0)
-            self.record(0, _stage(base, "evaluate", lambda: self.evaluate(base, 0, instruct, thinking)),
+            self.record(0, _stage(base, "evaluate", lambda: self.evaluate(base, instruct, thinking)),
                         tracker, history)
             for k in range(1, cfg.iterations + 1):
                 self.record(k, self.iteration(k, instruct, thinking), tracker, history)
