@@ -24,7 +24,8 @@ def test_default_is_the_testbed():
     cfg = compose()
     assert cfg.model.name == "testbed" and cfg.domain.name == "testbed"
     assert cfg.model.testbed is not None
-    assert cfg.trainer.quantize_4bit is True  # QLoRA, as in the paper
+    assert cfg.trainer.name == "lora" and cfg.trainer.quantize_4bit is False
+    assert compose(["trainer=qlora"]).trainer.quantize_4bit is True  # QLoRA, as in the paper
 
 
 @pytest.mark.parametrize(

@@ -58,12 +58,39 @@ class ModelConfig:
 
 
 @dataclass
+class SourceConfig:
+    """Records of one split: local files or a Hugging Face dataset, with a field mapping.
+
+    `fields` maps our names (`id`, `answer`, and whatever `domain.prompt_template` uses) to the
+    records' field names (dotted names reach into nested records). `include_ids` / `exclude_ids`
+    name a JSON file whose keys (or items) are record ids to keep / drop, e.g. an official split.
+    """
+
+    files: List[str] = field(default_factory=list)  # .jsonl/.json/.csv/.parquet, concatenated
+    dataset: Optional[str] = None  # HF dataset id (or a `save_to_disk` directory)
+    config: Optional[str] = None
+    split: str = "train"
+    revision: Optional[str] = None
+    fields: Dict[str, str] = field(default_factory=dict)
+    include_ids: Optional[str] = None
+    exclude_ids: Optional[str] = None
+
+
+@dataclass
 class DomainConfig:
-    """Where the task prompts come from and how answers are graded."""
+    """Where the task prompts come from, how they are shown to the model, how answers are graded.
+
+    `source: testbed` draws from the testbed's task; `source: data` reads `train` and `eval`.
+    `prompt_template` is a Python format string over the mapped fields (lists are joined by
+    blank lines). Training answers are never used as labels.
+    """
 
     name: str = MISSING
-    source: str = MISSING  # testbed (issue 3 adds file and hf sources)
+    source: str = MISSING  # testbed | data
     grader: str = MISSING  # a name in thinkswitch.grading.GRADERS
+    train: SourceConfig = field(default_factory=SourceConfig)
+    eval: SourceConfig = field(default_factory=SourceConfig)
+    prompt_template: str = "{prompt}"
     train_prompts: int = 15
     eval_size: int = 30
     seed: int = 0
@@ -148,6 +175,7 @@ class ExperimentConfig:
     num_threads: Optional[int] = None  # torch CPU threads; None leaves torch's default
     run_dir: str = MISSING
     cache_dir: str = MISSING
+    data_dir: str = MISSING
 
 
 GROUPS = {

@@ -1,21 +1,33 @@
-"""A domain's task prompts: the training prompts (answers never used) and the evaluation set.
+"""A domain's task prompts: the training prompts (answers never used as labels) and the evaluation set.
 
-Each example is `{"id", "prompt", "answer"}`; `prompt` is the user message.
+Each example is `{"id", "prompt", "answer"}`; `prompt` is the user message, rendered from the
+domain's `prompt_template`.
 """
 
 from __future__ import annotations
 
+import json
+import logging
+from pathlib import Path
 from typing import Optional
 
-from thinkswitch.config import DomainConfig, ModelConfig
+from omegaconf import OmegaConf
+
+from thinkswitch.config import DomainConfig, ModelConfig, SourceConfig
+from thinkswitch.sources import DataError, load_hf, map_fields, read_records, sample
+
+log = logging.getLogger(__name__)
 
 
 def load_domain(cfg: DomainConfig, model_cfg: ModelConfig) -> tuple[list[dict], list[dict]]:
     """(training examples, evaluation examples), checked for overlap."""
     if cfg.source == "testbed":
         train, evaluation = _testbed(cfg, model_cfg)
+    elif cfg.source == "data":
+        train = _split(cfg, cfg.train, "train", cfg.train_prompts, "train_prompts")
+        evaluation = _split(cfg, cfg.eval, "eval", cfg.eval_size, "eval_size")
     else:
-        raise ValueError(f"domain.source: unknown source {cfg.source!r}; known: ['testbed']")
+        raise DataError(f"domain.source: unknown source {cfg.source!r}; expected 'testbed' or 'data'")
     check_disjoint(train, evaluation, cfg.name)
     return train, evaluation
 
@@ -24,10 +36,65 @@ def _testbed(cfg: DomainConfig, model_cfg: ModelConfig) -> tuple[list[dict], lis
     from thinkswitch.testbed import TestbedSpec, task_examples
 
     if model_cfg.testbed is None:
-        raise ValueError("domain=testbed needs the testbed model pair (model=testbed): its task is the testbed's")
+        raise DataError("domain=testbed needs the testbed model pair (model=testbed): its task is the testbed's")
     spec = TestbedSpec(**dict(model_cfg.testbed))
     return (task_examples(cfg.train_prompts, cfg.seed, "train", spec),
             task_examples(cfg.eval_size, cfg.seed, "eval", spec))
+
+
+def read_source(src: SourceConfig, key: str) -> list[dict]:
+    """All records of a source, filtered by id lists and mapped to our field names."""
+    if bool(src.files) == bool(src.dataset):
+        raise DataError(f"{key}: set exactly one of files or dataset")
+    if src.files:
+        records = [r for f in src.files for r in read_records(Path(f).expanduser())]
+        name = f"{key} ({', '.join(src.files)})"
+    else:
+        records = load_hf(src.dataset, src.config, src.split, src.revision)
+        name = f"{key} ({src.dataset})"
+    records = map_fields(records, OmegaConf.to_container(src.fields) if OmegaConf.is_config(src.fields)
+                         else dict(src.fields), name)
+    for ids_file, keep in ((src.include_ids, True), (src.exclude_ids, False)):
+        if ids_file:
+            ids = _read_ids(ids_file)
+            records = [r for r in records if (r["id"] in ids) == keep]
+    return records
+
+
+def _read_ids(path: str) -> set[str]:
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise DataError(f"{p}: does not exist (an id list)")
+    try:
+        obj = json.loads(p.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise DataError(f"{p}:{e.lineno}: not valid JSON ({e.msg})") from None
+    return {str(i) for i in obj}  # keys of an object, or items of a list
+
+
+def render_prompt(template: str, record: dict, key: str) -> str:
+    values = {k: "\n\n".join(map(str, v)) if isinstance(v, list) else v for k, v in record.items()}
+    try:
+        return template.format(**values)
+    except KeyError as e:
+        raise DataError(f"{key}: domain.prompt_template uses {{{e.args[0]}}}, but the records have only "
+                        f"{sorted(record)} (map it in domain.train/eval.fields)") from None
+
+
+def _split(cfg: DomainConfig, src: SourceConfig, split: str, n: int, size_key: str) -> list[dict]:
+    key = f"domain.{split}"
+    records = read_source(src, key)
+    if not records:
+        raise DataError(f"{key}: no records (after the id filters)")
+    if n > len(records):
+        raise DataError(f"domain.{size_key}={n}, but {key} holds only {len(records)} records")
+    if split == "eval" and "answer" not in records[0]:
+        raise DataError(f"{key}.fields: map `answer` (the evaluation set needs gold answers)")
+    chosen = sample(records, n, cfg.seed, key)
+    examples = [{"id": r["id"], "prompt": render_prompt(cfg.prompt_template, r, key),
+                 "answer": None if r.get("answer") is None else str(r["answer"])} for r in chosen]
+    log.info("%s: %d of %d records", key, len(examples), len(records))
+    return examples
 
 
 def check_disjoint(train: list[dict], evaluation: list[dict], name: Optional[str] = None) -> None:
@@ -35,5 +102,5 @@ def check_disjoint(train: list[dict], evaluation: list[dict], name: Optional[str
     eval_prompts = {ex["prompt"].strip() for ex in evaluation}
     leaked = [ex["id"] for ex in train if ex["prompt"].strip() in eval_prompts]
     if leaked:
-        raise ValueError(f"domain {name}: {len(leaked)} training prompt(s) also in the evaluation set, "
-                         f"e.g. ids {leaked[:5]}")
+        raise DataError(f"domain {name}: {len(leaked)} training prompt(s) also in the evaluation set, "
+                        f"e.g. ids {leaked[:5]}")

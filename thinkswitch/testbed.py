@@ -66,7 +66,7 @@ class TestbedSpec:
     intermediate_size: int = 256
     batch_size: int = 64
     lr: float = 3e-3               # base phase peak learning rate
-    finetune_lr: float = 1e-3      # thinking / instruct phases peak learning rate
+    finetune_lr: float = 3e-4      # thinking / instruct phases: low enough that the pair stays SLERP-able
     weight_decay: float = 0.01
     warmup_steps: int = 20
     base_steps: int = 400
