@@ -15,6 +15,7 @@ from thinkswitch.config import SamplingConfig
 from thinkswitch.generate import chat_prompt, generate_texts
 from thinkswitch.grading import Grader
 from thinkswitch.io import write_jsonl
+from thinkswitch.stats import wilson_interval
 from thinkswitch.strip import THINK_CLOSE, strip_trace
 
 log = logging.getLogger(__name__)
@@ -45,10 +46,13 @@ def evaluate(model, tokenizer, role: str, examples: Sequence[dict], grader: Grad
     write_jsonl(out, rows)
     n = len(rows)
     correct = sum(r["correct"] for r in rows)
+    low, high = wilson_interval(correct, n)
     metrics = {
         f"{role}/correct": correct,
         f"{role}/n": n,
         f"{role}/accuracy": correct / n if n else 0.0,
+        f"{role}/accuracy_ci_low": low,  # 95% Wilson interval
+        f"{role}/accuracy_ci_high": high,
         f"{role}/tokens_per_answer": sum(r["tokens"] for r in rows) / n if n else 0.0,
         f"{role}/unfinished": sum(not r["finished"] for r in rows) / n if n else 0.0,
         f"{role}/eval_seconds": time.perf_counter() - t0,

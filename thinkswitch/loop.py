@@ -159,13 +159,14 @@ class Experiment:
 
 def summarize(history: list[dict], seconds: float, tracking_mode: str) -> dict:
     """summary.json: baseline, final and delta of every score, plus the whole history."""
-    keys = [f"{r}/{m}" for r in ("instruct", "thinking") for m in ("correct", "n", "accuracy", "tokens_per_answer")]
+    keys = [f"{r}/{m}" for r in ("instruct", "thinking")
+            for m in ("correct", "n", "accuracy", "accuracy_ci_low", "accuracy_ci_high", "tokens_per_answer")]
     first, last = history[0], history[-1]
     return {
         "iterations": last["iteration"],
         "baseline": {k: first[k] for k in keys},
         "final": {k: last[k] for k in keys},
-        "delta": {k: last[k] - first[k] for k in keys if not k.endswith("/n")},
+        "delta": {k: last[k] - first[k] for k in keys if k.split("/")[1] in ("correct", "accuracy", "tokens_per_answer")},
         "wall_seconds": seconds,
         "tracking": tracking_mode,
         "history": history,

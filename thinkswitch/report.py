@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+ROLES = ("instruct", "thinking")
+
+
+def score(row: dict, role: str) -> str:
+    """`191/500 38.2% [34.0, 42.6]`: correct/n, accuracy and its 95% Wilson interval."""
+    c, n, acc = row[f"{role}/correct"], row[f"{role}/n"], row[f"{role}/accuracy"]
+    return f"{c}/{n} {acc:6.1%} [{row[f'{role}/accuracy_ci_low']:.1%}, {row[f'{role}/accuracy_ci_high']:.1%}]"
+
 
 def iteration_table(history: list[dict]) -> str:
-    """Iteration x {instruct, thinking}: correct/n, accuracy and tokens per answer."""
-    header = f"{'iter':>4} | {'instruct':>16} {'tok/ans':>7} | {'thinking':>16} {'tok/ans':>7}"
+    """Iteration x {instruct, thinking}: correct/n, accuracy [95% CI] and tokens per answer."""
+    cells = [[score(row, r) for r in ROLES] for row in history]
+    width = max(len(c) for row in cells for c in row)
+    header = f"iter | {'instruct':<{width}} tok/ans | {'thinking':<{width}} tok/ans"
     lines = [header, "-" * len(header)]
-    for row in history:
-        cells = []
-        for role in ("instruct", "thinking"):
-            c, n, acc = row[f"{role}/correct"], row[f"{role}/n"], row[f"{role}/accuracy"]
-            cells.append(f"{f'{c}/{n} ({acc:.1%})':>16} {row[f'{role}/tokens_per_answer']:>7.1f}")
-        lines.append(f"{row['iteration']:>4} | {cells[0]} | {cells[1]}")
+    for row, (inst, think) in zip(history, cells):
+        lines.append(f"{row['iteration']:>4} | {inst:<{width}} {row['instruct/tokens_per_answer']:7.1f} | "
+                     f"{think:<{width}} {row['thinking/tokens_per_answer']:7.1f}")
     return "\n".join(lines)
