@@ -41,3 +41,17 @@ def testbed_pair():
 
     cfg = compose()
     return resolve_pair(cfg.model, CACHE)
+
+
+@pytest.fixture(scope="session")
+def tiny_2507_pair(tmp_path_factory):
+    """A tiny Qwen3 pair with 2507 conventions, trained on the real AIME and PubMedQA prompts."""
+    from thinkswitch.data import load_domain
+    from tinypair import build_tiny_pair
+
+    prompts = []
+    for name in ("aime_local", "pubmedqa_local"):
+        cfg = compose([f"domain={name}", f"data_dir={SHARED_DATA}", "domain.train_prompts=20"])
+        train, evaluation = load_domain(cfg.domain, cfg.model)
+        prompts += [ex["prompt"] for ex in train + evaluation]
+    return build_tiny_pair(tmp_path_factory.mktemp("tiny2507"), prompts)

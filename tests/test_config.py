@@ -15,7 +15,8 @@ GROUP_OPTIONS = [(p.parent.name, p.stem) for p in sorted(CONF.glob("*/*.yaml"))]
 
 @pytest.mark.parametrize("group, option", GROUP_OPTIONS, ids=[f"{g}={o}" for g, o in GROUP_OPTIONS])
 def test_every_config_composes(group, option):
-    cfg = compose([f"{group}={option}"])
+    needs = {"local": ["model.instruct=/ckpt/instruct", "model.thinking=/ckpt/thinking"]}.get(option, [])
+    cfg = compose([f"{group}={option}", *needs])
     OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
     check_config(cfg)
 
@@ -84,3 +85,23 @@ def test_cli_help_is_fast_and_lists_groups():
     for group in ("model", "domain", "trainer", "merge", "generation", "tracking"):
         assert f"{group}:" in out.stdout
     assert time.perf_counter() - t0 < 60
+
+
+@pytest.mark.parametrize("preset, domain", [("paper_aime", "aime"), ("paper_pubmedqa", "pubmedqa")])
+def test_paper_presets_compose(preset, domain):
+    cfg = compose([f"experiment={preset}"])
+    check_config(cfg)
+    assert cfg.model.instruct == "Qwen/Qwen3-4B-Instruct-2507"
+    assert cfg.model.thinking == "Qwen/Qwen3-4B-Thinking-2507"
+    assert cfg.domain.name == domain and cfg.domain.train_prompts == 15 and cfg.domain.eval_size == 30
+    assert cfg.trainer.quantize_4bit and cfg.trainer.bnb.bnb_4bit_quant_type == "nf4"
+    assert cfg.merge.method == "slerp"
+    thinking = cfg.model.sampling.thinking
+    assert (thinking.temperature, thinking.top_p, thinking.top_k) == (0.6, 0.95, 20)
+    # the command line still wins over a preset: offline data
+    assert compose([f"experiment={preset}", f"domain={domain}_local"]).domain.train.files
+
+
+def test_local_model_needs_both_paths():
+    with pytest.raises(ConfigError, match=r"model\.instruct / model\.thinking"):
+        check_config(compose(["model=local"]))

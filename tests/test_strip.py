@@ -2,8 +2,9 @@
 
 import pytest
 
-from thinkswitch.strip import EMPTY, OK, REOPENED, UNFINISHED, strip_generations, strip_trace
+from thinkswitch.config import DistillConfig
 from thinkswitch.io import read_jsonl, write_jsonl
+from thinkswitch.strip import EMPTY, OK, REOPENED, UNFINISHED, select_pairs, strip_generations, strip_trace
 
 
 @pytest.mark.parametrize(
@@ -50,10 +51,41 @@ def test_strip_generations_counts_and_drops(tmp_path):
         {"id": "c", "sample": 0, "prompt": "p3", "output": "t</think>"},
         {"id": "d", "sample": 1, "prompt": "p4", "output": "t</think>2<think>x"},
     ])
-    metrics = strip_generations(gens, tmp_path / "pairs.jsonl")
+    metrics = strip_generations(gens, tmp_path / "pairs.jsonl", "last_integer", DistillConfig())
     pairs = read_jsonl(tmp_path / "pairs.jsonl")
-    assert pairs == [{"id": "a", "sample": 0, "prompt": "p1", "completion": "1"}]
+    assert pairs == [{"id": "a", "sample": 0, "prompt": "p1", "completion": "1", "pred": "1"}]
     assert metrics["strip/generations"] == 4
     assert metrics["strip/pairs"] == 1
     assert metrics["strip/dropped"] == 3
     assert (metrics["strip/unfinished"], metrics["strip/empty"], metrics["strip/reopened"]) == (1, 1, 1)
+
+
+def _rows(answers: dict[str, list[str]]) -> list[dict]:
+    return [{"id": i, "sample": s, "prompt": i, "completion": a} for i, group in answers.items()
+            for s, a in enumerate(group)]
+
+
+def test_majority_keeps_the_agreeing_samples_and_drops_ties():
+    rows = _rows({"p1": ["x 7", "7", "8"], "p2": ["1", "2"], "p3": ["no number"], "p4": ["5", "5", "5"]})
+    kept = select_pairs(rows, 3, "last_integer", DistillConfig(filter="majority"))
+    assert [(r["id"], r["completion"]) for r in kept] == [("p1", "x 7"), ("p1", "7"), ("p4", "5"), ("p4", "5"),
+                                                          ("p4", "5")]
+
+
+def test_agreement_threshold_counts_every_sample():
+    rows = _rows({"p1": ["7", "7", "8"], "p2": ["5", "5", "5"]})
+    kept = select_pairs(rows, 3, "last_integer", DistillConfig(filter="majority", min_agreement=0.9))
+    assert {r["id"] for r in kept} == {"p2"}
+    # p2 had 4 samples, one unfinished (not in rows): 3/4 agree
+    kept = select_pairs(_rows({"p2": ["5", "5", "5"]}), 4, "last_integer",
+                        DistillConfig(filter="majority", min_agreement=0.8))
+    assert kept == []
+
+
+def test_none_filter_keeps_everything_and_canonical_targets_rewrite():
+    rows = _rows({"p1": ["The sum is 7.", "so \\boxed{8}"], "p2": ["no answer"]})
+    assert len(select_pairs([dict(r) for r in rows], 2, "last_integer", DistillConfig())) == 3
+    kept = select_pairs([dict(r) for r in rows], 2, "boxed_integer", DistillConfig(target="canonical"))
+    assert [r["completion"] for r in kept] == ["\\boxed{7}", "\\boxed{8}"]  # p2 has no answer to rewrite
+    kept = select_pairs(_rows({"q": ["**Yes**, it does."]}), 1, "yes_no_maybe", DistillConfig(target="canonical"))
+    assert kept[0]["completion"] == "yes"

@@ -27,6 +27,7 @@ class SamplingConfig:
     temperature: Optional[float] = None
     top_p: Optional[float] = None
     top_k: Optional[int] = None
+    min_p: Optional[float] = None
     max_new_tokens: int = 256
 
 
@@ -139,10 +140,38 @@ class MergeConfig:
 
 
 @dataclass
-class EvaluateConfig:
-    """Evaluation of both checkpoints on the domain's evaluation set."""
+class DistillConfig:
+    """Which stripped answers become training pairs, and in what form.
 
+    filter: `none` keeps every finished trace; `majority` keeps, per prompt, the samples whose
+    extracted answer is the majority among the prompt's k samples (`generation.samples_per_prompt`)
+    and drops prompts without a strict majority, or whose majority share is below `min_agreement`.
+    target: `raw` trains on the stripped answer as the thinking model wrote it; `canonical` on the
+    domain's canonical answer format (`\\boxed{N}`, `yes`/`no`/`maybe`).
+    """
+
+    filter: str = "none"  # none | majority
+    min_agreement: float = 0.0  # with majority: the majority share a prompt needs, in [0, 1]
+    target: str = "raw"  # raw | canonical
+
+
+@dataclass
+class EvaluateConfig:
+    """Evaluation of both checkpoints on the domain's evaluation set.
+
+    `samples` > 1 answers every question that many times: accuracy is then avg@n, and
+    `maj_accuracy` is maj@n (the majority answer graded).
+    """
+
+    samples: int = 1
     samples_table: int = 8  # rows per model in W&B's table of sample generations
+
+
+@dataclass
+class CostConfig:
+    """Turns wall time into dollars: `gpu_hour_usd` is the price of the machine per hour."""
+
+    gpu_hour_usd: Optional[float] = None
 
 
 @dataclass
@@ -169,6 +198,8 @@ class ExperimentConfig:
     merge: MergeConfig = MISSING
     evaluate: EvaluateConfig = MISSING
     tracking: TrackingConfig = MISSING
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    cost: CostConfig = field(default_factory=CostConfig)
     iterations: int = 2
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda

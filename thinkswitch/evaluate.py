@@ -15,7 +15,7 @@ from thinkswitch.config import SamplingConfig
 from thinkswitch.generate import chat_prompt, generate_texts
 from thinkswitch.grading import Grader
 from thinkswitch.io import write_jsonl
-from thinkswitch.stats import wilson_interval
+from thinkswitch.stats import majority, wilson_interval
 from thinkswitch.strip import THINK_CLOSE, strip_trace
 
 log = logging.getLogger(__name__)
@@ -31,32 +31,47 @@ def final_answer(output: str, role: str) -> Optional[str]:
 
 
 def evaluate(model, tokenizer, role: str, examples: Sequence[dict], grader: Grader, sampling: SamplingConfig,
-             batch_size: int, system_prompt: Optional[str], seed: int, out: Path) -> dict:
-    """Generate, grade and save per-question results to `out`; return `<role>/*` metrics."""
+             batch_size: int, system_prompt: Optional[str], seed: int, out: Path, samples: int = 1) -> dict:
+    """Generate, grade and save per-question results to `out`; return `<role>/*` metrics.
+
+    With `samples` > 1 every question is answered that many times: `accuracy` is avg@n and
+    `maj_accuracy` maj@n; `correct` is then the mean number of questions answered correctly.
+    """
     t0 = time.perf_counter()
-    prompts = [chat_prompt(tokenizer, ex["prompt"], system_prompt) for ex in examples]
+    jobs = [(ex, s) for ex in examples for s in range(samples)]
+    prompts = [chat_prompt(tokenizer, ex["prompt"], system_prompt) for ex, _ in jobs]
     gens = generate_texts(model, tokenizer, prompts, sampling, batch_size, seed, desc=f"evaluate {role}")
     rows = []
-    for ex, g in zip(examples, gens):
+    for (ex, s), g in zip(jobs, gens):
         answer = final_answer(g["output"], role)
         pred, correct = grader(answer, ex["answer"])
-        rows.append({"id": ex["id"], "prompt": ex["prompt"], "gold": ex["answer"], "output": g["output"],
+        rows.append({"id": ex["id"], "sample": s, "prompt": ex["prompt"], "gold": ex["answer"], "output": g["output"],
                      "answer": answer, "pred": pred, "correct": bool(correct), "tokens": g["tokens"],
                      "finished": answer is not None})
     write_jsonl(out, rows)
-    n = len(rows)
-    correct = sum(r["correct"] for r in rows)
-    low, high = wilson_interval(correct, n)
+    n, trials = len(examples), len(rows)
+    hits = sum(r["correct"] for r in rows)
+    low, high = wilson_interval(hits, trials)
     metrics = {
-        f"{role}/correct": correct,
+        f"{role}/correct": hits if samples == 1 else hits / samples,
         f"{role}/n": n,
-        f"{role}/accuracy": correct / n if n else 0.0,
+        f"{role}/accuracy": hits / trials if trials else 0.0,
         f"{role}/accuracy_ci_low": low,  # 95% Wilson interval
         f"{role}/accuracy_ci_high": high,
-        f"{role}/tokens_per_answer": sum(r["tokens"] for r in rows) / n if n else 0.0,
-        f"{role}/unfinished": sum(not r["finished"] for r in rows) / n if n else 0.0,
+        f"{role}/tokens_per_answer": sum(r["tokens"] for r in rows) / trials if trials else 0.0,
+        f"{role}/unfinished": sum(not r["finished"] for r in rows) / trials if trials else 0.0,
         f"{role}/eval_seconds": time.perf_counter() - t0,
     }
-    log.info("evaluate %s: %d/%d correct, %.1f tokens per answer", role, correct, n,
-             metrics[f"{role}/tokens_per_answer"])
+    if samples > 1:
+        metrics[f"{role}/maj_accuracy"] = majority_accuracy(rows, examples, grader) / n if n else 0.0
+    log.info("evaluate %s: accuracy %.3f (n=%d%s), %.1f tokens per answer", role, metrics[f"{role}/accuracy"], n,
+             f", {samples} samples each" if samples > 1 else "", metrics[f"{role}/tokens_per_answer"])
     return metrics
+
+
+def majority_accuracy(rows: list[dict], examples: Sequence[dict], grader: Grader) -> int:
+    """Questions whose majority answer over their samples is correct (maj@n)."""
+    preds: dict[str, list] = {}
+    for r in rows:
+        preds.setdefault(r["id"], []).append(r["pred"])
+    return sum(grader(majority(preds[ex["id"]])[0], ex["answer"])[1] for ex in examples)

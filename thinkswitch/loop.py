@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 from omegaconf import OmegaConf
 
@@ -78,12 +78,12 @@ class Experiment:
     def strip(self, it: IterationPaths) -> dict:
         from thinkswitch.strip import DROP_KEYS, strip_generations
 
-        metrics = strip_generations(it.generations, it.pairs)
+        metrics = strip_generations(it.generations, it.pairs, self.cfg.domain.grader, self.cfg.distill)
         if metrics["strip/pairs"] == 0:
             reasons = ", ".join(f"{k.split('/')[1]}: {metrics[k]}" for k in DROP_KEYS if metrics[k])
             raise RuntimeError(
                 f"{it.root.name}: all {metrics['strip/generations']} generations were dropped ({reasons}); nothing "
-                f"to distill. If traces were cut off, raise generation.thinking.max_new_tokens. "
+                f"to distill. If traces were cut off, raise model.sampling.thinking.max_new_tokens. "
                 f"Everything so far is kept in {self.run.root}")
         return metrics
 
@@ -107,7 +107,8 @@ class Experiment:
         for role, path in (("instruct", instruct), ("thinking", thinking)):
             model, tok = self._load(path)
             metrics |= evaluate(model, tok, role, self.eval, self.grader, getattr(self.cfg.model.sampling, role), g.batch_size,
-                                self.cfg.domain.system_prompt, self.seed(0, 2), it.eval_results(role))
+                                self.cfg.domain.system_prompt, self.seed(0, 2), it.eval_results(role),
+                                self.cfg.evaluate.samples)
             del model
         return metrics
 
@@ -124,6 +125,7 @@ class Experiment:
 
     def record(self, k: int, metrics: dict, tracker: Tracker, history: list[dict]) -> None:
         it = self.run.iteration(k)
+        metrics = {**metrics, **stage_cost(metrics, self.cfg.cost.gpu_hour_usd)}
         row = {"iteration": k, **metrics}
         write_json(it.metrics, row)
         history.append(row)
@@ -148,7 +150,7 @@ class Experiment:
             for k in range(1, cfg.iterations + 1):
                 self.record(k, self.iteration(k, instruct, thinking), tracker, history)
                 instruct, thinking = str(self.run.iteration(k).instruct), str(self.run.iteration(k).thinking)
-            summary = summarize(history, time.perf_counter() - t0, tracker.mode)
+            summary = summarize(history, time.perf_counter() - t0, tracker.mode, cfg.cost.gpu_hour_usd)
             write_json(self.run.summary, summary)
             failed = False
             return summary
@@ -157,17 +159,34 @@ class Experiment:
                            failed)
 
 
-def summarize(history: list[dict], seconds: float, tracking_mode: str) -> dict:
-    """summary.json: baseline, final and delta of every score, plus the whole history."""
+def stage_cost(metrics: dict, gpu_hour_usd: Optional[float]) -> dict:
+    """`cost/<stage>_usd` for every `time/<stage>` (seconds), at `gpu_hour_usd` per hour."""
+    if gpu_hour_usd is None:
+        return {}
+    costs = {f"cost/{k[5:]}_usd": v / 3600 * gpu_hour_usd for k, v in metrics.items() if k.startswith("time/")}
+    return {**costs, "cost/iteration_usd": sum(costs.values())}
+
+
+def summarize(history: list[dict], seconds: float, tracking_mode: str, gpu_hour_usd: Optional[float]) -> dict:
+    """summary.json: baseline, final and delta of every score, time and cost per stage, the history."""
     keys = [f"{r}/{m}" for r in ("instruct", "thinking")
             for m in ("correct", "n", "accuracy", "accuracy_ci_low", "accuracy_ci_high", "tokens_per_answer")]
     first, last = history[0], history[-1]
+    stage_seconds: dict[str, float] = {}
+    for row in history:
+        for k, v in row.items():
+            if k.startswith("time/"):
+                stage_seconds[k[5:]] = stage_seconds.get(k[5:], 0.0) + v
     return {
         "iterations": last["iteration"],
         "baseline": {k: first[k] for k in keys},
         "final": {k: last[k] for k in keys},
         "delta": {k: last[k] - first[k] for k in keys if k.split("/")[1] in ("correct", "accuracy", "tokens_per_answer")},
         "wall_seconds": seconds,
+        "stage_seconds": stage_seconds,
+        "cost_usd": None if gpu_hour_usd is None else {
+            **{stage: sec / 3600 * gpu_hour_usd for stage, sec in stage_seconds.items()},
+            "total": seconds / 3600 * gpu_hour_usd},
         "tracking": tracking_mode,
         "history": history,
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,46 @@ def resolve_pair(cfg: ModelConfig, cache_dir: Path) -> ModelPair:
         return ModelPair(str(root / "instruct"), str(root / "thinking"))
     if not cfg.instruct or not cfg.thinking:
         raise ValueError("model.instruct and model.thinking must both be set (a hub id or a local directory)")
-    return ModelPair(cfg.instruct, cfg.thinking)
+    pair = ModelPair(cfg.instruct, cfg.thinking)
+    check_pair(pair)
+    return pair
+
+
+def is_local(ref: str) -> bool:
+    """A local directory (rather than a hub id like `Qwen/Qwen3-4B-Instruct-2507`)."""
+    return ref.startswith(("/", ".", "~")) or Path(ref).expanduser().exists()
+
+
+def check_model_dir(ref: str, key: str) -> None:
+    """A local checkpoint must have config.json, safetensors weights and a tokenizer."""
+    path = Path(ref).expanduser()
+    if not path.is_dir():
+        raise ValueError(f"{key}: {path} is not a directory")
+    missing = [what for what, ok in (
+        ("config.json", (path / "config.json").is_file()),
+        ("*.safetensors weights", any(path.glob("*.safetensors"))),
+        ("a tokenizer (tokenizer.json or tokenizer_config.json)",
+         (path / "tokenizer.json").is_file() or (path / "tokenizer_config.json").is_file()),
+    ) if not ok]
+    if missing:
+        raise ValueError(f"{key}: {path} has no {', no '.join(missing)}")
+
+
+def check_pair(pair: ModelPair) -> None:
+    """Local pairs: both checkpoints complete, and of one architecture and shape (mergekit needs it)."""
+    refs = {"model.instruct": pair.instruct, "model.thinking": pair.thinking}
+    if not all(is_local(r) for r in refs.values()):
+        return  # hub ids are checked when they download
+    for key, ref in refs.items():
+        check_model_dir(ref, key)
+    configs = {key: json.loads((Path(ref).expanduser() / "config.json").read_text()) for key, ref in refs.items()}
+    shape_keys = ("architectures", "model_type", "hidden_size", "num_hidden_layers", "intermediate_size",
+                  "num_attention_heads", "num_key_value_heads", "vocab_size")
+    diffs = [f"{k}: {configs['model.instruct'].get(k)} vs {configs['model.thinking'].get(k)}"
+             for k in shape_keys if configs["model.instruct"].get(k) != configs["model.thinking"].get(k)]
+    if diffs:
+        raise ValueError("model.instruct and model.thinking differ in architecture (they must share one to be "
+                         "merged): " + "; ".join(diffs))
 
 
 def pick_device(name: str):

@@ -13,7 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from thinkswitch.config import DistillConfig
+from thinkswitch.grading import canonical_answer, get_grader
 from thinkswitch.io import read_jsonl, write_jsonl
+from thinkswitch.stats import majority
 
 log = logging.getLogger(__name__)
 
@@ -43,20 +46,49 @@ def strip_trace(text: str) -> Stripped:
     return Stripped(answer, OK)
 
 
-def strip_generations(generations: Path, pairs: Path) -> dict:
-    """Read raw generations (JSONL), write answer-only pairs; return counts by status."""
+def select_pairs(rows: list[dict], k: int, grader_name: str, cfg: DistillConfig) -> list[dict]:
+    """The training pairs among stripped answers (`rows` with `completion`), per `distill.filter`.
+
+    `k` is the number of samples generated per prompt: agreement is counted against all of them,
+    finished or not.
+    """
+    grader = get_grader(grader_name)
+    for r in rows:
+        r["pred"] = grader(r["completion"], "")[0]  # the extracted answer; gold is not looked at
+    if cfg.filter == "majority":
+        by_prompt: dict[str, list[dict]] = {}
+        for r in rows:
+            by_prompt.setdefault(r["id"], []).append(r)
+        rows = []
+        for group in by_prompt.values():
+            value, count = majority([r["pred"] for r in group])
+            if value is not None and count / k >= cfg.min_agreement:
+                rows += [r for r in group if r["pred"] == value]
+    if cfg.target == "canonical":
+        rows = [{**r, "completion": canonical_answer(grader_name, r["pred"])} for r in rows if r["pred"] is not None]
+    return rows
+
+
+def strip_generations(generations: Path, pairs: Path, grader_name: str, cfg: DistillConfig) -> dict:
+    """Read raw generations (JSONL), write the answer-only pairs; return counts of what survived."""
     rows = read_jsonl(generations)
     counts = {OK: 0, UNFINISHED: 0, REOPENED: 0, EMPTY: 0}
-    kept = []
+    stripped = []
     for row in rows:
         result = strip_trace(row["output"])
         counts[result.status] += 1
         if result.answer is not None:
-            kept.append({"id": row["id"], "sample": row.get("sample", 0), "prompt": row["prompt"],
-                         "completion": result.answer})
+            stripped.append({"id": row["id"], "sample": row.get("sample", 0), "prompt": row["prompt"],
+                             "completion": result.answer})
+    prompts = {row["id"] for row in rows}
+    k = len(rows) // max(len(prompts), 1)
+    kept = select_pairs(stripped, k, grader_name, cfg)
     write_jsonl(pairs, kept)
-    dropped = len(rows) - len(kept)
-    log.info("strip: kept %d of %d generations (%s)", len(kept), len(rows),
-             ", ".join(f"{k} {v}" for k, v in counts.items() if k != OK and v) or "none dropped")
-    return {"strip/generations": len(rows), "strip/pairs": len(kept), "strip/dropped": dropped,
+    log.info("strip: %d of %d generations finished their trace (%s); filter %s kept %d pairs from %d of %d prompts",
+             len(stripped), len(rows),
+             ", ".join(f"{k} {v}" for k, v in counts.items() if k != OK and v) or "none dropped",
+             cfg.filter, len(kept), len({r["id"] for r in kept}), len(prompts))
+    return {"strip/generations": len(rows), "strip/finished": len(stripped), "strip/pairs": len(kept),
+            "strip/dropped": len(rows) - len(kept), "strip/prompts": len(prompts),
+            "strip/prompts_kept": len({r["id"] for r in kept}),
             **{f"strip/{k}": counts[k] for k in (UNFINISHED, REOPENED, EMPTY)}}

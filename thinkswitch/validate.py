@@ -57,6 +57,13 @@ def check_config(cfg: ExperimentConfig) -> None:
         raise ConfigError(f"merge.base: expected 'current' or 'initial', got {cfg.merge.base!r}")
     if cfg.device not in ("auto", "cpu", "cuda") and not str(cfg.device).startswith("cuda:"):
         raise ConfigError(f"device: expected auto, cpu or cuda[:N], got {cfg.device!r}")
+    for key, allowed in (("filter", ("none", "majority")), ("target", ("raw", "canonical"))):
+        if getattr(cfg.distill, key) not in allowed:
+            raise ConfigError(f"distill.{key}: expected one of {list(allowed)}, got {getattr(cfg.distill, key)!r}")
+    if not 0.0 <= cfg.distill.min_agreement <= 1.0:
+        raise ConfigError(f"distill.min_agreement: must be in [0, 1], got {cfg.distill.min_agreement}")
+    if cfg.evaluate.samples < 1:
+        raise ConfigError(f"evaluate.samples: must be >= 1, got {cfg.evaluate.samples}")
     try:
         get_grader(cfg.domain.grader)
     except ValueError as e:

@@ -1,0 +1,89 @@
+"""The paper's domains on real data: loaders, contamination guard, and the loop on a tiny 2507 pair."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT, SHARED_DATA, compose
+from thinkswitch.data import check_disjoint, load_domain
+from thinkswitch.io import read_json, read_jsonl
+from thinkswitch.sources import DataError
+
+
+def domain(name, *overrides):
+    cfg = compose([f"domain={name}", f"data_dir={SHARED_DATA}", *overrides])
+    return load_domain(cfg.domain, cfg.model)
+
+
+def test_aime_local_reads_2026_for_eval_and_earlier_years_for_training():
+    train, evaluation = domain("aime_local")
+    assert len(train) == 15 and len(evaluation) == 30
+    aime26 = {r["prompt"] for r in read_jsonl(SHARED_DATA / "aime" / "aime26.jsonl")}
+    assert {e["prompt"] for e in evaluation} == aime26
+    assert not {t["prompt"] for t in train} & aime26
+    assert all(0 <= int(e["answer"]) <= 999 for e in evaluation)
+    assert all("\\boxed{}" in e["prompt"] for e in evaluation)
+
+
+def test_pubmedqa_local_uses_the_official_test_split_for_eval_only():
+    train, evaluation = domain("pubmedqa_local", "domain.train_prompts=40")
+    test_ids = set(read_json(SHARED_DATA / "pubmedqa" / "test_ground_truth.json"))
+    assert len(evaluation) == 30 and {e["id"] for e in evaluation} <= test_ids
+    assert len(train) == 40 and not {t["id"] for t in train} & test_ids
+    assert {e["answer"] for e in evaluation} <= {"yes", "no", "maybe"}
+    assert all("Question:" in e["prompt"] and "yes, no or maybe" in e["prompt"] for e in evaluation)
+
+
+def test_draws_are_seeded():
+    assert domain("pubmedqa_local")[1] == domain("pubmedqa_local")[1]
+    assert domain("pubmedqa_local")[1] != domain("pubmedqa_local", "domain.seed=1")[1]
+
+
+@pytest.mark.parametrize("override, match", [
+    ("domain.train_prompts=500", r"domain\.train_prompts=500, but domain\.train holds only 60"),
+    ("domain.eval_size=31", r"domain\.eval_size=31, but domain\.eval holds only 30"),
+    ("domain.prompt_template='{problem}'", r"prompt_template uses \{problem\}"),
+    ("domain.eval.files=[/nonexistent/x.jsonl]", r"/nonexistent/x\.jsonl: does not exist"),
+])
+def test_bad_domain_settings_name_the_key(override, match):
+    with pytest.raises(DataError, match=match):
+        domain("aime_local", override)
+
+
+def test_contamination_guard():
+    with pytest.raises(DataError, match=r"training prompt\(s\) also in the evaluation set"):
+        domain("aime_local", f"domain.train.files=[{SHARED_DATA}/aime/aime26.jsonl]")
+    check_disjoint([{"id": "a", "prompt": "x"}], [{"id": "b", "prompt": "y"}])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, extra", [
+    ("aime_local", ["distill.filter=majority", "generation.samples_per_prompt=3", "distill.target=canonical",
+                    "evaluate.samples=2", "cost.gpu_hour_usd=0.5"]),
+    ("pubmedqa_local", ["trainer=qlora"]),
+])
+def test_loop_runs_on_the_domain_with_a_tiny_2507_pair(tiny_2507_pair, tmp_path, name, extra):
+    instruct, thinking = tiny_2507_pair
+    run_dir = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "thinkswitch.cli", "model=local", f"model.instruct={instruct}",
+         f"model.thinking={thinking}", f"domain={name}", f"data_dir={SHARED_DATA}", "domain.train_prompts=4",
+         "domain.eval_size=5", "iterations=1", "model.sampling.thinking.max_new_tokens=24",
+         "model.sampling.instruct.max_new_tokens=12", "tracking.mode=disabled", "trainer.sft.num_train_epochs=1",
+         *extra, f"hydra.run.dir={run_dir}"], cwd=ROOT, env=dict(os.environ), capture_output=True, text=True,
+        timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    summary = read_json(run_dir / "summary.json")
+    assert summary["final"]["instruct/n"] == summary["final"]["thinking/n"] == 5
+    pairs = read_jsonl(run_dir / "iter_01" / "pairs.jsonl")
+    assert pairs and all("</think>" not in p["completion"] and "<think>" not in p["completion"] for p in pairs)
+    evals = read_jsonl(run_dir / "iter_01" / "eval_thinking.jsonl")
+    assert all(r["output"].count("</think>") <= 1 and "<think>" not in r["output"] for r in evals)
+    metrics = read_json(run_dir / "iter_01" / "metrics.json")
+    if "distill.target=canonical" in extra:
+        assert {p["completion"] for p in pairs} == {"\\boxed{7}"}  # canonical AIME format
+        assert len(evals) == 10 and "thinking/maj_accuracy" in metrics  # 5 questions x 2 samples
+        assert metrics["strip/generations"] == 12 and metrics["strip/prompts"] == 4
+        assert summary["cost_usd"]["total"] > 0 and metrics["cost/distill_usd"] > 0
