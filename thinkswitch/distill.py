@@ -19,6 +19,7 @@ from thinkswitch.config import ModelConfig, TrainerConfig
 from thinkswitch.generate import chat_prompt
 from thinkswitch.io import atomic_path, read_jsonl
 from thinkswitch.models import load_model, load_tokenizer, pick_dtype
+from thinkswitch.strip import THINK_CLOSE, THINK_OPEN
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +104,9 @@ def distill(instruct: str, pairs_path: Path, cfg: TrainerConfig, model_cfg: Mode
     pairs = read_jsonl(pairs_path)
     if not pairs:
         raise ValueError(f"{pairs_path}: no answer-only pairs to distill (every generation was dropped)")
+    tagged = [i for i, p in enumerate(pairs, 1) if THINK_OPEN in p["completion"] or THINK_CLOSE in p["completion"]]
+    if tagged:  # an instruct model taught `</think>` starts emitting orphan tags
+        raise ValueError(f"{pairs_path}:{tagged[0]}: a target holds a think tag; targets must be answers only")
     t0 = time.perf_counter()
     metrics = train_adapter(instruct, pairs, cfg, model_cfg, device, seed, system_prompt, adapter_out)
     merge_adapter(instruct, adapter_out, model_cfg, device, model_out)

@@ -155,8 +155,7 @@ class Experiment:
             failed = False
             return summary
         finally:
-            tracker.finish(summary and summary["final"] | {f"delta/{k}": v for k, v in summary["delta"].items()},
-                           failed)
+            tracker.finish(summary and run_summary(summary), failed)
 
 
 def stage_cost(metrics: dict, gpu_hour_usd: Optional[float]) -> dict:
@@ -190,6 +189,14 @@ def summarize(history: list[dict], seconds: float, tracking_mode: str, gpu_hour_
         "tracking": tracking_mode,
         "history": history,
     }
+
+
+def run_summary(summary: dict) -> dict:
+    """What W&B's run summary holds: final scores, their deltas from iteration 0, total cost."""
+    out = {**summary["final"], **{f"delta/{k}": v for k, v in summary["delta"].items()}}
+    if summary["cost_usd"]:
+        out["cost/total_usd"] = summary["cost_usd"]["total"]
+    return out
 
 
 def run_experiment(cfg: ExperimentConfig) -> dict:
