@@ -22,7 +22,7 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 CACHE = Path(os.environ.get("THINKSWITCH_CACHE", "~/.cache/thinkswitch")).expanduser()
 
 
-def compose(overrides: list[str] = (), run_dir: str = "/tmp/thinkswitch-unused"):
+def compose(overrides: list[str] = (), run_dir: str = "/tmp/thinkswitch-unused", hydra_config: bool = False):
     """The experiment config exactly as `thinkswitch` composes it (schemas included)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
@@ -31,7 +31,8 @@ def compose(overrides: list[str] = (), run_dir: str = "/tmp/thinkswitch-unused")
 
     register_configs()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return hydra_compose(config_name="config", overrides=[f"run_dir={run_dir}", *overrides])
+        return hydra_compose(config_name="config", overrides=[f"run_dir={run_dir}", *overrides],
+                             return_hydra_config=hydra_config)
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from thinkswitch.config import register_configs
@@ -31,6 +33,31 @@ def _quiet_libraries() -> None:
     datasets.disable_progress_bars()
 
 
+def _record_failure(cfg: DictConfig, error: Exception) -> None:
+    """failed.json in the run directory, unless the loop already wrote one (with its stage)."""
+    from thinkswitch.io import write_json
+    from thinkswitch.paths import RunPaths
+
+    failed = RunPaths(Path(cfg.run_dir)).failed
+    if not failed.exists():
+        write_json(failed, {"error": f"{type(error).__name__}: {error}", "iteration": None, "stage": "setup"})
+
+
+def _name_the_run(cfg: DictConfig) -> None:
+    """W&B conventions: a sweep's jobs share a group (the sweep), each run is named by its
+    overrides and tagged with domain, model, method and trainer, unless the config says otherwise."""
+    hc = HydraConfig.get()
+    tracking = cfg.tracking
+    if tracking.name is None:
+        tracking.name = hc.job.override_dirname or Path(cfg.run_dir).name
+    if tracking.group is None and hc.mode == RunMode.MULTIRUN:
+        sweep = Path(hc.sweep.dir)
+        tracking.group = f"sweep-{sweep.parent.name}-{sweep.name}"
+    tags = [f"domain:{cfg.domain.name}", f"model:{cfg.model.name}", f"method:{cfg.method.name}",
+            f"trainer:{cfg.trainer.name}"]
+    tracking.tags = list(dict.fromkeys([*tracking.tags, *tags]))
+
+
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def main(cfg: DictConfig) -> float:
     """Run one experiment; the return value (final instruct accuracy) is what sweepers optimise."""
@@ -43,11 +70,15 @@ def main(cfg: DictConfig) -> float:
 
         torch.set_num_threads(cfg.num_threads)
     _quiet_libraries()
+    _name_the_run(cfg)
     try:
         summary = run_experiment(cfg)
-    except ConfigError as e:
-        log.error("invalid config: %s", e)
-        raise SystemExit(2) from None
+    except Exception as e:
+        _record_failure(cfg, e)
+        if isinstance(e, ConfigError) and HydraConfig.get().mode == RunMode.RUN:
+            log.error("invalid config: %s", e)
+            raise SystemExit(2) from None
+        raise  # in a sweep, Hydra records the failed job and runs the others
     log.info("results (%s):\n%s", cfg.run_dir, iteration_table(summary["history"]))
     return summary["final"]["instruct/accuracy"]
 

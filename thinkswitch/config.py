@@ -140,6 +140,21 @@ class MergeConfig:
 
 
 @dataclass
+class MethodConfig:
+    """Which parts of ThinkSwitch run: the whole method, or a baseline (one config away).
+
+    merge_only: no distillation, the thinking model is SLERP'd toward the starting instruct one;
+    distill_only: no merge, the thinking model never changes; gold_oracle: distil the dataset's
+    own answers instead of the thinking model's.
+    """
+
+    name: str = MISSING
+    distill: bool = True
+    merge: bool = True
+    labels: str = "thinking"  # thinking | gold
+
+
+@dataclass
 class DistillConfig:
     """Which stripped answers become training pairs, and in what form.
 
@@ -198,6 +213,7 @@ class ExperimentConfig:
     merge: MergeConfig = MISSING
     evaluate: EvaluateConfig = MISSING
     tracking: TrackingConfig = MISSING
+    method: MethodConfig = MISSING
     distill: DistillConfig = field(default_factory=DistillConfig)
     cost: CostConfig = field(default_factory=CostConfig)
     iterations: int = 2
@@ -217,6 +233,7 @@ GROUPS = {
     "merge": MergeConfig,
     "evaluate": EvaluateConfig,
     "tracking": TrackingConfig,
+    "method": MethodConfig,
 }
 
 

@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 def _stage(it: IterationPaths, name: str, fn: Callable[[], dict]) -> dict:
     """Run a stage once: skip it when its marker exists, else run it and write the marker last."""
+    _stage.current = (it.root.name, name)  # type: ignore[attr-defined]  # where a failure happened
     if it.is_done(name):
         log.info("[%s] %s: done in an earlier run, skipped", it.root.name, name)
         return it.done_info(name)["metrics"]
@@ -93,11 +94,11 @@ class Experiment:
         return distill(instruct, it.pairs, self.cfg.trainer, self.cfg.model, self.device, self.seed(k, 1),
                        self.cfg.domain.system_prompt, it.adapter, it.instruct)
 
-    def merge(self, it: IterationPaths, thinking: str) -> dict:
+    def merge(self, it: IterationPaths, thinking: str, instruct: str) -> dict:
         from thinkswitch.merge import merge
 
         base = thinking if self.cfg.merge.base == "current" else self.pair.thinking
-        return merge(base, str(it.instruct), self.cfg.merge, it.thinking)
+        return merge(base, instruct, self.cfg.merge, it.thinking)
 
     def evaluate(self, it: IterationPaths, instruct: str, thinking: str) -> dict:
         from thinkswitch.evaluate import evaluate
@@ -113,15 +114,36 @@ class Experiment:
         return metrics
 
     # -- the loop ----------------------------------------------------------------------------
-    def iteration(self, k: int, instruct: str, thinking: str) -> dict:
-        it = self.run.iteration(k)
+    def gold_pairs(self, it: IterationPaths) -> dict:
+        """The oracle baseline: the dataset's own answers (canonical format) as training targets."""
+        from thinkswitch.grading import canonical_answer
+
+        missing = [ex["id"] for ex in self.train if ex.get("answer") is None]
+        if missing:
+            raise ValueError(f"method=gold_oracle needs answers for the training prompts; map `answer` in "
+                             f"domain.train.fields (e.g. id {missing[0]} has none)")
+        pairs = [{"id": ex["id"], "sample": 0, "prompt": ex["prompt"],
+                  "completion": canonical_answer(self.cfg.domain.grader, ex["answer"])} for ex in self.train]
+        write_jsonl(it.pairs, pairs)
+        return {"strip/pairs": len(pairs), "strip/prompts": len(pairs), "strip/prompts_kept": len(pairs)}
+
+    def iteration(self, k: int, instruct: str, thinking: str) -> tuple[dict, str, str]:
+        """One round; returns its metrics and the new (instruct, thinking) checkpoints."""
+        it, method = self.run.iteration(k), self.cfg.method
         metrics: dict[str, Any] = {}
-        metrics |= _stage(it, "generate", lambda: self.generate(it, k, thinking))
-        metrics |= _stage(it, "strip", lambda: self.strip(it))
-        metrics |= _stage(it, "distill", lambda: self.distill(it, k, instruct))
-        metrics |= _stage(it, "merge", lambda: self.merge(it, thinking))
-        metrics |= _stage(it, "evaluate", lambda: self.evaluate(it, str(it.instruct), str(it.thinking)))
-        return metrics
+        if method.distill:
+            if method.labels == "gold":
+                metrics |= _stage(it, "strip", lambda: self.gold_pairs(it))
+            else:
+                metrics |= _stage(it, "generate", lambda: self.generate(it, k, thinking))
+                metrics |= _stage(it, "strip", lambda: self.strip(it))
+            metrics |= _stage(it, "distill", lambda: self.distill(it, k, instruct))
+            instruct = str(it.instruct)
+        if method.merge:
+            metrics |= _stage(it, "merge", lambda: self.merge(it, thinking, instruct))
+            thinking = str(it.thinking)
+        metrics |= _stage(it, "evaluate", lambda: self.evaluate(it, instruct, thinking))
+        return metrics, instruct, thinking
 
     def record(self, k: int, metrics: dict, tracker: Tracker, history: list[dict]) -> None:
         it = self.run.iteration(k)
@@ -148,12 +170,20 @@ class Experiment:
             self.record(0, _stage(base, "evaluate", lambda: self.evaluate(base, instruct, thinking)),
                         tracker, history)
             for k in range(1, cfg.iterations + 1):
-                self.record(k, self.iteration(k, instruct, thinking), tracker, history)
-                instruct, thinking = str(self.run.iteration(k).instruct), str(self.run.iteration(k).thinking)
+                metrics, instruct, thinking = self.iteration(k, instruct, thinking)
+                self.record(k, metrics, tracker, history)
             summary = summarize(history, time.perf_counter() - t0, tracker.mode, cfg.cost.gpu_hour_usd)
             write_json(self.run.summary, summary)
+            self.run.failed.unlink(missing_ok=True)
             failed = False
             return summary
+        except BaseException as e:
+            where = getattr(_stage, "current", ("setup", ""))
+            write_json(self.run.failed, {"error": f"{type(e).__name__}: {e}", "iteration": where[0],
+                                         "stage": where[1]})
+            log.error("run failed in %s %s: %s: %s (finished stages are kept; rerun with "
+                      "hydra.run.dir=%s to resume)", where[0], where[1], type(e).__name__, e, self.run.root)
+            raise
         finally:
             tracker.finish(summary and run_summary(summary), failed)
 

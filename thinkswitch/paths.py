@@ -3,6 +3,7 @@
     <run_dir>/
       metrics.jsonl          one line per iteration (the local source of truth)
       summary.json           written at the end of the run
+      failed.json            written instead when the run stopped on an error
       iter_00/               baseline: the starting pair, evaluated
         eval_instruct.jsonl  eval_thinking.jsonl  metrics.json
       iter_01/
@@ -85,5 +86,6 @@ class RunPaths:
         return self.root / "summary.json"
 
     @property
-    def config(self) -> Path:
-        return self.root / "config.yaml"
+    def failed(self) -> Path:
+        """Written when a run stops on an error: the error, and the iteration and stage it hit."""
+        return self.root / "failed.json"

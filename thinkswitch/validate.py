@@ -57,6 +57,11 @@ def check_config(cfg: ExperimentConfig) -> None:
         raise ConfigError(f"merge.base: expected 'current' or 'initial', got {cfg.merge.base!r}")
     if cfg.device not in ("auto", "cpu", "cuda") and not str(cfg.device).startswith("cuda:"):
         raise ConfigError(f"device: expected auto, cpu or cuda[:N], got {cfg.device!r}")
+    if cfg.method.labels not in ("thinking", "gold"):
+        raise ConfigError(f"method.labels: expected 'thinking' or 'gold', got {cfg.method.labels!r}")
+    if not (cfg.method.distill or cfg.method.merge):
+        raise ConfigError("method: distill and merge are both off; nothing would change (evaluate only with "
+                          "iterations=... is not a method)")
     for key, allowed in (("filter", ("none", "majority")), ("target", ("raw", "canonical"))):
         if getattr(cfg.distill, key) not in allowed:
             raise ConfigError(f"distill.{key}: expected one of {list(allowed)}, got {getattr(cfg.distill, key)!r}")

@@ -1,0 +1,234 @@
+"""Reports over runs and sweeps: synthetic run dirs in Hydra's layout, read back from the files written."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from thinkswitch.report import aggregate, find_runs, iteration_table, load_run, main, runs_table, write_report
+from thinkswitch.stats import wilson_interval
+
+ROOT = Path(__file__).resolve().parents[1]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+PLOTS = ("accuracy_vs_iteration.png", "final_accuracy_vs_t.png", "final_accuracy_vs_train_prompts.png")
+
+
+def metrics_row(iteration: int, inst: tuple[int, int], think: tuple[int, int], ci: bool = True) -> dict:
+    row = {"iteration": iteration, "time/evaluate": 1.5, "cost/iteration_usd": 0.25}
+    for role, (c, n), tok in (("instruct", inst, 3.0), ("thinking", think, 48.0 + iteration)):
+        row |= {f"{role}/correct": c, f"{role}/n": n, f"{role}/accuracy": c / n, f"{role}/tokens_per_answer": tok}
+        if ci:
+            lo, hi = wilson_interval(c, n)
+            row |= {f"{role}/accuracy_ci_low": lo, f"{role}/accuracy_ci_high": hi}
+    return row
+
+
+def make_run(run: Path, overrides: dict, scores: list[tuple], finished: bool = True, failed: bool = False,
+             iterations: int = 2) -> Path:
+    """A run dir as thinkswitch leaves it; `scores` is [(instruct (c, n), thinking (c, n))] per iteration."""
+    cfg = {"model": {"name": "testbed"}, "domain": {"name": "testbed", "train_prompts": 1024},
+           "trainer": {"name": "lora"}, "merge": {"method": "slerp", "t": 0.1}, "iterations": iterations,
+           "seed": 0, "run_dir": "${hydra:runtime.output_dir}"}
+    for key, value in overrides.items():
+        *parents, leaf = key.split(".")
+        node = cfg
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = yaml.safe_load(value)
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"{k}={v}" for k, v in overrides.items()]))
+    (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump(cfg))
+    history = [metrics_row(i, inst, think) for i, (inst, think) in enumerate(scores)]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history))
+    if finished:
+        summary = {"iterations": len(history) - 1, "baseline": history[0], "final": history[-1], "delta": {},
+                   "wall_seconds": 12.5, "stage_seconds": {"evaluate": 1.5 * len(history)},
+                   "cost_usd": {"evaluate": 0.25 * len(history), "total": 0.25 * len(history)}, "history": history}
+        (run / "summary.json").write_text(json.dumps(summary))
+    if failed:
+        (run / "failed.json").write_text(json.dumps({"error": "CUDA OOM", "stage": "distill", "iteration": 1}))
+    return run
+
+
+# final instruct correct (of 100) per (t, seed); baseline 40/100, thinking 90/100 -> 80 + 10 t
+FINAL = {(0.1, 0): 50, (0.1, 1): 54, (0.3, 0): 60, (0.3, 1): 70}
+
+
+@pytest.fixture
+def sweep(tmp_path) -> Path:
+    """2 t x 2 seeds (finished), one unfinished run, one failed run, one job that never started."""
+    root = tmp_path / "multirun"
+    job = 0
+    for (t, seed), final in FINAL.items():
+        make_run(root / f"{job}_merge.t={t},seed={seed}", {"merge.t": str(t), "seed": str(seed)},
+                 [((40, 100), (90, 100)), ((45, 100), (88, 100)), ((final, 100), (int(80 + 10 * t), 100))])
+        job += 1
+    make_run(root / f"{job}_merge.t=0.5,seed=0", {"merge.t": "0.5", "seed": "0"},
+             [((40, 100), (90, 100)), ((47, 100), (85, 100))], finished=False)
+    make_run(root / f"{job + 1}_merge.t=0.7,seed=0", {"merge.t": "0.7", "seed": "0"},
+             [((40, 100), (90, 100))], finished=False, failed=True)
+    (root / f"{job + 2}_merge.t=0.9,seed=0" / ".hydra").mkdir(parents=True)  # crashed before its baseline
+    (root / "multirun.yaml").write_text("hydra: {}\n")
+    return root
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def assert_png(path: Path) -> None:
+    import matplotlib.image
+
+    data = path.read_bytes()
+    assert data[:8] == PNG_MAGIC and len(data) > 1000
+    image = matplotlib.image.imread(path)
+    assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
+
+
+def test_find_and_load_runs(sweep, caplog):
+    caplog.set_level(logging.INFO, logger="thinkswitch.report")
+    runs = find_runs(sweep)
+    assert [r.name.split("_")[0] for r in runs] == ["0", "1", "2", "3", "4", "5"]
+    assert "6_merge.t=0.9,seed=0" in caplog.text and "no metrics.jsonl" in caplog.text
+    loaded = [load_run(r) for r in runs]
+    assert [r["status"] for r in loaded] == ["finished"] * 4 + ["unfinished", "failed"]
+    assert loaded[1]["overrides"] == {"merge.t": "0.1", "seed": "1"}
+    assert loaded[1]["config"] == {"merge.t": 0.1, "domain.train_prompts": 1024, "seed": 1,
+                                   "domain.name": "testbed", "model.name": "testbed", "trainer.name": "lora"}
+    assert len(loaded[0]["history"]) == 3 and loaded[0]["summary"]["wall_seconds"] == 12.5
+
+
+def test_job_order_is_numeric(tmp_path):
+    for job in (10, 2, 1):
+        make_run(tmp_path / f"{job}_seed={job}", {"seed": str(job)}, [((1, 2), (2, 2))])
+    assert [r.name for r in find_runs(tmp_path)] == ["1_seed=1", "2_seed=2", "10_seed=10"]
+
+
+def test_runs_table_values(sweep):
+    rows = runs_table([load_run(r) for r in find_runs(sweep)])
+    first = rows[0]
+    assert first["name"] == "merge.t=0.1,seed=0" and first["iterations"] == 2
+    assert (first["instruct/baseline/correct"], first["instruct/final/correct"]) == (40, 50)
+    assert (first["instruct/final/ci_low"], first["instruct/final/ci_high"]) == wilson_interval(50, 100)
+    assert first["instruct/delta_accuracy"] == pytest.approx(0.10)
+    assert first["cost_usd"] == 0.75 and first["wall_seconds"] == 12.5
+    unfinished, failed = rows[4], rows[5]
+    assert unfinished["iterations"] == 1 and unfinished["instruct/final/correct"] == 47
+    assert unfinished["cost_usd"] == 0.5 and unfinished["wall_seconds"] is None  # cost from metrics.jsonl
+    assert failed["error"] == "CUDA OOM" and failed["instruct/delta_accuracy"] == 0
+
+
+def test_aggregate_pools_seeds():
+    rows = [{"t": 0.3, "a/accuracy": 0.6, "a/ci_low": 0.5, "a/ci_high": 0.7},
+            {"t": 0.1, "a/accuracy": 0.5, "a/ci_low": 0.4, "a/ci_high": 0.6},
+            {"t": 0.1, "a/accuracy": 0.54, "a/ci_low": 0.44, "a/ci_high": 0.64},
+            {"t": 0.5, "a/accuracy": None}, {"t": None, "a/accuracy": 0.9}]
+    (x1, m1, lo1, hi1, n1), (x3, m3, lo3, hi3, n3) = aggregate(rows, "t", "a/accuracy")
+    assert (x1, n1, lo1, hi1) == (0.1, 2, 0.5, 0.54) and m1 == pytest.approx(0.52)  # seeds: mean, min-max
+    assert (x3, m3, lo3, hi3, n3) == (0.3, 0.6, 0.5, 0.7, 1)  # one seed: its Wilson interval
+    mixed = aggregate([{"t": [0, 0.5, 1], "y": 1.0}, {"t": 0.2, "y": 0.0}], "t", "y")
+    assert [a[0] for a in mixed] == [0.2, "[0, 0.5, 1]"] and mixed[1][2:] == (1.0, 1.0, 1)
+
+
+def test_write_report_sweep(sweep, tmp_path):
+    out = tmp_path / "out"
+    written = write_report(sweep, out)
+    assert set(written) == {"runs.csv", "runs.md", *PLOTS[:2], "summary.json"}  # train_prompts is constant
+    assert all(p.parent == out and p.is_file() for p in written.values())
+    rows = read_csv(out / "runs.csv")
+    assert len(rows) == 6
+    for row in rows[:4]:
+        t, seed = float(row["merge.t"]), int(row["seed"])
+        final = FINAL[(t, seed)]
+        assert int(row["instruct/final/correct"]) == final and float(row["instruct/final/accuracy"]) == final / 100
+        lo, hi = wilson_interval(final, 100)
+        assert float(row["instruct/final/ci_low"]) == lo and float(row["instruct/final/ci_high"]) == hi
+        assert int(row["thinking/final/correct"]) == int(80 + 10 * t)
+    assert [r["status"] for r in rows] == ["finished"] * 4 + ["unfinished", "failed"]
+    table = (out / "runs.md").read_text().splitlines()
+    assert len(table) == 2 + 6 and all(line.startswith("| merge.t=") for line in table[2:])
+    assert "40/100 40.0% [" in table[2] and "-> 50/100 50.0%" in table[2] and table[7].endswith("failed (iter 0) |")
+    for name in PLOTS[:2]:
+        assert_png(out / name)
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["files"]) == set(written) and "final_accuracy_vs_train_prompts.png" in summary["skipped"]
+    # the t plot pools seeds: its numbers are the mean over seeds of the finished runs
+    finished = [r for r in runs_table([load_run(p) for p in find_runs(sweep)]) if r["status"] == "finished"]
+    agg = aggregate(finished, "merge.t", "instruct/final/accuracy")
+    assert [(x, round(m, 6), lo, hi, n) for x, m, lo, hi, n in agg] == [(0.1, 0.52, 0.5, 0.54, 2),
+                                                                         (0.3, 0.65, 0.6, 0.7, 2)]
+
+
+def test_train_prompts_sweep_and_default_out(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="thinkswitch.report")
+    for job, (prompts, final) in enumerate([(15, 42), (60, 55), (240, 61)]):
+        make_run(tmp_path / f"{job}_domain.train_prompts={prompts}", {"domain.train_prompts": str(prompts)},
+                 [((40, 100), (90, 100)), ((final, 100), (85, 100))])
+    written = write_report(tmp_path)
+    assert written["runs.csv"].parent == tmp_path / "report"
+    assert "final_accuracy_vs_t.png" not in written and "merge.t takes 1 distinct" in caplog.text
+    assert_png(written["final_accuracy_vs_train_prompts.png"])
+    rows = read_csv(written["runs.csv"])
+    assert [int(r["domain.train_prompts"]) for r in rows] == [15, 60, 240]
+    assert [int(r["instruct/final/correct"]) for r in rows] == [42, 55, 61]
+
+
+def test_single_run_dir(tmp_path):
+    run = make_run(tmp_path / "run", {}, [((40, 100), (90, 100)), ((45, 100), (88, 100))])
+    written = write_report(run)
+    assert set(written) == {"runs.csv", "runs.md", "accuracy_vs_iteration.png", "summary.json"}
+    assert read_csv(written["runs.csv"])[0]["name"] == "run"
+    assert_png(written["accuracy_vs_iteration.png"])
+
+
+def test_unfinished_sweep_reports_what_exists(tmp_path):
+    make_run(tmp_path / "0_merge.t=0.1", {"merge.t": "0.1"}, [((40, 100), (90, 100)), ((45, 100), (88, 100))])
+    make_run(tmp_path / "1_merge.t=0.3", {"merge.t": "0.3"}, [((40, 100), (90, 100))], finished=False)
+    written = write_report(tmp_path)
+    assert "final_accuracy_vs_t.png" not in written  # only one finished t so far
+    assert [r["status"] for r in read_csv(written["runs.csv"])] == ["finished", "unfinished"]
+    assert_png(written["accuracy_vs_iteration.png"])
+
+
+def test_list_valued_t_is_a_label(tmp_path):
+    for job, t in enumerate(["[0.0,0.5,1.0]", "0.3"]):
+        make_run(tmp_path / f"{job}_merge.t={t}", {"merge.t": t}, [((40, 100), (90, 100)), ((50, 100), (80, 100))])
+    written = write_report(tmp_path)
+    rows = read_csv(written["runs.csv"])
+    assert rows[0]["merge.t"] == "[0.0, 0.5, 1.0]" and rows[1]["merge.t"] == "0.3"
+    assert_png(written["final_accuracy_vs_t.png"])
+
+
+def test_empty_dir(tmp_path, capsys):
+    with pytest.raises(FileNotFoundError):
+        write_report(tmp_path)
+    assert main([str(tmp_path)]) == 1
+
+
+def test_real_run_dir(tmp_path, capsys):
+    """A run the CLI wrote (its metrics predate the stored intervals: they are computed)."""
+    real = sorted((ROOT / "outputs").glob("*/*/summary.json"))
+    if not real:
+        pytest.skip("no finished run under outputs/")
+    run = shutil.copytree(real[-1].parent, tmp_path / "run", ignore=shutil.ignore_patterns("iter_*", "wandb"))
+    assert main([str(run), "--out", str(tmp_path / "out")]) == 0
+    printed = capsys.readouterr().out
+    assert str(tmp_path / "out" / "runs.csv") in printed and "| run | t |" in printed
+    history = json.loads((run / "summary.json").read_text())["history"]
+    row = read_csv(tmp_path / "out" / "runs.csv")[0]
+    c, n = history[-1]["instruct/correct"], history[-1]["instruct/n"]
+    assert (int(row["instruct/final/correct"]), int(row["instruct/final/n"])) == (c, n)
+    assert float(row["instruct/final/ci_low"]) == pytest.approx(wilson_interval(c, n)[0])
+    assert_png(tmp_path / "out" / "accuracy_vs_iteration.png")
+
+
+def test_iteration_table_unchanged():
+    table = iteration_table([metrics_row(0, (191, 500), (497, 500))])
+    assert "191/500  38.2% [34.0%, 42.5%]" in table and "   0 |" in table

@@ -1,0 +1,122 @@
+"""A 2-point t sweep on the testbed, as a user runs it: W&B offline, then the local report."""
+
+import csv
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import CACHE, ROOT, compose
+from thinkswitch.io import read_json
+
+pytestmark = pytest.mark.slow
+
+SMALL = ["iterations=1", "domain.train_prompts=64", "domain.eval_size=100", "tracking.mode=offline"]
+
+
+def thinkswitch(*args, timeout=900):
+    env = {**os.environ, "THINKSWITCH_CACHE": str(CACHE)}
+    return subprocess.run([sys.executable, "-m", "thinkswitch.cli", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def sweep(testbed_pair, tmp_path_factory):
+    sweep_dir = tmp_path_factory.mktemp("sweep") / "t"
+    proc = thinkswitch("--multirun", "merge.t=0,0.5", *SMALL, f"hydra.sweep.dir={sweep_dir}")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return sweep_dir
+
+
+def test_each_job_has_its_own_directory_named_by_its_overrides(sweep):
+    jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
+    assert len(jobs) == 2 and "merge.t=0" in jobs[0] and "merge.t=0.5" in jobs[1]
+    assert all("tracking.mode" not in j for j in jobs)  # plumbing keys stay out of the names
+    for job in jobs:
+        assert (sweep / job / "summary.json").exists()
+
+
+def test_wandb_runs_share_the_sweep_group_and_are_named_and_tagged(sweep):
+    for job in (p for p in sweep.iterdir() if p.is_dir()):
+        (run,) = (job / "wandb").glob("offline-run-*/*.wandb")
+        data = run.read_bytes()
+        assert f"sweep-{sweep.parent.name}-{sweep.name}".encode() in data  # the group
+        assert b"domain:testbed" in data and b"method:thinkswitch" in data  # tags
+        assert job.name.split("_", 1)[1].encode() in data  # the run's name: its overrides
+
+
+def test_report_reads_the_sweep_back(sweep):
+    proc = subprocess.run([sys.executable, "-m", "thinkswitch.report", str(sweep)], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    report = sweep / "report"
+    rows = list(csv.DictReader((report / "runs.csv").open()))
+    assert len(rows) == 2 and {r["status"] for r in rows} == {"finished"}
+    for row in rows:
+        summary = read_json(sweep / row["dir"] / "summary.json")
+        assert float(row["instruct/final/accuracy"]) == pytest.approx(summary["final"]["instruct/accuracy"])
+        assert int(row["thinking/final/n"]) == 100
+    md = (report / "runs.md").read_text()
+    assert md.count("merge.t=0") == 2 and "|" in md
+    for png in ("accuracy_vs_iteration.png", "final_accuracy_vs_t.png"):
+        assert (report / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "final_accuracy_vs_train_prompts.png" in read_json(report / "summary.json")["skipped"]
+
+
+def test_t0_changes_only_the_instruct_model(sweep):
+    t0 = read_json(next(sweep.glob("0_*")) / "summary.json")
+    # at t=0 the new thinking checkpoint is the old one, evaluated with the same seed: same score
+    assert t0["final"]["thinking/correct"] == t0["baseline"]["thinking/correct"]
+
+
+def test_a_failing_job_does_not_stop_the_sweep(testbed_pair, tmp_path):
+    proc = thinkswitch("--multirun", "merge.t=1.5,0.2", *SMALL, "tracking.mode=disabled",
+                       f"hydra.sweep.dir={tmp_path}")
+    assert proc.returncode != 0
+    bad, good = next(tmp_path.glob("0_*")), next(tmp_path.glob("1_*"))
+    assert "merge.t: 1.5 is outside [0, 1]" in read_json(bad / "failed.json")["error"]
+    assert (good / "summary.json").exists() and not (good / "failed.json").exists()
+
+
+@pytest.mark.parametrize("method, changes", [("merge_only", "thinking"), ("distill_only", "instruct"),
+                                             ("gold_oracle", "both")])
+def test_baselines_run_through_the_same_loop(testbed_pair, tmp_path, method, changes):
+    proc = thinkswitch(f"method={method}", "merge.t=0.3", *SMALL, "tracking.mode=disabled",
+                       f"hydra.run.dir={tmp_path}")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    it = tmp_path / "iter_01"
+    assert (it / "instruct").exists() == (changes in ("instruct", "both"))
+    assert (it / "thinking").exists() == (changes in ("thinking", "both"))
+    assert (it / "generations.jsonl").exists() == (method == "distill_only")
+    summary = read_json(tmp_path / "summary.json")
+    if changes == "thinking":
+        assert summary["delta"]["instruct/correct"] == 0
+
+
+def test_search_and_launcher_configs_compose():
+    cfg = compose(["hparams_search=optuna_t"], hydra_config=True)
+    assert cfg.hydra.sweeper.params["merge.t"] == "interval(0.0, 1.0)"
+    assert cfg.hydra.sweeper.direction == "maximize" and cfg.hydra.sweeper.sampler.seed == 0
+    assert "SlurmLauncher" in compose(["hydra/launcher=slurm_gpu"], hydra_config=True).hydra.launcher._target_
+    assert compose(["hydra/launcher=slurm_gpu"], hydra_config=True).hydra.launcher.gpus_per_node == 1
+    assert "JoblibLauncher" in compose(["hydra/launcher=parallel"], hydra_config=True).hydra.launcher._target_
+    assert "LocalLauncher" in compose(["hydra/launcher=submitit_local"], hydra_config=True).hydra.launcher._target_
+
+
+def test_optuna_search_runs(testbed_pair, tmp_path):
+    proc = thinkswitch("--multirun", "hparams_search=optuna_t", "hydra.sweeper.n_trials=2", *SMALL,
+                       "tracking.mode=disabled", f"hydra.sweep.dir={tmp_path}")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    import yaml
+
+    best = yaml.safe_load((tmp_path / "optimization_results.yaml").read_text())
+    assert 0.0 <= best["best_params"]["merge.t"] <= 1.0 and 0.0 <= best["best_value"] <= 1.0
+
+
+@pytest.mark.parametrize("launcher", ["parallel", "submitit_local"])
+def test_launchers_run_a_two_point_sweep(testbed_pair, tmp_path, launcher):
+    proc = thinkswitch("--multirun", f"hydra/launcher={launcher}", "merge.t=0.1,0.3", *SMALL,
+                       "tracking.mode=disabled", "num_threads=1", f"hydra.sweep.dir={tmp_path}")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert len(list(tmp_path.glob("*/summary.json"))) == 2
