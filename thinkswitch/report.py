@@ -124,9 +124,12 @@ def _label(value: Any) -> Any:
 def runs_table(runs: list[dict]) -> list[dict]:
     """One flat row per run: name, config values, status, and baseline/final/delta of both checkpoints."""
     rows = []
+    keys = {k for run in runs for k in run["overrides"]}
+    varying = [k for k in sorted(keys) if len({run["overrides"].get(k) for run in runs}) > 1] if len(runs) > 1 else []
     for run in runs:
         history, summary = run["history"], run["summary"] or {}
-        row = {"name": ",".join(f"{k}={v}" for k, v in run["overrides"].items()) or run["dir"].name,
+        shown = {k: v for k, v in run["overrides"].items() if not varying or k in varying}  # what tells runs apart
+        row = {"name": ",".join(f"{k}={v}" for k, v in shown.items()) or run["dir"].name,
                "dir": str(run["dir"]), **{k: _label(v) for k, v in run["config"].items()}, "status": run["status"],
                "error": (run["failure"] or {}).get("error"), "iterations": history[-1]["iteration"] if history else None}
         for role in ROLES:
