@@ -223,6 +223,7 @@ class ExperimentConfig:
     run_dir: str = MISSING
     cache_dir: str = MISSING
     data_dir: str = MISSING
+    keep_checkpoints: str = "all"  # all | last | none (only metrics, eval results and adapters stay)
 
 
 GROUPS = {

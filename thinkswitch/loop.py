@@ -13,6 +13,8 @@ the same run directory continues where a previous run stopped.
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -25,6 +27,7 @@ from thinkswitch.grading import get_grader
 from thinkswitch.io import read_jsonl, write_json, write_jsonl
 from thinkswitch.models import load_model, load_tokenizer, pick_device, resolve_pair
 from thinkswitch.paths import IterationPaths, RunPaths
+from thinkswitch.rundir import check_disk, check_resume, check_writable, prune_checkpoints
 from thinkswitch.tracking import Tracker
 from thinkswitch.validate import check_config
 
@@ -40,6 +43,8 @@ def _stage(it: IterationPaths, name: str, fn: Callable[[], dict]) -> dict:
     log.info("[%s] %s", it.root.name, name)
     t0 = time.perf_counter()
     metrics = {**fn(), f"time/{name}": time.perf_counter() - t0}
+    if os.environ.get("THINKSWITCH_FAULT_INJECT") == f"{it.root.name}/{name}":  # tests: die before the marker
+        os.kill(os.getpid(), signal.SIGKILL)
     it.mark_done(name, {"metrics": metrics})
     return metrics
 
@@ -51,11 +56,13 @@ class Experiment:
         check_config(cfg)
         self.cfg = cfg
         self.run = RunPaths(Path(cfg.run_dir))
-        self.run.root.mkdir(parents=True, exist_ok=True)
+        check_writable(self.run)
         self.device = pick_device(cfg.device)
         self.grader = get_grader(cfg.domain.grader)
         self.train, self.eval = load_domain(cfg.domain, cfg.model)
+        check_resume(cfg, self.run)
         self.pair = resolve_pair(cfg.model, Path(cfg.cache_dir).expanduser())
+        check_disk(cfg, self.run, self.pair.instruct, self.pair.thinking)
         log.info("pair: instruct=%s thinking=%s | %d training prompts, %d evaluation questions | device %s",
                  self.pair.instruct, self.pair.thinking, len(self.train), len(self.eval), self.device)
 
@@ -153,6 +160,7 @@ class Experiment:
         history.append(row)
         write_jsonl(self.run.metrics, history)
         tracker.log(k, metrics)
+        prune_checkpoints(self.cfg, self.run, k)
         for role in ("instruct", "thinking"):
             tracker.add_samples(k, role, read_jsonl(it.eval_results(role)), self.cfg.evaluate.samples_table)
         log.info("[%s] instruct %d/%d, thinking %d/%d", it.root.name, metrics["instruct/correct"],

@@ -1,6 +1,7 @@
 """The one place that knows where a run's artifacts live.
 
     <run_dir>/
+      run_config.yaml        the resolved config the run started with (checked on resume)
       metrics.jsonl          one line per iteration (the local source of truth)
       summary.json           written at the end of the run
       failed.json            written instead when the run stopped on an error
@@ -84,6 +85,11 @@ class RunPaths:
     @property
     def summary(self) -> Path:
         return self.root / "summary.json"
+
+    @property
+    def run_config(self) -> Path:
+        """The resolved config the run started with: a resume must match it."""
+        return self.root / "run_config.yaml"
 
     @property
     def failed(self) -> Path:

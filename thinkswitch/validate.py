@@ -57,6 +57,8 @@ def check_config(cfg: ExperimentConfig) -> None:
         raise ConfigError(f"merge.base: expected 'current' or 'initial', got {cfg.merge.base!r}")
     if cfg.device not in ("auto", "cpu", "cuda") and not str(cfg.device).startswith("cuda:"):
         raise ConfigError(f"device: expected auto, cpu or cuda[:N], got {cfg.device!r}")
+    if cfg.keep_checkpoints not in ("all", "last", "none"):
+        raise ConfigError(f"keep_checkpoints: expected all, last or none, got {cfg.keep_checkpoints!r}")
     if cfg.method.labels not in ("thinking", "gold"):
         raise ConfigError(f"method.labels: expected 'thinking' or 'gold', got {cfg.method.labels!r}")
     if not (cfg.method.distill or cfg.method.merge):

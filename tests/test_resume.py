@@ -1,0 +1,90 @@
+"""Runs that survive: SIGKILL during each stage, then resume, ends where an uninterrupted run does."""
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from conftest import CACHE, ROOT
+from thinkswitch.io import read_json
+
+pytestmark = pytest.mark.slow
+
+ARGS = ["iterations=1", "domain.train_prompts=64", "domain.eval_size=100", "tracking.mode=offline"]
+ENV = {**os.environ, "THINKSWITCH_CACHE": str(CACHE)}
+
+
+def run(run_dir, *extra, base=ARGS):
+    return subprocess.run([sys.executable, "-m", "thinkswitch.cli", *base, *extra, f"hydra.run.dir={run_dir}"],
+                          cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+
+
+def run_and_kill_at(run_dir, marker: str) -> None:
+    """Start a run and SIGKILL it as soon as its log announces `marker` (a stage starting)."""
+    proc = subprocess.Popen([sys.executable, "-m", "thinkswitch.cli", *ARGS, f"hydra.run.dir={run_dir}"],
+                            cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in proc.stdout:
+        if marker in line:
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, f"the run ended before {marker!r}"
+
+
+def run_killed_after_outputs(run_dir, stage: str) -> None:
+    """The worst moment: the stage wrote its outputs, then the process was SIGKILLed before its marker."""
+    env = {**ENV, "THINKSWITCH_FAULT_INJECT": f"iter_01/{stage}"}
+    proc = subprocess.run([sys.executable, "-m", "thinkswitch.cli", *ARGS, f"hydra.run.dir={run_dir}"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+
+
+@pytest.fixture(scope="module")
+def reference(testbed_pair, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("reference") / "run"
+    proc = run(run_dir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return read_json(run_dir / "summary.json")
+
+
+@pytest.mark.parametrize("stage, when", [(s, "after outputs") for s in
+                                         ("generate", "strip", "distill", "merge", "evaluate")]
+                         + [("distill", "at start")])
+def test_killed_during_a_stage_then_resumed_matches_an_uninterrupted_run(reference, tmp_path, stage, when):
+    run_dir = tmp_path / "run"
+    if when == "at start":
+        run_and_kill_at(run_dir, f"[iter_01] {stage}")
+    else:
+        run_killed_after_outputs(run_dir, stage)
+    it = run_dir / "iter_01"
+    assert not (it / f"{stage}.done").exists(), "a killed stage is never marked finished"
+    assert not (run_dir / "summary.json").exists()
+    proc = run(run_dir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "resuming" in proc.stdout
+    assert not list(run_dir.rglob("*.tmp")), "temporary artifacts of the killed stage were cleaned up"
+    resumed = read_json(run_dir / "summary.json")
+    assert resumed["final"] == reference["final"] and resumed["baseline"] == reference["baseline"]
+    ids = {p.name.rsplit("-", 1)[1] for p in (run_dir / "wandb").glob("offline-run-*")}
+    assert len(ids) == 1, "the resumed run logs to the same W&B run id"
+
+
+def test_resume_refuses_a_different_config(reference, tmp_path):
+    run_dir = tmp_path / "run"
+    run_and_kill_at(run_dir, "[iter_01] distill")
+    proc = run(run_dir, "merge.t=0.5", "trainer.sft.learning_rate=1e-3")
+    assert proc.returncode == 2
+    out = proc.stdout + proc.stderr
+    assert "started with another config" in out and "merge.t: 0.1 -> 0.5" in out
+    assert "trainer.sft.learning_rate: 0.0005 -> 0.001" in out
+
+
+def test_keep_checkpoints_last_keeps_only_the_newest_pair(testbed_pair, tmp_path):
+    base = ["iterations=2", "domain.train_prompts=64", "domain.eval_size=100", "tracking.mode=disabled"]
+    proc = run(tmp_path, "keep_checkpoints=last", base=base)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert not (tmp_path / "iter_01" / "instruct").exists() and not (tmp_path / "iter_01" / "thinking").exists()
+    assert (tmp_path / "iter_02" / "instruct").exists() and (tmp_path / "iter_02" / "thinking").exists()
+    assert (tmp_path / "iter_01" / "adapter").exists() and (tmp_path / "iter_01" / "eval_instruct.jsonl").exists()
