@@ -89,3 +89,34 @@ def test_none_filter_keeps_everything_and_canonical_targets_rewrite():
     assert [r["completion"] for r in kept] == ["\\boxed{7}", "\\boxed{8}"]  # p2 has no answer to rewrite
     kept = select_pairs(_rows({"q": ["**Yes**, it does."]}), 1, "yes_no_maybe", DistillConfig(target="canonical"))
     assert kept[0]["completion"] == "yes"
+
+
+# -- property tests: arbitrary text, unbalanced and nested tags, unicode, huge inputs ----------------
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_pieces = st.lists(st.one_of(st.text(max_size=30), st.sampled_from(["<think>", "</think>", "<think", "</", "\n"])),
+                   max_size=30).map("".join)
+
+
+@given(_pieces)
+@settings(max_examples=300, deadline=None)
+def test_strip_never_raises_and_never_leaves_a_tag(text):
+    result = strip_trace(text)
+    assert result.status in (OK, UNFINISHED, REOPENED, EMPTY)
+    if result.answer is not None:
+        assert "<think>" not in result.answer and "</think>" not in result.answer and result.answer.strip()
+
+
+@given(_pieces, _pieces, st.text(min_size=1, max_size=40).filter(lambda a: "<think>" not in a and "</think>" not in a
+                                                                   and a.strip()))
+@settings(max_examples=200, deadline=None)
+def test_the_answer_does_not_depend_on_the_trace(trace_a, trace_b, answer):
+    a = strip_trace(f"{trace_a}</think>{answer}")
+    b = strip_trace(f"{trace_b}</think>{answer}")
+    assert a == b and a.answer == answer.strip()
+
+
+def test_huge_generation_is_stripped_quickly():
+    text = "1+1=2," * 200_000 + "</think>\n\n42"
+    assert strip_trace(text).answer == "42"

@@ -37,3 +37,15 @@ def test_disabled_writes_nothing(tmp_path):
     tracker.log(0, {"x": 1})
     tracker.finish({"x": 1}, failed=False)
     assert tracker.mode == "disabled" and not (tmp_path / "wandb").exists()
+
+
+def test_wandb_failing_mid_run_does_not_stop_the_run(tmp_path):
+    tracker = Tracker(compose(["tracking.mode=offline"]).tracking, tmp_path, {})
+
+    def broken(*args, **kwargs):
+        raise ConnectionError("W&B went away")
+
+    tracker.run.log = broken
+    tracker.log(1, {"instruct/accuracy": 0.5})  # warns, does not raise
+    tracker.finish({"x": 1}, failed=False)
+    assert tracker.run is None

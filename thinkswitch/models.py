@@ -50,7 +50,7 @@ def check_model_dir(ref: str, key: str) -> None:
          (path / "tokenizer.json").is_file() or (path / "tokenizer_config.json").is_file()),
     ) if not ok]
     if missing:
-        raise ValueError(f"{key}: {path} has no {', no '.join(missing)}")
+        raise ValueError(f"{key}: {path} is missing {', '.join(missing)}")
 
 
 def check_pair(pair: ModelPair) -> None:
