@@ -47,8 +47,9 @@ def testbed_pair():
 @pytest.fixture(scope="session")
 def tiny_2507_pair(tmp_path_factory):
     """A tiny Qwen3 pair with 2507 conventions, trained on the real AIME and PubMedQA prompts."""
-    from thinkswitch.data import load_domain
     from tinypair import build_tiny_pair
+
+    from thinkswitch.data import load_domain
 
     prompts = []
     for name in ("aime_local", "pubmedqa_local"):

@@ -4,8 +4,8 @@ import json
 import shutil
 
 import pytest
-
 from conftest import compose
+
 from thinkswitch.models import ModelPair, check_pair, is_local
 from thinkswitch.paths import RunPaths
 from thinkswitch.rundir import check_disk, check_resume, check_writable

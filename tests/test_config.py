@@ -3,11 +3,10 @@
 from pathlib import Path
 
 import pytest
-from omegaconf import OmegaConf
-from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
-from hydra.errors import ConfigCompositionException
-
 from conftest import CONF, compose
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
+
 from thinkswitch.validate import ConfigError, check_config
 
 GROUP_OPTIONS = [(p.parent.name, p.stem) for p in sorted(CONF.glob("*/*.yaml"))]

@@ -5,8 +5,8 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import ROOT, SHARED_DATA, compose
+
 from thinkswitch.data import check_disjoint, load_domain
 from thinkswitch.io import read_json, read_jsonl
 from thinkswitch.sources import DataError

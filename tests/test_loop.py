@@ -6,9 +6,9 @@ import sys
 
 import pytest
 import torch
-
 from conftest import CACHE, ROOT
 from test_stages import tensors
+
 from thinkswitch.io import read_json, read_jsonl
 
 pytestmark = pytest.mark.slow

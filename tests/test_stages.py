@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import compose
 from safetensors.torch import load_file
 
-from conftest import compose
 from thinkswitch.io import read_jsonl, write_jsonl
 
 pytestmark = pytest.mark.slow

@@ -6,8 +6,8 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import CACHE, ROOT, compose
+
 from thinkswitch.io import read_json
 
 pytestmark = pytest.mark.slow

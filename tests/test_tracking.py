@@ -3,6 +3,7 @@
 import time
 
 from conftest import compose
+
 from thinkswitch.tracking import Tracker
 
 

@@ -63,6 +63,7 @@ def main(cfg: DictConfig) -> float:
     """Run one experiment; the return value (final instruct accuracy) is what sweepers optimise."""
     from thinkswitch.loop import run_experiment
     from thinkswitch.report import iteration_table
+    from thinkswitch.sources import DataError
     from thinkswitch.validate import ConfigError
 
     if cfg.num_threads:
@@ -75,8 +76,8 @@ def main(cfg: DictConfig) -> float:
         summary = run_experiment(cfg)
     except Exception as e:
         _record_failure(cfg, e)
-        if isinstance(e, ConfigError) and HydraConfig.get().mode == RunMode.RUN:
-            log.error("invalid config: %s", e)
+        if isinstance(e, (ConfigError, DataError)) and HydraConfig.get().mode == RunMode.RUN:
+            log.error("invalid %s: %s", "config" if isinstance(e, ConfigError) else "data", e)
             raise SystemExit(2) from None
         raise  # in a sweep, Hydra records the failed job and runs the others
     log.info("results (%s):\n%s", cfg.run_dir, iteration_table(summary["history"]))

@@ -80,7 +80,8 @@ class Experiment:
 
         model, tok = self._load(thinking)
         g = self.cfg.generation
-        return generate_labels(model, tok, self.train, self.cfg.model.sampling.thinking, g.batch_size, g.samples_per_prompt,
+        return generate_labels(model, tok, self.train, self.cfg.model.sampling.thinking, g.batch_size,
+                               g.samples_per_prompt,
                                self.cfg.domain.system_prompt, self.seed(k), it.generations)
 
     def strip(self, it: IterationPaths) -> dict:
@@ -114,7 +115,8 @@ class Experiment:
         g = self.cfg.generation
         for role, path in (("instruct", instruct), ("thinking", thinking)):
             model, tok = self._load(path)
-            metrics |= evaluate(model, tok, role, self.eval, self.grader, getattr(self.cfg.model.sampling, role), g.batch_size,
+            sampling = getattr(self.cfg.model.sampling, role)
+            metrics |= evaluate(model, tok, role, self.eval, self.grader, sampling, g.batch_size,
                                 self.cfg.domain.system_prompt, self.seed(0, 2), it.eval_results(role),
                                 self.cfg.evaluate.samples)
             del model
@@ -218,7 +220,8 @@ def summarize(history: list[dict], seconds: float, tracking_mode: str, gpu_hour_
         "iterations": last["iteration"],
         "baseline": {k: first[k] for k in keys},
         "final": {k: last[k] for k in keys},
-        "delta": {k: last[k] - first[k] for k in keys if k.split("/")[1] in ("correct", "accuracy", "tokens_per_answer")},
+        "delta": {k: last[k] - first[k] for k in keys
+                  if k.split("/")[1] in ("correct", "accuracy", "tokens_per_answer")},
         "wall_seconds": seconds,
         "stage_seconds": stage_seconds,
         "cost_usd": None if gpu_hour_usd is None else {

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from thinkswitch.config import ModelConfig
+from thinkswitch.validate import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +23,7 @@ class ModelPair:
 def resolve_pair(cfg: ModelConfig, cache_dir: Path) -> ModelPair:
     """The starting pair: the built-in testbed (built once, cached) or the configured paths/ids."""
     if cfg.testbed is not None:
-        from thinkswitch.testbed import build_testbed, TestbedSpec
+        from thinkswitch.testbed import TestbedSpec, build_testbed
 
         root = build_testbed(TestbedSpec(**dict(cfg.testbed)), Path(cache_dir) / "testbed")
         return ModelPair(str(root / "instruct"), str(root / "thinking"))
@@ -42,7 +43,7 @@ def check_model_dir(ref: str, key: str) -> None:
     """A local checkpoint must have config.json, safetensors weights and a tokenizer."""
     path = Path(ref).expanduser()
     if not path.is_dir():
-        raise ValueError(f"{key}: {path} is not a directory")
+        raise ConfigError(f"{key}: {path} is not a directory")
     missing = [what for what, ok in (
         ("config.json", (path / "config.json").is_file()),
         ("*.safetensors weights", any(path.glob("*.safetensors"))),
@@ -50,7 +51,7 @@ def check_model_dir(ref: str, key: str) -> None:
          (path / "tokenizer.json").is_file() or (path / "tokenizer_config.json").is_file()),
     ) if not ok]
     if missing:
-        raise ValueError(f"{key}: {path} is missing {', '.join(missing)}")
+        raise ConfigError(f"{key}: {path} is missing {', '.join(missing)}")
 
 
 def check_pair(pair: ModelPair) -> None:
@@ -66,7 +67,7 @@ def check_pair(pair: ModelPair) -> None:
     diffs = [f"{k}: {configs['model.instruct'].get(k)} vs {configs['model.thinking'].get(k)}"
              for k in shape_keys if configs["model.instruct"].get(k) != configs["model.thinking"].get(k)]
     if diffs:
-        raise ValueError("model.instruct and model.thinking differ in architecture (they must share one to be "
+        raise ConfigError("model.instruct and model.thinking differ in architecture (they must share one to be "
                          "merged): " + "; ".join(diffs))
 
 

@@ -131,7 +131,8 @@ def runs_table(runs: list[dict]) -> list[dict]:
         shown = {k: v for k, v in run["overrides"].items() if not varying or k in varying}  # what tells runs apart
         row = {"name": ",".join(f"{k}={v}" for k, v in shown.items()) or run["dir"].name,
                "dir": str(run["dir"]), **{k: _label(v) for k, v in run["config"].items()}, "status": run["status"],
-               "error": (run["failure"] or {}).get("error"), "iterations": history[-1]["iteration"] if history else None}
+               "error": (run["failure"] or {}).get("error"),
+               "iterations": history[-1]["iteration"] if history else None}
         for role in ROLES:
             for when, metrics in (("baseline", history[0] if history else None),
                                   ("final", history[-1] if history else None)):
