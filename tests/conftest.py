@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,8 @@ os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ["WANDB_MODE"] = "offline"
 os.environ["WANDB_SILENT"] = "true"
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
+# A fresh stage cache per test session: tests decide what is reused, not earlier sessions.
+os.environ["THINKSWITCH_STAGE_CACHE"] = tempfile.mkdtemp(prefix="thinkswitch-stages-")
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"

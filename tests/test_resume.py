@@ -12,7 +12,8 @@ from thinkswitch.io import read_json
 
 pytestmark = pytest.mark.slow
 
-ARGS = ["iterations=1", "domain.train_prompts=64", "domain.eval_size=100", "tracking.mode=offline"]
+# stage_cache=null: resuming must work from the run directory alone
+ARGS = ["iterations=1", "domain.train_prompts=64", "domain.eval_size=100", "tracking.mode=offline", "stage_cache=null"]
 ENV = {**os.environ, "THINKSWITCH_CACHE": str(CACHE)}
 
 
@@ -82,7 +83,8 @@ def test_resume_refuses_a_different_config(reference, tmp_path):
 
 
 def test_keep_checkpoints_last_keeps_only_the_newest_pair(testbed_pair, tmp_path):
-    base = ["iterations=2", "domain.train_prompts=64", "domain.eval_size=100", "tracking.mode=disabled"]
+    base = ["iterations=2", "domain.train_prompts=64", "domain.eval_size=100", "tracking.mode=disabled",
+            "stage_cache=null"]
     proc = run(tmp_path, "keep_checkpoints=last", base=base)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert not (tmp_path / "iter_01" / "instruct").exists() and not (tmp_path / "iter_01" / "thinking").exists()

@@ -223,6 +223,7 @@ class ExperimentConfig:
     run_dir: str = MISSING
     cache_dir: str = MISSING
     data_dir: str = MISSING
+    stage_cache: Optional[str] = None  # directory of reusable stage outputs (sweeps share work); None: off
     keep_checkpoints: str = "all"  # all | last | none (only metrics, eval results and adapters stay)
 
 

@@ -21,6 +21,8 @@ from typing import Any, Callable, Optional
 
 from omegaconf import OmegaConf
 
+from thinkswitch import __version__
+from thinkswitch.cache import StageCache, checkpoint_id, digest, file_digest
 from thinkswitch.config import ExperimentConfig
 from thinkswitch.data import load_domain
 from thinkswitch.grading import get_grader
@@ -34,17 +36,27 @@ from thinkswitch.validate import check_config
 log = logging.getLogger(__name__)
 
 
-def _stage(it: IterationPaths, name: str, fn: Callable[[], dict]) -> dict:
-    """Run a stage once: skip it when its marker exists, else run it and write the marker last."""
+def _stage(it: IterationPaths, name: str, fn: Callable[[], dict], cache: Optional[StageCache] = None,
+           key: Optional[str] = None, outputs: tuple[str, ...] = ()) -> dict:
+    """Run a stage once: skip it when its marker exists, reuse it from the stage cache when its
+    key is there, else run it (and cache its `outputs`); the marker is written last."""
     _stage.current = (it.root.name, name)  # type: ignore[attr-defined]  # where a failure happened
     if it.is_done(name):
         log.info("[%s] %s: done in an earlier run, skipped", it.root.name, name)
         return it.done_info(name)["metrics"]
     log.info("[%s] %s", it.root.name, name)
+    it.root.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    metrics = {**fn(), f"time/{name}": time.perf_counter() - t0}
-    if os.environ.get("THINKSWITCH_FAULT_INJECT") == f"{it.root.name}/{name}":  # tests: die before the marker
-        os.kill(os.getpid(), signal.SIGKILL)
+    cached = cache.restore(key, list(outputs), it.root) if cache and key else None
+    if cached is not None:
+        log.info("[%s] %s: reused from the stage cache (key %s)", it.root.name, name, key)
+        metrics = {**cached, f"time/{name}": time.perf_counter() - t0, f"cache/{name}": 1}
+    else:
+        metrics = {**fn(), f"time/{name}": time.perf_counter() - t0}
+        if os.environ.get("THINKSWITCH_FAULT_INJECT") == f"{it.root.name}/{name}":  # tests: die before marker
+            os.kill(os.getpid(), signal.SIGKILL)
+        if cache and key:
+            cache.store(key, list(outputs), it.root, metrics)
     it.mark_done(name, {"metrics": metrics})
     return metrics
 
@@ -63,6 +75,9 @@ class Experiment:
         check_resume(cfg, self.run)
         self.pair = resolve_pair(cfg.model, Path(cfg.cache_dir).expanduser())
         check_disk(cfg, self.run, self.pair.instruct, self.pair.thinking)
+        self.cache = StageCache(Path(cfg.stage_cache).expanduser() if cfg.stage_cache else None)
+        # identity of every checkpoint the run touches (the stage cache's keys build on them)
+        self.ids = {p: checkpoint_id(p, cfg.model.revision) for p in (self.pair.instruct, self.pair.thinking)}
         log.info("pair: instruct=%s thinking=%s | %d training prompts, %d evaluation questions | device %s",
                  self.pair.instruct, self.pair.thinking, len(self.train), len(self.eval), self.device)
 
@@ -73,6 +88,23 @@ class Experiment:
         """Seed of a stage: label generation and training differ per iteration; evaluation uses
         the same seed at every iteration (common random numbers), so scores compare checkpoints."""
         return self.cfg.seed * 1000 + k * 10 + offset
+
+    # -- stage cache keys: what determines each stage's outputs ---------------------------------
+    def _common(self) -> tuple:
+        cfg = self.cfg
+        return (__version__, self.device.type, cfg.model.dtype, cfg.domain.system_prompt, cfg.generation.batch_size)
+
+    def generate_key(self, k: int, thinking: str) -> str:
+        return digest("generate", self.ids[thinking], self.train, self.cfg.model.sampling.thinking,
+                      self.cfg.generation.samples_per_prompt, self.seed(k), *self._common())
+
+    def distill_key(self, it: IterationPaths, k: int, instruct: str) -> str:
+        return digest("distill", self.ids[instruct], file_digest(it.pairs), self.cfg.trainer, self.seed(k, 1),
+                      *self._common())
+
+    def evaluate_key(self, instruct: str, thinking: str) -> str:
+        return digest("evaluate", self.ids[instruct], self.ids[thinking], self.eval, self.cfg.model.sampling,
+                      self.cfg.evaluate.samples, self.cfg.domain.grader, self.seed(0, 2), *self._common())
 
     # -- stages ------------------------------------------------------------------------------
     def generate(self, it: IterationPaths, k: int, thinking: str) -> dict:
@@ -123,6 +155,11 @@ class Experiment:
         return metrics
 
     # -- the loop ----------------------------------------------------------------------------
+    def evaluate_stage(self, it: IterationPaths, instruct: str, thinking: str) -> dict:
+        outputs = (it.eval_results("instruct").name, it.eval_results("thinking").name)
+        return _stage(it, "evaluate", lambda: self.evaluate(it, instruct, thinking), self.cache,
+                      self.evaluate_key(instruct, thinking), outputs)
+
     def gold_pairs(self, it: IterationPaths) -> dict:
         """The oracle baseline: the dataset's own answers (canonical format) as training targets."""
         from thinkswitch.grading import canonical_answer
@@ -144,14 +181,20 @@ class Experiment:
             if method.labels == "gold":
                 metrics |= _stage(it, "strip", lambda: self.gold_pairs(it))
             else:
-                metrics |= _stage(it, "generate", lambda: self.generate(it, k, thinking))
+                metrics |= _stage(it, "generate", lambda: self.generate(it, k, thinking), self.cache,
+                                  self.generate_key(k, thinking), ("generations.jsonl",))
                 metrics |= _stage(it, "strip", lambda: self.strip(it))
-            metrics |= _stage(it, "distill", lambda: self.distill(it, k, instruct))
+            key = self.distill_key(it, k, instruct)
+            metrics |= _stage(it, "distill", lambda: self.distill(it, k, instruct), self.cache, key,
+                              ("adapter", "instruct"))
             instruct = str(it.instruct)
+            self.ids[instruct] = key
         if method.merge:
             metrics |= _stage(it, "merge", lambda: self.merge(it, thinking, instruct))
+            base = thinking if self.cfg.merge.base == "current" else self.pair.thinking
+            self.ids[str(it.thinking)] = digest("merge", self.cfg.merge, self.ids[base], self.ids[instruct])
             thinking = str(it.thinking)
-        metrics |= _stage(it, "evaluate", lambda: self.evaluate(it, instruct, thinking))
+        metrics |= self.evaluate_stage(it, instruct, thinking)
         return metrics, instruct, thinking
 
     def record(self, k: int, metrics: dict, tracker: Tracker, history: list[dict]) -> None:
@@ -177,8 +220,7 @@ class Experiment:
             history: list[dict] = []
             instruct, thinking = self.pair.instruct, self.pair.thinking
             base = self.run.iteration(0)
-            self.record(0, _stage(base, "evaluate", lambda: self.evaluate(base, instruct, thinking)),
-                        tracker, history)
+            self.record(0, self.evaluate_stage(base, instruct, thinking), tracker, history)
             for k in range(1, cfg.iterations + 1):
                 metrics, instruct, thinking = self.iteration(k, instruct, thinking)
                 self.record(k, metrics, tracker, history)

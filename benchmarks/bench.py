@@ -1,0 +1,247 @@
+"""Benchmarks: thinkswitch's stages against the bare libraries, measured side by side in one run.
+
+    python benchmarks/bench.py [--quick]        (make bench)
+
+Prints one line per measurement and the ratios the project's goals are stated in:
+  generate  framework tokens/s vs a bare batched HF `generate` (goal >= 0.95x) and vs one prompt at a time
+  distill   framework train time vs a bare TRL SFTTrainer script with the same settings (goal <= 1.05x)
+  merge     framework vs a bare mergekit run (goal <= 1.05x); peak RSS vs one checkpoint (goal <= 1.3x)
+  sweep     a 1-iteration, 4-point t sweep with and without the stage cache (goal >= 2x)
+Everything runs on the testbed pair (built once) and on CPU unless a GPU is present.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CACHE = Path(os.environ.get("THINKSWITCH_CACHE", "~/.cache/thinkswitch")).expanduser()
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "disabled")
+
+
+def line(name: str, value: float, unit: str, note: str = "") -> None:
+    print(f"{name:<44} {value:>10.3f} {unit:<10} {note}", flush=True)
+
+
+def compose(overrides):
+    sys.path.insert(0, str(ROOT / "tests"))
+    from conftest import compose as _compose
+
+    return _compose(overrides)
+
+
+def bench_generate(pair, n: int) -> None:
+    import torch
+
+    from thinkswitch.generate import chat_prompt, generate_texts, sampling_kwargs
+    from thinkswitch.models import load_model, load_tokenizer
+    from thinkswitch.testbed import TestbedSpec, task_examples
+
+    cfg = compose([])
+    model = load_model(pair.thinking, cfg.model, torch.device("cpu"))
+    tok = load_tokenizer(pair.thinking, cfg.model)
+    prompts = [chat_prompt(tok, ex["prompt"]) for ex in task_examples(n, 5, "train", TestbedSpec())]
+    sampling, batch = cfg.model.sampling.thinking, cfg.generation.batch_size
+
+    generate_texts(model, tok, prompts[:batch], sampling, batch, 0)  # warm-up
+    t0 = time.perf_counter()
+    ours = generate_texts(model, tok, prompts, sampling, batch, 0)
+    ours_tps = sum(r["tokens"] for r in ours) / (time.perf_counter() - t0)
+
+    def bare(chunks):
+        tokens, t0 = 0, time.perf_counter()
+        with torch.inference_mode():
+            for chunk in chunks:
+                enc = tok(chunk, return_tensors="pt", padding=True, add_special_tokens=False)
+                out = model.generate(**enc, **sampling_kwargs(sampling), pad_token_id=tok.pad_token_id)
+                new = out[:, enc["input_ids"].shape[1]:]
+                tokens += int(sum(((row != tok.pad_token_id).cumsum(0) > 0).sum() for row in new))
+        return tokens / (time.perf_counter() - t0)
+
+    torch.manual_seed(0)
+    bare_tps = bare([prompts[i:i + batch] for i in range(0, len(prompts), batch)])
+    naive_tps = bare([[p] for p in prompts[: max(8, n // 8)]])
+    line("generate: framework", ours_tps, "tokens/s")
+    line("generate: bare batched HF generate", bare_tps, "tokens/s")
+    line("generate: one prompt at a time", naive_tps, "tokens/s")
+    line("generate: framework / bare", ours_tps / bare_tps, "x", "goal >= 0.95")
+    line("generate: batched / one at a time", ours_tps / naive_tps, "x", "the batching gain")
+
+
+BARE_SFT = r'''
+import json, sys, time, torch
+from datasets import Dataset
+from peft import LoraConfig
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from trl import SFTConfig, SFTTrainer
+instruct, pairs, out = sys.argv[1], sys.argv[2], sys.argv[5]
+sft, lora = json.loads(sys.argv[3]), json.loads(sys.argv[4])
+tok = AutoTokenizer.from_pretrained(instruct)
+rows = [json.loads(l) for l in open(pairs)]
+ds = Dataset.from_list([{"prompt": tok.apply_chat_template([{"role": "user", "content": r["prompt"]}],
+                          add_generation_prompt=True, tokenize=False), "completion": r["completion"]} for r in rows])
+model = AutoModelForCausalLM.from_pretrained(instruct, dtype=torch.float32)
+t0 = time.perf_counter()
+args = SFTConfig(output_dir=out, report_to=[], save_strategy="no", seed=11, data_seed=11, use_cpu=True, bf16=False,
+                 **sft)
+trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok, peft_config=LoraConfig(**lora))
+trainer.train()
+trainer.model.save_pretrained(out + "/adapter")
+print(json.dumps({"seconds": time.perf_counter() - t0}))
+'''
+
+OURS_SFT = r'''
+import json, sys, time, torch
+sys.path.insert(0, sys.argv[1] + "/tests")
+from conftest import compose
+from pathlib import Path
+from thinkswitch.distill import train_adapter
+from thinkswitch.io import read_jsonl
+cfg = compose([])
+pairs = read_jsonl(sys.argv[3])
+t0 = time.perf_counter()
+train_adapter(sys.argv[2], pairs, cfg.trainer, cfg.model, torch.device("cpu"), 11, None, Path(sys.argv[4]) / "adapter")
+print(json.dumps({"seconds": time.perf_counter() - t0}))
+'''
+
+
+def _python(code: str, *args: str) -> dict:
+    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=ROOT, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def bench_distill(pair, work: Path, n: int) -> None:
+    from omegaconf import OmegaConf
+
+    from thinkswitch.io import write_jsonl
+    from thinkswitch.testbed import TestbedSpec, task_examples
+
+    cfg = compose([])
+    pairs = work / "pairs.jsonl"
+    write_jsonl(pairs, [{"id": e["id"], "prompt": e["prompt"], "completion": e["answer"]}
+                        for e in task_examples(n, 9, "train", TestbedSpec())])
+    sft, lora = OmegaConf.to_container(cfg.trainer.sft), OmegaConf.to_container(cfg.trainer.lora)
+    bare, ours = [], []
+    for _ in range(2):  # alternate, so machine noise hits both alike
+        bare.append(_python(BARE_SFT, pair.instruct, str(pairs), json.dumps(sft), json.dumps(lora),
+                            str(work / "bare"))["seconds"])
+        ours.append(_python(OURS_SFT, str(ROOT), pair.instruct, str(pairs), str(work / "ours"))["seconds"])
+    line("distill: framework (train + save adapter)", min(ours), "s", f"{n} pairs, best of 2")
+    line("distill: bare TRL SFTTrainer script", min(bare), "s", "same SFTConfig and LoraConfig")
+    line("distill: framework / bare", min(ours) / min(bare), "x", "goal <= 1.05")
+
+
+MERGE = r'''
+import json, resource, sys, time
+from pathlib import Path
+sys.path.insert(0, sys.argv[1] + "/tests")
+mode, thinking, instruct, out = sys.argv[2:6]
+from mergekit.config import MergeConfiguration
+from mergekit.merge import MergeOptions, run_merge
+from conftest import compose
+from thinkswitch.merge import merge, mergekit_config
+cfg = compose(["merge.t=0.3"]).merge
+base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+t0 = time.perf_counter()
+if mode == "ours":
+    merge(thinking, instruct, cfg, Path(out))
+else:
+    config = mergekit_config(cfg, thinking, instruct)
+    run_merge(MergeConfiguration.model_validate(config), out, MergeOptions(lazy_unpickle=False, quiet=True,
+              write_model_card=False))
+print(json.dumps({"seconds": time.perf_counter() - t0, "base_kb": base_rss,
+                  "peak_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+'''
+
+
+def make_big_pair(work: Path, hidden: int, layers: int) -> tuple[str, str]:
+    """Two random Qwen3 checkpoints of one shape, big enough for memory to be measurable."""
+    import torch
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    from thinkswitch.testbed import build_tokenizer
+
+    paths = []
+    for name, seed in (("thinking", 0), ("instruct", 1)):
+        torch.manual_seed(seed)
+        tok = build_tokenizer()
+        cfg = Qwen3Config(vocab_size=len(tok), hidden_size=hidden, intermediate_size=hidden * 3,
+                          num_hidden_layers=layers, num_attention_heads=8, num_key_value_heads=4,
+                          head_dim=hidden // 8, tie_word_embeddings=True)
+        Qwen3ForCausalLM(cfg).save_pretrained(work / name)
+        tok.save_pretrained(work / name)
+        paths.append(str(work / name))
+    return paths[0], paths[1]
+
+
+def bench_merge(work: Path, hidden: int, layers: int) -> None:
+    thinking, instruct = make_big_pair(work, hidden, layers)
+    size = sum(f.stat().st_size for f in Path(thinking).glob("*.safetensors"))
+    results = {"ours": [], "bare": []}
+    for i in range(2):
+        for mode in ("bare", "ours"):
+            out = work / f"merged_{mode}_{i}"
+            results[mode].append(_python(MERGE, str(ROOT), mode, thinking, instruct, str(out)))
+            shutil.rmtree(out, ignore_errors=True)
+    ours, bare = min(r["seconds"] for r in results["ours"]), min(r["seconds"] for r in results["bare"])
+    peak = max((r["peak_kb"] - r["base_kb"]) * 1024 for r in results["ours"])
+    line("merge: checkpoint size", size / 1e6, "MB", f"hidden {hidden}, {layers} layers")
+    line("merge: framework", ours, "s")
+    line("merge: bare mergekit run_merge", bare, "s")
+    line("merge: framework / bare", ours / bare, "x", "goal <= 1.05")
+    line("merge: peak RSS growth / checkpoint size", peak / size, "x", "goal <= 1.3 (RSS above the process's own)")
+
+
+def bench_sweep(work: Path, points: str) -> None:
+    env = {**os.environ, "THINKSWITCH_CACHE": str(CACHE)}
+    args = ["--multirun", f"merge.t={points}", "iterations=1", "tracking.mode=disabled"]
+    times = {}
+    for label, cache in (("without cache", "null"), ("with cache", str(work / "stages"))):
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "thinkswitch.cli", *args, f"stage_cache={cache}",
+                        f"hydra.sweep.dir={work / label.replace(' ', '_')}"], cwd=ROOT, env=env, check=True,
+                       capture_output=True)
+        times[label] = time.perf_counter() - t0
+        line(f"sweep: {len(points.split(','))}-point t sweep, {label}", times[label], "s")
+    line("sweep: without / with the stage cache", times["without cache"] / times["with cache"], "x", "goal >= 2")
+    stages = {}
+    for summary in (work / "with_cache").glob("*/summary.json"):
+        for stage, sec in json.loads(summary.read_text())["stage_seconds"].items():
+            stages[stage] = stages.get(stage, 0.0) + sec
+    print("sweep (with cache), seconds by stage over all jobs:", {k: round(v, 1) for k, v in stages.items()})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="smaller sizes (a smoke test of the benchmark)")
+    args = parser.parse_args()
+    import platform
+
+    import torch
+
+    from thinkswitch.models import resolve_pair
+
+    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
+          f"threads {torch.get_num_threads()}, cuda {torch.cuda.is_available()}")
+    pair = resolve_pair(compose([]).model, CACHE)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        bench_generate(pair, 64 if args.quick else 512)
+        bench_distill(pair, work, 64 if args.quick else 512)
+        bench_merge(work, 256 if args.quick else 1024, 2 if args.quick else 8)
+        bench_sweep(work, "0.1,0.3" if args.quick else "0.05,0.1,0.2,0.3")
+    print(f"peak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+"""The stage cache: a sweep over t shares iteration 0's evaluation and iteration 1's generation and
+distillation; changing a key that matters invalidates exactly the stages it affects."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import CACHE, ROOT
+
+from thinkswitch.cache import StageCache, digest
+from thinkswitch.io import read_json, read_jsonl
+
+SMALL = ["iterations=1", "domain.train_prompts=64", "domain.eval_size=100", "tracking.mode=disabled"]
+
+
+def thinkswitch(stage_cache, *args):
+    env = {**os.environ, "THINKSWITCH_CACHE": str(CACHE)}
+    return subprocess.run([sys.executable, "-m", "thinkswitch.cli", *SMALL, f"stage_cache={stage_cache}", *args],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+
+
+@pytest.mark.slow
+def test_a_t_sweep_shares_generation_distillation_and_baseline(testbed_pair, tmp_path):
+    stages = tmp_path / "stages"
+    proc = thinkswitch(stages, "--multirun", "merge.t=0,0.5", f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout + proc.stderr
+    assert out.count("reused from the stage cache") == 3  # job 1: iter_00 evaluate, generate, distill
+    job0, job1 = sorted((tmp_path / "sweep").glob("[01]_*"))
+    m1 = read_json(job1 / "iter_01" / "metrics.json")
+    assert m1["cache/generate"] == 1 and m1["cache/distill"] == 1 and "cache/merge" not in m1
+    assert read_jsonl(job0 / "iter_01" / "generations.jsonl") == read_jsonl(job1 / "iter_01" / "generations.jsonl")
+    assert (job1 / "iter_01" / "instruct" / "model.safetensors").read_bytes() == \
+        (job0 / "iter_01" / "instruct" / "model.safetensors").read_bytes()
+    s0, s1 = read_json(job0 / "summary.json"), read_json(job1 / "summary.json")
+    assert s0["final"]["instruct/correct"] == s1["final"]["instruct/correct"]  # same distilled model
+    assert s0["baseline"] == s1["baseline"]
+
+    # a relevant key changes: distillation (and what follows) reruns; generation is still shared
+    proc = thinkswitch(stages, "merge.t=0.5", "trainer.sft.learning_rate=1e-3", f"hydra.run.dir={tmp_path / 'lr'}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout + proc.stderr
+    assert "[iter_01] generate: reused" in out and "[iter_00] evaluate: reused" in out
+    assert "[iter_01] distill: reused" not in out and "[iter_01] evaluate: reused" not in out
+
+    # and the cache can be turned off
+    proc = thinkswitch("null", "merge.t=0.5", f"hydra.run.dir={tmp_path / 'off'}")
+    assert proc.returncode == 0 and "reused from the stage cache" not in proc.stdout + proc.stderr
+
+
+def test_store_and_restore_are_atomic_and_first_writer_wins(tmp_path):
+    cache = StageCache(tmp_path / "stages")
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    (src / "model").mkdir(parents=True)
+    (src / "model" / "w.safetensors").write_bytes(b"abc")
+    (src / "gen.jsonl").write_text("{}\n")
+    key = digest("generate", {"t": 1})
+    assert cache.restore(key, ["gen.jsonl"], dst) is None
+    cache.store(key, ["gen.jsonl", "model"], src, {"x": 1})
+    (src / "gen.jsonl").write_text('{"other": 1}\n')
+    cache.store(key, ["gen.jsonl", "model"], src, {"x": 2})  # a second writer: ignored
+    dst.mkdir()
+    assert cache.restore(key, ["gen.jsonl", "model"], dst) == {"x": 1}
+    assert (dst / "gen.jsonl").read_text() == "{}\n" and (dst / "model" / "w.safetensors").read_bytes() == b"abc"
+    assert not list((tmp_path / "stages").glob(".*.tmp")) and not list(dst.glob(".*.tmp"))
+    assert digest("generate", {"t": 1}) != digest("generate", {"t": 2})
+    assert StageCache(None).restore(key, [], dst) is None

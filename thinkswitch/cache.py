@@ -1,0 +1,107 @@
+"""A content-addressed cache of stage outputs, shared by the runs of a sweep.
+
+A stage's key hashes everything that determines its outputs: the stage, the identity of its input
+checkpoints and data, and the config that affects it. In a sweep over `merge.t`, iteration 0's
+evaluation and iteration 1's generation and distillation have the same key in every job, so they
+run once and the other jobs reuse them. Entries are written to a temporary directory and renamed
+into place (a job that loses the race discards its copy), and restored into a run directory by
+hard links where the filesystem allows (no extra disk), else by copies.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Optional
+
+from omegaconf import OmegaConf
+
+from thinkswitch.io import read_json, write_json
+
+log = logging.getLogger(__name__)
+
+DONE = "done.json"
+
+
+def digest(*parts: Any) -> str:
+    """A short, stable hash of JSON-able parts (OmegaConf nodes are resolved to plain data)."""
+    plain = [OmegaConf.to_container(p, resolve=True) if OmegaConf.is_config(p) else p for p in parts]
+    return hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:20]
+
+
+def checkpoint_id(ref: str, revision: Optional[str] = None) -> str:
+    """Identity of a starting checkpoint: a hub id and revision, or a local directory's files."""
+    path = Path(ref).expanduser()
+    if not path.is_dir():
+        return digest("hub", ref, revision)
+    files = sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in path.iterdir() if f.is_file())
+    return digest("local", str(path.resolve()), files)
+
+
+def _link_tree(src: Path, dst: Path) -> None:
+    """Copy `src` to `dst`, hard-linking large files (weights: never modified in place)."""
+    def link(s: str, d: str) -> None:
+        if os.path.getsize(s) < 1 << 20:
+            shutil.copy2(s, d)
+            return
+        try:
+            os.link(s, d)
+        except OSError:
+            shutil.copy2(s, d)
+
+    if src.is_dir():
+        shutil.copytree(src, dst, copy_function=link)
+    else:
+        link(str(src), str(dst))
+
+
+class StageCache:
+    """Stage outputs by key under `root` (None: disabled)."""
+
+    def __init__(self, root: Optional[Path]):
+        self.root = Path(root) if root else None
+
+    def restore(self, key: str, names: list[str], dest: Path) -> Optional[dict]:
+        """Put a cached stage's outputs into `dest`; return its metrics, or None on a miss."""
+        if self.root is None or not (self.root / key / DONE).exists():
+            return None
+        entry = self.root / key
+        for name in names:
+            target = dest / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+            tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=dest)) / name
+            _link_tree(entry / name, tmp)
+            os.replace(tmp, target)
+            shutil.rmtree(tmp.parent, ignore_errors=True)
+        return read_json(entry / DONE)["metrics"]
+
+    def store(self, key: str, names: list[str], src: Path, metrics: dict) -> None:
+        if self.root is None or (self.root / key / DONE).exists():
+            return
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", suffix=".tmp", dir=self.root))
+        try:
+            for name in names:
+                _link_tree(src / name, tmp / name)
+            write_json(tmp / DONE, {"metrics": metrics, "outputs": names})
+            os.rename(tmp, self.root / key)  # fails if another job stored it first: theirs is as good
+        except OSError:
+            pass
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
