@@ -25,10 +25,13 @@ demo: install  ## run the default experiment: testbed pair, 2 iterations, on CPU
 test: install  ## run the whole test suite
 	$(BIN)/pytest $(ARGS)
 
+bench: install  ## benchmarks: stages vs the bare libraries, stage-cache speedup (prints ratios)
+	$(BIN)/python benchmarks/bench.py $(ARGS)
+
 lint: install  ## ruff
-	$(BIN)/ruff check thinkswitch tests
+	$(BIN)/ruff check thinkswitch tests benchmarks
 
 clean:  ## remove the venv (outputs/ and the testbed cache are kept)
 	rm -rf $(VENV)
 
-.PHONY: help install demo test lint clean
+.PHONY: help install demo test bench lint clean
