@@ -6,6 +6,7 @@ Prints one line per measurement and the ratios the project's goals are stated in
   generate  framework tokens/s vs a bare batched HF `generate` (goal >= 0.95x) and vs one prompt at a time
   distill   framework train time vs a bare TRL SFTTrainer script with the same settings (goal <= 1.05x)
   merge     framework vs a bare mergekit run (goal <= 1.05x); peak RSS vs one checkpoint (goal <= 1.3x)
+  demo      the default experiment's wall time, by stage
   sweep     a 1-iteration, 4-point t sweep with and without the stage cache (goal >= 2x)
 Everything runs on the testbed pair (built once) and on CPU unless a GPU is present.
 """
@@ -222,6 +223,18 @@ def bench_sweep(work: Path, points: str) -> None:
     print("sweep (with cache), seconds by stage over all jobs:", {k: round(v, 1) for k, v in stages.items()})
 
 
+def bench_demo(work: Path) -> None:
+    """The default experiment (what `make demo` runs, testbed already built), broken down by stage."""
+    env = {**os.environ, "THINKSWITCH_CACHE": str(CACHE)}
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "thinkswitch.cli", "tracking.mode=disabled", "stage_cache=null",
+                    f"hydra.run.dir={work / 'demo'}"], cwd=ROOT, env=env, check=True, capture_output=True)
+    line("demo: wall time (process, imports included)", time.perf_counter() - t0, "s")
+    summary = json.loads((work / "demo" / "summary.json").read_text())
+    for stage, sec in summary["stage_seconds"].items():
+        line(f"demo: {stage}", sec, "s", "all iterations")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller sizes (a smoke test of the benchmark)")
@@ -240,6 +253,8 @@ def main() -> None:
         bench_generate(pair, 64 if args.quick else 512)
         bench_distill(pair, work, 64 if args.quick else 512)
         bench_merge(work, 256 if args.quick else 1024, 2 if args.quick else 8)
+        if not args.quick:
+            bench_demo(work)
         bench_sweep(work, "0.1,0.3" if args.quick else "0.05,0.1,0.2,0.3")
     print(f"peak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
 

@@ -16,7 +16,7 @@ SMALL = ["iterations=1", "domain.train_prompts=64", "domain.eval_size=100", "tra
 
 def thinkswitch(stage_cache, *args):
     env = {**os.environ, "THINKSWITCH_CACHE": str(CACHE)}
-    return subprocess.run([sys.executable, "-m", "thinkswitch.cli", *SMALL, f"stage_cache={stage_cache}", *args],
+    return subprocess.run([sys.executable, "-m", "thinkswitch.cli", *args, *SMALL, f"stage_cache={stage_cache}"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
 
 
