@@ -90,3 +90,15 @@ def test_keep_checkpoints_last_keeps_only_the_newest_pair(testbed_pair, tmp_path
     assert not (tmp_path / "iter_01" / "instruct").exists() and not (tmp_path / "iter_01" / "thinking").exists()
     assert (tmp_path / "iter_02" / "instruct").exists() and (tmp_path / "iter_02" / "thinking").exists()
     assert (tmp_path / "iter_01" / "adapter").exists() and (tmp_path / "iter_01" / "eval_instruct.jsonl").exists()
+
+
+def test_all_traces_cut_off_stops_with_a_clear_message_and_keeps_artifacts(testbed_pair, tmp_path):
+    proc = run(tmp_path, "model.sampling.thinking.max_new_tokens=8")  # far too short to close a trace
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert "all 64 generations were dropped (unfinished: 64)" in out
+    assert "model.sampling.thinking.max_new_tokens" in out
+    failed = read_json(tmp_path / "failed.json")
+    assert (failed["iteration"], failed["stage"]) == ("iter_01", "strip")
+    assert (tmp_path / "iter_01" / "generations.jsonl").exists()  # kept for inspection
+    assert (tmp_path / "iter_00" / "evaluate.done").exists() and not (tmp_path / "iter_01" / "strip.done").exists()
