@@ -90,16 +90,14 @@ def test_distill_changes_instruct_weights(testbed_pair, tmp_path, trainer):
 
 
 def test_generate_labels_writes_raw_outputs(testbed_pair, tmp_path):
-    from thinkswitch.generate import generate_labels
-    from thinkswitch.models import load_model, load_tokenizer
+    from thinkswitch.generate import HFBackend, generate_labels
     from thinkswitch.testbed import TestbedSpec, task_examples
 
     cfg = compose()
     examples = task_examples(6, 3, "train", TestbedSpec())
-    model = load_model(testbed_pair.thinking, cfg.model, torch.device("cpu"))
-    tok = load_tokenizer(testbed_pair.thinking, cfg.model)
+    backend = HFBackend.load(testbed_pair.thinking, cfg.model, torch.device("cpu"), batch_size=4)
     out = tmp_path / "generations.jsonl"
-    metrics = generate_labels(model, tok, examples, cfg.model.sampling.thinking, 4, 2, None, 0, out)
+    metrics = generate_labels(backend, examples, cfg.model.sampling.thinking, 2, None, 0, out)
     rows = read_jsonl(out)
     assert metrics["generate/outputs"] == len(rows) == 12
     assert [r["id"] for r in rows[:2]] == [examples[0]["id"]] * 2 and [r["sample"] for r in rows[:2]] == [0, 1]

@@ -105,6 +105,7 @@ class GenerationConfig:
     Sampling settings per mode belong to the model (`model.sampling.thinking` / `.instruct`).
     """
 
+    backend: str = "hf"  # a name in thinkswitch.generate.BACKENDS
     batch_size: int = 32
     samples_per_prompt: int = 1
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from thinkswitch.config import SamplingConfig
-from thinkswitch.generate import chat_prompt, generate_texts
+from thinkswitch.generate import GenerationBackend, chat_prompt
 from thinkswitch.grading import Grader
 from thinkswitch.io import write_jsonl
 from thinkswitch.stats import majority, wilson_interval
@@ -30,8 +30,8 @@ def final_answer(output: str, role: str) -> Optional[str]:
     return output.strip()
 
 
-def evaluate(model, tokenizer, role: str, examples: Sequence[dict], grader: Grader, sampling: SamplingConfig,
-             batch_size: int, system_prompt: Optional[str], seed: int, out: Path, samples: int = 1) -> dict:
+def evaluate(backend: GenerationBackend, role: str, examples: Sequence[dict], grader: Grader,
+             sampling: SamplingConfig, system_prompt: Optional[str], seed: int, out: Path, samples: int = 1) -> dict:
     """Generate, grade and save per-question results to `out`; return `<role>/*` metrics.
 
     With `samples` > 1 every question is answered that many times: `accuracy` is avg@n and
@@ -39,8 +39,8 @@ def evaluate(model, tokenizer, role: str, examples: Sequence[dict], grader: Grad
     """
     t0 = time.perf_counter()
     jobs = [(ex, s) for ex in examples for s in range(samples)]
-    prompts = [chat_prompt(tokenizer, ex["prompt"], system_prompt) for ex, _ in jobs]
-    gens = generate_texts(model, tokenizer, prompts, sampling, batch_size, seed, desc=f"evaluate {role}")
+    prompts = [chat_prompt(backend.tokenizer, ex["prompt"], system_prompt) for ex, _ in jobs]
+    gens = backend.generate(prompts, sampling, seed, f"evaluate {role}")
     rows = []
     for (ex, s), g in zip(jobs, gens):
         answer = final_answer(g["output"], role)

@@ -1,7 +1,9 @@
-"""Stage 1, generate: batched `model.generate` over chat-formatted prompts.
+"""Stage 1, generate: batched generation over chat-formatted prompts.
 
 Used twice: the thinking checkpoint answering the training prompts (its raw outputs become
-labels), and both checkpoints answering the evaluation set.
+labels), and both checkpoints answering the evaluation set. Stages talk to a small
+`GenerationBackend` (Hugging Face `generate` here; a vLLM backend can slot in behind the same
+two methods without touching the loop), chosen by `generation.backend`.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Optional, Protocol, Sequence
 
 from tqdm.auto import tqdm
 
@@ -79,7 +81,44 @@ def generate_texts(model, tokenizer, prompts: Sequence[str], sampling: SamplingC
     return results  # type: ignore[return-value]
 
 
-def generate_labels(model, tokenizer, examples: Sequence[dict], sampling: SamplingConfig, batch_size: int,
+class GenerationBackend(Protocol):
+    """What the stages need from a generator loaded with one checkpoint."""
+
+    tokenizer: Any  # renders the chat template
+
+    def generate(self, prompts: Sequence[str], sampling: SamplingConfig, seed: int, desc: str) -> list[dict]:
+        """One completion per chat-formatted prompt: `output`, `tokens`, `stopped` (see generate_texts)."""
+        ...
+
+
+class HFBackend:
+    """Batched `model.generate` of Hugging Face transformers."""
+
+    def __init__(self, model, tokenizer, batch_size: int):
+        self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
+
+    @classmethod
+    def load(cls, path: str, model_cfg, device, batch_size: int) -> "HFBackend":
+        from thinkswitch.models import load_model, load_tokenizer
+
+        return cls(load_model(path, model_cfg, device), load_tokenizer(path, model_cfg), batch_size)
+
+    def generate(self, prompts: Sequence[str], sampling: SamplingConfig, seed: int, desc: str) -> list[dict]:
+        return generate_texts(self.model, self.tokenizer, prompts, sampling, self.batch_size, seed, desc)
+
+
+BACKENDS = {"hf": HFBackend}
+
+
+def load_backend(name: str, path: str, model_cfg, device, batch_size: int) -> GenerationBackend:
+    try:
+        backend = BACKENDS[name]
+    except KeyError:
+        raise ValueError(f"generation.backend: unknown backend {name!r}; known: {sorted(BACKENDS)}") from None
+    return backend.load(path, model_cfg, device, batch_size)
+
+
+def generate_labels(backend: GenerationBackend, examples: Sequence[dict], sampling: SamplingConfig,
                     samples_per_prompt: int, system_prompt: Optional[str], seed: int, out: Path) -> dict:
     """The thinking checkpoint answers the training prompts; raw outputs are saved to `out` (JSONL).
 
@@ -87,8 +126,8 @@ def generate_labels(model, tokenizer, examples: Sequence[dict], sampling: Sampli
     """
     t0 = time.perf_counter()
     rows = [(ex, s) for ex in examples for s in range(samples_per_prompt)]
-    prompts = [chat_prompt(tokenizer, ex["prompt"], system_prompt) for ex, _ in rows]
-    gens = generate_texts(model, tokenizer, prompts, sampling, batch_size, seed, desc="generate labels")
+    prompts = [chat_prompt(backend.tokenizer, ex["prompt"], system_prompt) for ex, _ in rows]
+    gens = backend.generate(prompts, sampling, seed, "generate labels")
     write_jsonl(out, [{"id": ex["id"], "sample": s, "prompt": ex["prompt"], **g} for (ex, s), g in zip(rows, gens)])
     seconds = time.perf_counter() - t0
     tokens = sum(g["tokens"] for g in gens)

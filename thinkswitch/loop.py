@@ -27,7 +27,7 @@ from thinkswitch.config import ExperimentConfig
 from thinkswitch.data import load_domain
 from thinkswitch.grading import get_grader
 from thinkswitch.io import read_jsonl, write_json, write_jsonl
-from thinkswitch.models import load_model, load_tokenizer, pick_device, resolve_pair
+from thinkswitch.models import pick_device, resolve_pair
 from thinkswitch.paths import IterationPaths, RunPaths
 from thinkswitch.rundir import check_disk, check_resume, check_writable, prune_checkpoints
 from thinkswitch.tracking import Tracker
@@ -81,8 +81,11 @@ class Experiment:
         log.info("pair: instruct=%s thinking=%s | %d training prompts, %d evaluation questions | device %s",
                  self.pair.instruct, self.pair.thinking, len(self.train), len(self.eval), self.device)
 
-    def _load(self, path: str):
-        return load_model(path, self.cfg.model, self.device), load_tokenizer(path, self.cfg.model)
+    def _backend(self, path: str):
+        from thinkswitch.generate import load_backend
+
+        g = self.cfg.generation
+        return load_backend(g.backend, path, self.cfg.model, self.device, g.batch_size)
 
     def seed(self, k: int, offset: int = 0) -> int:
         """Seed of a stage: label generation and training differ per iteration; evaluation uses
@@ -92,7 +95,8 @@ class Experiment:
     # -- stage cache keys: what determines each stage's outputs ---------------------------------
     def _common(self) -> tuple:
         cfg = self.cfg
-        return (__version__, self.device.type, cfg.model.dtype, cfg.domain.system_prompt, cfg.generation.batch_size)
+        return (__version__, self.device.type, cfg.model.dtype, cfg.domain.system_prompt, cfg.generation.batch_size,
+                cfg.generation.backend)
 
     def generate_key(self, k: int, thinking: str) -> str:
         return digest("generate", self.ids[thinking], self.train, self.cfg.model.sampling.thinking,
@@ -110,11 +114,9 @@ class Experiment:
     def generate(self, it: IterationPaths, k: int, thinking: str) -> dict:
         from thinkswitch.generate import generate_labels
 
-        model, tok = self._load(thinking)
-        g = self.cfg.generation
-        return generate_labels(model, tok, self.train, self.cfg.model.sampling.thinking, g.batch_size,
-                               g.samples_per_prompt,
-                               self.cfg.domain.system_prompt, self.seed(k), it.generations)
+        return generate_labels(self._backend(thinking), self.train, self.cfg.model.sampling.thinking,
+                               self.cfg.generation.samples_per_prompt, self.cfg.domain.system_prompt, self.seed(k),
+                               it.generations)
 
     def strip(self, it: IterationPaths) -> dict:
         from thinkswitch.strip import DROP_KEYS, strip_generations
@@ -144,14 +146,11 @@ class Experiment:
         from thinkswitch.evaluate import evaluate
 
         metrics: dict[str, Any] = {}
-        g = self.cfg.generation
         for role, path in (("instruct", instruct), ("thinking", thinking)):
-            model, tok = self._load(path)
             sampling = getattr(self.cfg.model.sampling, role)
-            metrics |= evaluate(model, tok, role, self.eval, self.grader, sampling, g.batch_size,
+            metrics |= evaluate(self._backend(path), role, self.eval, self.grader, sampling,
                                 self.cfg.domain.system_prompt, self.seed(0, 2), it.eval_results(role),
                                 self.cfg.evaluate.samples)
-            del model
         return metrics
 
     # -- the loop ----------------------------------------------------------------------------

@@ -52,6 +52,10 @@ def check_config(cfg: ExperimentConfig) -> None:
     for key in ("batch_size", "samples_per_prompt"):
         if getattr(cfg.generation, key) < 1:
             raise ConfigError(f"generation.{key}: must be >= 1, got {getattr(cfg.generation, key)}")
+    from thinkswitch.generate import BACKENDS
+
+    if cfg.generation.backend not in BACKENDS:
+        raise ConfigError(f"generation.backend: unknown backend {cfg.generation.backend!r}; known: {sorted(BACKENDS)}")
     _check_t(cfg.merge.t)
     if cfg.merge.base not in ("current", "initial"):
         raise ConfigError(f"merge.base: expected 'current' or 'initial', got {cfg.merge.base!r}")
