@@ -11,6 +11,7 @@ import csv
 import json
 import logging
 import re
+import sys
 from io import StringIO
 from pathlib import Path
 from typing import Any
@@ -322,10 +323,8 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotFoundError as e:
         log.error("%s", e)
         return 1
-    for name, p in written.items():
-        print(f"{name}: {p}")
-    print()
-    print(written["runs.md"].read_text(encoding="utf-8"), end="")
+    listing = "".join(f"{name}: {p}\n" for name, p in written.items())
+    sys.stdout.write(listing + "\n" + written["runs.md"].read_text(encoding="utf-8"))  # the command's output
     return 0
 
 
