@@ -59,10 +59,3 @@ def read_jsonl(path: Path) -> list[dict]:
                 raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
     return rows
 
-
-def append_jsonl(path: Path, row: dict) -> None:
-    """Append one line and fsync (metrics.jsonl grows one line per iteration)."""
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(row, default=str) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
