@@ -33,16 +33,6 @@ def _quiet_libraries() -> None:
     datasets.disable_progress_bars()
 
 
-def _record_failure(cfg: DictConfig, error: Exception) -> None:
-    """failed.json in the run directory, unless the loop already wrote one (with its stage)."""
-    from thinkswitch.io import write_json
-    from thinkswitch.paths import RunPaths
-
-    failed = RunPaths(Path(cfg.run_dir)).failed
-    if not failed.exists():
-        write_json(failed, {"error": f"{type(error).__name__}: {error}", "iteration": None, "stage": "setup"})
-
-
 def _name_the_run(cfg: DictConfig) -> None:
     """W&B conventions: a sweep's jobs share a group (the sweep), each run is named by its
     overrides and tagged with domain, model, method and trainer, unless the config says otherwise."""
@@ -75,7 +65,6 @@ def main(cfg: DictConfig) -> float:
     try:
         summary = run_experiment(cfg)
     except Exception as e:
-        _record_failure(cfg, e)
         if isinstance(e, (ConfigError, DataError)) and HydraConfig.get().mode == RunMode.RUN:
             log.error("invalid %s: %s", "config" if isinstance(e, ConfigError) else "data", e)
             raise SystemExit(2) from None

@@ -36,31 +36,6 @@ from thinkswitch.validate import check_config
 log = logging.getLogger(__name__)
 
 
-def _stage(it: IterationPaths, name: str, fn: Callable[[], dict], cache: Optional[StageCache] = None,
-           key: Optional[str] = None, outputs: tuple[str, ...] = ()) -> dict:
-    """Run a stage once: skip it when its marker exists, reuse it from the stage cache when its
-    key is there, else run it (and cache its `outputs`); the marker is written last."""
-    _stage.current = (it.root.name, name)  # type: ignore[attr-defined]  # where a failure happened
-    if it.is_done(name):
-        log.info("[%s] %s: done in an earlier run, skipped", it.root.name, name)
-        return it.done_info(name)["metrics"]
-    log.info("[%s] %s", it.root.name, name)
-    it.root.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    cached = cache.restore(key, list(outputs), it.root) if cache and key else None
-    if cached is not None:
-        log.info("[%s] %s: reused from the stage cache (key %s)", it.root.name, name, key)
-        metrics = {**cached, f"time/{name}": time.perf_counter() - t0, f"cache/{name}": 1}
-    else:
-        metrics = {**fn(), f"time/{name}": time.perf_counter() - t0}
-        if os.environ.get("THINKSWITCH_FAULT_INJECT") == f"{it.root.name}/{name}":  # tests: die before marker
-            os.kill(os.getpid(), signal.SIGKILL)
-        if cache and key:
-            cache.store(key, list(outputs), it.root, metrics)
-    it.mark_done(name, {"metrics": metrics})
-    return metrics
-
-
 class Experiment:
     """Holds what every stage of a run shares: config, paths, device, data, tracker."""
 
@@ -68,6 +43,7 @@ class Experiment:
         check_config(cfg)
         self.cfg = cfg
         self.run = RunPaths(Path(cfg.run_dir))
+        self.where: tuple[Optional[str], str] = (None, "setup")  # the iteration and stage running
         check_writable(self.run)
         self.device = pick_device(cfg.device)
         self.grader = get_grader(cfg.domain.grader)
@@ -91,6 +67,30 @@ class Experiment:
         """Seed of a stage: label generation and training differ per iteration; evaluation uses
         the same seed at every iteration (common random numbers), so scores compare checkpoints."""
         return self.cfg.seed * 1000 + k * 10 + offset
+
+    def _stage(self, it: IterationPaths, name: str, fn: Callable[[], dict], key: Optional[str] = None,
+               outputs: tuple[str, ...] = ()) -> dict:
+        """Run a stage once: skip it when its marker exists, reuse it from the stage cache when its
+        key is there, else run it (and cache its `outputs`); the marker is written last."""
+        self.where = (it.root.name, name)  # where a failure happened
+        if it.is_done(name):
+            log.info("[%s] %s: done in an earlier run, skipped", it.root.name, name)
+            return it.done_info(name)["metrics"]
+        log.info("[%s] %s", it.root.name, name)
+        it.root.mkdir(parents=True, exist_ok=True)
+        t0 = time.perf_counter()
+        cached = self.cache.restore(key, list(outputs), it.root) if key else None
+        if cached is not None:
+            log.info("[%s] %s: reused from the stage cache (key %s)", it.root.name, name, key)
+            metrics = {**cached, f"time/{name}": time.perf_counter() - t0, f"cache/{name}": 1}
+        else:
+            metrics = {**fn(), f"time/{name}": time.perf_counter() - t0}
+            if os.environ.get("THINKSWITCH_FAULT_INJECT") == f"{it.root.name}/{name}":  # tests: die before marker
+                os.kill(os.getpid(), signal.SIGKILL)
+            if key:
+                self.cache.store(key, list(outputs), it.root, metrics)
+        it.mark_done(name, {"metrics": metrics})
+        return metrics
 
     # -- stage cache keys: what determines each stage's outputs ---------------------------------
     def _common(self) -> tuple:
@@ -136,10 +136,9 @@ class Experiment:
         return distill(instruct, it.pairs, self.cfg.trainer, self.cfg.model, self.device, self.seed(k, 1),
                        self.cfg.domain.system_prompt, it.adapter, it.instruct)
 
-    def merge(self, it: IterationPaths, thinking: str, instruct: str) -> dict:
+    def merge(self, it: IterationPaths, base: str, instruct: str) -> dict:
         from thinkswitch.merge import merge
 
-        base = thinking if self.cfg.merge.base == "current" else self.pair.thinking
         return merge(base, instruct, self.cfg.merge, it.thinking)
 
     def evaluate(self, it: IterationPaths, instruct: str, thinking: str) -> dict:
@@ -156,8 +155,8 @@ class Experiment:
     # -- the loop ----------------------------------------------------------------------------
     def evaluate_stage(self, it: IterationPaths, instruct: str, thinking: str) -> dict:
         outputs = (it.eval_results("instruct").name, it.eval_results("thinking").name)
-        return _stage(it, "evaluate", lambda: self.evaluate(it, instruct, thinking), self.cache,
-                      self.evaluate_key(instruct, thinking), outputs)
+        return self._stage(it, "evaluate", lambda: self.evaluate(it, instruct, thinking),
+                           self.evaluate_key(instruct, thinking), outputs)
 
     def gold_pairs(self, it: IterationPaths) -> dict:
         """The oracle baseline: the dataset's own answers (canonical format) as training targets."""
@@ -178,19 +177,18 @@ class Experiment:
         metrics: dict[str, Any] = {}
         if method.distill:
             if method.labels == "gold":
-                metrics |= _stage(it, "strip", lambda: self.gold_pairs(it))
+                metrics |= self._stage(it, "strip", lambda: self.gold_pairs(it))
             else:
-                metrics |= _stage(it, "generate", lambda: self.generate(it, k, thinking), self.cache,
-                                  self.generate_key(k, thinking), ("generations.jsonl",))
-                metrics |= _stage(it, "strip", lambda: self.strip(it))
+                metrics |= self._stage(it, "generate", lambda: self.generate(it, k, thinking),
+                                       self.generate_key(k, thinking), ("generations.jsonl",))
+                metrics |= self._stage(it, "strip", lambda: self.strip(it))
             key = self.distill_key(it, k, instruct)
-            metrics |= _stage(it, "distill", lambda: self.distill(it, k, instruct), self.cache, key,
-                              ("adapter", "instruct"))
+            metrics |= self._stage(it, "distill", lambda: self.distill(it, k, instruct), key, ("adapter", "instruct"))
             instruct = str(it.instruct)
             self.ids[instruct] = key
         if method.merge:
-            metrics |= _stage(it, "merge", lambda: self.merge(it, thinking, instruct))
-            base = thinking if self.cfg.merge.base == "current" else self.pair.thinking
+            base = thinking if self.cfg.merge.base == "current" else self.pair.thinking  # SLERP's t=0 end
+            metrics |= self._stage(it, "merge", lambda: self.merge(it, base, instruct))
             self.ids[str(it.thinking)] = digest("merge", self.cfg.merge, self.ids[base], self.ids[instruct])
             thinking = str(it.thinking)
         metrics |= self.evaluate_stage(it, instruct, thinking)
@@ -229,11 +227,9 @@ class Experiment:
             failed = False
             return summary
         except BaseException as e:
-            where = getattr(_stage, "current", ("setup", ""))
-            write_json(self.run.failed, {"error": f"{type(e).__name__}: {e}", "iteration": where[0],
-                                         "stage": where[1]})
+            self.run.record_failure(e, *self.where)
             log.error("run failed in %s %s: %s: %s (finished stages are kept; rerun with "
-                      "hydra.run.dir=%s to resume)", where[0], where[1], type(e).__name__, e, self.run.root)
+                      "hydra.run.dir=%s to resume)", *self.where, type(e).__name__, e, self.run.root)
             raise
         finally:
             tracker.finish(summary and run_summary(summary), failed)
@@ -283,4 +279,9 @@ def run_summary(summary: dict) -> dict:
 
 def run_experiment(cfg: ExperimentConfig) -> dict:
     """Run (or continue) the experiment `cfg` describes; returns the summary."""
-    return Experiment(cfg)()
+    try:
+        experiment = Experiment(cfg)
+    except Exception as e:  # before the run starts: keep an earlier attempt's failed.json, if any
+        RunPaths(Path(cfg.run_dir)).record_failure(e, None, "setup", overwrite=False)
+        raise
+    return experiment()

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 from thinkswitch.io import read_json, write_json
 
@@ -95,3 +96,14 @@ class RunPaths:
     def failed(self) -> Path:
         """Written when a run stops on an error: the error, and the iteration and stage it hit."""
         return self.root / "failed.json"
+
+    def record_failure(self, error: BaseException, iteration: Optional[str], stage: str,
+                       overwrite: bool = True) -> None:
+        """failed.json; never raises (an unwritable run directory is itself the error)."""
+        if not overwrite and self.failed.exists():
+            return
+        try:
+            write_json(self.failed, {"error": f"{type(error).__name__}: {error}", "iteration": iteration,
+                                     "stage": stage})
+        except OSError:
+            pass

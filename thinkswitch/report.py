@@ -29,10 +29,14 @@ SCORE_FIELDS = ("correct", "n", "accuracy", "ci_low", "ci_high", "tokens_per_ans
 PLOTS = {"final_accuracy_vs_t.png": "merge.t", "final_accuracy_vs_train_prompts.png": "domain.train_prompts"}
 
 
+def _format(s: dict, width: str = "") -> str:
+    """`191/500 38.2% [34.0%, 42.5%]` from `_scores` fields; `width` pads the accuracy for tables."""
+    return f"{s['correct']}/{s['n']} {s['accuracy']:{width}.1%} [{s['ci_low']:.1%}, {s['ci_high']:.1%}]"
+
+
 def score(row: dict, role: str) -> str:
-    """`191/500 38.2% [34.0, 42.6]`: correct/n, accuracy and its 95% Wilson interval."""
-    c, n, acc = row[f"{role}/correct"], row[f"{role}/n"], row[f"{role}/accuracy"]
-    return f"{c}/{n} {acc:6.1%} [{row[f'{role}/accuracy_ci_low']:.1%}, {row[f'{role}/accuracy_ci_high']:.1%}]"
+    """correct/n, accuracy and its 95% Wilson interval, from one line of metrics.jsonl."""
+    return _format(_scores(row, role), width="6")
 
 
 def iteration_table(history: list[dict]) -> str:
@@ -183,8 +187,7 @@ def _fmt_score(row: dict, role: str, when: str) -> str:
     p = f"{role}/{when}"
     if row[f"{p}/n"] is None:
         return "-"
-    return f"{row[f'{p}/correct']}/{row[f'{p}/n']} {row[f'{p}/accuracy']:.1%} " \
-           f"[{row[f'{p}/ci_low']:.1%}, {row[f'{p}/ci_high']:.1%}]"
+    return _format({f: row[f"{p}/{f}"] for f in SCORE_FIELDS})
 
 
 def markdown_table(rows: list[dict]) -> str:
