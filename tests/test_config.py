@@ -59,6 +59,8 @@ def test_composition_rejects(override, error):
         ("+trainer.lora.rank=8", r"trainer\.lora"),
         ("+trainer.sft.learning_rat=1e-4", r"trainer\.sft"),
         ("device=tpu", r"device"),
+        ("shard_size=big", r"shard_size: expected a size like 1GB"),
+        ("shard_size=0MB", r"shard_size: expected a positive size"),
     ],
 )
 def test_check_config_names_the_key(override, match):
@@ -104,3 +106,11 @@ def test_paper_presets_compose(preset, domain):
 def test_local_model_needs_both_paths():
     with pytest.raises(ConfigError, match=r"model\.instruct / model\.thinking"):
         check_config(compose(["model=local"]))
+
+
+@pytest.mark.parametrize("text, size", [("1GB", 10**9), ("500MB", 5 * 10**8), ("2GiB", 2 * 2**30),
+                                        ("1.5gb", 15 * 10**8), ("4096", 4096), (123, 123), ("10 KB", 10**4)])
+def test_parse_size(text, size):
+    from thinkswitch.io import parse_size
+
+    assert parse_size(text) == size

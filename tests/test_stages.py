@@ -87,6 +87,36 @@ def test_distill_changes_instruct_weights(testbed_pair, tmp_path, trainer):
     assert any("q_proj" in k for k in changed) and any("mlp" in k for k in changed)
     assert "quantization_config" not in json.loads((out / "config.json").read_text())
     assert (out / "tokenizer.json").exists() and (out / "chat_template.jinja").exists()
+    if trainer == "lora":  # merged in place: the same weights as the saved adapter merged into a fresh base
+        from peft import PeftModel
+
+        from thinkswitch.models import load_model
+
+        base = load_model(testbed_pair.instruct, cfg.model, torch.device("cpu"))
+        reference = PeftModel.from_pretrained(base, str(adapter)).merge_and_unload().state_dict()
+        assert all(torch.allclose(after[k], reference[k], atol=1e-6) for k in after)
+
+
+def test_distilled_and_merged_checkpoints_are_sharded(testbed_pair, tmp_path):
+    """`shard_size` splits the checkpoints a run writes; mergekit reads the shards and writes shards."""
+    from transformers import AutoModelForCausalLM
+
+    from thinkswitch.distill import distill
+    from thinkswitch.merge import merge
+
+    cfg = compose(["trainer.sft.num_train_epochs=1", "merge.t=0.5"])
+    out = tmp_path / "instruct"
+    distill(testbed_pair.instruct, _pairs(tmp_path, 8), cfg.trainer, cfg.model, torch.device("cpu"), 0, None,
+            tmp_path / "adapter", out, shard_size=200_000)
+    shards = sorted(out.glob("model-*.safetensors"))
+    assert len(shards) >= 3 and (out / "model.safetensors.index.json").exists()
+    merge(testbed_pair.thinking, str(out), cfg.merge, tmp_path / "merged", shard_size=300_000)
+    merged = sorted((tmp_path / "merged").glob("*.safetensors"))
+    assert len(merged) >= 2 and all(f.stat().st_size < 600_000 for f in merged)
+    weights = tensors(tmp_path / "merged")
+    assert weights.keys() == tensors(testbed_pair.thinking).keys()
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "merged")  # transformers reads the sharded result
+    assert all(torch.equal(p, weights[n]) for n, p in model.state_dict().items() if n in weights)
 
 
 def test_generate_labels_writes_raw_outputs(testbed_pair, tmp_path):

@@ -226,6 +226,7 @@ class ExperimentConfig:
     data_dir: str = MISSING
     stage_cache: Optional[str] = None  # directory of reusable stage outputs (sweeps share work); None: off
     keep_checkpoints: str = "all"  # all | last | none (only metrics, eval results and adapters stay)
+    shard_size: str = "1GB"  # safetensors shard size of the checkpoints a run writes (distilled and merged)
 
 
 GROUPS = {

@@ -1,9 +1,10 @@
 """Stage 3, distill: answer-only pairs into the instruct checkpoint with TRL's SFTTrainer + LoRA.
 
-`trainer.quantize_4bit` (the `qlora` trainer) loads the base in 4-bit NF4 with bitsandbytes. The
+With `trainer=lora` the adapter is merged in place into the full-precision base it was trained on.
+`trainer.quantize_4bit` (the `qlora` trainer) loads the base in 4-bit NF4 with bitsandbytes; the
 adapter is then merged into a *full-precision* reload of the base (`PeftModel` +
-`merge_and_unload`) and saved as a plain safetensors checkpoint: mergekit cannot read a model
-merged while still 4-bit.
+`merge_and_unload`): mergekit cannot read a model merged while still 4-bit. Either way the result
+is a plain safetensors checkpoint, in shards of `shard_size` bytes.
 """
 
 from __future__ import annotations
@@ -47,8 +48,11 @@ def bnb_config(cfg: TrainerConfig, dtype):
 
 
 def train_adapter(instruct: str, pairs: list[dict], cfg: TrainerConfig, model_cfg: ModelConfig, device,
-                  seed: int, system_prompt: Optional[str], adapter_out: Path) -> dict:
-    """Fit a LoRA adapter on (prompt, completion) pairs; completion-only loss. Returns train metrics."""
+                  seed: int, system_prompt: Optional[str], adapter_out: Path) -> tuple[dict, Any, Any]:
+    """Fit a LoRA adapter on (prompt, completion) pairs; completion-only loss.
+
+    Saves the adapter to `adapter_out`; returns the train metrics, the trained `PeftModel` and the tokenizer.
+    """
     from datasets import Dataset
     from peft import LoraConfig, prepare_model_for_kbit_training
     from trl import SFTTrainer
@@ -78,28 +82,28 @@ def train_adapter(instruct: str, pairs: list[dict], cfg: TrainerConfig, model_cf
         "train/seconds": result.metrics.get("train_runtime"),
         "train/quantized_4bit": cfg.quantize_4bit,
     }
-    del trainer, model
-    gc.collect()
     shutil.rmtree(work, ignore_errors=True)
-    return metrics
+    return metrics, trainer.model, tokenizer
 
 
-def merge_adapter(instruct: str, adapter: Path, model_cfg: ModelConfig, device, out: Path) -> None:
-    """Reload the base un-quantized, merge the adapter into it, save safetensors + tokenizer."""
+def merge_adapter(instruct: str, adapter: Path, model_cfg: ModelConfig, device):
+    """The base reloaded un-quantized with the adapter merged in (after QLoRA: the 4-bit base cannot be saved
+    as a plain checkpoint)."""
     from peft import PeftModel
 
     base = load_model(instruct, model_cfg, device)
-    merged = PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
-    tokenizer = load_tokenizer(instruct, model_cfg)
+    return PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
+
+
+def save_checkpoint(model, tokenizer, out: Path, shard_size: int) -> None:
+    """A plain safetensors checkpoint (weights in shards of at most `shard_size` bytes) and its tokenizer."""
     with atomic_path(out) as tmp:
-        merged.save_pretrained(tmp, safe_serialization=True)
+        model.save_pretrained(tmp, safe_serialization=True, max_shard_size=shard_size)
         tokenizer.save_pretrained(tmp)
-    del base, merged
-    gc.collect()
 
 
 def distill(instruct: str, pairs_path: Path, cfg: TrainerConfig, model_cfg: ModelConfig, device, seed: int,
-            system_prompt: Optional[str], adapter_out: Path, model_out: Path) -> dict:
+            system_prompt: Optional[str], adapter_out: Path, model_out: Path, shard_size: int = 10**9) -> dict:
     """The distilled instruct checkpoint in `model_out`; returns `train/*` metrics."""
     pairs = read_jsonl(pairs_path)
     if not pairs:
@@ -108,8 +112,17 @@ def distill(instruct: str, pairs_path: Path, cfg: TrainerConfig, model_cfg: Mode
     if tagged:  # an instruct model taught `</think>` starts emitting orphan tags
         raise ValueError(f"{pairs_path}:{tagged[0]}: a target holds a think tag; targets must be answers only")
     t0 = time.perf_counter()
-    metrics = train_adapter(instruct, pairs, cfg, model_cfg, device, seed, system_prompt, adapter_out)
-    merge_adapter(instruct, adapter_out, model_cfg, device, model_out)
+    metrics, trained, tokenizer = train_adapter(instruct, pairs, cfg, model_cfg, device, seed, system_prompt,
+                                                adapter_out)
+    if cfg.quantize_4bit:
+        del trained
+        gc.collect()
+        merged = merge_adapter(instruct, adapter_out, model_cfg, device)
+    else:  # the trained model already holds the full-precision base: merge in place, no reload
+        merged = trained.merge_and_unload()
+    save_checkpoint(merged, tokenizer, model_out, shard_size)
+    del merged
+    gc.collect()
     metrics["distill/seconds"] = time.perf_counter() - t0
     log.info("distill: %d pairs, %d steps, loss %.4f, %.1fs", len(pairs), metrics["train/steps"],
              metrics["train/loss"], metrics["distill/seconds"])

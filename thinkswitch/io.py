@@ -30,6 +30,24 @@ def atomic_path(path: Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12, "KIB": 2**10, "MIB": 2**20,
+          "GIB": 2**30, "TIB": 2**40}
+
+
+def parse_size(value: Any) -> int:
+    """Bytes from `1GB`, `500MB`, `2GiB` or a plain number (Hugging Face's decimal units)."""
+    text = str(value).strip().upper().replace(" ", "")
+    number = text.rstrip("BKMGTI")
+    unit = text[len(number):]
+    try:
+        size = float(number) * _UNITS[unit]
+    except (KeyError, ValueError):
+        raise ValueError(f"expected a size like 1GB, 500MB or 2GiB, got {value!r}") from None
+    if size < 1:
+        raise ValueError(f"expected a positive size, got {value!r}")
+    return int(size)
+
+
 def write_text(path: Path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")

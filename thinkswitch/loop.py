@@ -26,7 +26,7 @@ from thinkswitch.cache import StageCache, checkpoint_id, digest, file_digest
 from thinkswitch.config import ExperimentConfig
 from thinkswitch.data import load_domain
 from thinkswitch.grading import get_grader
-from thinkswitch.io import read_jsonl, write_json, write_jsonl
+from thinkswitch.io import parse_size, read_jsonl, write_json, write_jsonl
 from thinkswitch.models import pick_device, resolve_pair
 from thinkswitch.paths import IterationPaths, RunPaths
 from thinkswitch.rundir import check_disk, check_resume, check_writable, prune_checkpoints
@@ -134,12 +134,12 @@ class Experiment:
         from thinkswitch.distill import distill
 
         return distill(instruct, it.pairs, self.cfg.trainer, self.cfg.model, self.device, self.seed(k, 1),
-                       self.cfg.domain.system_prompt, it.adapter, it.instruct)
+                       self.cfg.domain.system_prompt, it.adapter, it.instruct, parse_size(self.cfg.shard_size))
 
     def merge(self, it: IterationPaths, base: str, instruct: str) -> dict:
         from thinkswitch.merge import merge
 
-        return merge(base, instruct, self.cfg.merge, it.thinking)
+        return merge(base, instruct, self.cfg.merge, it.thinking, parse_size(self.cfg.shard_size))
 
     def evaluate(self, it: IterationPaths, instruct: str, thinking: str) -> dict:
         from thinkswitch.evaluate import evaluate

@@ -40,8 +40,12 @@ def mergekit_config(cfg: MergeConfig, thinking: str, instruct: str) -> dict:
     return config
 
 
-def merge(thinking: str, instruct: str, cfg: MergeConfig, out: Path) -> dict:
-    """SLERP `thinking` (t=0) toward `instruct` (t=1) into `out`; returns `merge/*` metrics."""
+def merge(thinking: str, instruct: str, cfg: MergeConfig, out: Path, shard_size: int = 10**9) -> dict:
+    """SLERP `thinking` (t=0) toward `instruct` (t=1) into `out`; returns `merge/*` metrics.
+
+    mergekit maps one input shard per model at a time and holds one output shard in memory, so peak
+    memory follows the shard size (`shard_size`, unless `merge.options.out_shard_size` is set).
+    """
     import yaml
     from mergekit.config import MergeConfiguration
     from mergekit.merge import MergeOptions, run_merge
@@ -49,7 +53,8 @@ def merge(thinking: str, instruct: str, cfg: MergeConfig, out: Path) -> dict:
     t0 = time.perf_counter()
     thinking, instruct = str(Path(thinking).resolve()), str(Path(instruct).resolve())  # mergekit asks the hub otherwise
     config = mergekit_config(cfg, thinking, instruct)
-    options = MergeOptions(**{"copy_tokenizer": True, "lazy_unpickle": False, "quiet": True, **dict(cfg.options),
+    options = MergeOptions(**{"copy_tokenizer": True, "lazy_unpickle": False, "quiet": True,
+                              "out_shard_size": shard_size, **dict(cfg.options),
                               "write_model_card": False, "trust_remote_code": False, "safe_serialization": True})
     with atomic_path(out) as tmp:
         run_merge(MergeConfiguration.model_validate(config), str(tmp), options)

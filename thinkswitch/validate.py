@@ -13,6 +13,7 @@ from omegaconf import OmegaConf
 
 from thinkswitch.config import ExperimentConfig
 from thinkswitch.grading import get_grader
+from thinkswitch.io import parse_size
 
 
 class ConfigError(ValueError):
@@ -63,6 +64,10 @@ def check_config(cfg: ExperimentConfig) -> None:
         raise ConfigError(f"device: expected auto, cpu or cuda[:N], got {cfg.device!r}")
     if cfg.keep_checkpoints not in ("all", "last", "none"):
         raise ConfigError(f"keep_checkpoints: expected all, last or none, got {cfg.keep_checkpoints!r}")
+    try:
+        parse_size(cfg.shard_size)
+    except ValueError as e:
+        raise ConfigError(f"shard_size: {e}") from None
     if cfg.method.labels not in ("thinking", "gold"):
         raise ConfigError(f"method.labels: expected 'thinking' or 'gold', got {cfg.method.labels!r}")
     if not (cfg.method.distill or cfg.method.merge):
