@@ -6,7 +6,7 @@ import sys
 
 import pytest
 import torch
-from conftest import CACHE, ROOT
+from conftest import CACHE, ROOT, compose
 from test_stages import tensors
 
 from thinkswitch.io import read_json, read_jsonl
@@ -97,3 +97,15 @@ def test_rerun_in_the_same_directory_skips_finished_stages(finished_run):
     assert (proc.stdout + proc.stderr).count("done in an earlier run, skipped") == 6  # baseline + 5 stages
     after = read_json(run_dir / "summary.json")
     assert after["final"] == before["final"] and after["baseline"] == before["baseline"]
+
+
+def test_library_heap_is_frozen_for_the_run_only():
+    """run_experiment freezes the imported libraries' objects (cheap gc between stages), then unfreezes."""
+    import gc
+
+    from thinkswitch.loop import frozen_library_heap
+
+    before = gc.get_freeze_count()
+    with frozen_library_heap(compose(["method=merge_only"])):
+        assert gc.get_freeze_count() > 100_000 and "mergekit.merge" in sys.modules
+    assert gc.get_freeze_count() == before

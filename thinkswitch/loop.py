@@ -12,12 +12,15 @@ the same run directory continues where a previous run stopped.
 
 from __future__ import annotations
 
+import gc
+import importlib
 import logging
 import os
 import signal
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 from omegaconf import OmegaConf
 
@@ -277,6 +280,25 @@ def run_summary(summary: dict) -> dict:
     return out
 
 
+@contextmanager
+def frozen_library_heap(cfg: ExperimentConfig) -> Iterator[None]:
+    """Import the libraries the stages use, collect once and `gc.freeze()` what is alive, for the run.
+
+    The stages call `gc.collect()` to free a model before the next one loads. The imported libraries
+    are ~0.5M long-lived objects; frozen, a collection skips them (0.27 s -> 0.01 s per call on the
+    testbed), and so do Python's own periodic full collections during training. Unfrozen at the end.
+    """
+    modules = ["torch", "transformers"] + (["datasets", "peft", "trl"] if cfg.method.distill else [])
+    for name in modules + (["mergekit.merge"] if cfg.method.merge else []):
+        importlib.import_module(name)
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
 def run_experiment(cfg: ExperimentConfig) -> dict:
     """Run (or continue) the experiment `cfg` describes; returns the summary."""
     try:
@@ -284,4 +306,5 @@ def run_experiment(cfg: ExperimentConfig) -> dict:
     except Exception as e:  # before the run starts: keep an earlier attempt's failed.json, if any
         RunPaths(Path(cfg.run_dir)).record_failure(e, None, "setup", overwrite=False)
         raise
-    return experiment()
+    with frozen_library_heap(cfg):
+        return experiment()
