@@ -75,6 +75,9 @@ def test_distill_changes_instruct_weights(testbed_pair, tmp_path, trainer):
 
     cfg = compose([f"trainer={trainer}", "trainer.sft.num_train_epochs=1"])
     out, adapter = tmp_path / "instruct", tmp_path / "adapter"
+    # imported up front, as run_experiment does: importing peft logs bitsandbytes' "no kernels" warning with
+    # its exception, and pytest's log capture keeps that record, whose traceback would pin the importing frame
+    import peft  # noqa: F401
     metrics = distill(testbed_pair.instruct, _pairs(tmp_path), cfg.trainer, cfg.model, torch.device("cpu"), 0,
                       None, adapter, out)
     assert metrics["train/pairs"] == 24 and metrics["train/steps"] >= 3
@@ -87,6 +90,12 @@ def test_distill_changes_instruct_weights(testbed_pair, tmp_path, trainer):
     assert any("q_proj" in k for k in changed) and any("mlp" in k for k in changed)
     assert "quantization_config" not in json.loads((out / "config.json").read_text())
     assert (out / "tokenizer.json").exists() and (out / "chat_template.jinja").exists()
+    import gc
+
+    from transformers import PreTrainedModel
+
+    gc.collect()  # the stage leaves no model alive for the next one to load beside
+    assert not [o for o in gc.get_objects() if isinstance(o, PreTrainedModel)]
     if trainer == "lora":  # merged in place: the same weights as the saved adapter merged into a fresh base
         from peft import PeftModel
 

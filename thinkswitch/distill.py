@@ -115,13 +115,13 @@ def distill(instruct: str, pairs_path: Path, cfg: TrainerConfig, model_cfg: Mode
     metrics, trained, tokenizer = train_adapter(instruct, pairs, cfg, model_cfg, device, seed, system_prompt,
                                                 adapter_out)
     if cfg.quantize_4bit:
-        del trained
+        trained = None  # free the 4-bit model before the full-precision reload
         gc.collect()
         merged = merge_adapter(instruct, adapter_out, model_cfg, device)
     else:  # the trained model already holds the full-precision base: merge in place, no reload
         merged = trained.merge_and_unload()
     save_checkpoint(merged, tokenizer, model_out, shard_size)
-    del merged
+    del trained, merged  # both names hold the model; the trainer's reference cycles go with gc.collect
     gc.collect()
     metrics["distill/seconds"] = time.perf_counter() - t0
     log.info("distill: %d pairs, %d steps, loss %.4f, %.1fs", len(pairs), metrics["train/steps"],
