@@ -116,13 +116,14 @@ from thinkswitch.distill import distill
 from datasets import Dataset  # noqa: F401  the libraries imported before the clock starts, as in the bare script
 from peft import LoraConfig, PeftModel, prepare_model_for_kbit_training  # noqa: F401
 from trl import SFTConfig, SFTTrainer  # noqa: F401
+from thinkswitch.io import parse_size
 from thinkswitch.loop import frozen_library_heap
 cfg = compose([])
 out = Path(sys.argv[4])
 with frozen_library_heap(cfg):  # as run_experiment does once, at start-up
     t0 = time.perf_counter()
     distill(sys.argv[2], Path(sys.argv[3]), cfg.trainer, cfg.model, torch.device("cpu"), 11, None, out / "adapter",
-            out / "model")
+            out / "model", parse_size(cfg.shard_size))
     print(json.dumps({"seconds": time.perf_counter() - t0}))
 '''
 
@@ -229,10 +230,12 @@ def make_big_pair(work: Path, hidden: int, layers: int, shards: int) -> tuple[st
 def bench_merge(work: Path, hidden: int, layers: int) -> None:
     """Time against bare mergekit; memory on checkpoints laid out as the framework writes a 4B model's
     (`shard_size=1GB`: 8 shards of an 8 GB bf16 checkpoint), and on one-file checkpoints for comparison."""
+    from thinkswitch.rundir import checkpoint_bytes
+
     results: dict = {}
     for layout, shards in (("8 shards", 8), ("one file", 1)):
         thinking, instruct = make_big_pair(work / layout.replace(" ", "_"), hidden, layers, shards)
-        size = sum(f.stat().st_size for f in Path(thinking).glob("*.safetensors"))
+        size = checkpoint_bytes(thinking)
         for i in range(2):
             for mode in ("bare", "ours"):
                 out = work / f"merged_{mode}_{i}"

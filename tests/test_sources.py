@@ -65,20 +65,6 @@ def test_jsonl_skips_blank_lines(tmp_path):
     assert read_records(path) == [{"a": 1}, {"a": [1, 2]}]
 
 
-def test_jsonl_malformed_line_is_named(tmp_path):
-    path = tmp_path / "data.jsonl"
-    path.write_text('{"a": 1}\n{"a": 2}\n{"a": 3 "b": 4}\n', encoding="utf-8")
-    with pytest.raises(DataError, match=r"data\.jsonl:3: not valid JSON \(Expecting ',' delimiter\)"):
-        read_records(path)
-
-
-def test_jsonl_non_object_line_is_named(tmp_path):
-    path = tmp_path / "data.jsonl"
-    path.write_text('{"a": 1}\n[1, 2]\n', encoding="utf-8")
-    with pytest.raises(DataError, match=r"data\.jsonl:2: expected a JSON object, got a list"):
-        read_records(path)
-
-
 def test_json_list_and_keyed_object(tmp_path):
     listed, keyed = tmp_path / "list.json", tmp_path / "keyed.json"
     listed.write_text('[{"q": "a"}, {"q": "b"}]', encoding="utf-8")
@@ -88,15 +74,18 @@ def test_json_list_and_keyed_object(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "text, message",
+    "name, text, message",
     [
-        ('[{"q": 1}, 2]', r"bad\.json: record 1 is not an object \(got a number\)"),
-        ("42", r"bad\.json: expected a list of objects or an object keyed by id, got a number"),
-        ('{"a": 1,\n"b": }', r"bad\.json:2: not valid JSON"),
+        ("data.jsonl", '{"a": 1}\n{"a": 2}\n{"a": 3 "b": 4}\n',
+         r"data\.jsonl:3: not valid JSON \(Expecting ',' delimiter\)"),
+        ("data.jsonl", '{"a": 1}\n[1, 2]\n', r"data\.jsonl:2: expected a JSON object, got a list"),
+        ("bad.json", '[{"q": 1}, 2]', r"bad\.json: record 1 is not an object \(got a number\)"),
+        ("bad.json", "42", r"bad\.json: expected a list of objects or an object keyed by id, got a number"),
+        ("bad.json", '{"a": 1,\n"b": }', r"bad\.json:2: not valid JSON"),
     ],
 )
-def test_json_errors(tmp_path, text, message):
-    path = tmp_path / "bad.json"
+def test_json_errors_name_the_file_and_line(tmp_path, name, text, message):
+    path = tmp_path / name
     path.write_text(text, encoding="utf-8")
     with pytest.raises(DataError, match=message):
         read_records(path)

@@ -8,7 +8,7 @@ import torch
 from conftest import compose
 from safetensors.torch import load_file
 
-from thinkswitch.io import read_jsonl, write_jsonl
+from thinkswitch.io import parse_size, read_jsonl, write_jsonl
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +32,7 @@ def test_merge_endpoints_equal_the_parents(testbed_pair, tmp_path, t):
 
     cfg = compose([f"merge.t={t}"])
     out = tmp_path / "merged"
-    merge(testbed_pair.thinking, testbed_pair.instruct, cfg.merge, out)
+    merge(testbed_pair.thinking, testbed_pair.instruct, cfg.merge, out, parse_size(cfg.shard_size))
     parent = testbed_pair.thinking if t == 0 else testbed_pair.instruct
     assert_same_tensors(tensors(out), tensors(parent))
     assert not list(out.glob("*.bin")), "safetensors only"
@@ -45,7 +45,7 @@ def test_merge_keeps_the_thinking_models_files(testbed_pair, tmp_path):
 
     cfg = compose(["merge.t=[{filter:self_attn,value:[0.1,0.9]},{value:0.4}]"])
     out = tmp_path / "merged"
-    merge(testbed_pair.thinking, testbed_pair.instruct, cfg.merge, out)
+    merge(testbed_pair.thinking, testbed_pair.instruct, cfg.merge, out, parse_size(cfg.shard_size))
     thinking = Path(testbed_pair.thinking)
     for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "generation_config.json"):
         assert (out / name).read_bytes() == (thinking / name).read_bytes(), name
@@ -79,7 +79,7 @@ def test_distill_changes_instruct_weights(testbed_pair, tmp_path, trainer):
     # its exception, and pytest's log capture keeps that record, whose traceback would pin the importing frame
     import peft  # noqa: F401
     metrics = distill(testbed_pair.instruct, _pairs(tmp_path), cfg.trainer, cfg.model, torch.device("cpu"), 0,
-                      None, adapter, out)
+                      None, adapter, out, parse_size(cfg.shard_size))
     assert metrics["train/pairs"] == 24 and metrics["train/steps"] >= 3
     assert metrics["train/quantized_4bit"] is (trainer == "qlora")
     assert (adapter / "adapter_model.safetensors").exists()

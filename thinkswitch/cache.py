@@ -21,7 +21,7 @@ from typing import Any, Optional
 
 from omegaconf import OmegaConf
 
-from thinkswitch.io import read_json, write_json
+from thinkswitch.io import atomic_path, read_json, write_json
 
 log = logging.getLogger(__name__)
 
@@ -80,15 +80,8 @@ class StageCache:
             return None
         entry = self.root / key
         for name in names:
-            target = dest / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            elif target.exists():
-                target.unlink()
-            tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=dest)) / name
-            _link_tree(entry / name, tmp)
-            os.replace(tmp, target)
-            shutil.rmtree(tmp.parent, ignore_errors=True)
+            with atomic_path(dest / name) as tmp:
+                _link_tree(entry / name, tmp)
         return read_json(entry / DONE)["metrics"]
 
     def store(self, key: str, names: list[str], src: Path, metrics: dict) -> None:

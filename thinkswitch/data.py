@@ -6,7 +6,6 @@ domain's `prompt_template`.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Optional
@@ -14,7 +13,7 @@ from typing import Optional
 from omegaconf import OmegaConf
 
 from thinkswitch.config import DomainConfig, ModelConfig, SourceConfig
-from thinkswitch.sources import DataError, load_hf, map_fields, read_records, sample
+from thinkswitch.sources import DataError, load_hf, load_json, map_fields, read_records, sample
 
 log = logging.getLogger(__name__)
 
@@ -65,11 +64,7 @@ def _read_ids(path: str) -> set[str]:
     p = Path(path).expanduser()
     if not p.is_file():
         raise DataError(f"{p}: does not exist (an id list)")
-    try:
-        obj = json.loads(p.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise DataError(f"{p}:{e.lineno}: not valid JSON ({e.msg})") from None
-    return {str(i) for i in obj}  # keys of an object, or items of a list
+    return {str(i) for i in load_json(p)}  # keys of an object, or items of a list
 
 
 def render_prompt(template: str, record: dict, key: str) -> str:

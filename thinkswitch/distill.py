@@ -103,7 +103,7 @@ def save_checkpoint(model, tokenizer, out: Path, shard_size: int) -> None:
 
 
 def distill(instruct: str, pairs_path: Path, cfg: TrainerConfig, model_cfg: ModelConfig, device, seed: int,
-            system_prompt: Optional[str], adapter_out: Path, model_out: Path, shard_size: int = 10**9) -> dict:
+            system_prompt: Optional[str], adapter_out: Path, model_out: Path, shard_size: int) -> dict:
     """The distilled instruct checkpoint in `model_out`; returns `train/*` metrics."""
     pairs = read_jsonl(pairs_path)
     if not pairs:

@@ -40,7 +40,7 @@ def mergekit_config(cfg: MergeConfig, thinking: str, instruct: str) -> dict:
     return config
 
 
-def merge(thinking: str, instruct: str, cfg: MergeConfig, out: Path, shard_size: int = 10**9) -> dict:
+def merge(thinking: str, instruct: str, cfg: MergeConfig, out: Path, shard_size: int) -> dict:
     """SLERP `thinking` (t=0) toward `instruct` (t=1) into `out`; returns `merge/*` metrics.
 
     mergekit maps one input shard per model at a time and holds one output shard in memory, so peak

@@ -57,11 +57,16 @@ def _read_jsonl(path: Path) -> list[dict]:
     return records
 
 
-def _read_json(path: Path) -> list[dict]:
+def load_json(path: Path) -> Any:
+    """A JSON file's content; a DataError naming the file and line when it is not valid JSON."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8-sig"))
+        return json.loads(path.read_text(encoding="utf-8-sig"))
     except json.JSONDecodeError as e:
         raise DataError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+
+
+def _read_json(path: Path) -> list[dict]:
+    data = load_json(path)
     if isinstance(data, list):
         for i, obj in enumerate(data):
             if not isinstance(obj, dict):
