@@ -8,7 +8,7 @@ ARGS   ?=
 .DEFAULT_GOAL := help
 
 help:  ## list the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 $(BIN)/thinkswitch: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,8 +22,11 @@ install: $(BIN)/thinkswitch  ## create .venv and install thinkswitch (torch CPU 
 demo: install  ## run the default experiment: testbed pair, 2 iterations, on CPU (ARGS= for overrides)
 	$(BIN)/thinkswitch $(ARGS)
 
-test: install  ## run the whole test suite
+test: install  ## run the whole test suite (what CI runs)
 	$(BIN)/pytest $(ARGS)
+
+test-fast: install  ## the fast tier: unit tests, no training (about a minute)
+	$(BIN)/pytest -m "not slow" $(ARGS)
 
 bench: install  ## benchmarks: stages vs the bare libraries, stage-cache speedup (prints ratios)
 	$(BIN)/python benchmarks/bench.py $(ARGS)
@@ -34,4 +37,4 @@ lint: install  ## ruff
 clean:  ## remove the venv (outputs/ and the testbed cache are kept)
 	rm -rf $(VENV)
 
-.PHONY: help install demo test bench lint clean
+.PHONY: help install demo test test-fast bench lint clean

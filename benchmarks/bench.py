@@ -47,9 +47,11 @@ def compose(overrides):
 def bench_generate(pair, n: int) -> None:
     import torch
 
-    from thinkswitch.generate import chat_prompt, generate_texts, sampling_kwargs
+    from thinkswitch.chat import chat_prompt
+    from thinkswitch.config import TestbedSpec
+    from thinkswitch.generate import generate_texts, sampling_kwargs
     from thinkswitch.models import load_model, load_tokenizer
-    from thinkswitch.testbed import TestbedSpec, task_examples
+    from thinkswitch.testbed import task_examples
 
     cfg = compose([])
     model = load_model(pair.thinking, cfg.model, torch.device("cpu"))
@@ -117,13 +119,14 @@ from datasets import Dataset  # noqa: F401  the libraries imported before the cl
 from peft import LoraConfig, PeftModel, prepare_model_for_kbit_training  # noqa: F401
 from trl import SFTConfig, SFTTrainer  # noqa: F401
 from thinkswitch.io import parse_size
-from thinkswitch.loop import frozen_library_heap
+from thinkswitch.experiment import frozen_library_heap
 cfg = compose([])
 out = Path(sys.argv[4])
 with frozen_library_heap(cfg):  # as run_experiment does once, at start-up
     t0 = time.perf_counter()
-    distill(sys.argv[2], Path(sys.argv[3]), cfg.trainer, cfg.model, torch.device("cpu"), 11, None, out / "adapter",
-            out / "model", parse_size(cfg.shard_size))
+    distill(instruct=sys.argv[2], pairs=Path(sys.argv[3]), trainer=cfg.trainer, model=cfg.model,
+            device=torch.device("cpu"), seed=11, system_prompt=None, adapter_out=out / "adapter",
+            model_out=out / "model", shard_size=parse_size(cfg.shard_size))
     print(json.dumps({"seconds": time.perf_counter() - t0}))
 '''
 
@@ -134,16 +137,16 @@ def _python(code: str, *args: str) -> dict:
 
 
 def bench_distill(pair, work: Path, n: int) -> None:
-    from omegaconf import OmegaConf
 
+    from thinkswitch.config import TestbedSpec
     from thinkswitch.io import write_jsonl
-    from thinkswitch.testbed import TestbedSpec, task_examples
+    from thinkswitch.testbed import task_examples
 
     cfg = compose([])
     pairs = work / "pairs.jsonl"
     write_jsonl(pairs, [{"id": e["id"], "prompt": e["prompt"], "completion": e["answer"]}
                         for e in task_examples(n, 9, "train", TestbedSpec())])
-    sft, lora = OmegaConf.to_container(cfg.trainer.sft), OmegaConf.to_container(cfg.trainer.lora)
+    sft, lora = dict(cfg.trainer.sft), dict(cfg.trainer.lora)
     bare, ours = [], []
     for _ in range(3):  # alternate, so machine noise hits both alike
         bare.append(_python(BARE_SFT, pair.instruct, str(pairs), json.dumps(sft), json.dumps(lora),
@@ -189,7 +192,7 @@ sampler = threading.Thread(target=sample, daemon=True)
 sampler.start()
 t0 = time.perf_counter()
 if mode == "ours":
-    merge(thinking, instruct, cfg, Path(out), int(shard))
+    merge(thinking=thinking, instruct=instruct, cfg=cfg, out=Path(out), shard_size=int(shard))
 else:
     config = mergekit_config(cfg, thinking, instruct)
     run_merge(MergeConfiguration.model_validate(config), out, MergeOptions(lazy_unpickle=False, quiet=True,
@@ -297,7 +300,7 @@ def main() -> None:
 
     import torch
 
-    from thinkswitch.models import resolve_pair
+    from thinkswitch.experiment import resolve_pair
 
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
           f"threads {torch.get_num_threads()}, cuda {torch.cuda.is_available()}")

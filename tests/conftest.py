@@ -26,22 +26,22 @@ CACHE = Path(os.environ.get("THINKSWITCH_CACHE", "~/.cache/thinkswitch")).expand
 
 
 def compose(overrides: list[str] = (), run_dir: str = "/tmp/thinkswitch-unused", hydra_config: bool = False):
-    """The experiment config exactly as `thinkswitch` composes it (schemas included)."""
+    """The experiment config exactly as `thinkswitch` composes it (schemas included), as the typed
+    dataclasses the package sees (`hydra_config=True`: Hydra's raw DictConfig, with its `hydra` node)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from thinkswitch.config import register_configs
-
-    register_configs()
+    from thinkswitch.cli import to_config
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return hydra_compose(config_name="config", overrides=[f"run_dir={run_dir}", *overrides],
-                             return_hydra_config=hydra_config)
+        cfg = hydra_compose(config_name="config", overrides=[f"run_dir={run_dir}", *overrides],
+                            return_hydra_config=hydra_config)
+    return cfg if hydra_config else to_config(cfg)
 
 
 @pytest.fixture(scope="session")
 def testbed_pair():
     """The built-in testbed pair (built on first use, ~2-3 min on 2 cores, then cached)."""
-    from thinkswitch.models import resolve_pair
+    from thinkswitch.experiment import resolve_pair
 
     cfg = compose()
     return resolve_pair(cfg.model, CACHE)

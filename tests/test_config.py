@@ -5,7 +5,6 @@ from pathlib import Path
 import pytest
 from conftest import CONF, compose
 from hydra.errors import ConfigCompositionException
-from omegaconf import OmegaConf
 
 from thinkswitch.validate import ConfigError, check_config
 
@@ -15,8 +14,7 @@ GROUP_OPTIONS = [(p.parent.name, p.stem) for p in sorted(CONF.glob("*/*.yaml"))]
 @pytest.mark.parametrize("group, option", GROUP_OPTIONS, ids=[f"{g}={o}" for g, o in GROUP_OPTIONS])
 def test_every_config_composes(group, option):
     needs = {"local": ["model.instruct=/ckpt/instruct", "model.thinking=/ckpt/thinking"]}.get(option, [])
-    cfg = compose([f"{group}={option}", *needs])
-    OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
+    cfg = compose([f"{group}={option}", *needs])  # typed dataclasses: every interpolation resolved
     check_config(cfg)
 
 
@@ -61,12 +59,52 @@ def test_composition_rejects(override, error):
         ("device=tpu", r"device"),
         ("shard_size=big", r"shard_size: expected a size like 1GB"),
         ("shard_size=0MB", r"shard_size: expected a positive size"),
+        # checked by the libraries themselves, before any model loads
+        ("merge.method=slurp", r"merge\.method: unknown mergekit method 'slurp'"),
+        ("+merge.options.lazy_unpikle=true", r"merge\.options: unknown mergekit option\(s\) \['lazy_unpikle'\]"),
+        ("+merge.options.out_shard_size=many", r"merge\.options: "),
+        ("merge.t=[{filter:mlp,value:0.3}]", r"merge\.t: a per-filter list needs a last entry without a filter"),
+        ("model.sampling.thinking.top_p=1.5", r"model\.sampling\.thinking\.top_p: must be in \(0, 1\]"),
+        ("model.sampling.instruct.max_new_tokens=0", r"model\.sampling\.instruct\.max_new_tokens: must be >= 1"),
+        ("model.dtype=float8", r"model\.dtype: expected one of"),
+        ("device=cuda", r"device: cuda asked for, but torch sees no CUDA device"),
+        ("trainer.lora.r=0", r"trainer\.lora\.r: must be an integer >= 1, got 0"),
+        ("trainer.sft.learning_rate=-1e-4", r"trainer\.sft\.learning_rate: must be > 0"),
+        ("num_threads=0", r"num_threads: must be >= 1"),
+        ("model.instruct=/some/dir", r"model\.instruct: ignored by model=testbed .* use model=local"),
     ],
 )
 def test_check_config_names_the_key(override, match):
     cfg = compose([override])
     with pytest.raises(ConfigError, match=match):
         check_config(cfg)
+
+
+def test_every_error_is_reported_at_once():
+    with pytest.raises(ConfigError, match=r"^3 errors: iterations: .*; merge\.method: .*; trainer\.lora\.r: "):
+        check_config(compose(["iterations=0", "merge.method=slurp", "trainer.lora.r=0"]))
+
+
+def test_one_default_per_key():
+    """A key's default is in the schema or in the YAML of a group's only/default option, never in both."""
+    import dataclasses
+
+    import yaml
+
+    from thinkswitch.config import GROUPS, ExperimentConfig
+
+    def set_keys(path):
+        data = yaml.safe_load(path.read_text()) or {}
+        return {k for k in data if k not in ("defaults", "hydra")}
+
+    pairs = [(CONF / "config.yaml", ExperimentConfig)] + [
+        (CONF / group / f"{option}.yaml", GROUPS[group]) for group, option in
+        (("generation", "default"), ("merge", "slerp"), ("evaluate", "default"), ("tracking", "wandb"))]
+    for path, schema in pairs:
+        for f in dataclasses.fields(schema):
+            has_default = f.default is not dataclasses.MISSING and f.default != "???"
+            has_default |= f.default_factory is not dataclasses.MISSING
+            assert not (has_default and f.name in set_keys(path)), f"{f.name}: defaults in {path.name} and the schema"
 
 
 def test_valid_t_forms_pass():
@@ -95,12 +133,18 @@ def test_paper_presets_compose(preset, domain):
     assert cfg.model.instruct == "Qwen/Qwen3-4B-Instruct-2507"
     assert cfg.model.thinking == "Qwen/Qwen3-4B-Thinking-2507"
     assert cfg.domain.name == domain and cfg.domain.train_prompts == 15 and cfg.domain.eval_size == 30
-    assert cfg.trainer.quantize_4bit and cfg.trainer.bnb.bnb_4bit_quant_type == "nf4"
+    assert cfg.trainer.quantize_4bit and cfg.trainer.bnb["bnb_4bit_quant_type"] == "nf4"
     assert cfg.merge.method == "slerp"
     thinking = cfg.model.sampling.thinking
     assert (thinking.temperature, thinking.top_p, thinking.top_k) == (0.6, 0.95, 20)
     # the command line still wins over a preset: offline data
     assert compose([f"experiment={preset}", f"domain={domain}_local"]).domain.train.files
+
+
+def test_presets_share_one_base():
+    aime, pubmedqa = compose(["experiment=paper_aime"]), compose(["experiment=paper_pubmedqa"])
+    assert aime.trainer == pubmedqa.trainer and aime.merge == pubmedqa.merge and aime.generation == pubmedqa.generation
+    assert (aime.domain.name, pubmedqa.domain.name) == ("aime", "pubmedqa")
 
 
 def test_local_model_needs_both_paths():

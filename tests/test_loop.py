@@ -87,14 +87,21 @@ def test_wandb_offline_run_and_table(finished_run):
     assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
     out = proc.stdout + proc.stderr
     assert "instruct" in out and "tok/ans" in out  # the results table
+    assert "{'loss'" not in out and "'learning_rate'" not in out, "the trainer's log dicts stay off the console"
+    log = (run_dir / "thinkswitch.log").read_text()
+    assert "'loss'" in log, "...and go to the log file"
 
 
 def test_rerun_in_the_same_directory_skips_finished_stages(finished_run):
     run_dir, _ = finished_run
     before = read_json(run_dir / "summary.json")
+    markers = {p: p.stat().st_mtime_ns for p in run_dir.glob("iter_*/*.done")}
+    outputs = {p: p.stat().st_mtime_ns for p in run_dir.glob("iter_*/*.jsonl")}
+    assert len(markers) == 6  # the baseline's evaluation + 5 stages
     proc = run_cli(run_dir)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    assert (proc.stdout + proc.stderr).count("done in an earlier run, skipped") == 6  # baseline + 5 stages
+    assert {p: p.stat().st_mtime_ns for p in markers} == markers, "no stage ran again"
+    assert {p: p.stat().st_mtime_ns for p in outputs} == outputs, "no stage output was rewritten"
     after = read_json(run_dir / "summary.json")
     assert after["final"] == before["final"] and after["baseline"] == before["baseline"]
 
@@ -103,7 +110,7 @@ def test_library_heap_is_frozen_for_the_run_only():
     """run_experiment freezes the imported libraries' objects (cheap gc between stages), then unfreezes."""
     import gc
 
-    from thinkswitch.loop import frozen_library_heap
+    from thinkswitch.experiment import frozen_library_heap
 
     before = gc.get_freeze_count()
     with frozen_library_heap(compose(["method=merge_only"])):

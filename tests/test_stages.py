@@ -32,10 +32,27 @@ def test_merge_endpoints_equal_the_parents(testbed_pair, tmp_path, t):
 
     cfg = compose([f"merge.t={t}"])
     out = tmp_path / "merged"
-    merge(testbed_pair.thinking, testbed_pair.instruct, cfg.merge, out, parse_size(cfg.shard_size))
+    merge(thinking=testbed_pair.thinking, instruct=testbed_pair.instruct, cfg=cfg.merge, out=out,
+          shard_size=parse_size(cfg.shard_size))
     parent = testbed_pair.thinking if t == 0 else testbed_pair.instruct
     assert_same_tensors(tensors(out), tensors(parent))
     assert not list(out.glob("*.bin")), "safetensors only"
+
+
+def test_merged_tensors_are_mergekits_own_slerp(testbed_pair, tmp_path):
+    """Every merged tensor equals mergekit's `slerp` of the two parents' tensors at the configured t."""
+    from mergekit.merge_methods.slerp import slerp
+
+    from thinkswitch.merge import merge
+
+    cfg = compose(["merge.t=0.3"])
+    merge(thinking=testbed_pair.thinking, instruct=testbed_pair.instruct, cfg=cfg.merge, out=tmp_path / "m",
+          shard_size=parse_size(cfg.shard_size))
+    merged, a, b = tensors(tmp_path / "m"), tensors(testbed_pair.thinking), tensors(testbed_pair.instruct)
+    name = next(k for k in merged if "q_proj.weight" in k)
+    expected = slerp(torch.tensor(0.3), a[name], b[name])
+    assert torch.allclose(merged[name], expected, atol=1e-6)
+    assert not torch.allclose(merged[name], a[name]) and not torch.allclose(merged[name], b[name])
 
 
 def test_merge_keeps_the_thinking_models_files(testbed_pair, tmp_path):
@@ -45,7 +62,8 @@ def test_merge_keeps_the_thinking_models_files(testbed_pair, tmp_path):
 
     cfg = compose(["merge.t=[{filter:self_attn,value:[0.1,0.9]},{value:0.4}]"])
     out = tmp_path / "merged"
-    merge(testbed_pair.thinking, testbed_pair.instruct, cfg.merge, out, parse_size(cfg.shard_size))
+    merge(thinking=testbed_pair.thinking, instruct=testbed_pair.instruct, cfg=cfg.merge, out=out,
+          shard_size=parse_size(cfg.shard_size))
     thinking = Path(testbed_pair.thinking)
     for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "generation_config.json"):
         assert (out / name).read_bytes() == (thinking / name).read_bytes(), name
@@ -60,7 +78,8 @@ def test_merge_keeps_the_thinking_models_files(testbed_pair, tmp_path):
 
 
 def _pairs(tmp_path, n=24) -> Path:
-    from thinkswitch.testbed import TestbedSpec, task_examples
+    from thinkswitch.config import TestbedSpec
+    from thinkswitch.testbed import task_examples
 
     path = tmp_path / "pairs.jsonl"
     examples = task_examples(n, 7, "train", TestbedSpec())
@@ -78,8 +97,9 @@ def test_distill_changes_instruct_weights(testbed_pair, tmp_path, trainer):
     # imported up front, as run_experiment does: importing peft logs bitsandbytes' "no kernels" warning with
     # its exception, and pytest's log capture keeps that record, whose traceback would pin the importing frame
     import peft  # noqa: F401
-    metrics = distill(testbed_pair.instruct, _pairs(tmp_path), cfg.trainer, cfg.model, torch.device("cpu"), 0,
-                      None, adapter, out, parse_size(cfg.shard_size))
+    metrics = distill(instruct=testbed_pair.instruct, pairs=_pairs(tmp_path), trainer=cfg.trainer, model=cfg.model,
+                      device=torch.device("cpu"), seed=0, system_prompt=None, adapter_out=adapter, model_out=out,
+                      shard_size=parse_size(cfg.shard_size))
     assert metrics["train/pairs"] == 24 and metrics["train/steps"] >= 3
     assert metrics["train/quantized_4bit"] is (trainer == "qlora")
     assert (adapter / "adapter_model.safetensors").exists()
@@ -115,11 +135,13 @@ def test_distilled_and_merged_checkpoints_are_sharded(testbed_pair, tmp_path):
 
     cfg = compose(["trainer.sft.num_train_epochs=1", "merge.t=0.5"])
     out = tmp_path / "instruct"
-    distill(testbed_pair.instruct, _pairs(tmp_path, 8), cfg.trainer, cfg.model, torch.device("cpu"), 0, None,
-            tmp_path / "adapter", out, shard_size=200_000)
+    distill(instruct=testbed_pair.instruct, pairs=_pairs(tmp_path, 8), trainer=cfg.trainer, model=cfg.model,
+            device=torch.device("cpu"), seed=0, system_prompt=None, adapter_out=tmp_path / "adapter", model_out=out,
+            shard_size=200_000)
     shards = sorted(out.glob("model-*.safetensors"))
     assert len(shards) >= 3 and (out / "model.safetensors.index.json").exists()
-    merge(testbed_pair.thinking, str(out), cfg.merge, tmp_path / "merged", shard_size=300_000)
+    merge(thinking=testbed_pair.thinking, instruct=str(out), cfg=cfg.merge, out=tmp_path / "merged",
+          shard_size=300_000)
     merged = sorted((tmp_path / "merged").glob("*.safetensors"))
     assert len(merged) >= 2 and all(f.stat().st_size < 600_000 for f in merged)
     weights = tensors(tmp_path / "merged")
@@ -129,14 +151,16 @@ def test_distilled_and_merged_checkpoints_are_sharded(testbed_pair, tmp_path):
 
 
 def test_generate_labels_writes_raw_outputs(testbed_pair, tmp_path):
-    from thinkswitch.generate import HFBackend, generate_labels
-    from thinkswitch.testbed import TestbedSpec, task_examples
+    from thinkswitch.config import TestbedSpec
+    from thinkswitch.generate import Generator, generate_labels
+    from thinkswitch.testbed import task_examples
 
-    cfg = compose()
+    cfg = compose(["generation.batch_size=4"])
     examples = task_examples(6, 3, "train", TestbedSpec())
-    backend = HFBackend.load(testbed_pair.thinking, cfg.model, torch.device("cpu"), batch_size=4)
+    generator = Generator(model=cfg.model, generation=cfg.generation, device=torch.device("cpu"))
     out = tmp_path / "generations.jsonl"
-    metrics = generate_labels(backend, examples, cfg.model.sampling.thinking, 2, None, 0, out)
+    metrics = generate_labels(generator=generator, checkpoint=testbed_pair.thinking, examples=examples,
+                              sampling=cfg.model.sampling.thinking, samples=2, system_prompt=None, seed=0, out=out)
     rows = read_jsonl(out)
     assert metrics["generate/outputs"] == len(rows) == 12
     assert [r["id"] for r in rows[:2]] == [examples[0]["id"]] * 2 and [r["sample"] for r in rows[:2]] == [0, 1]

@@ -51,7 +51,8 @@ def test_strip_generations_counts_and_drops(tmp_path):
         {"id": "c", "sample": 0, "prompt": "p3", "output": "t</think>"},
         {"id": "d", "sample": 1, "prompt": "p4", "output": "t</think>2<think>x"},
     ])
-    metrics = strip_generations(gens, tmp_path / "pairs.jsonl", "last_integer", DistillConfig())
+    metrics = strip_generations(generations=gens, pairs=tmp_path / "pairs.jsonl", grader_name="last_integer",
+                                cfg=DistillConfig())
     pairs = read_jsonl(tmp_path / "pairs.jsonl")
     assert pairs == [{"id": "a", "sample": 0, "prompt": "p1", "completion": "1", "pred": "1"}]
     assert metrics["strip/generations"] == 4

@@ -10,16 +10,14 @@ hard links where the filesystem allows (no extra disk), else by copies.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Optional
-
-from omegaconf import OmegaConf
 
 from thinkswitch.io import atomic_path, read_json, write_json
 
@@ -28,10 +26,15 @@ log = logging.getLogger(__name__)
 DONE = "done.json"
 
 
+def _plain(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.asdict(obj)
+    return str(obj)
+
+
 def digest(*parts: Any) -> str:
-    """A short, stable hash of JSON-able parts (OmegaConf nodes are resolved to plain data)."""
-    plain = [OmegaConf.to_container(p, resolve=True) if OmegaConf.is_config(p) else p for p in parts]
-    return hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()[:20]
+    """A short, stable hash of JSON-able parts (config dataclasses included)."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=_plain).encode()).hexdigest()[:20]
 
 
 def file_digest(path: Path) -> str:
@@ -85,16 +88,14 @@ class StageCache:
         return read_json(entry / DONE)["metrics"]
 
     def store(self, key: str, names: list[str], src: Path, metrics: dict) -> None:
+        """Add a stage's outputs under `key` (another job that stored it first wins: its copy is as good)."""
         if self.root is None or (self.root / key / DONE).exists():
             return
-        self.root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", suffix=".tmp", dir=self.root))
         try:
-            for name in names:
-                _link_tree(src / name, tmp / name)
-            write_json(tmp / DONE, {"metrics": metrics, "outputs": names})
-            os.rename(tmp, self.root / key)  # fails if another job stored it first: theirs is as good
-        except OSError:
-            pass
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+            with atomic_path(self.root / key, replace=False) as tmp:
+                tmp.mkdir()
+                for name in names:
+                    _link_tree(src / name, tmp / name)
+                write_json(tmp / DONE, {"metrics": metrics, "outputs": names})
+        except OSError as e:  # a cache that cannot be written never fails the run
+            log.warning("stage cache: could not store %s (%s)", key, e)

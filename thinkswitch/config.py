@@ -6,7 +6,10 @@ wrong type fails at composition, before any model loads. Options that belong to 
 (`trl.SFTConfig`, `peft.LoraConfig`, bitsandbytes, mergekit) are passed through as dictionaries
 and validated by the library itself in :func:`thinkswitch.validate.check_config`.
 
-Defaults live in the YAML files under `conf/`; the dataclasses only say what a key is.
+Each key has one default: here, or (for interpolations such as `run_dir`, and for the choices a
+group option makes, such as the testbed's sampling) in the YAML under `conf/`, never both.
+`cli.py` turns the composed config into these dataclasses once (`OmegaConf.to_object`): the rest
+of the package sees plain typed objects.
 """
 
 from __future__ import annotations
@@ -16,7 +19,33 @@ from typing import Any, Dict, List, Optional
 
 from omegaconf import MISSING
 
-from thinkswitch.testbed import TestbedSpec
+
+@dataclass
+class TestbedSpec:
+    """The built-in testbed pair's build settings: everything that affects its weights (hashed into
+    its cache directory's name; see thinkswitch/testbed.py)."""
+
+    __test__ = False  # not a pytest test class despite the name
+
+    seed: int = 0
+    min_digits: int = 6
+    max_digits: int = 10
+    hidden_size: int = 128
+    num_layers: int = 3
+    num_heads: int = 4
+    num_kv_heads: int = 2
+    head_dim: int = 32
+    intermediate_size: int = 256
+    batch_size: int = 64
+    lr: float = 3e-3               # base phase peak learning rate
+    finetune_lr: float = 3e-4      # thinking / instruct phases: low enough that the pair stays SLERP-able
+    weight_decay: float = 0.01
+    warmup_steps: int = 20
+    base_steps: int = 400
+    thinking_steps: int = 150
+    instruct_steps: int = 100
+    base_traced_frac: float = 0.8  # share of base examples in the thinking (traced) format
+    instruct_pool_size: int = 1000  # fixed pool of direct-answer problems for the instruct phase
 
 
 @dataclass
@@ -106,8 +135,8 @@ class GenerationConfig:
     """
 
     backend: str = "hf"  # a name in thinkswitch.generate.BACKENDS
-    batch_size: int = 32
-    samples_per_prompt: int = 1
+    batch_size: int = 64  # prompts per batch (HF backend)
+    samples_per_prompt: int = 1  # k thinking samples per training prompt
 
 
 @dataclass
@@ -133,9 +162,9 @@ class MergeConfig:
     `[{filter: self_attn, value: [0, 0.5, 1]}, {value: 0.3}]`.
     """
 
-    method: str = "slerp"
-    t: Any = 0.5
-    base: str = "current"  # current | initial: which thinking checkpoint is the SLERP base
+    method: str = "slerp"  # a mergekit merge method
+    t: Any = 0.1
+    base: str = "current"  # current (compound over iterations) | initial: the thinking checkpoint at t=0
     dtype: Optional[str] = None  # merged dtype; None keeps the checkpoints' dtype
     options: Dict[str, Any] = field(default_factory=dict)  # extra mergekit MergeOptions
 
@@ -194,7 +223,7 @@ class CostConfig:
 class TrackingConfig:
     """Weights & Biases. `mode` is online, offline or disabled."""
 
-    mode: str = "offline"
+    mode: str = "${oc.env:WANDB_MODE,offline}"  # online | offline | disabled
     project: str = "thinkswitch"
     entity: Optional[str] = None
     group: Optional[str] = None
@@ -224,7 +253,7 @@ class ExperimentConfig:
     run_dir: str = MISSING
     cache_dir: str = MISSING
     data_dir: str = MISSING
-    stage_cache: Optional[str] = None  # directory of reusable stage outputs (sweeps share work); None: off
+    stage_cache: Optional[str] = MISSING  # directory of reusable stage outputs (sweeps share work); null: off
     keep_checkpoints: str = "all"  # all | last | none (only metrics, eval results and adapters stay)
     shard_size: str = "1GB"  # safetensors shard size of the checkpoints a run writes (distilled and merged)
 
@@ -239,13 +268,3 @@ GROUPS = {
     "tracking": TrackingConfig,
     "method": MethodConfig,
 }
-
-
-def register_configs() -> None:
-    """Store the schemas: `thinkswitch_schema` for the root, `<group>/schema` for each group."""
-    from hydra.core.config_store import ConfigStore
-
-    cs = ConfigStore.instance()
-    cs.store(name="thinkswitch_schema", node=ExperimentConfig)
-    for group, node in GROUPS.items():
-        cs.store(group=group, name="schema", node=node)

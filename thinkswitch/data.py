@@ -10,10 +10,9 @@ import logging
 from pathlib import Path
 from typing import Optional
 
-from omegaconf import OmegaConf
-
 from thinkswitch.config import DomainConfig, ModelConfig, SourceConfig
-from thinkswitch.sources import DataError, load_hf, load_json, map_fields, read_records, sample
+from thinkswitch.errors import DataError
+from thinkswitch.sources import load_hf, load_json, map_fields, read_records, sample
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +31,11 @@ def load_domain(cfg: DomainConfig, model_cfg: ModelConfig) -> tuple[list[dict], 
 
 
 def _testbed(cfg: DomainConfig, model_cfg: ModelConfig) -> tuple[list[dict], list[dict]]:
-    from thinkswitch.testbed import TestbedSpec, task_examples
+    from thinkswitch.testbed import task_examples
 
     if model_cfg.testbed is None:
         raise DataError("domain=testbed needs the testbed model pair (model=testbed): its task is the testbed's")
-    spec = TestbedSpec(**dict(model_cfg.testbed))
+    spec = model_cfg.testbed
     return (task_examples(cfg.train_prompts, cfg.seed, "train", spec),
             task_examples(cfg.eval_size, cfg.seed, "eval", spec))
 
@@ -51,8 +50,7 @@ def read_source(src: SourceConfig, key: str) -> list[dict]:
     else:
         records = load_hf(src.dataset, src.config, src.split, src.revision)
         name = f"{key} ({src.dataset})"
-    records = map_fields(records, OmegaConf.to_container(src.fields) if OmegaConf.is_config(src.fields)
-                         else dict(src.fields), name)
+    records = map_fields(records, dict(src.fields), name)
     for ids_file, keep in ((src.include_ids, True), (src.exclude_ids, False)):
         if ids_file:
             ids = _read_ids(ids_file)

@@ -16,13 +16,42 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+from thinkswitch.cache import digest, file_digest
+from thinkswitch.chat import THINK_CLOSE, THINK_OPEN, chat_prompt
 from thinkswitch.config import ModelConfig, TrainerConfig
-from thinkswitch.generate import chat_prompt
-from thinkswitch.io import atomic_path, read_jsonl
+from thinkswitch.errors import DataError
+from thinkswitch.io import atomic_path, read_jsonl, write_jsonl
 from thinkswitch.models import load_model, load_tokenizer, pick_dtype
-from thinkswitch.strip import THINK_CLOSE, THINK_OPEN
 
 log = logging.getLogger(__name__)
+# The trainer's per-step logs (loss, learning rate, ...): the CLI sends this logger to the log file only.
+train_log = logging.getLogger("thinkswitch.train")
+TRAIN_LOG = "train_log.jsonl"  # the trainer's log history, saved beside the adapter
+
+
+def training_progress():
+    """A TrainerCallback: one progress bar for the steps, the per-step logs to `thinkswitch.train`."""
+    from tqdm.auto import tqdm
+    from transformers import TrainerCallback
+
+    class Progress(TrainerCallback):
+        bar = None
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.bar = tqdm(total=state.max_steps, desc="distill", unit="step", leave=False)
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.bar.update(state.global_step - self.bar.n)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            train_log.info("step %d: %s", state.global_step, logs)
+            if logs and "loss" in logs:
+                self.bar.set_postfix(loss=f"{logs['loss']:.4f}", refresh=False)
+
+        def on_train_end(self, args, state, control, **kwargs):
+            self.bar.close()
+
+    return Progress()
 
 
 def sft_config(cfg: TrainerConfig, device, dtype, output_dir: Path, seed: int):
@@ -36,7 +65,8 @@ def sft_config(cfg: TrainerConfig, device, dtype, output_dir: Path, seed: int):
         fp16=on_gpu and dtype == torch.float16,
         use_cpu=not on_gpu,
     )
-    owned = dict(output_dir=str(output_dir), report_to=[], save_strategy="no", seed=seed, data_seed=seed)
+    owned = dict(output_dir=str(output_dir), report_to=[], save_strategy="no", seed=seed, data_seed=seed,
+                 disable_tqdm=True)  # our own progress bar (training_progress) instead of printed log dicts
     return SFTConfig(**{**defaults, **dict(cfg.sft), **owned})
 
 
@@ -68,11 +98,15 @@ def train_adapter(instruct: str, pairs: list[dict], cfg: TrainerConfig, model_cf
     model = load_model(instruct, model_cfg, device, quantization_config=quant)
     if quant is not None:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=args.activation_checkpointing)
+    from transformers import PrinterCallback
+
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                         peft_config=LoraConfig(**dict(cfg.lora)))
+                         peft_config=LoraConfig(**dict(cfg.lora)), callbacks=[training_progress()])
+    trainer.remove_callback(PrinterCallback)  # it prints every log dict to the terminal
     result = trainer.train()
     with atomic_path(adapter_out) as tmp:
         trainer.model.save_pretrained(tmp, safe_serialization=True)
+        write_jsonl(tmp / TRAIN_LOG, trainer.state.log_history)
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     metrics = {
         "train/pairs": len(pairs),
@@ -102,28 +136,35 @@ def save_checkpoint(model, tokenizer, out: Path, shard_size: int) -> None:
         tokenizer.save_pretrained(tmp)
 
 
-def distill(instruct: str, pairs_path: Path, cfg: TrainerConfig, model_cfg: ModelConfig, device, seed: int,
+def cache_key(*, instruct_id: str, pairs: Path, trainer: TrainerConfig, seed: int, context: tuple) -> str:
+    """What determines the distilled checkpoint: the instruct checkpoint, the pairs (their bytes), the trainer
+    settings, the seed and the context (`loop.stage_context`)."""
+    return digest("distill", instruct_id, file_digest(pairs), trainer, seed, *context)
+
+
+def distill(*, instruct: str, pairs: Path, trainer: TrainerConfig, model: ModelConfig, device, seed: int,
             system_prompt: Optional[str], adapter_out: Path, model_out: Path, shard_size: int) -> dict:
-    """The distilled instruct checkpoint in `model_out`; returns `train/*` metrics."""
-    pairs = read_jsonl(pairs_path)
-    if not pairs:
-        raise ValueError(f"{pairs_path}: no answer-only pairs to distill (every generation was dropped)")
-    tagged = [i for i, p in enumerate(pairs, 1) if THINK_OPEN in p["completion"] or THINK_CLOSE in p["completion"]]
+    """The pairs distilled into `instruct`: the adapter in `adapter_out`, the merged checkpoint in `model_out`
+    (safetensors shards of at most `shard_size` bytes); returns `train/*` metrics."""
+    rows = read_jsonl(pairs)
+    if not rows:
+        raise DataError(f"{pairs}: no answer-only pairs to distill (every generation was dropped)")
+    tagged = [i for i, p in enumerate(rows, 1) if THINK_OPEN in p["completion"] or THINK_CLOSE in p["completion"]]
     if tagged:  # an instruct model taught `</think>` starts emitting orphan tags
-        raise ValueError(f"{pairs_path}:{tagged[0]}: a target holds a think tag; targets must be answers only")
+        raise DataError(f"{pairs}:{tagged[0]}: a target holds a think tag; targets must be answers only")
     t0 = time.perf_counter()
-    metrics, trained, tokenizer = train_adapter(instruct, pairs, cfg, model_cfg, device, seed, system_prompt,
+    metrics, trained, tokenizer = train_adapter(instruct, rows, trainer, model, device, seed, system_prompt,
                                                 adapter_out)
-    if cfg.quantize_4bit:
+    if trainer.quantize_4bit:
         trained = None  # free the 4-bit model before the full-precision reload
         gc.collect()
-        merged = merge_adapter(instruct, adapter_out, model_cfg, device)
+        merged = merge_adapter(instruct, adapter_out, model, device)
     else:  # the trained model already holds the full-precision base: merge in place, no reload
         merged = trained.merge_and_unload()
     save_checkpoint(merged, tokenizer, model_out, shard_size)
     del trained, merged  # both names hold the model; the trainer's reference cycles go with gc.collect
     gc.collect()
     metrics["distill/seconds"] = time.perf_counter() - t0
-    log.info("distill: %d pairs, %d steps, loss %.4f, %.1fs", len(pairs), metrics["train/steps"],
+    log.info("distill: %d pairs, %d steps, loss %.4f, %.1fs", len(rows), metrics["train/steps"],
              metrics["train/loss"], metrics["distill/seconds"])
     return metrics

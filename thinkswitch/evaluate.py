@@ -11,16 +11,16 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
-from thinkswitch.config import SamplingConfig
-from thinkswitch.generate import GenerationBackend, chat_prompt
+from thinkswitch.cache import digest
+from thinkswitch.chat import THINK_CLOSE, chat_prompt
+from thinkswitch.config import SamplingConfig, SamplingPair
+from thinkswitch.generate import Generator
 from thinkswitch.grading import Grader
 from thinkswitch.io import write_jsonl
 from thinkswitch.stats import majority, wilson_interval
-from thinkswitch.strip import THINK_CLOSE, strip_trace
+from thinkswitch.strip import strip_trace
 
 log = logging.getLogger(__name__)
-
-ROLES = ("instruct", "thinking")
 
 
 def final_answer(output: str, role: str) -> Optional[str]:
@@ -30,17 +30,27 @@ def final_answer(output: str, role: str) -> Optional[str]:
     return output.strip()
 
 
-def evaluate(backend: GenerationBackend, role: str, examples: Sequence[dict], grader: Grader,
-             sampling: SamplingConfig, system_prompt: Optional[str], seed: int, out: Path, samples: int = 1) -> dict:
-    """Generate, grade and save per-question results to `out`; return `<role>/*` metrics.
+def cache_key(*, checkpoint_ids: dict[str, str], examples: Sequence[dict], sampling: SamplingPair, samples: int,
+              grader_name: str, seed: int, context: tuple) -> str:
+    """What determines both checkpoints' results: the checkpoints, the questions, sampling, the grader,
+    the seed and the context (`loop.stage_context`)."""
+    return digest("evaluate", checkpoint_ids["instruct"], checkpoint_ids["thinking"], list(examples), sampling,
+                  samples, grader_name, seed, *context)
 
-    With `samples` > 1 every question is answered that many times: `accuracy` is avg@n and
-    `maj_accuracy` maj@n; `correct` is then the mean number of questions answered correctly.
+
+def evaluate(*, generator: Generator, checkpoint: str, role: str, examples: Sequence[dict], grader: Grader,
+             sampling: SamplingConfig, samples: int, system_prompt: Optional[str], seed: int, out: Path) -> dict:
+    """`checkpoint` answers every question `samples` times; grade, save per-question results to `out`,
+    return `<role>/*` metrics.
+
+    With `samples` > 1, `accuracy` is avg@n and `maj_accuracy` maj@n; `correct` is then the mean number of
+    questions answered correctly.
     """
     t0 = time.perf_counter()
     jobs = [(ex, s) for ex in examples for s in range(samples)]
-    prompts = [chat_prompt(backend.tokenizer, ex["prompt"], system_prompt) for ex, _ in jobs]
-    gens = backend.generate(prompts, sampling, seed, f"evaluate {role}")
+    with generator.open(checkpoint) as backend:
+        prompts = [chat_prompt(backend.tokenizer, ex["prompt"], system_prompt) for ex in examples]
+        gens = backend.generate(prompts, sampling, seed=seed, n=samples, desc=f"evaluate {role}")
     rows = []
     for (ex, s), g in zip(jobs, gens):
         answer = final_answer(g["output"], role)

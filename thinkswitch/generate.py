@@ -1,40 +1,83 @@
-"""Stage 1, generate: batched generation over chat-formatted prompts.
+"""Stage 1, generate: the thinking checkpoint answers the training prompts (its raw outputs become labels).
 
-Used twice: the thinking checkpoint answering the training prompts (its raw outputs become
-labels), and both checkpoints answering the evaluation set. Stages talk to a small
-`GenerationBackend` (Hugging Face `generate` here; a vLLM backend can slot in behind the same
-two methods without touching the loop), chosen by `generation.backend`.
+Generation itself (also used by evaluation) goes through a small `GenerationBackend`, chosen by
+`generation.backend`: Hugging Face `generate` here, batched by prompt length.
 """
 
 from __future__ import annotations
 
+import gc
+import importlib
 import logging
 import time
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Protocol, Sequence
+from typing import Any, Iterator, Optional, Protocol, Sequence
 
 from tqdm.auto import tqdm
 
-from thinkswitch.config import SamplingConfig
+from thinkswitch.cache import digest
+from thinkswitch.chat import THINK_CLOSE, THINK_OPEN, chat_prompt
+from thinkswitch.config import GenerationConfig, ModelConfig, SamplingConfig
+from thinkswitch.errors import ConfigError
 from thinkswitch.io import write_jsonl
 
 log = logging.getLogger(__name__)
 
 
-def chat_prompt(tokenizer, user: str, system: Optional[str] = None) -> str:
-    """The prompt text the model sees: its own chat template with the generation prompt."""
-    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
-    return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+class GenerationBackend(Protocol):
+    """What the stages need from a generator loaded with one checkpoint."""
+
+    tokenizer: Any  # renders the chat template
+
+    def generate(self, prompts: Sequence[str], sampling: SamplingConfig, *, seed: int, n: int = 1,
+                 desc: str = "generate") -> list[dict]:
+        """`n` completions per chat-formatted prompt, prompt-major: `output` (decoded up to the first EOS,
+        special tokens other than the think tags removed), `tokens` (generated, EOS included), `stopped`
+        (False when cut off by `max_new_tokens`)."""
+        ...
+
+    def close(self) -> None:
+        """Release the model (and its memory) before the next stage loads one."""
+        ...
+
+
+# backend name -> "module:class", imported when used (a backend may need an optional install)
+BACKENDS = {"hf": "thinkswitch.generate:HFBackend"}
+
+
+@dataclass(frozen=True)
+class Generator:
+    """Opens a backend on a checkpoint, with the run's model, generation and device settings."""
+
+    model: ModelConfig
+    generation: GenerationConfig
+    device: Any  # torch.device
+
+    @contextmanager
+    def open(self, checkpoint: str) -> Iterator[GenerationBackend]:
+        if self.generation.backend not in BACKENDS:
+            raise ConfigError(f"generation.backend: unknown backend {self.generation.backend!r}; "
+                              f"known: {sorted(BACKENDS)}")
+        module, name = BACKENDS[self.generation.backend].split(":")
+        backend_class = getattr(importlib.import_module(module), name)
+        backend = backend_class.load(checkpoint, model_cfg=self.model, device=self.device, gen_cfg=self.generation)
+        try:
+            yield backend
+        finally:
+            backend.close()
 
 
 def sampling_kwargs(sampling: SamplingConfig) -> dict:
-    kwargs = {"max_new_tokens": sampling.max_new_tokens, "do_sample": sampling.do_sample}
+    """Keyword arguments of `model.generate` for `sampling` (every field is used; none is dropped)."""
+    kwargs: dict[str, Any] = {"max_new_tokens": sampling.max_new_tokens, "do_sample": sampling.do_sample}
     if sampling.do_sample:
-        for key in ("temperature", "top_p", "top_k"):
+        for key in ("temperature", "top_p", "top_k", "min_p"):
             if getattr(sampling, key) is not None:
                 kwargs[key] = getattr(sampling, key)
     else:  # greedy: unset the checkpoint's sampling defaults so transformers does not warn
-        kwargs.update(temperature=None, top_p=None, top_k=None)
+        kwargs.update(temperature=None, top_p=None, top_k=None, min_p=None)
     return kwargs
 
 
@@ -47,17 +90,15 @@ def _eos_ids(model, tokenizer) -> set[int]:
 
 def generate_texts(model, tokenizer, prompts: Sequence[str], sampling: SamplingConfig, batch_size: int,
                    seed: int, desc: str = "generate") -> list[dict]:
-    """Generate one completion per prompt (already chat-formatted).
+    """One completion per prompt (already chat-formatted), in input order (see `GenerationBackend.generate`).
 
-    Returns, per prompt, `output` (decoded up to the first EOS, special tokens such as `</think>`
-    kept), `tokens` (generated tokens including the EOS) and `stopped` (False when cut off by
-    `max_new_tokens`). Prompts are batched by length; results come back in input order.
+    Prompts are batched by length (less padding).
     """
     import torch
 
     torch.manual_seed(seed)
     eos_ids = _eos_ids(model, tokenizer)
-    drop = {t for t in tokenizer.all_special_tokens if t not in ("<think>", "</think>")}
+    drop = {t for t in tokenizer.all_special_tokens if t not in (THINK_OPEN, THINK_CLOSE)}
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     results: list[Optional[dict]] = [None] * len(prompts)
     kwargs = sampling_kwargs(sampling)
@@ -81,16 +122,6 @@ def generate_texts(model, tokenizer, prompts: Sequence[str], sampling: SamplingC
     return results  # type: ignore[return-value]
 
 
-class GenerationBackend(Protocol):
-    """What the stages need from a generator loaded with one checkpoint."""
-
-    tokenizer: Any  # renders the chat template
-
-    def generate(self, prompts: Sequence[str], sampling: SamplingConfig, seed: int, desc: str) -> list[dict]:
-        """One completion per chat-formatted prompt: `output`, `tokens`, `stopped` (see generate_texts)."""
-        ...
-
-
 class HFBackend:
     """Batched `model.generate` of Hugging Face transformers."""
 
@@ -98,36 +129,44 @@ class HFBackend:
         self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
 
     @classmethod
-    def load(cls, path: str, model_cfg, device, batch_size: int) -> "HFBackend":
+    def load(cls, path: str, *, model_cfg: ModelConfig, device, gen_cfg: GenerationConfig) -> "HFBackend":
         from thinkswitch.models import load_model, load_tokenizer
 
-        return cls(load_model(path, model_cfg, device), load_tokenizer(path, model_cfg), batch_size)
+        return cls(load_model(path, model_cfg, device), load_tokenizer(path, model_cfg), gen_cfg.batch_size)
 
-    def generate(self, prompts: Sequence[str], sampling: SamplingConfig, seed: int, desc: str) -> list[dict]:
-        return generate_texts(self.model, self.tokenizer, prompts, sampling, self.batch_size, seed, desc)
+    def generate(self, prompts: Sequence[str], sampling: SamplingConfig, *, seed: int, n: int = 1,
+                 desc: str = "generate") -> list[dict]:
+        repeated = [p for p in prompts for _ in range(n)]
+        return generate_texts(self.model, self.tokenizer, repeated, sampling, self.batch_size, seed, desc)
+
+    def close(self) -> None:
+        device = getattr(self.model, "device", None)
+        self.model = None
+        gc.collect()
+        if device is not None and device.type == "cuda":
+            import torch
+
+            torch.cuda.empty_cache()
 
 
-BACKENDS = {"hf": HFBackend}
+def cache_key(*, thinking_id: str, examples: Sequence[dict], sampling: SamplingConfig, samples: int, seed: int,
+              context: tuple) -> str:
+    """What determines the generations: the checkpoint, the prompts, sampling, k, the seed and the context
+    (`loop.stage_context`: package version, device, dtype, system prompt, backend)."""
+    return digest("generate", thinking_id, list(examples), sampling, samples, seed, *context)
 
 
-def load_backend(name: str, path: str, model_cfg, device, batch_size: int) -> GenerationBackend:
-    try:
-        backend = BACKENDS[name]
-    except KeyError:
-        raise ValueError(f"generation.backend: unknown backend {name!r}; known: {sorted(BACKENDS)}") from None
-    return backend.load(path, model_cfg, device, batch_size)
-
-
-def generate_labels(backend: GenerationBackend, examples: Sequence[dict], sampling: SamplingConfig,
-                    samples_per_prompt: int, system_prompt: Optional[str], seed: int, out: Path) -> dict:
-    """The thinking checkpoint answers the training prompts; raw outputs are saved to `out` (JSONL).
+def generate_labels(*, generator: Generator, checkpoint: str, examples: Sequence[dict], sampling: SamplingConfig,
+                    samples: int, system_prompt: Optional[str], seed: int, out: Path) -> dict:
+    """The thinking checkpoint answers the training prompts `samples` times each; raw outputs go to `out`.
 
     Gold answers are never read here: the thinking model's outputs are the only labels.
     """
     t0 = time.perf_counter()
-    rows = [(ex, s) for ex in examples for s in range(samples_per_prompt)]
-    prompts = [chat_prompt(backend.tokenizer, ex["prompt"], system_prompt) for ex, _ in rows]
-    gens = backend.generate(prompts, sampling, seed, "generate labels")
+    with generator.open(checkpoint) as backend:
+        prompts = [chat_prompt(backend.tokenizer, ex["prompt"], system_prompt) for ex in examples]
+        gens = backend.generate(prompts, sampling, seed=seed, n=samples, desc="generate labels")
+    rows = [(ex, s) for ex in examples for s in range(samples)]
     write_jsonl(out, [{"id": ex["id"], "sample": s, "prompt": ex["prompt"], **g} for (ex, s), g in zip(rows, gens)])
     seconds = time.perf_counter() - t0
     tokens = sum(g["tokens"] for g in gens)

@@ -12,10 +12,11 @@ from typing import Any, Iterable, Iterator
 
 
 @contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
+def atomic_path(path: Path, replace: bool = True) -> Iterator[Path]:
     """Yield a temporary sibling of `path`; rename it onto `path` only if the block succeeds.
 
-    Works for files and directories.
+    Works for files and directories. With `replace=False` an existing `path` wins: what the block
+    wrote is discarded (concurrent writers of the same content, e.g. stage-cache entries).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -23,6 +24,13 @@ def atomic_path(path: Path) -> Iterator[Path]:
     target = tmp / path.name
     try:
         yield target
+        if not replace:
+            try:
+                os.rename(target, path)  # a non-empty directory already there: refused
+            except OSError:
+                if not path.exists():
+                    raise
+            return
         if path.is_dir():
             shutil.rmtree(path)
         os.replace(target, path)

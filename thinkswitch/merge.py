@@ -14,8 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
-
+from thinkswitch.cache import digest
 from thinkswitch.config import MergeConfig
 from thinkswitch.io import atomic_path
 
@@ -24,23 +23,74 @@ log = logging.getLogger(__name__)
 # What makes a thinking model behave as one besides its weights: always taken from the base.
 THINKING_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
                   "generation_config.json", "vocab.json", "merges.txt", "added_tokens.json")
+# MergeOptions this stage sets itself (a run's outputs are safetensors, and nothing runs remote code)
+OWNED_OPTIONS = ("write_model_card", "trust_remote_code", "safe_serialization")
 
 
 def mergekit_config(cfg: MergeConfig, thinking: str, instruct: str) -> dict:
     """The mergekit configuration as a plain dict (what is saved as `mergekit.yaml`)."""
-    t: Any = OmegaConf.to_container(cfg.t) if OmegaConf.is_config(cfg.t) else cfg.t
     config: dict[str, Any] = {
         "merge_method": cfg.method,
         "base_model": thinking,
         "models": [{"model": thinking}, {"model": instruct}],
-        "parameters": {"t": t},
+        "parameters": {"t": cfg.t},
     }
     if cfg.dtype:
         config["dtype"] = cfg.dtype
     return config
 
 
-def merge(thinking: str, instruct: str, cfg: MergeConfig, out: Path, shard_size: int) -> dict:
+def merge_options(cfg: MergeConfig, shard_size: int):
+    """mergekit's MergeOptions: our defaults, then `merge.options`, then what this stage owns."""
+    from mergekit.merge import MergeOptions
+
+    return MergeOptions(**{"copy_tokenizer": True, "lazy_unpickle": False, "quiet": True,
+                           "out_shard_size": shard_size, **cfg.options,
+                           "write_model_card": False, "trust_remote_code": False, "safe_serialization": True})
+
+
+def check(cfg: MergeConfig, shard_size: int) -> list[str]:
+    """Errors in `merge.*`, found by mergekit itself on placeholder paths (before any model loads)."""
+    from mergekit.config import MergeConfiguration
+    from mergekit.merge import MergeOptions
+    from mergekit.merge_methods import registry
+
+    errors = []
+    names = sorted(m.spec.name for m in registry.registered_methods())
+    if cfg.method not in names:
+        errors.append(f"merge.method: unknown mergekit method {cfg.method!r}; known: {', '.join(names)}")
+    unknown = sorted(set(cfg.options) - set(MergeOptions.model_fields) - set(OWNED_OPTIONS))
+    owned = sorted(set(cfg.options) & set(OWNED_OPTIONS))
+    if unknown:
+        errors.append(f"merge.options: unknown mergekit option(s) {unknown}")
+    if owned:
+        errors.append(f"merge.options: {owned} are set by thinkswitch (safetensors, no remote code, no model card)")
+    if not unknown and not owned:
+        try:
+            merge_options(cfg, shard_size)
+        except ValueError as e:  # pydantic's ValidationError
+            errors.append(f"merge.options: {_first_line(e)}")
+    if isinstance(cfg.t, list) and any(isinstance(x, dict) for x in cfg.t) \
+            and not any(isinstance(x, dict) and "filter" not in x for x in cfg.t):
+        errors.append("merge.t: a per-filter list needs a last entry without a filter (the value for every "
+                      "other tensor), e.g. [{filter: self_attn, value: 0.5}, {value: 0.3}]")
+    try:
+        MergeConfiguration.model_validate(mergekit_config(cfg, "/placeholder/thinking", "/placeholder/instruct"))
+    except ValueError as e:
+        errors.append(f"merge: mergekit rejects the configuration: {_first_line(e)}")
+    return errors
+
+
+def _first_line(e: Exception) -> str:
+    return " ".join(str(e).split())[:300]
+
+
+def merged_id(cfg: MergeConfig, thinking_id: str, instruct_id: str) -> str:
+    """Identity of a merged checkpoint (the stage cache's keys of later stages build on it)."""
+    return digest("merge", cfg, thinking_id, instruct_id)
+
+
+def merge(*, thinking: str, instruct: str, cfg: MergeConfig, out: Path, shard_size: int) -> dict:
     """SLERP `thinking` (t=0) toward `instruct` (t=1) into `out`; returns `merge/*` metrics.
 
     mergekit maps one input shard per model at a time and holds one output shard in memory, so peak
@@ -48,16 +98,13 @@ def merge(thinking: str, instruct: str, cfg: MergeConfig, out: Path, shard_size:
     """
     import yaml
     from mergekit.config import MergeConfiguration
-    from mergekit.merge import MergeOptions, run_merge
+    from mergekit.merge import run_merge
 
     t0 = time.perf_counter()
     thinking, instruct = str(Path(thinking).resolve()), str(Path(instruct).resolve())  # mergekit asks the hub otherwise
     config = mergekit_config(cfg, thinking, instruct)
-    options = MergeOptions(**{"copy_tokenizer": True, "lazy_unpickle": False, "quiet": True,
-                              "out_shard_size": shard_size, **dict(cfg.options),
-                              "write_model_card": False, "trust_remote_code": False, "safe_serialization": True})
     with atomic_path(out) as tmp:
-        run_merge(MergeConfiguration.model_validate(config), str(tmp), options)
+        run_merge(MergeConfiguration.model_validate(config), str(tmp), merge_options(cfg, shard_size))
         for name in THINKING_FILES:
             if (Path(thinking) / name).exists():
                 shutil.copy2(Path(thinking) / name, tmp / name)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from thinkswitch.config import ModelConfig
-from thinkswitch.validate import ConfigError
+from thinkswitch.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -18,20 +18,6 @@ log = logging.getLogger(__name__)
 class ModelPair:
     instruct: str
     thinking: str
-
-
-def resolve_pair(cfg: ModelConfig, cache_dir: Path) -> ModelPair:
-    """The starting pair: the built-in testbed (built once, cached) or the configured paths/ids."""
-    if cfg.testbed is not None:
-        from thinkswitch.testbed import TestbedSpec, build_testbed
-
-        root = build_testbed(TestbedSpec(**dict(cfg.testbed)), Path(cache_dir) / "testbed")
-        return ModelPair(str(root / "instruct"), str(root / "thinking"))
-    if not cfg.instruct or not cfg.thinking:
-        raise ValueError("model.instruct and model.thinking must both be set (a hub id or a local directory)")
-    pair = ModelPair(cfg.instruct, cfg.thinking)
-    check_pair(pair)
-    return pair
 
 
 def is_local(ref: str) -> bool:
@@ -71,6 +57,32 @@ def check_pair(pair: ModelPair) -> None:
                          "merged): " + "; ".join(diffs))
 
 
+DTYPES = ("auto", "float32", "bfloat16", "float16")  # what a checkpoint is loaded, trained and merged in
+
+
+def check_device(name: str) -> list[str]:
+    """Errors for `device`: a known name, and a CUDA device only where one exists."""
+    import torch
+
+    if name in ("auto", "cpu"):
+        return []
+    if name != "cuda" and not (name.startswith("cuda:") and name[5:].isdigit()):
+        return [f"device: expected auto, cpu, cuda or cuda:N, got {name!r}"]
+    if not torch.cuda.is_available():
+        return [f"device: {name} asked for, but torch sees no CUDA device here (torch {torch.__version__}); "
+                "use device=cpu or device=auto"]
+    index = int(name[5:]) if ":" in name else 0
+    if index >= torch.cuda.device_count():
+        return [f"device: {name} asked for, but there are {torch.cuda.device_count()} CUDA device(s)"]
+    return []
+
+
+def check_dtype(name: str) -> list[str]:
+    if name not in DTYPES:
+        return [f"model.dtype: expected one of {list(DTYPES)}, got {name!r}"]
+    return []
+
+
 def pick_device(name: str):
     import torch
 
@@ -87,10 +99,9 @@ def pick_dtype(name: str, device) -> Any:
         if device.type == "cuda" and torch.cuda.is_bf16_supported():
             return torch.bfloat16
         return torch.float32
-    try:
-        return getattr(torch, name)
-    except AttributeError:
-        raise ValueError(f"model.dtype: unknown dtype {name!r}") from None
+    if name not in DTYPES:
+        raise ConfigError(f"model.dtype: expected one of {list(DTYPES)}, got {name!r}")
+    return getattr(torch, name)
 
 
 def load_tokenizer(path: str, cfg: ModelConfig):

@@ -18,12 +18,11 @@ from typing import Any
 
 import yaml
 
+from thinkswitch.chat import ROLES
 from thinkswitch.io import atomic_path, read_json, read_jsonl, write_json, write_text
 from thinkswitch.stats import wilson_interval
 
 log = logging.getLogger(__name__)
-
-ROLES = ("instruct", "thinking")
 CONFIG_KEYS = ("merge.t", "domain.train_prompts", "seed", "domain.name", "model.name", "trainer.name")
 SCORE_FIELDS = ("correct", "n", "accuracy", "ci_low", "ci_high", "tokens_per_answer")
 PLOTS = {"final_accuracy_vs_t.png": "merge.t", "final_accuracy_vs_train_prompts.png": "domain.train_prompts"}

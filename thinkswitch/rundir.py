@@ -3,18 +3,18 @@ and pruning of old checkpoints (`keep_checkpoints`)."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 from pathlib import Path
 from typing import Any
 
 import yaml
-from omegaconf import OmegaConf
 
 from thinkswitch.config import ExperimentConfig
+from thinkswitch.errors import ConfigError
 from thinkswitch.io import write_text
 from thinkswitch.paths import RunPaths
-from thinkswitch.validate import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ def check_resume(cfg: ExperimentConfig, run: RunPaths) -> bool:
 
     Returns True when this start resumes an earlier one.
     """
-    current = OmegaConf.to_container(cfg, resolve=True)
+    current = dataclasses.asdict(cfg)
     if not run.run_config.exists():
         write_text(run.run_config, yaml.safe_dump(current, sort_keys=False))
         return False

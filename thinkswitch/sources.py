@@ -14,14 +14,12 @@ import random
 from pathlib import Path
 from typing import Any
 
+from thinkswitch.errors import DataError
+
 log = logging.getLogger(__name__)
 
 READERS = (".jsonl", ".json", ".csv", ".parquet")
 _HF_SAVED_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")
-
-
-class DataError(ValueError):
-    """A data file or dataset that cannot be read, or records that do not have the fields asked for."""
 
 
 def read_records(path: str | Path) -> list[dict]:

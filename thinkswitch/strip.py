@@ -13,18 +13,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from thinkswitch.chat import THINK_CLOSE, THINK_OPEN
 from thinkswitch.config import DistillConfig
+from thinkswitch.errors import StageError
 from thinkswitch.grading import canonical_answer, get_grader
 from thinkswitch.io import read_jsonl, write_jsonl
 from thinkswitch.stats import majority
 
 log = logging.getLogger(__name__)
 
-THINK_OPEN = "<think>"
-THINK_CLOSE = "</think>"
-
 OK, UNFINISHED, REOPENED, EMPTY = "ok", "unfinished", "reopened", "empty"
-DROP_KEYS = tuple(f"strip/{s}" for s in (UNFINISHED, REOPENED, EMPTY))
 
 
 @dataclass(frozen=True)
@@ -69,8 +67,11 @@ def select_pairs(rows: list[dict], k: int, grader_name: str, cfg: DistillConfig)
     return rows
 
 
-def strip_generations(generations: Path, pairs: Path, grader_name: str, cfg: DistillConfig) -> dict:
-    """Read raw generations (JSONL), write the answer-only pairs; return counts of what survived."""
+def strip_generations(*, generations: Path, pairs: Path, grader_name: str, cfg: DistillConfig) -> dict:
+    """Read raw generations (JSONL), write the answer-only pairs; return counts of what survived.
+
+    Raises StageError when no pair survives (nothing to distill), saying why they were dropped.
+    """
     rows = read_jsonl(generations)
     counts = {OK: 0, UNFINISHED: 0, REOPENED: 0, EMPTY: 0}
     stripped = []
@@ -88,7 +89,23 @@ def strip_generations(generations: Path, pairs: Path, grader_name: str, cfg: Dis
              len(stripped), len(rows),
              ", ".join(f"{k} {v}" for k, v in counts.items() if k != OK and v) or "none dropped",
              cfg.filter, len(kept), len({r["id"] for r in kept}), len(prompts))
+    if not kept:
+        reasons = ", ".join(f"{k}: {counts[k]}" for k in (UNFINISHED, REOPENED, EMPTY) if counts[k])
+        raise StageError(f"all {len(rows)} generations were dropped ({reasons or f'filter {cfg.filter}'}); nothing "
+                         f"to distill. If traces were cut off, raise model.sampling.thinking.max_new_tokens")
     return {"strip/generations": len(rows), "strip/finished": len(stripped), "strip/pairs": len(kept),
             "strip/dropped": len(rows) - len(kept), "strip/prompts": len(prompts),
             "strip/prompts_kept": len({r["id"] for r in kept}),
             **{f"strip/{k}": counts[k] for k in (UNFINISHED, REOPENED, EMPTY)}}
+
+
+def gold_pairs(*, examples: list[dict], grader_name: str, pairs: Path) -> dict:
+    """The oracle baseline's labels: the dataset's own answers (canonical format) as training targets."""
+    missing = [ex["id"] for ex in examples if ex.get("answer") is None]
+    if missing:
+        raise StageError(f"method=gold_oracle needs answers for the training prompts; map `answer` in "
+                         f"domain.train.fields (e.g. id {missing[0]} has none)")
+    rows = [{"id": ex["id"], "sample": 0, "prompt": ex["prompt"],
+             "completion": canonical_answer(grader_name, ex["answer"])} for ex in examples]
+    write_jsonl(pairs, rows)
+    return {"strip/pairs": len(rows), "strip/prompts": len(rows), "strip/prompts_kept": len(rows)}

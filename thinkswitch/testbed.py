@@ -22,17 +22,19 @@ import importlib.resources
 import json
 import logging
 import math
-import os
 import random
-import re
 import shutil
 import time
-import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
-if TYPE_CHECKING:  # torch / transformers are imported lazily: importing TestbedSpec stays cheap
+from thinkswitch.chat import THINK_CLOSE as END_THINK
+from thinkswitch.chat import THINK_OPEN as THINK
+from thinkswitch.config import SamplingConfig, TestbedSpec
+from thinkswitch.io import atomic_path
+
+if TYPE_CHECKING:  # torch / transformers are imported lazily: importing this module stays cheap
     import torch
     import transformers
 
@@ -44,36 +46,8 @@ VARIANTS = ("instruct", "thinking")
 EVAL_N = 200
 EVAL_SEED = 1234
 
-PAD, IM_START, IM_END, THINK, END_THINK, UNK = (
-    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>", "<unk>")
+PAD, IM_START, IM_END, UNK = "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<unk>"
 _CHARS = "0123456789abcdefghijklmnopqrstuvwxyz \n+=,.:?"
-
-
-@dataclass
-class TestbedSpec:
-    """Everything that affects the built weights (hashed into the cache directory name)."""
-
-    __test__ = False  # not a pytest test class despite the name
-
-    seed: int = 0
-    min_digits: int = 6
-    max_digits: int = 10
-    hidden_size: int = 128
-    num_layers: int = 3
-    num_heads: int = 4
-    num_kv_heads: int = 2
-    head_dim: int = 32
-    intermediate_size: int = 256
-    batch_size: int = 64
-    lr: float = 3e-3               # base phase peak learning rate
-    finetune_lr: float = 3e-4      # thinking / instruct phases: low enough that the pair stays SLERP-able
-    weight_decay: float = 0.01
-    warmup_steps: int = 20
-    base_steps: int = 400
-    thinking_steps: int = 150
-    instruct_steps: int = 100
-    base_traced_frac: float = 0.8  # share of base examples in the thinking (traced) format
-    instruct_pool_size: int = 1000  # fixed pool of direct-answer problems for the instruct phase
 
 
 # ----------------------------------------------------------------------------- task
@@ -127,12 +101,6 @@ def task_examples(n: int, seed: int, split: str, spec: TestbedSpec) -> list[dict
 def thinking_completion(answer: int, trace: str) -> str:
     """Assistant text a perfect thinking model generates after its generation prompt (no eos)."""
     return f"{trace}\n{END_THINK}\n\n{answer}"
-
-
-def extract_answer(text: str) -> int | None:
-    """Last integer after the last ``</think>`` (the whole text when there is none)."""
-    found = re.findall(r"-?\d+", text.split(END_THINK)[-1])
-    return int(found[-1]) if found else None
 
 
 # ----------------------------------------------------------------------------- tokenizer
@@ -336,33 +304,30 @@ def _save(model: transformers.PreTrainedModel, variant: str, path: Path) -> None
 
 def evaluate_testbed(path: str | Path, n: int = EVAL_N, spec: TestbedSpec | None = None, seed: int = EVAL_SEED,
                      batch_size: int = 100, variants: tuple[str, ...] = VARIANTS) -> dict:
-    """Greedy held-out accuracy and mean generated tokens per answer (eos included) per variant."""
+    """Greedy held-out accuracy and mean generated tokens per answer (eos included) per variant, generated
+    and graded as the loop's evaluation does (`generate_texts`, the `last_integer` grader)."""
     import torch
     import transformers
+
+    from thinkswitch.chat import chat_prompt
+    from thinkswitch.evaluate import final_answer
+    from thinkswitch.generate import generate_texts
+    from thinkswitch.grading import get_grader
 
     path = Path(path)
     if spec is None:
         spec = TestbedSpec(**json.loads((path / MANIFEST).read_text())["spec"])
     examples = task_examples(n, seed, "eval", spec)
+    grade = get_grader("last_integer")
+    greedy = SamplingConfig(do_sample=False, max_new_tokens=8 * spec.max_digits + 16)
     results = {}
     for variant in variants:
-        tok = transformers.AutoTokenizer.from_pretrained(path / variant)
+        tok = transformers.AutoTokenizer.from_pretrained(path / variant, padding_side="left")
         model = transformers.AutoModelForCausalLM.from_pretrained(path / variant, dtype=torch.float32).eval()
-        correct, n_tokens = 0, 0
-        for i in range(0, n, batch_size):
-            chunk = examples[i:i + batch_size]
-            msgs = [[{"role": "user", "content": ex["prompt"]}] for ex in chunk]
-            inputs = tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=True, padding=True,
-                                             return_tensors="pt", return_dict=True)
-            with torch.no_grad():
-                out = model.generate(**inputs, do_sample=False, max_new_tokens=8 * spec.max_digits + 16)
-            gen = out[:, inputs["input_ids"].shape[1]:]
-            for ex, row in zip(chunk, gen.tolist()):
-                if tok.eos_token_id in row:
-                    row = row[:row.index(tok.eos_token_id) + 1]
-                n_tokens += len(row)
-                correct += extract_answer(tok.decode(row, skip_special_tokens=True)) == int(ex["answer"])
-        results[variant] = {"accuracy": correct / n, "mean_tokens": n_tokens / n}
+        prompts = [chat_prompt(tok, ex["prompt"]) for ex in examples]
+        gens = generate_texts(model, tok, prompts, greedy, batch_size, seed, desc=f"testbed {variant}")
+        correct = sum(grade(final_answer(g["output"], variant), ex["answer"])[1] for g, ex in zip(gens, examples))
+        results[variant] = {"accuracy": correct / n, "mean_tokens": sum(g["tokens"] for g in gens) / n}
         logger.info("testbed %s: held-out accuracy %.3f, %.1f tokens/answer", variant,
                     results[variant]["accuracy"], results[variant]["mean_tokens"])
     return results
@@ -424,29 +389,18 @@ def build_testbed(spec: TestbedSpec, cache_dir: Path, num_threads: int | None = 
             return final
         if final.exists():  # incomplete leftover (not produced by this code's atomic rename)
             shutil.rmtree(final, ignore_errors=True)
-        tmp = cache_dir / f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        try:
-            start = time.time()
-            logger.info("building testbed %s (spec %s)", final.name, asdict(spec))
-            with _threads(num_threads):
-                _train_variants(spec, tmp)
-                train_s = time.time() - start
-                evals = evaluate_testbed(tmp, EVAL_N, spec)
-                threads = torch.get_num_threads()
+        start = time.time()
+        logger.info("building testbed %s (spec %s)", final.name, asdict(spec))
+        with atomic_path(final, replace=False) as tmp, _threads(num_threads):
+            _train_variants(spec, tmp)
+            train_s = time.time() - start
+            evals = evaluate_testbed(tmp, EVAL_N, spec)
             manifest = {"spec": asdict(spec), "code_version": CODE_VERSION, "train_seconds": round(train_s, 1),
-                        "build_seconds": round(time.time() - start, 1), "num_threads": threads,
+                        "build_seconds": round(time.time() - start, 1), "num_threads": torch.get_num_threads(),
                         "eval": {"n": EVAL_N, "seed": EVAL_SEED, **evals},
                         "torch": torch.__version__, "transformers": transformers.__version__}
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
-            try:
-                os.rename(tmp, final)
-            except OSError:
-                if not _complete(final):
-                    raise
-                logger.info("testbed %s was built concurrently; using the existing one", final.name)
-            logger.info("testbed built in %.1fs at %s", time.time() - start, final)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        logger.info("testbed built in %.1fs at %s", time.time() - start, final)
     return final
 
 

@@ -15,11 +15,13 @@ from pathlib import Path
 from typing import Any, Optional
 
 from thinkswitch.config import TrackingConfig
+from thinkswitch.io import write_json
 
 log = logging.getLogger(__name__)
 
 MODES = ("online", "offline", "disabled")
 SAMPLE_COLUMNS = ["iteration", "model", "prompt", "output", "pred", "gold", "correct", "tokens"]
+TRAINING_COLUMNS = ["iteration", "step", "epoch", "loss", "learning_rate", "grad_norm"]
 
 
 class Tracker:
@@ -29,6 +31,7 @@ class Tracker:
         self.run = None
         self.mode = "disabled"
         self.samples: list[list[Any]] = []
+        self.training: list[list[Any]] = []  # the trainer's per-step logs, a table at the end
         if cfg.mode not in MODES:
             raise ValueError(f"tracking.mode: {cfg.mode!r} is not one of {list(MODES)}")
         if cfg.mode == "disabled":
@@ -38,6 +41,10 @@ class Tracker:
         self.run, self.mode = self._init(cfg, run_dir, config, run_id, cfg.mode)
         if self.run is not None:
             id_file.write_text(self.run.id)
+            # which W&B run this is, as W&B itself reports it (to find it in the project page)
+            write_json(Path(run_dir) / "wandb_run.json", {
+                "id": self.run.id, "project": self.run.project, "name": self.run.name, "group": self.run.group,
+                "tags": list(self.run.tags or ()), "mode": self.mode})
             self.run.define_metric("iteration")
             self.run.define_metric("*", step_metric="iteration")
 
@@ -68,6 +75,12 @@ class Tracker:
             self.samples.append([iteration, model, r["prompt"], r["output"], r["pred"], r["gold"], r["correct"],
                                  r["tokens"]])
 
+    def log_training(self, iteration: int, log_history: list[dict]) -> None:
+        """The trainer's per-step logs of one iteration's distillation (TRL's `state.log_history`)."""
+        for row in log_history:
+            if "loss" in row:
+                self.training.append([iteration, *(row.get(c) for c in TRAINING_COLUMNS[1:])])
+
     def finish(self, summary: Optional[dict[str, Any]], failed: bool) -> None:
         if self.run is None:
             return
@@ -75,6 +88,8 @@ class Tracker:
 
         if self.samples:
             self._safe(self.run.log, {"samples": wandb.Table(columns=SAMPLE_COLUMNS, data=self.samples)})
+        if self.training:
+            self._safe(self.run.log, {"training": wandb.Table(columns=TRAINING_COLUMNS, data=self.training)})
         if summary:
             self._safe(self.run.summary.update, summary)
         self._safe(self.run.finish, exit_code=1 if failed else 0)

@@ -1,107 +1,181 @@
-"""Checks that run before any model loads, each naming the config key at fault.
+"""Checks that run before any model loads; every error found is reported at once, each naming its key.
 
-Hydra's schema already rejects unknown keys and wrong types; these cover values and the options
-passed through to the libraries (which validate themselves: we just build their config objects).
+Hydra's schema already rejects unknown keys and wrong types at composition. These cover values,
+and the options passed through to the libraries, which validate themselves: we build their config
+objects (`trl.SFTConfig`, `peft.LoraConfig`, `transformers.GenerationConfig`, mergekit's
+`MergeConfiguration` and `MergeOptions`) from the config's sections.
 """
 
 from __future__ import annotations
 
 from numbers import Number
-from typing import Any
+from typing import Any, Callable, Iterator
 
-from omegaconf import OmegaConf
-
-from thinkswitch.config import ExperimentConfig
-from thinkswitch.grading import get_grader
+from thinkswitch.config import ExperimentConfig, SamplingConfig
+from thinkswitch.errors import ConfigError
 from thinkswitch.io import parse_size
 
-
-class ConfigError(ValueError):
-    """A configuration value that cannot work; the message names the key."""
-
-
-def _check_t(t: Any, key: str = "merge.t") -> None:
-    """`t` in [0, 1]: a number, a list of numbers (a gradient) or mergekit's `[{filter, value}]` form."""
-    if OmegaConf.is_config(t):
-        t = OmegaConf.to_container(t)
-    if isinstance(t, bool) or t is None:
-        raise ConfigError(f"{key}: expected a number in [0, 1] or a list, got {t!r}")
-    if isinstance(t, Number):
-        if not 0.0 <= float(t) <= 1.0:
-            raise ConfigError(f"{key}: {t} is outside [0, 1]")
-        return
-    if isinstance(t, list) and t:
-        for i, item in enumerate(t):
-            if isinstance(item, dict):
-                unknown = set(item) - {"filter", "value"}
-                if unknown or "value" not in item:
-                    raise ConfigError(f"{key}[{i}]: expected {{filter: ..., value: ...}}, got keys {sorted(item)}")
-                _check_t(item["value"], f"{key}[{i}].value")
-            else:
-                _check_t(item, f"{key}[{i}]")
-        return
-    raise ConfigError(f"{key}: expected a number in [0, 1] or a non-empty list, got {t!r}")
+__all__ = ["ConfigError", "check_config"]
 
 
 def check_config(cfg: ExperimentConfig) -> None:
-    """Raise ConfigError for the first value that cannot work."""
-    if cfg.iterations < 1:
-        raise ConfigError(f"iterations: must be >= 1, got {cfg.iterations}")
-    for key in ("train_prompts", "eval_size"):
-        if getattr(cfg.domain, key) < 1:
-            raise ConfigError(f"domain.{key}: must be >= 1, got {getattr(cfg.domain, key)}")
-    for key in ("batch_size", "samples_per_prompt"):
-        if getattr(cfg.generation, key) < 1:
-            raise ConfigError(f"generation.{key}: must be >= 1, got {getattr(cfg.generation, key)}")
-    from thinkswitch.generate import BACKENDS
+    """Raise one ConfigError listing every value that cannot work (one per line)."""
+    errors = [e for check in CHECKS for e in check(cfg)]
+    if errors:
+        raise ConfigError("; ".join(errors) if len(errors) == 1 else f"{len(errors)} errors: " + "; ".join(errors))
 
-    if cfg.generation.backend not in BACKENDS:
-        raise ConfigError(f"generation.backend: unknown backend {cfg.generation.backend!r}; known: {sorted(BACKENDS)}")
-    _check_t(cfg.merge.t)
-    if cfg.merge.base not in ("current", "initial"):
-        raise ConfigError(f"merge.base: expected 'current' or 'initial', got {cfg.merge.base!r}")
-    if cfg.device not in ("auto", "cpu", "cuda") and not str(cfg.device).startswith("cuda:"):
-        raise ConfigError(f"device: expected auto, cpu or cuda[:N], got {cfg.device!r}")
-    if cfg.keep_checkpoints not in ("all", "last", "none"):
-        raise ConfigError(f"keep_checkpoints: expected all, last or none, got {cfg.keep_checkpoints!r}")
+
+def _t(t: Any, key: str = "merge.t") -> Iterator[str]:
+    """`t` in [0, 1]: a number, a list of numbers (a gradient) or mergekit's `[{filter, value}]` form."""
+    if isinstance(t, bool) or t is None:
+        yield f"{key}: expected a number in [0, 1] or a list, got {t!r}"
+    elif isinstance(t, Number):
+        if not 0.0 <= float(t) <= 1.0:
+            yield f"{key}: {t} is outside [0, 1]"
+    elif isinstance(t, list) and t:
+        for i, item in enumerate(t):
+            if isinstance(item, dict):
+                if set(item) - {"filter", "value"} or "value" not in item:
+                    yield f"{key}[{i}]: expected {{filter: ..., value: ...}}, got keys {sorted(item)}"
+                else:
+                    yield from _t(item["value"], f"{key}[{i}].value")
+            else:
+                yield from _t(item, f"{key}[{i}]")
+    else:
+        yield f"{key}: expected a number in [0, 1] or a non-empty list, got {t!r}"
+
+
+def _one_of(key: str, value: Any, allowed) -> Iterator[str]:
+    if value not in allowed:
+        yield f"{key}: expected one of {list(allowed)}, got {value!r}"
+
+
+def _at_least(key: str, value: Any, low: float) -> Iterator[str]:
+    if value < low:
+        yield f"{key}: must be >= {low}, got {value}"
+
+
+def run_settings(cfg: ExperimentConfig) -> Iterator[str]:
+    from thinkswitch.models import check_device, check_dtype
+
+    yield from _at_least("iterations", cfg.iterations, 1)
+    if cfg.num_threads is not None:
+        yield from _at_least("num_threads", cfg.num_threads, 1)
+    yield from check_device(cfg.device)
+    yield from check_dtype(cfg.model.dtype)
+    yield from _one_of("keep_checkpoints", cfg.keep_checkpoints, ("all", "last", "none"))
     try:
         parse_size(cfg.shard_size)
     except ValueError as e:
-        raise ConfigError(f"shard_size: {e}") from None
-    if cfg.method.labels not in ("thinking", "gold"):
-        raise ConfigError(f"method.labels: expected 'thinking' or 'gold', got {cfg.method.labels!r}")
-    if not (cfg.method.distill or cfg.method.merge):
-        raise ConfigError("method: distill and merge are both off; nothing would change (evaluate only with "
-                          "iterations=... is not a method)")
-    for key, allowed in (("filter", ("none", "majority")), ("target", ("raw", "canonical"))):
-        if getattr(cfg.distill, key) not in allowed:
-            raise ConfigError(f"distill.{key}: expected one of {list(allowed)}, got {getattr(cfg.distill, key)!r}")
-    if not 0.0 <= cfg.distill.min_agreement <= 1.0:
-        raise ConfigError(f"distill.min_agreement: must be in [0, 1], got {cfg.distill.min_agreement}")
-    if cfg.evaluate.samples < 1:
-        raise ConfigError(f"evaluate.samples: must be >= 1, got {cfg.evaluate.samples}")
-    try:
-        get_grader(cfg.domain.grader)
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
+        yield f"shard_size: {e}"
+
+
+def model_and_domain(cfg: ExperimentConfig) -> Iterator[str]:
+    from thinkswitch.grading import GRADERS
+
     if cfg.model.testbed is None and not (cfg.model.instruct and cfg.model.thinking):
-        raise ConfigError("model.instruct / model.thinking: both must be set (hub id or local directory)")
-    check_library_options(cfg)
+        yield "model.instruct / model.thinking: both must be set (hub id or local directory)"
+    if cfg.model.testbed is not None:
+        for key in ("instruct", "thinking", "revision"):
+            if getattr(cfg.model, key) is not None:
+                yield (f"model.{key}: ignored by model={cfg.model.name} (the built-in testbed pair); for your own "
+                       f"checkpoints use model=local model.instruct=... model.thinking=...")
+    for key in ("train_prompts", "eval_size"):
+        yield from _at_least(f"domain.{key}", getattr(cfg.domain, key), 1)
+    yield from _one_of("domain.source", cfg.domain.source, ("testbed", "data"))
+    if cfg.domain.grader not in GRADERS:
+        yield f"domain.grader: unknown grader {cfg.domain.grader!r}; known: {sorted(GRADERS)}"
 
 
-def check_library_options(cfg: ExperimentConfig) -> None:
-    """Build peft's LoraConfig and TRL's SFTConfig from the pass-through dicts (they validate)."""
-    from peft import LoraConfig
+def sampling(cfg: ExperimentConfig) -> Iterator[str]:
+    """Each mode's sampling, as transformers' GenerationConfig validates it, plus the ranges it leaves open."""
+    from transformers import GenerationConfig
 
+    from thinkswitch.generate import sampling_kwargs
+
+    for role in ("thinking", "instruct"):
+        key, s = f"model.sampling.{role}", getattr(cfg.model.sampling, role)
+        yield from _sampling_ranges(key, s)
+        try:
+            GenerationConfig(**{k: v for k, v in sampling_kwargs(s).items() if v is not None}).validate(strict=True)
+        except ValueError as e:
+            yield f"{key}: {' '.join(str(e).split())}"
+
+
+def _sampling_ranges(key: str, s: SamplingConfig) -> Iterator[str]:
+    yield from _at_least(f"{key}.max_new_tokens", s.max_new_tokens, 1)
+    if not s.do_sample:
+        return
+    if s.temperature is not None and s.temperature <= 0:
+        yield f"{key}.temperature: must be > 0 when sampling, got {s.temperature}"
+    if s.top_p is not None and not 0 < s.top_p <= 1:
+        yield f"{key}.top_p: must be in (0, 1], got {s.top_p}"
+    if s.top_k is not None and s.top_k < 0:
+        yield f"{key}.top_k: must be >= 0, got {s.top_k}"
+    if s.min_p is not None and not 0 <= s.min_p <= 1:
+        yield f"{key}.min_p: must be in [0, 1], got {s.min_p}"
+
+
+def generation(cfg: ExperimentConfig) -> Iterator[str]:
+    from thinkswitch.generate import BACKENDS
+
+    for key in ("batch_size", "samples_per_prompt"):
+        yield from _at_least(f"generation.{key}", getattr(cfg.generation, key), 1)
+    if cfg.generation.backend not in BACKENDS:
+        yield f"generation.backend: unknown backend {cfg.generation.backend!r}; known: {sorted(BACKENDS)}"
+    yield from _at_least("evaluate.samples", cfg.evaluate.samples, 1)
+
+
+def method_and_labels(cfg: ExperimentConfig) -> Iterator[str]:
+    yield from _one_of("method.labels", cfg.method.labels, ("thinking", "gold"))
+    if not (cfg.method.distill or cfg.method.merge):
+        yield "method: distill and merge are both off; nothing would change"
+    yield from _one_of("distill.filter", cfg.distill.filter, ("none", "majority"))
+    yield from _one_of("distill.target", cfg.distill.target, ("raw", "canonical"))
+    if not 0.0 <= cfg.distill.min_agreement <= 1.0:
+        yield f"distill.min_agreement: must be in [0, 1], got {cfg.distill.min_agreement}"
+
+
+def merge(cfg: ExperimentConfig) -> Iterator[str]:
+    from thinkswitch import merge as merge_stage
+
+    t_errors = list(_t(cfg.merge.t))
+    yield from t_errors
+    yield from _one_of("merge.base", cfg.merge.base, ("current", "initial"))
+    if not t_errors:
+        yield from merge_stage.check(cfg.merge, parse_size(cfg.shard_size) if _size_ok(cfg.shard_size) else 10**9)
+
+
+def _size_ok(value: Any) -> bool:
     try:
-        LoraConfig(**OmegaConf.to_container(cfg.trainer.lora))
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"trainer.lora: {e}") from None
+        parse_size(value)
+        return True
+    except ValueError:
+        return False
+
+
+def trainer(cfg: ExperimentConfig) -> Iterator[str]:
+    """peft's LoraConfig and TRL's SFTConfig built from the pass-through dicts (they validate themselves)."""
+    if not cfg.method.distill:
+        return
+    from peft import LoraConfig
     from trl import SFTConfig
 
+    lora, sft = cfg.trainer.lora, cfg.trainer.sft
+    if "r" in lora and (not isinstance(lora["r"], int) or lora["r"] < 1):
+        yield f"trainer.lora.r: must be an integer >= 1, got {lora['r']!r}"
     try:
-        options = OmegaConf.to_container(cfg.trainer.sft)
-        # names and types only: precision flags are checked against the device when training starts
-        SFTConfig(**{**options, "output_dir": "unused", "report_to": [], "bf16": False, "fp16": False})
+        LoraConfig(**lora)
     except (TypeError, ValueError) as e:
-        raise ConfigError(f"trainer.sft: {e}") from None
+        yield f"trainer.lora: {e}"
+    for key in ("learning_rate", "num_train_epochs"):
+        if key in sft and isinstance(sft[key], Number) and sft[key] <= 0:
+            yield f"trainer.sft.{key}: must be > 0, got {sft[key]}"
+    try:  # names and types only: precision flags are checked against the device when training starts
+        SFTConfig(**{**sft, "output_dir": "unused", "report_to": [], "bf16": False, "fp16": False})
+    except (TypeError, ValueError) as e:
+        yield f"trainer.sft: {' '.join(str(e).split())}"
+
+
+CHECKS: tuple[Callable[[ExperimentConfig], Iterator[str]], ...] = (
+    run_settings, model_and_domain, sampling, generation, method_and_labels, merge, trainer)
