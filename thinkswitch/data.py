@@ -13,7 +13,7 @@ from typing import Optional
 from omegaconf import OmegaConf
 
 from thinkswitch.config import DomainConfig, ModelConfig, SourceConfig
-from thinkswitch.sources import DataError, load_hf, load_json, map_fields, read_records, sample
+from thinkswitch.sources import DataError, check_unique_ids, load_hf, map_fields, read_ids, read_located, sample
 
 log = logging.getLogger(__name__)
 
@@ -46,25 +46,24 @@ def read_source(src: SourceConfig, key: str) -> list[dict]:
     if bool(src.files) == bool(src.dataset):
         raise DataError(f"{key}: set exactly one of files or dataset")
     if src.files:
-        records = [r for f in src.files for r in read_records(Path(f).expanduser())]
+        records, places = [], []
+        for f in src.files:
+            found, where = read_located(Path(f).expanduser())
+            records += found
+            places += where
         name = f"{key} ({', '.join(src.files)})"
     else:
         records = load_hf(src.dataset, src.config, src.split, src.revision)
         name = f"{key} ({src.dataset})"
+        places = [f"row {i}" for i in range(len(records))]
     records = map_fields(records, OmegaConf.to_container(src.fields) if OmegaConf.is_config(src.fields)
                          else dict(src.fields), name)
-    for ids_file, keep in ((src.include_ids, True), (src.exclude_ids, False)):
-        if ids_file:
-            ids = _read_ids(ids_file)
+    check_unique_ids(records, places, name)
+    for ids_key, keep in (("include_ids", True), ("exclude_ids", False)):
+        if getattr(src, ids_key):
+            ids = read_ids(getattr(src, ids_key), f"{key}.{ids_key}")
             records = [r for r in records if (r["id"] in ids) == keep]
     return records
-
-
-def _read_ids(path: str) -> set[str]:
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise DataError(f"{p}: does not exist (an id list)")
-    return {str(i) for i in load_json(p)}  # keys of an object, or items of a list
 
 
 def render_prompt(template: str, record: dict, key: str) -> str:
