@@ -7,6 +7,7 @@ domain's `prompt_template`.
 from __future__ import annotations
 
 import logging
+import unicodedata
 from pathlib import Path
 from typing import Optional
 
@@ -32,11 +33,19 @@ def load_domain(cfg: DomainConfig, model_cfg: ModelConfig) -> tuple[list[dict], 
 
 
 def _testbed(cfg: DomainConfig, model_cfg: ModelConfig) -> tuple[list[dict], list[dict]]:
-    from thinkswitch.testbed import TestbedSpec, task_examples
+    from thinkswitch.testbed import MAX_TASK_PROMPTS, TestbedSpec, task_capacity, task_examples
 
     if model_cfg.testbed is None:
         raise DataError("domain=testbed needs the testbed model pair (model=testbed): its task is the testbed's")
     spec = TestbedSpec(**dict(model_cfg.testbed))
+    for key, n, split in (("train_prompts", cfg.train_prompts, "train"), ("eval_size", cfg.eval_size, "eval")):
+        cap = task_capacity(spec, split)  # checked before generating: the draw would never end, or fill memory
+        if n > cap:
+            why = (f"the testbed task gives at most {MAX_TASK_PROMPTS} prompts per split "
+                   "(thinkswitch.testbed.MAX_TASK_PROMPTS)" if cap == MAX_TASK_PROMPTS else
+                   f"the testbed's {split} split holds only {cap} distinct problems of "
+                   f"{spec.min_digits}-{spec.max_digits} digits")
+            raise DataError(f"domain.{key}={n}, but {why}")
     return (task_examples(cfg.train_prompts, cfg.seed, "train", spec),
             task_examples(cfg.eval_size, cfg.seed, "eval", spec))
 
@@ -91,10 +100,16 @@ def _split(cfg: DomainConfig, src: SourceConfig, split: str, n: int, size_key: s
     return examples
 
 
+def normalise(text: str) -> str:
+    """Text as the contamination guard compares it: Unicode NFKC, case-folded, whitespace collapsed."""
+    return " ".join(unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold()).split())
+
+
 def check_disjoint(train: list[dict], evaluation: list[dict], name: Optional[str] = None) -> None:
-    """Fail if a training prompt also appears in the evaluation set (contamination)."""
-    eval_prompts = {ex["prompt"].strip() for ex in evaluation}
-    leaked = [ex["id"] for ex in train if ex["prompt"].strip() in eval_prompts]
+    """Fail if a training prompt also appears in the evaluation set (contamination), compared as
+    `normalise`d text: prompts that differ only in case, whitespace or Unicode form are the same."""
+    eval_prompts = {normalise(ex["prompt"]) for ex in evaluation}
+    leaked = [ex["id"] for ex in train if normalise(ex["prompt"]) in eval_prompts]
     if leaked:
         raise DataError(f"domain {name}: {len(leaked)} training prompt(s) also in the evaluation set, "
                         f"e.g. ids {leaked[:5]}")
