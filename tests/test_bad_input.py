@@ -1,24 +1,49 @@
 """Bad model directories and run directories fail before any model loads, naming what is wrong."""
 
 import json
+import math
 import shutil
 
 import pytest
 from conftest import compose
 
-from thinkswitch.models import ModelPair, check_pair, is_local
+from thinkswitch.models import ModelPair, check_model_dir, check_pair, is_local
 from thinkswitch.paths import RunPaths
 from thinkswitch.rundir import check_disk, check_resume, check_writable
 from thinkswitch.validate import ConfigError
 
+TENSORS = {"embed.weight": [16, 8], "layer.0.weight": [8, 8]}
 
-def fake_checkpoint(path, **config):
+
+def write_safetensors(path, tensors=None):
+    """A valid safetensors file of zeros (F32): 8 bytes of header length, the JSON header, the data."""
+    header, offset = {"__metadata__": {"format": "pt"}}, 0
+    for name, shape in (tensors or TENSORS).items():
+        size = 4 * math.prod(shape)
+        header[name] = {"dtype": "F32", "shape": shape, "data_offsets": [offset, offset + size]}
+        offset += size
+    raw = json.dumps(header).encode()
+    path.write_bytes(len(raw).to_bytes(8, "little") + raw + bytes(offset))
+
+
+def fake_checkpoint(path, tensors=None, **config):
     path.mkdir(parents=True)
     (path / "config.json").write_text(json.dumps({"architectures": ["Qwen3ForCausalLM"], "hidden_size": 64,
-                                                  "num_hidden_layers": 2, **config}))
-    (path / "model.safetensors").write_bytes(b"0" * 1000)
+                                                  "num_hidden_layers": 2, "num_attention_heads": 4, **config}))
+    write_safetensors(path / "model.safetensors", tensors)
     (path / "tokenizer.json").write_text("{}")
     return str(path)
+
+
+def sharded_checkpoint(path):
+    """Two shards and their index, as the run writes checkpoints."""
+    ckpt = fake_checkpoint(path)
+    (path / "model.safetensors").unlink()
+    write_safetensors(path / "model-00001-of-00002.safetensors", {"embed.weight": [16, 8]})
+    write_safetensors(path / "model-00002-of-00002.safetensors", {"layer.0.weight": [8, 8]})
+    (path / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": {
+        "embed.weight": "model-00001-of-00002.safetensors", "layer.0.weight": "model-00002-of-00002.safetensors"}}))
+    return ckpt
 
 
 def test_a_complete_pair_passes(tmp_path):
@@ -43,6 +68,106 @@ def test_missing_dir_and_mismatched_pair(tmp_path):
         check_pair(ModelPair(str(tmp_path / "nope"), fake_checkpoint(tmp_path / "t")))
     with pytest.raises(ValueError, match=r"differ in architecture.*hidden_size: 64 vs 128"):
         check_pair(ModelPair(fake_checkpoint(tmp_path / "i"), fake_checkpoint(tmp_path / "t2", hidden_size=128)))
+
+
+def test_the_header_check_accepts_what_safetensors_writes(tmp_path):
+    np = pytest.importorskip("numpy")
+    from safetensors.numpy import save_file
+
+    tensors = {"a": np.zeros((3, 5), np.float16), "b": np.ones(7, np.int64), "c": np.zeros((2, 0, 4), np.float32)}
+    fake_checkpoint(tmp_path / "i")
+    save_file(tensors, str(tmp_path / "i" / "model.safetensors"), metadata={"format": "pt"})
+    assert check_model_dir(str(tmp_path / "i"), "model.instruct") == {"a": (3, 5), "b": (7,), "c": (2, 0, 4)}
+    assert check_model_dir(sharded_checkpoint(tmp_path / "s"), "model.thinking") == {
+        "embed.weight": (16, 8), "layer.0.weight": (8, 8)}
+
+
+def _truncate(path, keep):
+    path.write_bytes(path.read_bytes()[:keep])
+
+
+def _rewrite_header(path, edit):
+    data = path.read_bytes()
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + n])
+    edit(header)
+    raw = json.dumps(header).encode()
+    path.write_bytes(len(raw).to_bytes(8, "little") + raw + data[8 + n:])
+
+
+@pytest.mark.parametrize("corrupt, match", [
+    (lambda f: _truncate(f, len(f.read_bytes()) - 10),
+     r"truncated: its header describes 768 bytes of tensors, the file holds 758$"),
+    (lambda f: f.write_bytes(f.read_bytes() + b"junk"),
+     r"corrupt: its header describes 768 bytes of tensors, the file holds 772$"),
+    (lambda f: _truncate(f, 5), r"not a safetensors file, or truncated \(5 bytes"),
+    (lambda f: _truncate(f, 40), r"not a safetensors file, or truncated \(40 bytes; its header"),
+    (lambda f: f.write_bytes(b"0" * 1000), r"not a safetensors file, or truncated"),
+    (lambda f: f.write_bytes((4).to_bytes(8, "little") + b"{no}"), r"corrupt safetensors header \(not valid JSON\)"),
+    (lambda f: _rewrite_header(f, lambda h: h["layer.0.weight"].update(shape=[8, 9])),
+     r"corrupt safetensors header: tensor 'layer\.0\.weight' \(F32 \[8, 9\]\) spans 256 bytes, its shape needs 288"),
+    (lambda f: _rewrite_header(f, lambda h: h["embed.weight"].pop("data_offsets")),
+     r"corrupt safetensors header at tensor 'embed\.weight'"),
+])
+def test_corrupt_safetensors_names_the_file(tmp_path, corrupt, match):
+    instruct = fake_checkpoint(tmp_path / "i")
+    corrupt(tmp_path / "i" / "model.safetensors")
+    with pytest.raises(ConfigError, match=r"^model\.instruct: \S+/i/model\.safetensors: " + match):
+        check_pair(ModelPair(instruct, fake_checkpoint(tmp_path / "t")))
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda d: (d / "model-00002-of-00002.safetensors").unlink(),
+     r"model\.safetensors\.index\.json maps 'layer\.0\.weight' to model-00002-of-00002\.safetensors, which is "
+     r"missing from"),
+    (lambda d: write_safetensors(d / "model-00002-of-00002.safetensors", {"other": [2]}),
+     r"model\.safetensors\.index\.json maps 'layer\.0\.weight' to model-00002-of-00002\.safetensors, which has "
+     r"no such tensor"),
+    (lambda d: (d / "model.safetensors.index.json").write_text('{"weight_map": '),
+     r"model\.safetensors\.index\.json: not valid JSON"),
+    (lambda d: (d / "model.safetensors.index.json").write_text('{"metadata": {}}'),
+     r"model\.safetensors\.index\.json: no `weight_map` object"),
+    (lambda d: _truncate(d / "model-00001-of-00002.safetensors", -4),
+     r"model-00001-of-00002\.safetensors: truncated: its header describes 512 bytes of tensors, the file holds 508"),
+])
+def test_sharded_checkpoint_with_a_bad_index_or_shard(tmp_path, edit, match):
+    thinking = sharded_checkpoint(tmp_path / "t")
+    edit(tmp_path / "t")
+    with pytest.raises(ConfigError, match=r"^model\.thinking: \S+/t/" + match):
+        check_pair(ModelPair(fake_checkpoint(tmp_path / "i"), thinking))
+
+
+@pytest.mark.parametrize("key, a, b", [
+    ("head_dim", 16, 32),
+    ("num_key_value_heads", 2, 4),
+    ("tie_word_embeddings", True, False),
+    ("vocab_size", 100, 101),
+])
+def test_a_pair_differing_in_a_shape_key_names_it(tmp_path, key, a, b):
+    pair = ModelPair(fake_checkpoint(tmp_path / "i", **{key: a}), fake_checkpoint(tmp_path / "t", **{key: b}))
+    with pytest.raises(ConfigError, match=rf"differ in architecture .*: {key}: {a} vs {b}$"):
+        check_pair(pair)
+
+
+def test_head_dim_left_out_is_hidden_size_over_heads(tmp_path):
+    check_pair(ModelPair(fake_checkpoint(tmp_path / "i", head_dim=16), fake_checkpoint(tmp_path / "t")))
+    with pytest.raises(ConfigError, match=r"head_dim: 32 vs 16"):
+        check_pair(ModelPair(fake_checkpoint(tmp_path / "i2", head_dim=32), fake_checkpoint(tmp_path / "t2")))
+
+
+def test_a_pair_with_different_tensors_names_them(tmp_path):
+    other = {"embed.weight": [16, 8], "layer.0.weight": [8, 4], "extra": [3]}
+    pair = ModelPair(fake_checkpoint(tmp_path / "i"), fake_checkpoint(tmp_path / "t", tensors=other))
+    with pytest.raises(ConfigError, match=r"hold different tensors .*: extra: absent vs \[3\]; "
+                                          r"layer\.0\.weight: \[8, 8\] vs \[8, 4\]$"):
+        check_pair(pair)
+
+
+def test_a_corrupt_config_json_names_the_file(tmp_path):
+    instruct = fake_checkpoint(tmp_path / "i")
+    (tmp_path / "i" / "config.json").write_text('{"hidden_size": ')
+    with pytest.raises(ConfigError, match=r"^model\.instruct: \S+/i/config\.json: not valid JSON"):
+        check_pair(ModelPair(instruct, fake_checkpoint(tmp_path / "t")))
 
 
 def test_unwritable_run_dir(tmp_path):

@@ -7,9 +7,10 @@ import sys
 import pytest
 from conftest import ROOT, SHARED_DATA, compose
 
-from thinkswitch.data import check_disjoint, load_domain
+from thinkswitch.data import check_disjoint, load_domain, normalise
 from thinkswitch.io import read_json, read_jsonl
 from thinkswitch.sources import DataError
+from thinkswitch.testbed import MAX_TASK_PROMPTS, TestbedSpec, task_capacity, task_examples
 
 
 def domain(name, *overrides):
@@ -56,6 +57,71 @@ def test_contamination_guard():
     with pytest.raises(DataError, match=r"training prompt\(s\) also in the evaluation set"):
         domain("aime_local", f"domain.train.files=[{SHARED_DATA}/aime/aime26.jsonl]")
     check_disjoint([{"id": "a", "prompt": "x"}], [{"id": "b", "prompt": "y"}])
+
+
+@pytest.mark.parametrize("train, evaluation", [
+    ("Find  x\nsuch that x > 2.", "  find x such\tthat x > 2.\n"),  # whitespace and case
+    ("WHAT IS 12?", "what is 12?"),
+    ("what is １２?", "what is 12?"),  # full-width digits (NFKC)
+    ("the ﬁrst prime", "the first prime"),  # a ligature (NFKC)
+    ("straße", "STRASSE"),  # case folding, not just lower()
+    ("a\u00a0b", "a b"),  # a no-break space
+    ("e\u0301", "\u00e9"),  # decomposed vs composed accent
+])
+def test_contamination_guard_compares_normalised_text(train, evaluation):
+    assert normalise(train) == normalise(evaluation)
+    with pytest.raises(DataError, match=r"domain d: 1 training prompt\(s\) also in the evaluation set, e\.g\. ids "
+                                        r"\['t'\]"):
+        check_disjoint([{"id": "t", "prompt": train}, {"id": "u", "prompt": "other"}],
+                       [{"id": "e", "prompt": evaluation}], "d")
+
+
+def test_normalised_text_still_tells_different_prompts_apart():
+    check_disjoint([{"id": "t", "prompt": "what is 12?"}, {"id": "u", "prompt": "what is 1 2?"}],
+                   [{"id": "e", "prompt": "what is 21?"}, {"id": "f", "prompt": "what is12?"}])
+    assert normalise("what is 1 2?") != normalise("what is 12?")
+
+
+# --- prompt counts beyond what the testbed task holds --------------------------------------------------------
+
+@pytest.mark.parametrize("override, match", [
+    ("domain.train_prompts=100000000",
+     r"^domain\.train_prompts=100000000, but the testbed task gives at most 100000 prompts per split "
+     r"\(thinkswitch\.testbed\.MAX_TASK_PROMPTS\)$"),
+    ("domain.eval_size=100001", r"^domain\.eval_size=100001, but the testbed task gives at most 100000"),
+])
+def test_testbed_prompt_counts_are_bounded_before_generating(override, match):
+    with pytest.raises(DataError, match=match):
+        domain("testbed", override)
+
+
+def test_testbed_split_too_small_for_the_count():
+    digits = ["model.testbed.min_digits=2", "model.testbed.max_digits=2"]
+    with pytest.raises(DataError, match=r"^domain\.eval_size=10, but the testbed's eval split holds only 9 distinct "
+                                        r"problems of 2-2 digits$"):
+        domain("testbed", *digits, "domain.train_prompts=5", "domain.eval_size=10")
+    train, evaluation = domain("testbed", *digits, "domain.train_prompts=91", "domain.eval_size=9")
+    assert len({ex["prompt"] for ex in train}) == 91 and len({ex["prompt"] for ex in evaluation}) == 9
+
+
+def test_testbed_capacity_counts_each_split():
+    small = TestbedSpec(min_digits=2, max_digits=3)
+    assert task_capacity(small, "eval") == 9 + 137 and task_capacity(small, "train") == 91 + 863
+    assert task_capacity(TestbedSpec(), "eval") == MAX_TASK_PROMPTS  # 6-10 digits: past the cap
+    assert len(task_examples(146, 0, "eval", small)) == 146
+    with pytest.raises(ValueError, match=r"asked for 147 eval problems; the testbed task gives at most 146"):
+        task_examples(147, 0, "eval", small)
+
+
+@pytest.mark.parametrize("text, match", [
+    ("[1, {}]", r"^domain\.eval\.include_ids: \S+ids\.json: item 1 is an object, not an id"),
+    ("7", r"^domain\.eval\.include_ids: \S+ids\.json: expected a list of ids or an object keyed by id, got a number"),
+    ("[1,", r"^domain\.eval\.include_ids: \S+ids\.json:1: not valid JSON"),
+])
+def test_malformed_id_list_names_the_key_and_file(tmp_path, text, match):
+    (tmp_path / "ids.json").write_text(text, encoding="utf-8")
+    with pytest.raises(DataError, match=match):
+        domain("pubmedqa_local", f"domain.eval.include_ids={tmp_path}/ids.json")
 
 
 @pytest.mark.slow

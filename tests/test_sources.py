@@ -1,12 +1,17 @@
 """Reading records: the real evaluation data in ../shared/data, and small files written to tmp_path."""
 
+import csv
 import json
 import sys
+import tracemalloc
 
 import pytest
 from conftest import SHARED_DATA
 
-from thinkswitch.sources import DataError, load_hf, map_fields, read_records, sample
+from thinkswitch import sources
+from thinkswitch.config import SourceConfig
+from thinkswitch.data import read_source
+from thinkswitch.sources import DataError, load_hf, map_fields, read_ids, read_records, sample
 
 AIME26 = SHARED_DATA / "aime" / "aime26.jsonl"
 PQAL = SHARED_DATA / "pubmedqa" / "ori_pqal.json"
@@ -103,11 +108,23 @@ def test_unknown_extension_lists_the_supported(tmp_path):
         read_records(path)
 
 
-def test_not_utf8(tmp_path):
-    path = tmp_path / "data.jsonl"
-    path.write_bytes(b'{"a": "\xff"}\n')
-    with pytest.raises(DataError, match=r"data\.jsonl: not UTF-8"):
+@pytest.mark.parametrize("name, data, message", [
+    ("data.jsonl", b'{"a": 1}\n{"a": "\xff"}\n', r"data\.jsonl:2: not UTF-8 text \(invalid start byte at byte 7"),
+    ("data.csv", b'a\n1\n\xff\n', r"data\.csv:3: not UTF-8"),
+    ("data.json", b'[{"a": "\xff"}]', r"data\.json: not UTF-8"),
+])
+def test_not_utf8(tmp_path, name, data, message):
+    path = tmp_path / name
+    path.write_bytes(data)
+    with pytest.raises(DataError, match=message):
         read_records(path)
+
+
+def test_a_utf8_byte_order_mark_is_skipped(tmp_path):
+    (tmp_path / "data.jsonl").write_bytes(b'\xef\xbb\xbf{"a": 1}\n')
+    (tmp_path / "data.csv").write_bytes(b"\xef\xbb\xbfa,b\r\n1,2\r\n")
+    assert read_records(tmp_path / "data.jsonl") == [{"a": 1}]
+    assert read_records(tmp_path / "data.csv") == [{"a": "1", "b": "2"}]
 
 
 def test_csv_round_trip(tmp_path):
@@ -117,11 +134,136 @@ def test_csv_round_trip(tmp_path):
                                   {"id": "2", "prompt": "two\nlines", "answer": "4"}]
 
 
-def test_csv_row_longer_than_header(tmp_path):
+@pytest.mark.parametrize("text, message", [
+    ("a,b\n1,2\n1,2,3\n", r"data\.csv:3: 3 fields, but the header has 2 \(a, b\)$"),
+    ("a,b,c\n1,2,3\n\n1,2\n", r"data\.csv:4: 2 fields, but the header has 3 \(a, b, c\)$"),
+    ('a,b\n1,"two\nlines"\n5\n', r"data\.csv:4: 1 field, but the header has 2"),
+    ("id,prompt,id\n1,x,2\n", r"data\.csv:1: column 'id' appears twice in the header"),
+])
+def test_csv_rows_must_match_the_header(tmp_path, text, message):
     path = tmp_path / "data.csv"
-    path.write_text("a,b\n1,2\n1,2,3\n", encoding="utf-8")
-    with pytest.raises(DataError, match=r"data\.csv:3: more fields than the header's 2"):
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(DataError, match=message):
         read_records(path)
+
+
+# --- size limits -------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["data.jsonl", "data.csv"])
+def test_a_50mb_line_is_refused_without_being_read_whole(tmp_path, name):
+    path = tmp_path / name
+    with path.open("wb") as f:
+        f.write(b'prompt\n"short"\n' if name == "data.csv" else b'{"prompt": "short"}\n')
+        f.write(b'{"prompt": "' + b"x" * (50 << 20) + b'"}\n')
+    lineno = 3 if name == "data.csv" else 2
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError, match=rf"{name}:{lineno}: line larger than 1,048,576 bytes \(thinkswitch"):
+            read_records(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20, f"read {peak:,} bytes into memory for a refused line"
+
+
+def test_the_record_limit_is_a_module_setting(tmp_path, monkeypatch):
+    path = tmp_path / "data.jsonl"
+    path.write_text('{"p": "' + "x" * 200 + '"}\n', encoding="utf-8")
+    assert read_records(path) == [{"p": "x" * 200}]
+    monkeypatch.setattr(sources, "MAX_RECORD_BYTES", 100)
+    with pytest.raises(DataError, match=r"data\.jsonl:1: line larger than 100 bytes"):
+        read_records(path)
+
+
+@pytest.mark.parametrize("name, text, message", [
+    ("data.csv", 'a,b\n1,"' + "y\n" * 80 + '"\n', r"data\.csv:\d+: record larger than 100 bytes"),
+    ("data.json", '[{"p": "ok"}, {"p": {"deep": ["' + "z" * 150 + '"]}}]', r"data\.json: record 1: record larger"),
+    ("data.json", '{"k1": {"p": "ok"}, "k2": {"p": "' + "z" * 150 + '"}}', r"data\.json: record 'k2': record larger"),
+])
+def test_records_over_the_limit_are_refused_in_every_format(tmp_path, monkeypatch, name, text, message):
+    monkeypatch.setattr(sources, "MAX_RECORD_BYTES", 100)
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(DataError, match=message):
+        read_records(path)
+
+
+def test_parquet_record_over_the_limit(tmp_path, monkeypatch):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.Table.from_pylist([{"p": "ok"}, {"p": "z" * 150}]), tmp_path / "data.parquet")
+    monkeypatch.setattr(sources, "MAX_RECORD_BYTES", 100)
+    with pytest.raises(DataError, match=r"data\.parquet: row 1: record larger than 100 bytes"):
+        read_records(tmp_path / "data.parquet")
+
+
+def test_a_csv_field_over_the_csv_modules_default_limit_is_read(tmp_path):
+    path = tmp_path / "data.csv"
+    big = "w" * 200_000  # the csv module refuses fields over 131,072 characters unless told otherwise
+    path.write_text(f"a,b\n1,{big}\n", encoding="utf-8")
+    before = csv.field_size_limit()
+    assert read_records(path) == [{"a": "1", "b": big}]
+    assert csv.field_size_limit() == before  # the process-wide setting is put back
+
+
+def test_a_json_file_too_large_to_parse_is_refused_before_reading(tmp_path, monkeypatch):
+    monkeypatch.setattr(sources, "MAX_JSON_BYTES", 1000)
+    path = tmp_path / "big.json"
+    path.write_text(json.dumps([{"p": "x" * 10} for _ in range(100)]), encoding="utf-8")
+    with pytest.raises(DataError, match=r"big\.json: 2,100 bytes, larger than a JSON file may be \(1,000, "
+                                        r"thinkswitch\.sources\.MAX_JSON_BYTES: it is parsed whole\); use JSONL"):
+        read_records(path)
+
+
+# --- duplicate ids and id lists ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("files, fields, message", [
+    ({"a.jsonl": '{"id": 7, "q": "x"}\n\n{"id": 8, "q": "y"}\n{"id": "7", "q": "z"}\n'}, {"prompt": "q"},
+     r"id '7' appears twice, at \S*a\.jsonl:1 and at \S*a\.jsonl:4; ids must be unique"),
+    ({"a.csv": "num,q\n1,x\n2,y\n1,z\n2,w\n"}, {"id": "num", "prompt": "q"},
+     r"id '1' appears twice, at \S*a\.csv:2 and at \S*a\.csv:4 \(and 1 more duplicate\)"),
+    ({"a.jsonl": '{"id": "p1", "q": "x"}\n', "b.json": '{"p1": {"q": "y"}}'}, {"prompt": "q"},
+     r"id 'p1' appears twice, at \S*a\.jsonl:1 and at \S*b\.json: record 'p1'"),
+])
+def test_duplicate_ids_name_the_id_and_both_places(tmp_path, files, fields, message):
+    for name, text in files.items():
+        (tmp_path / name).write_text(text, encoding="utf-8")
+    src = SourceConfig(files=[str(tmp_path / name) for name in files], fields=fields)
+    with pytest.raises(DataError, match=r"^domain\.train \(.*\): " + message):
+        read_source(src, "domain.train")
+
+
+def test_records_without_ids_are_numbered_uniquely_across_files(tmp_path):
+    for name in ("a.jsonl", "b.jsonl"):
+        (tmp_path / name).write_text('{"q": "x"}\n{"q": "y"}\n', encoding="utf-8")
+    rows = read_source(SourceConfig(files=[str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl")],
+                                    fields={"prompt": "q"}), "domain.train")
+    assert [r["id"] for r in rows] == ["0", "1", "2", "3"]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("42", r"ids\.json: expected a list of ids or an object keyed by id, got a number"),
+    ('"12345"', r"ids\.json: expected a list of ids or an object keyed by id, got a string"),
+    ('["1", {"id": "2"}]', r"ids\.json: item 1 is an object, not an id \(a string or an integer\)"),
+    ("[1, null]", r"ids\.json: item 1 is null, not an id"),
+    ("[1, true]", r"ids\.json: item 1 is a boolean, not an id"),
+    ('["1",\n"2"', r"ids\.json:2: not valid JSON"),
+    (None, r"ids\.json does not exist \(an id list\)"),
+])
+def test_malformed_id_lists(tmp_path, text, message):
+    path = tmp_path / "ids.json"
+    if text is not None:
+        path.write_text(text, encoding="utf-8")
+    with pytest.raises(DataError, match=r"^domain\.eval\.include_ids: \S*" + message):
+        read_ids(path, "domain.eval.include_ids")
+
+
+def test_id_lists_as_lists_or_objects(tmp_path):
+    (tmp_path / "list.json").write_text('[1, "2"]', encoding="utf-8")
+    (tmp_path / "keyed.json").write_text('{"3": "yes", "4": "no"}', encoding="utf-8")
+    assert read_ids(tmp_path / "list.json", "k") == {"1", "2"}
+    assert read_ids(tmp_path / "keyed.json", "k") == {"3", "4"}
 
 
 def test_parquet_round_trip(tmp_path):

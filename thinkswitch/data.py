@@ -7,12 +7,13 @@ domain's `prompt_template`.
 from __future__ import annotations
 
 import logging
+import unicodedata
 from pathlib import Path
 from typing import Optional
 
 from thinkswitch.config import DomainConfig, ModelConfig, SourceConfig
 from thinkswitch.errors import DataError
-from thinkswitch.sources import load_hf, load_json, map_fields, read_records, sample
+from thinkswitch.sources import check_unique_ids, load_hf, map_fields, read_ids, read_located, sample
 
 log = logging.getLogger(__name__)
 
@@ -31,11 +32,19 @@ def load_domain(cfg: DomainConfig, model_cfg: ModelConfig) -> tuple[list[dict], 
 
 
 def _testbed(cfg: DomainConfig, model_cfg: ModelConfig) -> tuple[list[dict], list[dict]]:
-    from thinkswitch.testbed import task_examples
+    from thinkswitch.testbed import MAX_TASK_PROMPTS, task_capacity, task_examples
 
     if model_cfg.testbed is None:
         raise DataError("domain=testbed needs the testbed model pair (model=testbed): its task is the testbed's")
     spec = model_cfg.testbed
+    for key, n, split in (("train_prompts", cfg.train_prompts, "train"), ("eval_size", cfg.eval_size, "eval")):
+        cap = task_capacity(spec, split)  # checked before generating: the draw would never end, or fill memory
+        if n > cap:
+            why = (f"the testbed task gives at most {MAX_TASK_PROMPTS} prompts per split "
+                   "(thinkswitch.testbed.MAX_TASK_PROMPTS)" if cap == MAX_TASK_PROMPTS else
+                   f"the testbed's {split} split holds only {cap} distinct problems of "
+                   f"{spec.min_digits}-{spec.max_digits} digits")
+            raise DataError(f"domain.{key}={n}, but {why}")
     return (task_examples(cfg.train_prompts, cfg.seed, "train", spec),
             task_examples(cfg.eval_size, cfg.seed, "eval", spec))
 
@@ -45,24 +54,23 @@ def read_source(src: SourceConfig, key: str) -> list[dict]:
     if bool(src.files) == bool(src.dataset):
         raise DataError(f"{key}: set exactly one of files or dataset")
     if src.files:
-        records = [r for f in src.files for r in read_records(Path(f).expanduser())]
+        records, places = [], []
+        for f in src.files:
+            found, where = read_located(Path(f).expanduser())
+            records += found
+            places += where
         name = f"{key} ({', '.join(src.files)})"
     else:
         records = load_hf(src.dataset, src.config, src.split, src.revision)
         name = f"{key} ({src.dataset})"
+        places = [f"row {i}" for i in range(len(records))]
     records = map_fields(records, dict(src.fields), name)
-    for ids_file, keep in ((src.include_ids, True), (src.exclude_ids, False)):
-        if ids_file:
-            ids = _read_ids(ids_file)
+    check_unique_ids(records, places, name)
+    for ids_key, keep in (("include_ids", True), ("exclude_ids", False)):
+        if getattr(src, ids_key):
+            ids = read_ids(getattr(src, ids_key), f"{key}.{ids_key}")
             records = [r for r in records if (r["id"] in ids) == keep]
     return records
-
-
-def _read_ids(path: str) -> set[str]:
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise DataError(f"{p}: does not exist (an id list)")
-    return {str(i) for i in load_json(p)}  # keys of an object, or items of a list
 
 
 def render_prompt(template: str, record: dict, key: str) -> str:
@@ -90,10 +98,16 @@ def _split(cfg: DomainConfig, src: SourceConfig, split: str, n: int, size_key: s
     return examples
 
 
+def normalise(text: str) -> str:
+    """Text as the contamination guard compares it: Unicode NFKC, case-folded, whitespace collapsed."""
+    return " ".join(unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold()).split())
+
+
 def check_disjoint(train: list[dict], evaluation: list[dict], name: Optional[str] = None) -> None:
-    """Fail if a training prompt also appears in the evaluation set (contamination)."""
-    eval_prompts = {ex["prompt"].strip() for ex in evaluation}
-    leaked = [ex["id"] for ex in train if ex["prompt"].strip() in eval_prompts]
+    """Fail if a training prompt also appears in the evaluation set (contamination), compared as
+    `normalise`d text: prompts that differ only in case, whitespace or Unicode form are the same."""
+    eval_prompts = {normalise(ex["prompt"]) for ex in evaluation}
+    leaked = [ex["id"] for ex in train if normalise(ex["prompt"]) in eval_prompts]
     if leaked:
         raise DataError(f"domain {name}: {len(leaked)} training prompt(s) also in the evaluation set, "
                         f"e.g. ids {leaked[:5]}")

@@ -3,16 +3,22 @@
 Readers return plain lists of dicts; `map_fields` renames a source's fields to ours (`id`, `prompt`,
 `answer`, ...) and `sample` draws a seeded subset. Every problem with the data is a `DataError` whose
 message names the file or dataset, and the line or record, at fault.
+
+Size limits keep a bad file from exhausting memory: no record may be larger than `MAX_RECORD_BYTES`
+(JSONL and CSV are read in bounded chunks, so an over-long line is refused without being read
+whole), and a `.json` file, which must be parsed whole, no larger than `MAX_JSON_BYTES`.
 """
 
 from __future__ import annotations
 
+import codecs
+import contextlib
 import csv
 import json
 import logging
 import random
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from thinkswitch.errors import DataError
 
@@ -21,9 +27,23 @@ log = logging.getLogger(__name__)
 READERS = (".jsonl", ".json", ".csv", ".parquet")
 _HF_SAVED_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")
 
+# The largest record accepted: 1 MiB, as the bytes of a JSONL/CSV line (or the text a record holds,
+# in other formats). About 250k tokens: longer than any prompt a model here can take, so a larger
+# record is a broken file (a dump on one line), and refusing it beats running out of memory later.
+MAX_RECORD_BYTES = 1 << 20
+# The largest `.json` file accepted: 1 GiB. A JSON file is parsed whole, and Python holds it as
+# text plus objects, about 3-4x its size at the peak; 1 GiB is far beyond any evaluation or
+# prompt set (PubMedQA's labelled set is 2.5 MB). Larger data belongs in JSONL or Parquet.
+MAX_JSON_BYTES = 1 << 30
+
 
 def read_records(path: str | Path) -> list[dict]:
     """All records of a local data file, read by its extension (one of `READERS`)."""
+    return read_located(path)[0]
+
+
+def read_located(path: str | Path) -> tuple[list[dict], list[str]]:
+    """(records, where each one is): `file:line` for JSONL and CSV, `file: record k` otherwise."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: does not exist" if not path.exists() else f"{path}: is not a file")
@@ -32,44 +52,77 @@ def read_records(path: str | Path) -> list[dict]:
     if reader is None:
         raise DataError(f"{path}: unknown extension {suffix or '(none)'!r}; supported: {', '.join(READERS)}")
     try:
-        records = reader(path)
+        records, places = reader(path)
     except UnicodeDecodeError as e:
         raise DataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    if reader in (_read_json, _read_parquet):  # JSONL and CSV lines were bounded as they were read
+        check_record_sizes(records, places)
     log.debug("read %d records from %s", len(records), path)
-    return records
+    return records, places
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    records = []
-    with path.open(encoding="utf-8-sig") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
+def _too_large(where: str, what: str = "record") -> DataError:
+    return DataError(f"{where}: {what} larger than {MAX_RECORD_BYTES:,} bytes (thinkswitch.sources.MAX_RECORD_BYTES); "
+                     "no prompt is that long: is the file broken (everything on one line)?")
+
+
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, text) of each line of a UTF-8 file, line endings kept.
+
+    A line is read with at most `MAX_RECORD_BYTES` + 1 bytes at a time, so an over-long one is
+    refused without being read whole.
+    """
+    limit = MAX_RECORD_BYTES
+    with path.open("rb") as f:
+        lineno = 0
+        while raw := f.readline(limit + 1):
+            lineno += 1
+            if len(raw) > limit and not raw.endswith(b"\n"):
+                raise _too_large(f"{path}:{lineno}", "line")
+            if lineno == 1 and raw.startswith(codecs.BOM_UTF8):
+                raw = raw[len(codecs.BOM_UTF8):]
             try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
-            if not isinstance(obj, dict):
-                raise DataError(f"{path}:{lineno}: expected a JSON object, got {_json_type(obj)}")
-            records.append(obj)
-    return records
+                yield lineno, raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(f"{path}:{lineno}: not UTF-8 text ({e.reason} at byte {e.start} of the line)") from None
+
+
+def _read_jsonl(path: Path) -> tuple[list[dict], list[str]]:
+    records, places = [], []
+    for lineno, line in _lines(path):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+        if not isinstance(obj, dict):
+            raise DataError(f"{path}:{lineno}: expected a JSON object, got {_json_type(obj)}")
+        records.append(obj)
+        places.append(f"{path}:{lineno}")
+    return records, places
 
 
 def load_json(path: Path) -> Any:
-    """A JSON file's content; a DataError naming the file and line when it is not valid JSON."""
+    """A JSON file's content; a DataError naming the file and line when it is not valid JSON, or
+    when it is larger than `MAX_JSON_BYTES`."""
+    size = path.stat().st_size
+    if size > MAX_JSON_BYTES:
+        raise DataError(f"{path}: {size:,} bytes, larger than a JSON file may be ({MAX_JSON_BYTES:,}, "
+                        "thinkswitch.sources.MAX_JSON_BYTES: it is parsed whole); use JSONL or Parquet")
     try:
         return json.loads(path.read_text(encoding="utf-8-sig"))
     except json.JSONDecodeError as e:
         raise DataError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
 
 
-def _read_json(path: Path) -> list[dict]:
+def _read_json(path: Path) -> tuple[list[dict], list[str]]:
     data = load_json(path)
     if isinstance(data, list):
         for i, obj in enumerate(data):
             if not isinstance(obj, dict):
                 raise DataError(f"{path}: record {i} is not an object (got {_json_type(obj)})")
-        return data
+        return data, [f"{path}: record {i}" for i in range(len(data))]
     if isinstance(data, dict):  # keyed by id
         records = []
         for key, obj in data.items():
@@ -77,25 +130,65 @@ def _read_json(path: Path) -> list[dict]:
                 raise DataError(f"{path}: record {key!r} is not an object (got {_json_type(obj)}); expected a list "
                                 "of objects or an object whose values are objects keyed by id")
             records.append(obj if "id" in obj else {"id": key, **obj})
-        return records
+        return records, [f"{path}: record {key!r}" for key in data]
     raise DataError(f"{path}: expected a list of objects or an object keyed by id, got {_json_type(data)}")
 
 
-def _read_csv(path: Path) -> list[dict]:
-    with path.open(encoding="utf-8-sig", newline="") as f:
-        reader = csv.DictReader(f)
-        records = []
+def _read_csv(path: Path) -> tuple[list[dict], list[str]]:
+    """Rows as dicts keyed by the header (the first non-blank row); blank lines are skipped. A row
+    must have exactly the header's number of fields, and no record may exceed `MAX_RECORD_BYTES`."""
+    pending = 0  # characters of the record being read (a quoted field may span lines)
+
+    def lines() -> Iterator[str]:
+        nonlocal pending
+        for lineno, text in _lines(path):
+            pending += len(text)
+            if pending > MAX_RECORD_BYTES:
+                raise _too_large(f"{path}:{lineno}")
+            yield text
+
+    reader = csv.reader(lines())
+    header: list[str] | None = None
+    records, places = [], []
+    with _csv_field_limit(MAX_RECORD_BYTES):
         try:
             for row in reader:
-                if None in row:  # more cells than the header has columns
-                    raise DataError(f"{path}:{reader.line_num}: more fields than the header's {len(reader.fieldnames)}")
-                records.append(row)
+                pending = 0
+                if not row:
+                    continue
+                if header is None:
+                    dup = next((c for i, c in enumerate(row) if c in row[:i]), None)
+                    if dup is not None:
+                        raise DataError(f"{path}:{reader.line_num}: column {dup!r} appears twice in the header")
+                    header = row
+                    continue
+                if len(row) != len(header):
+                    raise DataError(f"{path}:{reader.line_num}: {len(row)} field{'s' * (len(row) != 1)}, but the "
+                                    f"header has {len(header)} ({', '.join(header)})")
+                records.append(dict(zip(header, row)))
+                places.append(f"{path}:{reader.line_num}")
         except csv.Error as e:
             raise DataError(f"{path}:{reader.line_num}: not valid CSV ({e})") from None
-    return records
+    return records, places
 
 
-def _read_parquet(path: Path) -> list[dict]:
+@contextlib.contextmanager
+def _csv_field_limit(limit: int) -> Iterator[None]:
+    """The csv module's field size limit (128 KiB by default, process-wide) raised for one read."""
+    old = csv.field_size_limit()
+    csv.field_size_limit(max(old, limit))
+    try:
+        yield
+    finally:
+        csv.field_size_limit(old)
+
+
+def _read_parquet(path: Path) -> tuple[list[dict], list[str]]:
+    records = _parquet_rows(path)
+    return records, [f"{path}: row {i}" for i in range(len(records))]
+
+
+def _parquet_rows(path: Path) -> list[dict]:
     try:
         import pyarrow.parquet as pq
     except ImportError:
@@ -117,6 +210,64 @@ def _read_parquet(path: Path) -> list[dict]:
         raise DataError(f"{path}: reading Parquet needs pyarrow (pip install pyarrow): {e}") from None
     except Exception as e:  # a corrupt or non-Parquet file
         raise DataError(f"{path}: not a readable Parquet file ({type(e).__name__}: {e})") from e
+
+
+def check_record_sizes(records: list[dict], places: list[str]) -> None:
+    """A DataError naming the first record larger than `MAX_RECORD_BYTES` (the text it holds)."""
+    for record, place in zip(records, places):
+        if _text_size(record, MAX_RECORD_BYTES) > MAX_RECORD_BYTES:
+            raise _too_large(place)
+
+
+def _text_size(value: Any, limit: int) -> int:
+    """About how many characters `value` holds as text (stops counting past `limit`)."""
+    if isinstance(value, (str, bytes, bytearray)):
+        return len(value)
+    items = value.items() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else None
+    if items is None:
+        return 8
+    total = 0
+    for item in items:
+        total += _text_size(item, limit)
+        if total > limit:
+            break
+    return total
+
+
+def read_ids(path: str | Path, key: str) -> set[str]:
+    """The ids in an id-list file (`key` names the setting): a JSON list of ids (strings or
+    integers), or an object whose keys are the ids."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise DataError(f"{key}: {p} {'is not a file' if p.exists() else 'does not exist'} (an id list)")
+    try:
+        data = load_json(p)
+    except DataError as e:
+        raise DataError(f"{key}: {e}") from None
+    if isinstance(data, dict):
+        return set(data)
+    if not isinstance(data, list):
+        raise DataError(f"{key}: {p}: expected a list of ids or an object keyed by id, got {_json_type(data)}")
+    for i, item in enumerate(data):
+        if isinstance(item, bool) or not isinstance(item, (str, int)):
+            raise DataError(f"{key}: {p}: item {i} is {_json_type(item)}, not an id (a string or an integer)")
+    return {str(i) for i in data}
+
+
+def check_unique_ids(rows: list[dict], places: list[str], source: str) -> None:
+    """A DataError naming a duplicate id and where both records are (duplicates would be pooled)."""
+    first: dict[str, str] = {}
+    dups = []
+    for row, place in zip(rows, places):
+        if row["id"] in first:
+            dups.append((row["id"], first[row["id"]], place))
+        else:
+            first[row["id"]] = place
+    if dups:
+        rid, a, b = dups[0]
+        more = f" (and {len(dups) - 1} more duplicate{'s' * (len(dups) > 2)})" if len(dups) > 1 else ""
+        raise DataError(f"{source}: id {rid!r} appears twice, at {a} and at {b}{more}; ids must be unique "
+                        "(map `id` to a unique field in the fields mapping, or remove the duplicates)")
 
 
 def _json_type(obj: Any) -> str:
@@ -149,6 +300,7 @@ def load_hf(dataset: str, config: str | None, split: str, revision: str | None =
         raise
     except Exception as e:
         raise DataError(f"{where}: could not load ({type(e).__name__}: {e})") from e
+    check_record_sizes(records, [f"{where}: row {i}" for i in range(len(records))])
     log.debug("loaded %d records from %s", len(records), where)
     return records
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import hashlib
 import importlib.resources
 import json
@@ -45,6 +46,9 @@ MANIFEST = "manifest.json"
 VARIANTS = ("instruct", "thinking")
 EVAL_N = 200
 EVAL_SEED = 1234
+# The most prompts `task_examples` gives per split: 100x the default domain's 1024 training prompts,
+# drawn in ~2 s (train) / ~8 s (eval, 1 problem in 8) and ~40 MB; more is a typo, not an experiment.
+MAX_TASK_PROMPTS = 100_000
 
 PAD, IM_START, IM_END, UNK = "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<unk>"
 _CHARS = "0123456789abcdefghijklmnopqrstuvwxyz \n+=,.:?"
@@ -81,10 +85,29 @@ def _problems(rng: random.Random, spec: TestbedSpec, split: str) -> Iterator[tup
             yield prob
 
 
+@functools.lru_cache(maxsize=None)
+def _split_count(digits: int, split: str) -> int:
+    """How many digit strings of length `digits` belong to `split` (counted: 10**digits hashes)."""
+    return sum(_digits_split(f"{i:0{digits}d}") == split for i in range(10 ** digits))
+
+
+def task_capacity(spec: TestbedSpec, split: str) -> int:
+    """How many distinct problems `task_examples` can give for `split`: the split's digit strings of
+    `spec.min_digits`..`spec.max_digits` digits, at most `MAX_TASK_PROMPTS`."""
+    total = 0
+    for digits in range(spec.min_digits, spec.max_digits + 1):
+        if digits >= 6:  # 10**6 strings hold 125,138 eval and 874,862 train problems: past the cap either way
+            return MAX_TASK_PROMPTS
+        total += _split_count(digits, split)
+    return min(total, MAX_TASK_PROMPTS)
+
+
 def task_examples(n: int, seed: int, split: str, spec: TestbedSpec) -> list[dict]:
     """n distinct problems as {"id", "prompt", "answer"}; train/eval never share a problem."""
     if split not in ("train", "eval"):
         raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
+    if n > (cap := task_capacity(spec, split)):  # the draw below would never end (or fill memory)
+        raise ValueError(f"asked for {n} {split} problems; the testbed task gives at most {cap}")
     rng = random.Random(f"task-{split}-{seed}")
     seen: set[str] = set()
     out: list[dict] = []
