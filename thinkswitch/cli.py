@@ -69,7 +69,7 @@ def main(cfg: DictConfig) -> float:
             log.error("invalid %s: %s", "config" if isinstance(e, ConfigError) else "data", e)
             raise SystemExit(2) from None
         raise  # in a sweep, Hydra records the failed job and runs the others
-    log.info("results (%s):\n%s", cfg.run_dir, iteration_table(summary["history"]))
+    log.info("results (%s):\n%s", cfg.run_dir, iteration_table(summary["history"], summary.get("paired")))
     return summary["final"]["instruct/accuracy"]
 
 

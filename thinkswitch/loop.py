@@ -32,6 +32,7 @@ from thinkswitch.grading import get_grader
 from thinkswitch.io import parse_size, read_jsonl, write_json, write_jsonl
 from thinkswitch.models import pick_device, resolve_pair
 from thinkswitch.paths import IterationPaths, RunPaths
+from thinkswitch.report import change_metrics, paired_block, paired_run_summary
 from thinkswitch.rundir import check_disk, check_resume, check_writable, prune_checkpoints
 from thinkswitch.tracking import Tracker
 from thinkswitch.validate import check_config
@@ -199,7 +200,7 @@ class Experiment:
 
     def record(self, k: int, metrics: dict, tracker: Tracker, history: list[dict]) -> None:
         it = self.run.iteration(k)
-        metrics = {**metrics, **stage_cost(metrics, self.cfg.cost.gpu_hour_usd)}
+        metrics = {**metrics, **stage_cost(metrics, self.cfg.cost.gpu_hour_usd), **change_metrics(self.run.root, k)}
         row = {"iteration": k, **metrics}
         write_json(it.metrics, row)
         history.append(row)
@@ -225,6 +226,7 @@ class Experiment:
                 metrics, instruct, thinking = self.iteration(k, instruct, thinking)
                 self.record(k, metrics, tracker, history)
             summary = summarize(history, time.perf_counter() - t0, tracker.mode, cfg.cost.gpu_hour_usd)
+            summary["paired"] = paired_block(self.run.root, history)  # McNemar p, paired interval per delta
             write_json(self.run.summary, summary)
             self.run.failed.unlink(missing_ok=True)
             failed = False
@@ -277,7 +279,7 @@ def run_summary(summary: dict) -> dict:
     out = {**summary["final"], **{f"delta/{k}": v for k, v in summary["delta"].items()}}
     if summary["cost_usd"]:
         out["cost/total_usd"] = summary["cost_usd"]["total"]
-    return out
+    return out | paired_run_summary(summary)
 
 
 @contextmanager
