@@ -293,3 +293,19 @@ def test_report_shows_the_paired_change_and_pools_seeds(sweep):
     md = markdown_table(rows)
     assert "+10.0 [" in md and "]* +10/-0 p=0.002" in md and "* the interval excludes 0" in md
     assert "| merge.t=0.3 | 2 | +25.0 [+20.0, +30.0] (2/2 *) |" in points_markdown(list(points.values()))
+
+
+def test_report_shows_macro_f1_and_the_majority_baseline_for_label_domains(tmp_path):
+    run = make_run(tmp_path / "run", {}, [((12, 30), (15, 30)), ((14, 30), (15, 30))])
+    history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    for row in history:
+        row |= {"instruct/macro_f1": 0.31, "thinking/macro_f1": 0.42, "eval/label_share/yes": 0.6,
+                "eval/label_share/no": 0.3, "eval/label_share/maybe": 0.1, "eval/majority_baseline": 0.6}
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history))
+    row = runs_table([load_run(run)])[0]
+    assert row["majority_baseline"] == 0.6 and row["instruct/final/macro_f1"] == 0.31
+    md = markdown_table([row])
+    assert "| macro-F1 final (inst; think) | majority baseline |" in md and "| 0.310; 0.420 | 60.0% |" in md
+    assert "majority baseline: the accuracy of always answering" in md
+    assert "majority baseline" not in markdown_table(runs_table([load_run(make_run(tmp_path / "b", {}, [((1, 2),
+                                                                                                    (2, 2))]))]))

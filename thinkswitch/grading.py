@@ -146,6 +146,10 @@ def grade_yes_no_maybe(answer: str | None, gold: str) -> Grade:
     return pred, pred is not None and pred == str(gold).strip().lower()
 
 
+# A grader over a closed set of labels says so: evaluation then also reports macro-F1 and the label mix.
+grade_yes_no_maybe.labels = ("yes", "no", "maybe")
+
+
 # --- registry --------------------------------------------------------------------------------------------------
 
 GRADERS: dict[str, Grader] = {
