@@ -61,6 +61,9 @@ def test_composition_rejects(override, error):
         ("device=tpu", r"device"),
         ("shard_size=big", r"shard_size: expected a size like 1GB"),
         ("shard_size=0MB", r"shard_size: expected a positive size"),
+        ("domain.eval.gold_regex='####'", r"domain\.eval\.gold_regex: '####' has 0 groups; it needs exactly one"),
+        ("domain.eval.gold_regex='(a)(b)'", r"domain\.eval\.gold_regex: '\(a\)\(b\)' has 2 groups"),
+        ("domain.train.gold_regex='(a'", r"domain\.train\.gold_regex: '\(a' is not a valid regular expression"),
     ],
 )
 def test_check_config_names_the_key(override, match):
@@ -101,6 +104,12 @@ def test_paper_presets_compose(preset, domain):
     assert (thinking.temperature, thinking.top_p, thinking.top_k) == (0.6, 0.95, 20)
     # the command line still wins over a preset: offline data
     assert compose([f"experiment={preset}", f"domain={domain}_local"]).domain.train.files
+
+
+def test_aime_preset_can_score_with_math_verify():
+    cfg = compose(["experiment=paper_aime", "domain=aime_local", "domain.grader=math_verify"])
+    check_config(cfg)
+    assert cfg.domain.grader == "math_verify" and cfg.domain.name == "aime"
 
 
 def test_local_model_needs_both_paths():

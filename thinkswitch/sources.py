@@ -24,6 +24,22 @@ class DataError(ValueError):
     """A data file or dataset that cannot be read, or records that do not have the fields asked for."""
 
 
+class Record(dict):
+    """A record (a plain dict to everything that reads it) that also knows where it was read:
+    `origin` is `<file>:<line>`, `<file>: record <i or key>`, `<file>: row <i>` or `dataset ...: row <i>`."""
+
+    __slots__ = ("origin",)
+
+    def __init__(self, data: Any = (), origin: str | None = None):
+        super().__init__(data)
+        self.origin = origin
+
+
+def origin(record: Any) -> str | None:
+    """Where a record was read (see `Record`), or None for a plain dict."""
+    return getattr(record, "origin", None)
+
+
 def read_records(path: str | Path) -> list[dict]:
     """All records of a local data file, read by its extension (one of `READERS`)."""
     path = Path(path)
@@ -53,7 +69,7 @@ def _read_jsonl(path: Path) -> list[dict]:
                 raise DataError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
             if not isinstance(obj, dict):
                 raise DataError(f"{path}:{lineno}: expected a JSON object, got {_json_type(obj)}")
-            records.append(obj)
+            records.append(Record(obj, f"{path}:{lineno}"))
     return records
 
 
@@ -71,14 +87,14 @@ def _read_json(path: Path) -> list[dict]:
         for i, obj in enumerate(data):
             if not isinstance(obj, dict):
                 raise DataError(f"{path}: record {i} is not an object (got {_json_type(obj)})")
-        return data
+        return [Record(obj, f"{path}: record {i}") for i, obj in enumerate(data)]
     if isinstance(data, dict):  # keyed by id
         records = []
         for key, obj in data.items():
             if not isinstance(obj, dict):
                 raise DataError(f"{path}: record {key!r} is not an object (got {_json_type(obj)}); expected a list "
                                 "of objects or an object whose values are objects keyed by id")
-            records.append(obj if "id" in obj else {"id": key, **obj})
+            records.append(Record(obj if "id" in obj else {"id": key, **obj}, f"{path}: record {key!r}"))
         return records
     raise DataError(f"{path}: expected a list of objects or an object keyed by id, got {_json_type(data)}")
 
@@ -91,7 +107,7 @@ def _read_csv(path: Path) -> list[dict]:
             for row in reader:
                 if None in row:  # more cells than the header has columns
                     raise DataError(f"{path}:{reader.line_num}: more fields than the header's {len(reader.fieldnames)}")
-                records.append(row)
+                records.append(Record(row, f"{path}:{reader.line_num}"))
         except csv.Error as e:
             raise DataError(f"{path}:{reader.line_num}: not valid CSV ({e})") from None
     return records
@@ -104,15 +120,15 @@ def _read_parquet(path: Path) -> list[dict]:
         pq = None
     try:
         if pq is not None:
-            return pq.read_table(path).to_pylist()
+            return [Record(r, f"{path}: row {i}") for i, r in enumerate(pq.read_table(path).to_pylist())]
         try:
             import pandas as pd
         except ImportError:
             raise DataError(f"{path}: reading Parquet needs pyarrow (pip install pyarrow) or pandas with "
                             "a Parquet engine") from None
         frame = pd.read_parquet(path)
-        return [{k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in row.items()}
-                for row in frame.to_dict(orient="records")]
+        return [Record({k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in row.items()}, f"{path}: row {i}")
+                for i, row in enumerate(frame.to_dict(orient="records"))]
     except DataError:
         raise
     except ImportError as e:  # pandas without a Parquet engine
@@ -146,7 +162,7 @@ def load_hf(dataset: str, config: str | None, split: str, revision: str | None =
                 loaded = loaded[split]
         else:
             loaded = datasets.load_dataset(dataset, config, split=split, revision=revision)
-        records = loaded.to_list()
+        records = [Record(r, f"{where}: row {i}") for i, r in enumerate(loaded.to_list())]
     except DataError:
         raise
     except Exception as e:
@@ -178,7 +194,8 @@ def map_fields(records: list[dict], fields: dict[str, str], source: str) -> list
                                 f"(for {ours!r}); {value}")
             row[ours] = value
         raw_id = row["id"] if "id" in row else record.get("id", i)
-        out.append({"id": str(raw_id), **{k: v for k, v in row.items() if k != "id"}})
+        out.append(Record({"id": str(raw_id), **{k: v for k, v in row.items() if k != "id"}},
+                          origin(record) or f"{source}: record {i}"))
     return out
 
 

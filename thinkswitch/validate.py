@@ -6,6 +6,7 @@ passed through to the libraries (which validate themselves: we just build their 
 
 from __future__ import annotations
 
+import re
 from numbers import Number
 from typing import Any
 
@@ -84,9 +85,24 @@ def check_config(cfg: ExperimentConfig) -> None:
         get_grader(cfg.domain.grader)
     except ValueError as e:
         raise ConfigError(str(e)) from None
+    for split in ("train", "eval"):
+        check_gold_regex(getattr(cfg.domain, split).gold_regex, f"domain.{split}.gold_regex")
     if cfg.model.testbed is None and not (cfg.model.instruct and cfg.model.thinking):
         raise ConfigError("model.instruct / model.thinking: both must be set (hub id or local directory)")
     check_library_options(cfg)
+
+
+def check_gold_regex(pattern: Any, key: str) -> None:
+    """A gold regex compiles and has exactly one group (the gold answer)."""
+    if pattern is None:
+        return
+    try:
+        groups = re.compile(pattern).groups
+    except re.error as e:
+        raise ConfigError(f"{key}: {pattern!r} is not a valid regular expression ({e})") from None
+    if groups != 1:
+        raise ConfigError(f"{key}: {pattern!r} has {groups} groups; it needs exactly one (the gold answer), "
+                          "e.g. '####\\s*(-?\\d+)'; write other groups as (?:...)")
 
 
 def check_library_options(cfg: ExperimentConfig) -> None:
