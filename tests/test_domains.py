@@ -90,9 +90,9 @@ def test_loop_runs_on_the_domain_with_a_tiny_2507_pair(tiny_2507_pair, tmp_path,
         assert summary["cost_usd"]["total"] > 0 and metrics["cost/distill_usd"] > 0
 
 
-# --- gold answers checked at load ----------------------------------------------------------------------------------
+# --- gold answers checked at load --------------------------------------------------------------------------------
 
-WORKED = [("Ann has 20 apples and buys 22 more. How many?", "Ann starts with 20.\nShe buys 22.\n20 + 22 = 42.\n#### 42"),
+WORKED = [("Ann has 20 apples, buys 22. How many?", "Ann starts with 20.\nShe buys 22.\n20 + 22 = 42.\n#### 42"),
           ("Bo has 7 pens and loses 2. How many?", "Bo starts with 7.\nHe loses 2.\n7 - 2 = 5.\n#### 5"),
           ("Cy has 3 bags of 4 nuts. How many?", "3 bags of 4.\n3 * 4 = 12.\n#### 12")]
 
@@ -114,7 +114,7 @@ def test_worked_solutions_are_refused_naming_the_line(tmp_path):
                                         r"the 3 questions too\); .*set domain\.eval\.gold_regex"):
         worked_domain(tmp_path, WORKED)
     rows = [(q, "42") for q, _ in WORKED[:2]] + [("Eve counts to forty-two. Result?", "forty-two")]
-    with pytest.raises(DataError, match=rf"{tmp_path}/eval\.jsonl:3 \(id '2'\): gold answer 'forty-two' is not readable"):
+    with pytest.raises(DataError, match=rf"{tmp_path}/eval\.jsonl:3 \(id '2'\): gold answer 'forty-two' is not "):
         worked_domain(tmp_path, rows)
     with pytest.raises(DataError, match=r"eval\.jsonl:3 .*gold answer '1000' .*boxed_integer \(expects an integer "
                                         r"from 0 to 999\)"):

@@ -41,11 +41,12 @@ def score(row: dict, role: str) -> str:
     return _format(_scores(row, role), width="6")
 
 
-def _change(c: dict | None) -> str:
-    """`+15.0 [+11.0, +19.2]* +90/-15`: accuracy points, paired 95% interval (* if it excludes 0), flips."""
+def _change(c: dict | None, pad: bool = True) -> str:
+    """`+15.0 [+11.0, +19.2]* +90/-15`: accuracy points, paired 95% interval (* if it excludes 0), flips;
+    `pad` keeps a column for the mark when there is none (tables)."""
     if not c or c.get("delta") is None:
         return ""
-    mark = "*" if excludes_zero(c) else " "
+    mark = "*" if excludes_zero(c) else " " if pad else ""
     return (f"{100 * c['delta']:+.1f} [{100 * c['ci_low']:+.1f}, {100 * c['ci_high']:+.1f}]{mark} "
             f"+{c['flips_up']}/-{c['flips_down']}")
 
@@ -81,7 +82,7 @@ def iteration_table(history: list[dict], paired: dict | None = None) -> str:
     for role in ROLES:
         c = (paired or {}).get(role)
         if c and c.get("delta") is not None:
-            finals.append(f"{role} {_change(c).rstrip()} (McNemar p={c['p_mcnemar']:.3g})")
+            finals.append(f"{role} {_change(c, pad=False)} (McNemar p={c['p_mcnemar']:.3g})")
     if finals:
         lines.append(f"iteration {paired[ROLES[0]].get('after', history[-1]['iteration'])} vs 0: "
                      + "; ".join(finals))
@@ -94,7 +95,7 @@ def iteration_table(history: list[dict], paired: dict | None = None) -> str:
 
 
 def eval_scores(run_dir: Path, k: int, role: str) -> dict[str, float] | None:
-    """id -> correctness (mean over samples) of `role` at iteration k, from iter_XX/eval_<role>.jsonl; None if absent."""
+    """id -> correctness (mean over samples) of `role` at iteration k, from iter_XX/eval_<role>.jsonl (or None)."""
     path = RunPaths(Path(run_dir)).iteration(k).eval_results(role)
     return question_scores(read_jsonl(path), str(path)) if path.is_file() else None
 
@@ -295,7 +296,7 @@ def _fmt_delta(row: dict, role: str) -> str:
     if row.get(f"{p}/ci_low") is None:
         return "-"
     change = {"delta": row[f"{role}/delta_accuracy"], **{f: row[f"{p}/{f}"] for f in DELTA_FIELDS}}
-    return f"{_change(change)} p={change['p_mcnemar']:.2g}"
+    return f"{_change(change, pad=False)} p={change['p_mcnemar']:.2g}"
 
 
 def _has_labels(rows: list[dict]) -> bool:
