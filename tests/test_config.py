@@ -72,6 +72,9 @@ def test_composition_rejects(override, error):
         ("trainer.sft.learning_rate=-1e-4", r"trainer\.sft\.learning_rate: must be > 0"),
         ("num_threads=0", r"num_threads: must be >= 1"),
         ("model.instruct=/some/dir", r"model\.instruct: ignored by model=testbed .* use model=local"),
+        ("domain.eval.gold_regex='####'", r"domain\.eval\.gold_regex: '####' has 0 groups; it needs exactly one"),
+        ("domain.eval.gold_regex='(a)(b)'", r"domain\.eval\.gold_regex: '\(a\)\(b\)' has 2 groups"),
+        ("domain.train.gold_regex='(a'", r"domain\.train\.gold_regex: '\(a' is not a valid regular expression"),
     ],
 )
 def test_check_config_names_the_key(override, match):
@@ -145,6 +148,12 @@ def test_presets_share_one_base():
     aime, pubmedqa = compose(["experiment=paper_aime"]), compose(["experiment=paper_pubmedqa"])
     assert aime.trainer == pubmedqa.trainer and aime.merge == pubmedqa.merge and aime.generation == pubmedqa.generation
     assert (aime.domain.name, pubmedqa.domain.name) == ("aime", "pubmedqa")
+
+
+def test_aime_preset_can_score_with_math_verify():
+    cfg = compose(["experiment=paper_aime", "domain=aime_local", "domain.grader=math_verify"])
+    check_config(cfg)
+    assert cfg.domain.grader == "math_verify" and cfg.domain.name == "aime"
 
 
 def test_local_model_needs_both_paths():

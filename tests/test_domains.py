@@ -1,5 +1,6 @@
 """The paper's domains on real data: loaders, contamination guard, and the loop on a tiny 2507 pair."""
 
+import json
 import os
 import subprocess
 import sys
@@ -153,3 +154,53 @@ def test_loop_runs_on_the_domain_with_a_tiny_2507_pair(tiny_2507_pair, tmp_path,
         assert len(evals) == 10 and "thinking/maj_accuracy" in metrics  # 5 questions x 2 samples
         assert metrics["strip/generations"] == 12 and metrics["strip/prompts"] == 4
         assert summary["cost_usd"]["total"] > 0 and metrics["cost/distill_usd"] > 0
+
+
+# --- gold answers checked at load --------------------------------------------------------------------------------
+
+WORKED = [("Ann has 20 apples, buys 22. How many?", "Ann starts with 20.\nShe buys 22.\n20 + 22 = 42.\n#### 42"),
+          ("Bo has 7 pens and loses 2. How many?", "Bo starts with 7.\nHe loses 2.\n7 - 2 = 5.\n#### 5"),
+          ("Cy has 3 bags of 4 nuts. How many?", "3 bags of 4.\n3 * 4 = 12.\n#### 12")]
+
+
+def worked_domain(tmp_path, rows, *overrides, grader="last_integer"):
+    """A YAML-free domain composed from overrides over worked-solution JSONL files in tmp_path."""
+    (tmp_path / "train.jsonl").write_text(json.dumps({"question": "Dee has 1 cat. How many?", "answer": "1"}) + "\n")
+    (tmp_path / "eval.jsonl").write_text("".join(json.dumps({"question": q, "solution": a}) + "\n" for q, a in rows))
+    cfg = compose(["domain=aime_local", "domain.name=worked", f"domain.grader={grader}",
+                   f"domain.train.files=[{tmp_path}/train.jsonl]", "domain.train.fields={prompt:question}",
+                   f"domain.eval.files=[{tmp_path}/eval.jsonl]", "domain.eval.fields={prompt:question,answer:solution}",
+                   "domain.train_prompts=1", f"domain.eval_size={len(rows)}", *overrides])
+    return load_domain(cfg.domain, cfg.model)
+
+
+def test_worked_solutions_are_refused_naming_the_line(tmp_path):
+    with pytest.raises(DataError, match=r"eval\.jsonl:[123] \(id '[012]'\): gold answer 'B?.*#### [0-9]+' is not "
+                                        r"readable by domain\.grader=last_integer \(expects an integer\) \(2 more of "
+                                        r"the 3 questions too\); .*set domain\.eval\.gold_regex"):
+        worked_domain(tmp_path, WORKED)
+    rows = [(q, "42") for q, _ in WORKED[:2]] + [("Eve counts to forty-two. Result?", "forty-two")]
+    with pytest.raises(DataError, match=rf"{tmp_path}/eval\.jsonl:3 \(id '2'\): gold answer 'forty-two' is not "):
+        worked_domain(tmp_path, rows)
+    with pytest.raises(DataError, match=r"eval\.jsonl:3 .*gold answer '1000' .*boxed_integer \(expects an integer "
+                                        r"from 0 to 999\)"):
+        worked_domain(tmp_path, [("a", "1"), ("b", "2"), ("c", "1000")], grader="boxed_integer")
+
+
+def test_a_gold_regex_reads_worked_solutions_and_they_grade(tmp_path):
+    from thinkswitch.grading import grade_last_integer
+
+    _, evaluation = worked_domain(tmp_path, WORKED, r"domain.eval.gold_regex='####\s*(-?\d+)'")
+    golds = {e["prompt"]: e["answer"] for e in evaluation}
+    assert golds == {WORKED[0][0]: "42", WORKED[1][0]: "5", WORKED[2][0]: "12"}
+    for e in evaluation:
+        assert grade_last_integer(f"Counting: the answer is {e['answer']}.", e["answer"]) == (e["answer"], True)
+        assert grade_last_integer("The answer is 999.", e["answer"])[1] is False
+    with pytest.raises(DataError, match=r"eval\.jsonl:2 \(id '1'\): domain\.eval\.gold_regex .* does not match the "
+                                        r"answer 'no marker here'"):
+        worked_domain(tmp_path, [WORKED[0], ("q", "no marker here")], r"domain.eval.gold_regex='####\s*(-?\d+)'")
+
+
+def test_shipped_domains_gold_answers_are_readable():
+    assert len(domain("aime_local", "domain.grader=math_verify")[1]) == 30
+    assert len(domain("pubmedqa_local", "domain.eval_size=500")[1]) == 500

@@ -4,7 +4,7 @@ import json
 
 import pytest
 from conftest import SHARED_DATA
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from thinkswitch.evaluate import final_answer
@@ -13,11 +13,14 @@ from thinkswitch.grading import (
     boxed_integer,
     canonical_answer,
     get_grader,
+    gold_format,
     grade_boxed_integer,
     grade_last_integer,
+    grade_math_verify,
     grade_yes_no_maybe,
     last_boxed,
     last_integer,
+    read_gold,
     yes_no_maybe,
 )
 
@@ -288,7 +291,7 @@ def test_canonical_answer(grader, pred, expected):
 
 @pytest.mark.parametrize("name", sorted(GRADERS))
 def test_canonical_answer_grades_correct(name):
-    gold = {"boxed_integer": "7", "yes_no_maybe": "maybe", "last_integer": "7"}[name]
+    gold = {"boxed_integer": "7", "yes_no_maybe": "maybe", "last_integer": "7", "math_verify": "\\frac{7}{2}"}[name]
     pred, correct = get_grader(name)(canonical_answer(name, gold), gold)
     assert correct and canonical_answer(name, pred) == canonical_answer(name, gold)
 
@@ -308,6 +311,7 @@ _LATEXY = st.lists(st.one_of(st.sampled_from(_PIECES), st.text(max_size=3)), max
 
 
 @pytest.mark.parametrize("name", sorted(GRADERS))
+@settings(deadline=None)  # math-verify's first call imports sympy
 @given(answer=st.one_of(st.none(), st.text(max_size=300), _LATEXY), gold=st.text(max_size=10))
 def test_graders_never_raise(name, answer, gold):
     pred, correct = GRADERS[name](answer, gold)
@@ -339,3 +343,59 @@ def test_huge_inputs_are_quick():
         for grader in GRADERS.values():
             grader(text, "7")
     assert time.perf_counter() - start < 5
+
+
+# --- math-verify -------------------------------------------------------------------------------------------------
+
+def _aime26():
+    return [json.loads(line) for line in (SHARED_DATA / "aime" / "aime26.jsonl").read_text().splitlines() if line]
+
+
+def test_math_verify_agrees_with_boxed_integer_on_aime26():
+    records = _aime26()
+    assert len(records) == 30
+    for r in records:
+        gold, wrong = r["answer"], str((int(r["answer"]) + 1) % 1000)
+        for answer in (f"So the total is {int(gold) + 1} - 1.\n\nThe final answer is $\\boxed{{{gold}}}$.",
+                       f"\\boxed{{{int(gold):03d}}}", f"Therefore $\\boxed{{{wrong}}}$.", f"\\boxed{{{gold}.5}}"):
+            expected = grade_boxed_integer(answer, gold)[1]
+            assert grade_math_verify(answer, gold)[1] == expected, (answer, gold)
+        assert grade_math_verify(f"\\boxed{{{gold}}}", gold) == (str(int(gold)), True)
+        assert read_gold("math_verify", gold) == read_gold("boxed_integer", gold) == str(int(gold))
+
+
+@pytest.mark.parametrize("answer, gold, correct", [
+    (r"The answer is $\boxed{\frac{1}{2}}$", "0.5", True),
+    (r"so $\boxed{0.5}$", r"\frac{1}{2}", True),
+    (r"$\boxed{\dfrac{\sqrt{2}}{2}}$", r"\frac{1}{\sqrt{2}}", True),
+    (r"\boxed{2\sqrt{3}}", r"\sqrt{12}", True),
+    (r"\boxed{(1, 2]}", "(1,2]", True),
+    (r"\boxed{[1, 2]}", "(1,2]", False),  # an interval's ends matter
+    (r"\boxed{\frac{3}{4}}", r"\frac{4}{3}", False),
+    (r"\boxed{\pi}", r"\pi", True),
+    (r"\boxed{34}", "33", False),
+    (None, "3", False),
+    ("no math here", "3", False),
+])
+def test_math_verify_beyond_integers(answer, gold, correct):
+    assert grade_math_verify(answer, gold)[1] is correct
+    assert grade_boxed_integer(answer, gold)[1] is False or gold.isdigit()  # beyond what boxed_integer reads
+
+
+def test_math_verify_off_the_main_thread():
+    import threading
+
+    results = []
+    thread = threading.Thread(target=lambda: results.append(grade_math_verify(r"\boxed{\frac{1}{2}}", "0.5")))
+    thread.start()
+    thread.join(60)
+    assert results == [(r"\frac{1}{2}", True)]  # no signal.alarm outside the main thread
+
+
+def test_read_gold():
+    assert read_gold("boxed_integer", "033") == "33" and read_gold("boxed_integer", "1000") is None
+    assert read_gold("last_integer", "-7") == "-7" and read_gold("last_integer", "#### 7") is None
+    assert read_gold("yes_no_maybe", " Yes ") == "yes" and read_gold("yes_no_maybe", "perhaps") is None
+    assert read_gold("math_verify", r"\frac{1}{2}") == r"\frac{1}{2}" and read_gold("math_verify", "") is None
+    assert read_gold("last_integer", None) is None
+    assert "0 to 999" in gold_format("boxed_integer")

@@ -71,6 +71,14 @@ def test_metrics_match_the_per_question_results(finished_run):
     summary = read_json(run_dir / "summary.json")
     assert summary["final"]["instruct/accuracy"] == history[-1]["instruct/accuracy"]
     assert summary["delta"]["thinking/correct"] == history[-1]["thinking/correct"] - history[0]["thinking/correct"]
+    # paired changes: per iteration in metrics.jsonl, from iteration 0 in summary.json, from the same files
+    for role in ("instruct", "thinking"):
+        step, paired = history[1], summary["paired"][role]
+        assert step[f"{role}/change/flips_up"] - step[f"{role}/change/flips_down"] == \
+            step[f"{role}/correct"] - history[0][f"{role}/correct"]
+        assert (paired["before"], paired["after"], paired["n"]) == (0, 1, 24)
+        assert paired["delta"] == pytest.approx(summary["delta"][f"{role}/accuracy"])
+        assert 0 < paired["p_mcnemar"] <= 1 and paired["ci_low"] <= paired["delta"] <= paired["ci_high"]
 
 
 def test_instruct_weights_changed_and_thinking_is_a_merge(finished_run, testbed_pair):
@@ -90,6 +98,7 @@ def test_wandb_offline_run_and_table(finished_run):
     assert "{'loss'" not in out and "'learning_rate'" not in out, "the trainer's log dicts stay off the console"
     log = (run_dir / "thinkswitch.log").read_text()
     assert "'loss'" in log, "...and go to the log file"
+    assert "iteration 1 vs 0: instruct" in out and "* the interval excludes 0" in out  # with paired changes
 
 
 def test_rerun_in_the_same_directory_skips_finished_stages(finished_run):
@@ -116,3 +125,15 @@ def test_library_heap_is_frozen_for_the_run_only():
     with frozen_library_heap(compose(["method=merge_only"])):
         assert gc.get_freeze_count() > 100_000 and "mergekit.merge" in sys.modules
     assert gc.get_freeze_count() == before
+
+
+def test_run_summary_holds_the_paired_tests():
+    from thinkswitch.loop import run_summary
+
+    paired = {"instruct": {"before": 0, "after": 2, "n": 30, "flips_up": 12, "flips_down": 2, "delta": 1 / 3,
+                           "p_mcnemar": 0.013, "ci_low": 0.13, "ci_high": 0.5}}
+    out = run_summary({"final": {"instruct/accuracy": 0.6}, "delta": {"instruct/accuracy": 1 / 3}, "cost_usd": None,
+                       "paired": paired})
+    assert out["instruct/accuracy"] == 0.6 and out["delta/instruct/accuracy"] == 1 / 3
+    assert (out["delta/instruct/p_mcnemar"], out["delta/instruct/ci_low"], out["delta/instruct/flips_up"]) == \
+        (0.013, 0.13, 12)

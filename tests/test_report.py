@@ -10,7 +10,21 @@ from pathlib import Path
 import pytest
 import yaml
 
-from thinkswitch.report import aggregate, find_runs, iteration_table, load_run, main, runs_table, write_report
+from thinkswitch.report import (
+    aggregate,
+    change_metrics,
+    find_runs,
+    iteration_table,
+    load_run,
+    main,
+    markdown_table,
+    paired_block,
+    paired_run_summary,
+    points_markdown,
+    points_table,
+    runs_table,
+    write_report,
+)
 from thinkswitch.stats import wilson_interval
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,6 +58,11 @@ def make_run(run: Path, overrides: dict, scores: list[tuple], finished: bool = T
     (run / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"{k}={v}" for k, v in overrides.items()]))
     (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump(cfg))
     history = [metrics_row(i, inst, think) for i, (inst, think) in enumerate(scores)]
+    for i, pair in enumerate(scores):  # per-question results: questions 0..c-1 of n are the correct ones
+        for role, (c, n) in zip(("instruct", "thinking"), pair):
+            (run / f"iter_{i:02d}").mkdir(exist_ok=True)
+            (run / f"iter_{i:02d}" / f"eval_{role}.jsonl").write_text(
+                "".join(json.dumps({"id": f"q{q}", "sample": 0, "correct": q < c}) + "\n" for q in range(n)))
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history))
     if finished:
         summary = {"iterations": len(history) - 1, "baseline": history[0], "final": history[-1], "delta": {},
@@ -139,7 +158,8 @@ def test_aggregate_pools_seeds():
 def test_write_report_sweep(sweep, tmp_path):
     out = tmp_path / "out"
     written = write_report(sweep, out)
-    assert set(written) == {"runs.csv", "runs.md", *PLOTS[:2], "summary.json"}  # train_prompts is constant
+    # train_prompts is constant; two seeds per t: points pooled
+    assert set(written) == {"runs.csv", "runs.md", *PLOTS[:2], "summary.json", "points.csv", "points.md"}
     assert all(p.parent == out and p.is_file() for p in written.values())
     rows = read_csv(out / "runs.csv")
     assert len(rows) == 6
@@ -151,7 +171,7 @@ def test_write_report_sweep(sweep, tmp_path):
         assert float(row["instruct/final/ci_low"]) == lo and float(row["instruct/final/ci_high"]) == hi
         assert int(row["thinking/final/correct"]) == int(80 + 10 * t)
     assert [r["status"] for r in rows] == ["finished"] * 4 + ["unfinished", "failed"]
-    table = (out / "runs.md").read_text().splitlines()
+    table = (out / "runs.md").read_text().split("\n\n")[0].splitlines()
     assert len(table) == 2 + 6 and all(line.startswith("| merge.t=") for line in table[2:])
     assert "40/100 40.0% [" in table[2] and "-> 50/100 50.0%" in table[2] and table[7].endswith("failed (iter 0) |")
     for name in PLOTS[:2]:
@@ -214,3 +234,78 @@ def test_empty_dir(tmp_path, capsys):
 def test_iteration_table_unchanged():
     table = iteration_table([metrics_row(0, (191, 500), (497, 500))])
     assert "191/500  38.2% [34.0%, 42.5%]" in table and "   0 |" in table
+
+
+# --- paired changes --------------------------------------------------------------------------------------------
+
+def test_change_metrics_and_paired_block_from_the_per_question_files(tmp_path):
+    run = make_run(tmp_path / "run", {}, [((40, 100), (90, 100)), ((45, 100), (88, 100)), ((50, 100), (88, 100))])
+    assert change_metrics(run, 0) == {}
+    step = change_metrics(run, 1)
+    assert (step["instruct/change/flips_up"], step["instruct/change/flips_down"]) == (5, 0)
+    assert step["instruct/change/delta"] == pytest.approx(0.05) and step["instruct/change/p_mcnemar"] == 0.0625
+    assert (step["thinking/change/flips_up"], step["thinking/change/flips_down"]) == (0, 2)
+    history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    block = paired_block(run, history)
+    inst = block["instruct"]
+    assert (inst["before"], inst["after"], inst["n"], inst["flips_up"], inst["flips_down"]) == (0, 2, 100, 10, 0)
+    assert inst["delta"] == pytest.approx(0.10) and inst["p_mcnemar"] == pytest.approx(2 / 1024)
+    assert 0 < inst["ci_low"] < 0.10 < inst["ci_high"]
+    flat = paired_run_summary({"paired": block})
+    assert flat["delta/instruct/p_mcnemar"] == inst["p_mcnemar"] and flat["delta/thinking/flips_down"] == 2
+    assert "delta/instruct/n" not in flat and "delta/instruct/before" not in flat
+
+
+def test_paired_change_refuses_different_questions(tmp_path):
+    run = make_run(tmp_path / "run", {}, [((4, 10), (9, 10)), ((5, 10), (9, 10))])
+    (run / "iter_01" / "eval_instruct.jsonl").write_text(json.dumps({"id": "other", "correct": True}) + "\n")
+    with pytest.raises(ValueError, match=r"iterations 0 and 1 of instruct: .*only after: \['other'\]"):
+        change_metrics(run, 1)
+
+
+def test_iteration_table_marks_changes_whose_interval_excludes_zero(tmp_path):
+    run = make_run(tmp_path / "run", {}, [((40, 100), (90, 100)), ((70, 100), (89, 100))])
+    history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    history = [{**row, **change_metrics(run, row["iteration"])} for row in history]
+    table = iteration_table(history, paired_block(run, history)).splitlines()
+    row1 = table[3]
+    assert row1.startswith("   1 |") and "+30.0 [" in row1 and "]* +30/-0" in row1  # 30 up: marked
+    assert "-1.0 [" in row1 and "]  +0/-1" in row1  # one question lost: not marked
+    assert table[4].startswith("iteration 1 vs 0: instruct +30.0") and "McNemar p=1.86e-09" in table[4]
+    assert "* the interval excludes 0" in table[6] and "flipped" in table[5]
+    assert "*" not in table[2]  # iteration 0 has no change
+
+
+def test_report_shows_the_paired_change_and_pools_seeds(sweep):
+    runs = [load_run(r) for r in find_runs(sweep)]
+    rows = runs_table(runs)
+    first = rows[0]  # t=0.1, seed 0: 40 -> 50 of 100, 90 -> 81
+    assert (first["instruct/delta/flips_up"], first["instruct/delta/flips_down"]) == (10, 0)
+    assert first["instruct/delta/p_mcnemar"] == pytest.approx(2 / 1024) and first["instruct/delta/significant"]
+    assert first["instruct/delta/ci_low"] > 0 and first["thinking/delta/ci_high"] < 0
+    assert rows[4]["instruct/delta/flips_up"] == 7  # unfinished: from its files (40 -> 47)
+    points = {p["point"]: p for p in points_table(rows, runs)}
+    assert set(points) == {"merge.t=0.1", "merge.t=0.3"}
+    p = points["merge.t=0.1"]
+    assert p["seeds"] == 2 and p["instruct/seeds_significant"] == 2
+    assert (p["instruct/delta_mean"], p["instruct/delta_lo"], p["instruct/delta_hi"]) == \
+        pytest.approx((0.12, 0.10, 0.14))
+    md = markdown_table(rows)
+    assert "+10.0 [" in md and "]* +10/-0 p=0.002" in md and "* the interval excludes 0" in md
+    assert "| merge.t=0.3 | 2 | +25.0 [+20.0, +30.0] (2/2 *) |" in points_markdown(list(points.values()))
+
+
+def test_report_shows_macro_f1_and_the_majority_baseline_for_label_domains(tmp_path):
+    run = make_run(tmp_path / "run", {}, [((12, 30), (15, 30)), ((14, 30), (15, 30))])
+    history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    for row in history:
+        row |= {"instruct/macro_f1": 0.31, "thinking/macro_f1": 0.42, "eval/label_share/yes": 0.6,
+                "eval/label_share/no": 0.3, "eval/label_share/maybe": 0.1, "eval/majority_baseline": 0.6}
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history))
+    row = runs_table([load_run(run)])[0]
+    assert row["majority_baseline"] == 0.6 and row["instruct/final/macro_f1"] == 0.31
+    md = markdown_table([row])
+    assert "| macro-F1 final (inst; think) | majority baseline |" in md and "| 0.310; 0.420 | 60.0% |" in md
+    assert "majority baseline: the accuracy of always answering" in md
+    assert "majority baseline" not in markdown_table(runs_table([load_run(make_run(tmp_path / "b", {}, [((1, 2),
+                                                                                                    (2, 2))]))]))

@@ -11,7 +11,7 @@ from conftest import SHARED_DATA
 from thinkswitch import sources
 from thinkswitch.config import SourceConfig
 from thinkswitch.data import read_source
-from thinkswitch.sources import DataError, load_hf, map_fields, read_ids, read_records, sample
+from thinkswitch.sources import DataError, load_hf, map_fields, origin, read_ids, read_records, sample
 
 AIME26 = SHARED_DATA / "aime" / "aime26.jsonl"
 PQAL = SHARED_DATA / "pubmedqa" / "ori_pqal.json"
@@ -384,3 +384,35 @@ def test_sample_is_seeded():
 def test_sample_too_many():
     with pytest.raises(DataError, match=r"^aime26: asked for 31 records, it holds 30$"):
         sample([{}] * 30, 31, 0, "aime26")
+
+
+# --- provenance: where each record was read ----------------------------------------------------------------------
+
+def test_records_know_their_file_and_line(tmp_path):
+    jsonl, csv_file, listed, keyed = (tmp_path / n for n in ("d.jsonl", "d.csv", "l.json", "k.json"))
+    jsonl.write_text('{"a": 1}\n\n{"a": 2}\n', encoding="utf-8")
+    csv_file.write_text('a,b\n1,"two\nlines"\n3,4\n', encoding="utf-8")
+    listed.write_text('[{"q": "a"}, {"q": "b"}]', encoding="utf-8")
+    keyed.write_text('{"7": {"q": "a"}}', encoding="utf-8")
+    assert [origin(r) for r in read_records(jsonl)] == [f"{jsonl}:1", f"{jsonl}:3"]
+    assert [origin(r) for r in read_records(csv_file)] == [f"{csv_file}:3", f"{csv_file}:4"]  # a row's last line
+    assert [origin(r) for r in read_records(listed)] == [f"{listed}: record 0", f"{listed}: record 1"]
+    assert origin(read_records(keyed)[0]) == f"{keyed}: record '7'"
+    mapped = map_fields(read_records(jsonl), {"x": "a"}, "src")
+    assert mapped == [{"id": "0", "x": 1}, {"id": "1", "x": 2}] and type(mapped[0]).__mro__[1] is dict
+    assert [origin(r) for r in mapped] == [f"{jsonl}:1", f"{jsonl}:3"]  # kept through the field mapping
+    assert json.loads(json.dumps(mapped[0])) == {"id": "0", "x": 1} and origin({"a": 1}) is None
+    assert [origin(r) for r in map_fields([{"a": 1}], {"x": "a"}, "src")] == ["src: record 0"]
+
+
+def test_parquet_and_saved_dataset_rows_know_their_index(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.Table.from_pylist([{"a": 1}, {"a": 2}]), tmp_path / "d.parquet")
+    assert origin(read_records(tmp_path / "d.parquet")[1]) == f"{tmp_path / 'd.parquet'}: row 1"
+    datasets.Dataset.from_list([{"a": 1}, {"a": 2}]).save_to_disk(str(tmp_path / "saved"))
+    records = load_hf(str(tmp_path / "saved"), None, "train")
+    assert records == [{"a": 1}, {"a": 2}] and origin(records[1]).endswith(": row 1")
+    assert f"dataset {str(tmp_path / 'saved')!r}" in origin(records[1])

@@ -127,7 +127,7 @@ def main(cfg: DictConfig) -> float:
             raise  # Hydra records the failed job and runs the others
         log.error("%s", _one_line(e, cfg.run_dir))
         sys.exit(e.exit_code)
-    log.info("results (%s):\n%s", cfg.run_dir, iteration_table(summary["history"]))
+    log.info("results (%s):\n%s", cfg.run_dir, iteration_table(summary["history"], summary.get("paired")))
     return summary["final"]["instruct/accuracy"]
 
 

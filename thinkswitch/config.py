@@ -94,6 +94,8 @@ class SourceConfig:
     `fields` maps our names (`id`, `answer`, and whatever `domain.prompt_template` uses) to the
     records' field names (dotted names reach into nested records). `include_ids` / `exclude_ids`
     name a JSON file whose keys (or items) are record ids to keep / drop, e.g. an official split.
+    `gold_regex` reads the gold answer out of a longer `answer` text (a worked solution): a regular
+    expression with one group; the group of its last match is the gold, e.g. `####\\s*(-?\\d+)`.
     """
 
     files: List[str] = field(default_factory=list)  # .jsonl/.json/.csv/.parquet, concatenated
@@ -104,6 +106,7 @@ class SourceConfig:
     fields: Dict[str, str] = field(default_factory=dict)
     include_ids: Optional[str] = None
     exclude_ids: Optional[str] = None
+    gold_regex: Optional[str] = None
 
 
 @dataclass

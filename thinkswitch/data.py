@@ -7,13 +7,15 @@ domain's `prompt_template`.
 from __future__ import annotations
 
 import logging
+import re
 import unicodedata
 from pathlib import Path
 from typing import Optional
 
 from thinkswitch.config import DomainConfig, ModelConfig, SourceConfig
 from thinkswitch.errors import DataError
-from thinkswitch.sources import check_unique_ids, load_hf, map_fields, read_ids, read_located, sample
+from thinkswitch.grading import gold_format, read_gold
+from thinkswitch.sources import check_unique_ids, load_hf, map_fields, origin, read_ids, read_located, sample
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +94,11 @@ def _split(cfg: DomainConfig, src: SourceConfig, split: str, n: int, size_key: s
     if split == "eval" and "answer" not in records[0]:
         raise DataError(f"{key}.fields: map `answer` (the evaluation set needs gold answers)")
     chosen = sample(records, n, cfg.seed, key)
-    examples = [{"id": r["id"], "prompt": render_prompt(cfg.prompt_template, r, key),
-                 "answer": None if r.get("answer") is None else str(r["answer"])} for r in chosen]
+    golds = [gold_answer(r, src.gold_regex, key) for r in chosen]
+    if split == "eval":
+        check_golds(chosen, golds, cfg.grader, key, src.gold_regex)
+    examples = [{"id": r["id"], "prompt": render_prompt(cfg.prompt_template, r, key), "answer": gold}
+                for r, gold in zip(chosen, golds)]
     log.info("%s: %d of %d records", key, len(examples), len(records))
     return examples
 
@@ -101,6 +106,42 @@ def _split(cfg: DomainConfig, src: SourceConfig, split: str, n: int, size_key: s
 def normalise(text: str) -> str:
     """Text as the contamination guard compares it: Unicode NFKC, case-folded, whitespace collapsed."""
     return " ".join(unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold()).split())
+
+
+def _where(record: dict, key: str) -> str:
+    return f"{origin(record) or key} (id {record['id']!r})"
+
+
+def gold_answer(record: dict, gold_regex: Optional[str], key: str) -> Optional[str]:
+    """A record's gold answer as a string: its `answer` field, or the group of `gold_regex`'s last match in it."""
+    answer = record.get("answer")
+    if answer is None or gold_regex is None:
+        return None if answer is None else str(answer)
+    matches = list(re.finditer(gold_regex, str(answer)))
+    if not matches:
+        raise DataError(f"{_where(record, key)}: {key}.gold_regex {gold_regex!r} does not match the answer "
+                        f"{_excerpt(answer)}")
+    return matches[-1].group(1)
+
+
+def check_golds(records: list[dict], golds: list[Optional[str]], grader: str, key: str,
+                gold_regex: Optional[str]) -> None:
+    """Every evaluation question's gold answer is readable by the grader; else a DataError naming where (file and
+    line, or dataset and row), the value, what the grader expects, and how many more are unreadable."""
+    bad = [(r, g) for r, g in zip(records, golds) if read_gold(grader, g) is None]
+    if not bad:
+        return
+    record, gold = bad[0]
+    more = f" ({len(bad) - 1} more of the {len(records)} questions too)" if len(bad) > 1 else ""
+    hint = ("" if gold_regex else f"; if the gold is inside a longer text, set {key}.gold_regex to a regular "
+            "expression with one group that captures it (e.g. '####\\s*(-?\\d+)')")
+    raise DataError(f"{_where(record, key)}: gold answer {_excerpt(gold)} is not readable by domain.grader={grader} "
+                    f"(expects {gold_format(grader)}){more}{hint}")
+
+
+def _excerpt(value: object, limit: int = 120) -> str:
+    text = repr(None if value is None else str(value))
+    return text if len(text) <= limit else f"{text[:limit // 2]} ... {text[-limit // 2:]} ({len(str(value))} chars)"
 
 
 def check_disjoint(train: list[dict], evaluation: list[dict], name: Optional[str] = None) -> None:

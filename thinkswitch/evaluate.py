@@ -17,7 +17,7 @@ from thinkswitch.config import SamplingConfig, SamplingPair
 from thinkswitch.generate import Generator
 from thinkswitch.grading import Grader
 from thinkswitch.io import write_jsonl
-from thinkswitch.stats import majority, wilson_interval
+from thinkswitch.stats import label_shares, macro_f1, majority, wilson_interval
 from thinkswitch.strip import strip_trace
 
 log = logging.getLogger(__name__)
@@ -74,9 +74,22 @@ def evaluate(*, generator: Generator, checkpoint: str, role: str, examples: Sequ
     }
     if samples > 1:
         metrics[f"{role}/maj_accuracy"] = majority_accuracy(rows, examples, grader) / n if n else 0.0
+    if getattr(grader, "labels", None):
+        metrics |= label_metrics(role, rows, examples, grader.labels)
     log.info("evaluate %s: accuracy %.3f (n=%d%s), %.1f tokens per answer", role, metrics[f"{role}/accuracy"], n,
              f", {samples} samples each" if samples > 1 else "", metrics[f"{role}/tokens_per_answer"])
     return metrics
+
+
+def label_metrics(role: str, rows: Sequence[dict], examples: Sequence[dict], labels: Sequence[str]) -> dict:
+    """For a grader over closed labels (yes/no/maybe): `<role>/macro_f1` over all answers, the gold label mix
+    of the evaluation set (`eval/label_share/<label>`) and the accuracy of always answering its most common
+    label (`eval/majority_baseline`)."""
+    golds = [str(ex["answer"]).strip().lower() for ex in examples]
+    shares = label_shares(golds, labels)
+    return {f"{role}/macro_f1": macro_f1([str(r["gold"]).strip().lower() for r in rows], [r["pred"] for r in rows]),
+            **{f"eval/label_share/{label}": share for label, share in shares.items()},
+            "eval/majority_baseline": max(shares.values(), default=0.0)}
 
 
 def majority_accuracy(rows: list[dict], examples: Sequence[dict], grader: Grader) -> int:

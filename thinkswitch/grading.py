@@ -8,8 +8,14 @@ format, the form distillation targets take, in `_CANONICAL`). No function here r
 
 from __future__ import annotations
 
+import functools
+import importlib.util
+import logging
 import re
+import threading
 from collections.abc import Callable
+
+log = logging.getLogger(__name__)
 
 Grade = tuple[str | None, bool]
 Grader = Callable[[str | None, str], Grade]
@@ -146,26 +152,128 @@ def grade_yes_no_maybe(answer: str | None, gold: str) -> Grade:
     return pred, pred is not None and pred == str(gold).strip().lower()
 
 
+# A grader over a closed set of labels says so: evaluation then also reports macro-F1 and the label mix.
+grade_yes_no_maybe.labels = ("yes", "no", "maybe")
+
+
+# --- math-verify (lighteval, open-r1) ---------------------------------------------------------------------------
+
+_MV_MAX_CHARS = 4000  # the answer's tail that math-verify reads: a final answer is at the end; bounds its time
+_MV_TIMEOUT_S = 5  # math-verify's own per-call limit (signal.alarm: main thread only)
+
+
+def _mv_timeout() -> int | None:
+    """math-verify times out with SIGALRM, which only the main thread may set: elsewhere no timeout (the input
+    is capped at `_MV_MAX_CHARS`, which bounds the time instead)."""
+    return _MV_TIMEOUT_S if threading.current_thread() is threading.main_thread() else None
+
+
+def _mv_parse(text: str) -> list:
+    """math-verify's parse (LaTeX, then plain expressions); [] when it finds nothing or fails."""
+    from math_verify import parse
+
+    try:
+        return parse(text, parsing_timeout=_mv_timeout(), raise_on_error=True)
+    except Exception as e:  # a timeout, or sympy failing on odd input: not an answer
+        log.debug("math-verify could not parse %r: %s: %s", text[:80], type(e).__name__, e)
+        return []
+
+
+@functools.lru_cache(maxsize=4096)
+def _mv_gold(gold: str) -> tuple:
+    """A gold answer parsed once: bare text is read as math (`$...$`), text with `$` or a box as written."""
+    text = str(gold).strip()
+    if not text:
+        return ()
+    return tuple(_mv_parse(text if "$" in text or "\\boxed" in text else f"${text}$"))
+
+
+def grade_math_verify(answer: str | None, gold: str) -> Grade:
+    """math-verify (Hugging Face; what lighteval and open-r1 score math with): the answer's last `\\boxed{}` or
+    final-answer expression, compared with the gold symbolically (fractions, radicals, intervals, sets, LaTeX).
+    The prediction is math-verify's extracted text."""
+    if answer is None:
+        return None, False
+    gold_parsed = _mv_gold(str(gold))
+    pred_parsed = _mv_parse(answer[-_MV_MAX_CHARS:])
+    if not pred_parsed:
+        return None, False
+    pred = str(pred_parsed[-1]) if isinstance(pred_parsed[-1], str) else str(pred_parsed[0])
+    if not gold_parsed:
+        return pred, False
+    from math_verify import verify
+
+    try:
+        correct = verify(list(gold_parsed), pred_parsed, timeout_seconds=_mv_timeout(), raise_on_error=True)
+    except Exception as e:
+        log.debug("math-verify could not compare %r with %r: %s: %s", pred, gold, type(e).__name__, e)
+        correct = False
+    return pred, bool(correct)
+
+
+# --- gold answers ----------------------------------------------------------------------------------------------
+
+def _gold_label(gold: str) -> str | None:
+    label = str(gold).strip().lower()
+    return label if label in grade_yes_no_maybe.labels else None
+
+
+def _gold_aime(gold: str) -> str | None:
+    value = _gold_int(gold)
+    return value if value is not None and not value.startswith("-") and len(value) <= 3 else None
+
+
+def _gold_math(gold: str) -> str | None:
+    parsed = _mv_gold(str(gold))
+    return str(parsed[-1]) if parsed else None
+
+
+# Each grader's reading of a gold answer (None: the grader could never match it), and what it expects.
+_GOLD: dict[str, tuple[Callable[[str], str | None], str]] = {
+    "last_integer": (_gold_int, "an integer"),
+    "boxed_integer": (_gold_aime, "an integer from 0 to 999"),
+    "yes_no_maybe": (_gold_label, "yes, no or maybe"),
+    "math_verify": (_gold_math, "a number or expression math-verify can parse (plain or LaTeX)"),
+}
+
+
+def read_gold(grader_name: str, gold: str | None) -> str | None:
+    """The gold answer as the grader reads it, or None when it cannot (no answer could ever match it)."""
+    get_grader(grader_name)
+    return None if gold is None else _GOLD[grader_name][0](str(gold))
+
+
+def gold_format(grader_name: str) -> str:
+    """What a grader expects of a gold answer, in words (for error messages)."""
+    get_grader(grader_name)
+    return _GOLD[grader_name][1]
+
+
 # --- registry --------------------------------------------------------------------------------------------------
 
 GRADERS: dict[str, Grader] = {
     "last_integer": grade_last_integer,
     "boxed_integer": grade_boxed_integer,
     "yes_no_maybe": grade_yes_no_maybe,
+    "math_verify": grade_math_verify,
 }
 
 _CANONICAL: dict[str, Callable[[str], str]] = {
     "last_integer": lambda pred: _gold_int(pred) or pred.strip(),
     "boxed_integer": lambda pred: "\\boxed{" + (_gold_int(pred) or pred.strip()) + "}",
     "yes_no_maybe": lambda pred: pred.strip().lower(),
+    "math_verify": lambda pred: "\\boxed{" + pred.strip() + "}",
 }
 
 
 def get_grader(name: str) -> Grader:
     try:
-        return GRADERS[name]
+        grader = GRADERS[name]
     except KeyError:
         raise ValueError(f"domain.grader: unknown grader {name!r}; known: {sorted(GRADERS)}") from None
+    if name == "math_verify" and importlib.util.find_spec("math_verify") is None:
+        raise ValueError("domain.grader: math_verify needs the math-verify package (pip install math-verify)")
+    return grader
 
 
 def canonical_answer(grader_name: str, pred: str) -> str:

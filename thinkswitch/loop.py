@@ -56,7 +56,7 @@ def run_loop(run: Run) -> dict:
         for k in range(1, cfg.iterations + 1):
             metrics, pair = iteration(run, k, pair)
             record(cfg, run.paths, k, metrics, tracker, history)
-        summary = summarize(history, time.perf_counter() - t0, tracker.mode, cfg.cost.gpu_hour_usd)
+        summary = summarize(run.paths, history, time.perf_counter() - t0, tracker.mode, cfg.cost.gpu_hour_usd)
         write_json(run.paths.summary, summary)
         run.paths.failed.unlink(missing_ok=True)
         return summary

@@ -10,6 +10,7 @@ from thinkswitch.config import ExperimentConfig
 from thinkswitch.distill import TRAIN_LOG
 from thinkswitch.io import read_jsonl, write_json, write_jsonl
 from thinkswitch.paths import RunPaths
+from thinkswitch.report import change_metrics, paired_block, paired_run_summary
 from thinkswitch.rundir import prune_checkpoints
 from thinkswitch.tracking import Tracker
 
@@ -22,7 +23,7 @@ def record(cfg: ExperimentConfig, paths: RunPaths, k: int, metrics: dict, tracke
            history: list[dict]) -> None:
     """Iteration k's row: its metrics.json, a line of metrics.jsonl, W&B; then `keep_checkpoints` pruning."""
     it = paths.iteration(k)
-    metrics = {**metrics, **stage_cost(metrics, cfg.cost.gpu_hour_usd)}
+    metrics = {**metrics, **stage_cost(metrics, cfg.cost.gpu_hour_usd), **change_metrics(paths.root, k)}
     row = {"iteration": k, **metrics}
     write_json(it.metrics, row)
     history.append(row)
@@ -45,8 +46,10 @@ def stage_cost(metrics: dict, gpu_hour_usd: Optional[float]) -> dict:
     return {**costs, "cost/iteration_usd": sum(costs.values())}
 
 
-def summarize(history: list[dict], seconds: float, tracking_mode: str, gpu_hour_usd: Optional[float]) -> dict:
-    """summary.json: baseline, final and delta of every score, time and cost per stage, the history."""
+def summarize(paths: RunPaths, history: list[dict], seconds: float, tracking_mode: str,
+              gpu_hour_usd: Optional[float]) -> dict:
+    """summary.json: baseline, final and delta of every score (with the paired statistics of each change),
+    time and cost per stage, the history."""
     keys = [f"{r}/{m}" for r in ROLES for m in SCORES]
     first, last = history[0], history[-1]
     stage_seconds: dict[str, float] = {}
@@ -65,6 +68,7 @@ def summarize(history: list[dict], seconds: float, tracking_mode: str, gpu_hour_
         "cost_usd": None if gpu_hour_usd is None else {
             **{stage: sec / 3600 * gpu_hour_usd for stage, sec in stage_seconds.items()},
             "total": seconds / 3600 * gpu_hour_usd},
+        "paired": paired_block(paths.root, history),
         "tracking": tracking_mode,
         "history": history,
     }
@@ -75,4 +79,4 @@ def run_summary(summary: dict) -> dict[str, Any]:
     out = {**summary["final"], **{f"delta/{k}": v for k, v in summary["delta"].items()}}
     if summary["cost_usd"]:
         out["cost/total_usd"] = summary["cost_usd"]["total"]
-    return out
+    return out | paired_run_summary(summary)

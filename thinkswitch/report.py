@@ -20,11 +20,13 @@ import yaml
 
 from thinkswitch.chat import ROLES
 from thinkswitch.io import atomic_path, read_json, read_jsonl, write_json, write_text
-from thinkswitch.stats import wilson_interval
+from thinkswitch.paths import RunPaths
+from thinkswitch.stats import CHANGE_FIELDS, excludes_zero, paired_change, question_scores, wilson_interval
 
 log = logging.getLogger(__name__)
 CONFIG_KEYS = ("merge.t", "domain.train_prompts", "seed", "domain.name", "model.name", "trainer.name")
 SCORE_FIELDS = ("correct", "n", "accuracy", "ci_low", "ci_high", "tokens_per_answer")
+DELTA_FIELDS = ("flips_up", "flips_down", "p_mcnemar", "ci_low", "ci_high")  # beside `<role>/delta_accuracy`
 PLOTS = {"final_accuracy_vs_t.png": "merge.t", "final_accuracy_vs_train_prompts.png": "domain.train_prompts"}
 
 
@@ -38,16 +40,104 @@ def score(row: dict, role: str) -> str:
     return _format(_scores(row, role), width="6")
 
 
-def iteration_table(history: list[dict]) -> str:
-    """Iteration x {instruct, thinking}: correct/n, accuracy [95% CI] and tokens per answer."""
+def _change(c: dict | None, pad: bool = True) -> str:
+    """`+15.0 [+11.0, +19.2]* +90/-15`: accuracy points, paired 95% interval (* if it excludes 0), flips;
+    `pad` keeps a column for the mark when there is none (tables)."""
+    if not c or c.get("delta") is None:
+        return ""
+    mark = "*" if excludes_zero(c) else " " if pad else ""
+    return (f"{100 * c['delta']:+.1f} [{100 * c['ci_low']:+.1f}, {100 * c['ci_high']:+.1f}]{mark} "
+            f"+{c['flips_up']}/-{c['flips_down']}")
+
+
+def _row_change(row: dict, role: str) -> dict | None:
+    """The `<role>/change/*` metrics of one line of metrics.jsonl (vs the previous iteration), or None."""
+    if f"{role}/change/delta" not in row:
+        return None
+    return {f: row.get(f"{role}/change/{f}") for f in CHANGE_FIELDS}
+
+
+CHANGE_LEGEND = ("change: accuracy points vs the previous iteration [paired bootstrap 95% interval], +up/-down: "
+                 "questions that flipped;\n* the interval excludes 0 (McNemar p-values: metrics.jsonl, summary.json)")
+
+
+def iteration_table(history: list[dict], paired: dict | None = None) -> str:
+    """Iteration x {instruct, thinking}: correct/n, accuracy [95% CI], tokens per answer and, when the rows
+    have them, the paired change from the previous iteration; `paired` (summary.json's block) adds a line
+    per checkpoint for the change from iteration 0."""
     cells = [[score(row, r) for r in ROLES] for row in history]
     width = max(len(c) for row in cells for c in row)
-    header = f"iter | {'instruct':<{width}} tok/ans | {'thinking':<{width}} tok/ans"
+    changes = [[_change(_row_change(row, r)) for r in ROLES] for row in history]
+    cw = max((len(c) for row in changes for c in row), default=0)
+    extra = f" {'change':<{cw}}" if cw else ""
+    header = f"iter | {'instruct':<{width}} tok/ans{extra} | {'thinking':<{width}} tok/ans{extra}".rstrip()
     lines = [header, "-" * len(header)]
-    for row, (inst, think) in zip(history, cells):
-        lines.append(f"{row['iteration']:>4} | {inst:<{width}} {row['instruct/tokens_per_answer']:7.1f} | "
-                     f"{think:<{width}} {row['thinking/tokens_per_answer']:7.1f}")
+    for row, (inst, think), (ci, ct) in zip(history, cells, changes):
+        lines.append(f"{row['iteration']:>4} | {inst:<{width}} {row['instruct/tokens_per_answer']:7.1f}"
+                     f"{f' {ci:<{cw}}' if cw else ''} | "
+                     f"{think:<{width}} {row['thinking/tokens_per_answer']:7.1f}{f' {ct:<{cw}}' if cw else ''}"
+                     .rstrip())
+    finals = []
+    for role in ROLES:
+        c = (paired or {}).get(role)
+        if c and c.get("delta") is not None:
+            finals.append(f"{role} {_change(c, pad=False)} (McNemar p={c['p_mcnemar']:.3g})")
+    if finals:
+        lines.append(f"iteration {paired[ROLES[0]].get('after', history[-1]['iteration'])} vs 0: "
+                     + "; ".join(finals))
+    if cw or finals:
+        lines.append(CHANGE_LEGEND)
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- paired changes from a run's files
+
+
+def eval_scores(run_dir: Path, k: int, role: str) -> dict[str, float] | None:
+    """id -> correctness (mean over samples) of `role` at iteration k, from iter_XX/eval_<role>.jsonl (or None)."""
+    path = RunPaths(Path(run_dir)).iteration(k).eval_results(role)
+    return question_scores(read_jsonl(path), str(path)) if path.is_file() else None
+
+
+def _paired(run_dir: Path, before: int, after: int, role: str) -> dict | None:
+    a, b = eval_scores(run_dir, before, role), eval_scores(run_dir, after, role)
+    if a is None or b is None:
+        return None
+    try:
+        return paired_change(a, b)
+    except ValueError as e:
+        raise ValueError(f"{run_dir}: iterations {before} and {after} of {role}: {e}") from None
+
+
+def change_metrics(run_dir: Path, k: int) -> dict:
+    """`<role>/change/<field>` for iteration k vs k-1 (flips_up, flips_down, delta, p_mcnemar, ci_low,
+    ci_high), from the per-question files; {} for iteration 0 or when a file is missing."""
+    out = {}
+    for role in ROLES:
+        c = _paired(run_dir, k - 1, k, role) if k > 0 else None
+        if c:
+            out |= {f"{role}/change/{f}": v for f, v in c.items() if f != "n"}
+    return out
+
+
+def paired_block(run_dir: Path, history: list[dict]) -> dict:
+    """summary.json's `paired`: per checkpoint, the paired change of accuracy from iteration 0 to the last
+    iteration of `history` ({before, after, n, flips_up, flips_down, delta, p_mcnemar, ci_low, ci_high})."""
+    if not history:
+        return {}
+    first, last = history[0]["iteration"], history[-1]["iteration"]
+    out = {}
+    for role in ROLES:
+        c = _paired(run_dir, first, last, role)
+        if c:
+            out[role] = {"before": first, "after": last, **c}
+    return out
+
+
+def paired_run_summary(summary: dict) -> dict:
+    """The paired block flattened for W&B's run summary: `delta/<role>/<field>` (p_mcnemar, ci_low, ...)."""
+    return {f"delta/{role}/{f}": v for role, c in (summary.get("paired") or {}).items()
+            for f, v in c.items() if f in CHANGE_FIELDS and f != "n"}
 
 
 # ---------------------------------------------------------------- reading runs
@@ -105,8 +195,11 @@ def load_run(run_dir: Path) -> dict:
     summary = read_json(run_dir / "summary.json") if (run_dir / "summary.json").is_file() else None
     failure = read_json(run_dir / "failed.json") if (run_dir / "failed.json").is_file() else None
     status = "finished" if summary else "failed" if failure else "unfinished"  # summary.json is written last
-    return {"dir": run_dir, "overrides": overrides, "config": config, "history": read_jsonl(run_dir / "metrics.jsonl"),
-            "summary": summary, "failure": failure, "status": status}
+    history = read_jsonl(run_dir / "metrics.jsonl")
+    # the change from iteration 0: as the run recorded it, else from its per-question files (unfinished runs)
+    paired = (summary or {}).get("paired") or paired_block(run_dir, history)
+    return {"dir": run_dir, "overrides": overrides, "config": config, "history": history,
+            "summary": summary, "failure": failure, "status": status, "paired": paired}
 
 
 def _scores(row: dict | None, role: str) -> dict:
@@ -143,6 +236,13 @@ def runs_table(runs: list[dict]) -> list[dict]:
                 row.update({f"{role}/{when}/{f}": v for f, v in _scores(metrics, role).items()})
             base, final = row[f"{role}/baseline/accuracy"], row[f"{role}/final/accuracy"]
             row[f"{role}/delta_accuracy"] = None if base is None else final - base
+            change = (run.get("paired") or {}).get(role) or {}  # paired: final vs baseline, same questions
+            row.update({f"{role}/delta/{f}": change.get(f) for f in DELTA_FIELDS})
+            row[f"{role}/delta/significant"] = excludes_zero(change) if change else None
+            for when, metrics in (("baseline", history[0] if history else {}),
+                                  ("final", history[-1] if history else {})):
+                row[f"{role}/{when}/macro_f1"] = metrics.get(f"{role}/macro_f1")
+        row["majority_baseline"] = history[0].get("eval/majority_baseline") if history else None
         row["cost_usd"] = (summary.get("cost_usd") or {}).get("total")
         if row["cost_usd"] is None and any("cost/iteration_usd" in h for h in history):
             row["cost_usd"] = sum(h.get("cost/iteration_usd", 0.0) for h in history)
@@ -189,22 +289,89 @@ def _fmt_score(row: dict, role: str, when: str) -> str:
     return _format({f: row[f"{p}/{f}"] for f in SCORE_FIELDS})
 
 
+def _fmt_delta(row: dict, role: str) -> str:
+    """`+10.0 [+3.0, +17.0]* p=0.004 +12/-2` (points) from a runs_table row; `-` without the paired change."""
+    p = f"{role}/delta"
+    if row.get(f"{p}/ci_low") is None:
+        return "-"
+    change = {"delta": row[f"{role}/delta_accuracy"], **{f: row[f"{p}/{f}"] for f in DELTA_FIELDS}}
+    return f"{_change(change, pad=False)} p={change['p_mcnemar']:.2g}"
+
+
+def _has_labels(rows: list[dict]) -> bool:
+    return any(r.get("majority_baseline") is not None for r in rows)
+
+
 def markdown_table(rows: list[dict]) -> str:
-    """runs.md: one line per run, baseline -> final for both checkpoints."""
+    """runs.md: one line per run, baseline -> final for both checkpoints, and the paired change of each."""
     def tok(r: dict, role: str) -> str:
         b, f = r[f"{role}/baseline/tokens_per_answer"], r[f"{role}/final/tokens_per_answer"]
         return "-" if b is None else f"{b:.1f}->{f:.1f}"
 
-    lines = [("| run | t | train_prompts | seed | instruct baseline -> final | thinking baseline -> final "
-             "| tokens/answer (inst; think) | cost | status |"), "|" + "---|" * 9]
+    def f1(r: dict) -> str:
+        vals = [r.get(f"{role}/final/macro_f1") for role in ROLES]
+        return "; ".join("-" if v is None else f"{v:.3f}" for v in vals)
+
+    labels = _has_labels(rows)
+    head = ["run", "t", "train_prompts", "seed", "instruct baseline -> final", "instruct change",
+            "thinking baseline -> final", "thinking change", "tokens/answer (inst; think)",
+            *(["macro-F1 final (inst; think)", "majority baseline"] if labels else []), "cost", "status"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r["name"], r["merge.t"], r["domain.train_prompts"], r["seed"],
-                 *(f"{_fmt_score(r, role, 'baseline')} -> {_fmt_score(r, role, 'final')}" for role in ROLES),
+                 *(c for role in ROLES
+                   for c in (f"{_fmt_score(r, role, 'baseline')} -> {_fmt_score(r, role, 'final')}",
+                             _fmt_delta(r, role))),
                  f"{tok(r, 'instruct')}; {tok(r, 'thinking')}",
+                 *([f1(r), "-" if r["majority_baseline"] is None else f"{r['majority_baseline']:.1%}"]
+                   if labels else []),
                  "-" if r["cost_usd"] is None else f"${r['cost_usd']:.2f}",
                  r["status"] if r["status"] == "finished" or r["iterations"] is None
                  else f"{r['status']} (iter {r['iterations']})"]
         lines.append("| " + " | ".join("-" if c is None else str(c).replace("|", "\\|") for c in cells) + " |")
+    lines += ["", "change: final vs baseline accuracy in points [paired bootstrap 95% interval], +up/-down "
+              "questions that flipped, p: McNemar's exact test; * the interval excludes 0."]
+    if labels:
+        lines.append("majority baseline: the accuracy of always answering the evaluation set's most common gold "
+                     "label; macro-F1 over yes/no/maybe.")
+    return "\n".join(lines) + "\n"
+
+
+def points_table(rows: list[dict], runs: list[dict]) -> list[dict]:
+    """Finished runs pooled over seeds: one row per point (every override but `seed`) with the number of seeds,
+    and per checkpoint the mean change from baseline with its lo/hi (as `aggregate`: the min and max over
+    seeds; one seed: its paired 95% interval) and how many seeds' own interval excludes 0."""
+    done = [(row, run) for row, run in zip(rows, runs) if row["status"] == "finished"]
+    points = {}
+    for row, run in done:
+        point = ",".join(f"{k}={v}" for k, v in run["overrides"].items() if k != "seed") or "(all)"
+        points.setdefault(point, []).append(row)
+    out = []
+    for point, group in points.items():
+        entry = {"point": point, "seeds": len(group)}
+        for role in ROLES:
+            ys = [{"point": point, "d/accuracy": r[f"{role}/delta_accuracy"], "d/ci_low": r[f"{role}/delta/ci_low"],
+                   "d/ci_high": r[f"{role}/delta/ci_high"]} for r in group]
+            agg = aggregate(ys, "point", "d/accuracy")
+            _, mean, lo, hi, _ = agg[0] if agg else (None, None, None, None, 0)
+            entry |= {f"{role}/delta_mean": mean, f"{role}/delta_lo": lo, f"{role}/delta_hi": hi,
+                      f"{role}/seeds_significant": sum(bool(r[f"{role}/delta/significant"]) for r in group)}
+        out.append(entry)
+    return out
+
+
+def points_markdown(points: list[dict]) -> str:
+    """points.md: the change from baseline per point, seeds pooled."""
+    def cell(p: dict, role: str) -> str:
+        if p[f"{role}/delta_mean"] is None:
+            return "-"
+        return (f"{100 * p[f'{role}/delta_mean']:+.1f} [{100 * p[f'{role}/delta_lo']:+.1f}, "
+                f"{100 * p[f'{role}/delta_hi']:+.1f}] ({p[f'{role}/seeds_significant']}/{p['seeds']} *)")
+
+    lines = ["| point | seeds | instruct change | thinking change |", "|---|---|---|---|"]
+    lines += [f"| {p['point']} | {p['seeds']} | {cell(p, 'instruct')} | {cell(p, 'thinking')} |" for p in points]
+    lines += ["", "change: final vs baseline accuracy in points, mean over seeds [lowest, highest seed; one seed: its "
+              "paired bootstrap 95% interval] (k/n *: seeds whose own paired interval excludes 0)."]
     return "\n".join(lines) + "\n"
 
 
@@ -295,6 +462,11 @@ def write_report(path: Path, out_dir: Path | None = None) -> dict[str, Path]:
     written = {"runs.csv": out_dir / "runs.csv", "runs.md": out_dir / "runs.md"}
     write_text(written["runs.csv"], _csv(rows))
     write_text(written["runs.md"], markdown_table(rows))
+    points = points_table(rows, runs)
+    if any(p["seeds"] > 1 for p in points):  # seeds to pool
+        written["points.csv"], written["points.md"] = out_dir / "points.csv", out_dir / "points.md"
+        write_text(written["points.csv"], _csv(points))
+        write_text(written["points.md"], points_markdown(points))
     skipped = {}
     if any(run["history"] for run in runs):
         written["accuracy_vs_iteration.png"] = out_dir / "accuracy_vs_iteration.png"
@@ -326,7 +498,8 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", e)
         return 1
     listing = "".join(f"{name}: {p}\n" for name, p in written.items())
-    sys.stdout.write(listing + "\n" + written["runs.md"].read_text(encoding="utf-8"))  # the command's output
+    tables = [written[name].read_text(encoding="utf-8") for name in ("runs.md", "points.md") if name in written]
+    sys.stdout.write(listing + "\n" + "\n".join(tables))  # the command's output
     return 0
 
 

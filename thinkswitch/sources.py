@@ -37,6 +37,22 @@ MAX_RECORD_BYTES = 1 << 20
 MAX_JSON_BYTES = 1 << 30
 
 
+class Record(dict):
+    """A record (a plain dict to everything that reads it) that also knows where it was read:
+    `origin` is `<file>:<line>`, `<file>: record <i or key>`, `<file>: row <i>` or `dataset ...: row <i>`."""
+
+    __slots__ = ("origin",)
+
+    def __init__(self, data: Any = (), origin: str | None = None):
+        super().__init__(data)
+        self.origin = origin
+
+
+def origin(record: Any) -> str | None:
+    """Where a record was read (see `Record`), or None for a plain dict."""
+    return getattr(record, "origin", None)
+
+
 def read_records(path: str | Path) -> list[dict]:
     """All records of a local data file, read by its extension (one of `READERS`)."""
     return read_located(path)[0]
@@ -58,7 +74,7 @@ def read_located(path: str | Path) -> tuple[list[dict], list[str]]:
     if reader in (_read_json, _read_parquet):  # JSONL and CSV lines were bounded as they were read
         check_record_sizes(records, places)
     log.debug("read %d records from %s", len(records), path)
-    return records, places
+    return [Record(r, where) for r, where in zip(records, places)], places
 
 
 def _too_large(where: str, what: str = "record") -> DataError:
@@ -300,9 +316,10 @@ def load_hf(dataset: str, config: str | None, split: str, revision: str | None =
         raise
     except Exception as e:
         raise DataError(f"{where}: could not load ({type(e).__name__}: {e})") from e
-    check_record_sizes(records, [f"{where}: row {i}" for i in range(len(records))])
+    places = [f"{where}: row {i}" for i in range(len(records))]
+    check_record_sizes(records, places)
     log.debug("loaded %d records from %s", len(records), where)
-    return records
+    return [Record(r, place) for r, place in zip(records, places)]
 
 
 def _is_saved_dataset(dataset: str) -> bool:
@@ -328,7 +345,8 @@ def map_fields(records: list[dict], fields: dict[str, str], source: str) -> list
                                 f"(for {ours!r}); {value}")
             row[ours] = value
         raw_id = row["id"] if "id" in row else record.get("id", i)
-        out.append({"id": str(raw_id), **{k: v for k, v in row.items() if k != "id"}})
+        out.append(Record({"id": str(raw_id), **{k: v for k, v in row.items() if k != "id"}},
+                          origin(record) or f"{source}: record {i}"))
     return out
 
 

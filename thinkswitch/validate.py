@@ -8,6 +8,7 @@ objects (`trl.SFTConfig`, `peft.LoraConfig`, `transformers.GenerationConfig`, me
 
 from __future__ import annotations
 
+import re
 from numbers import Number
 from typing import Any, Callable, Iterator
 
@@ -85,6 +86,22 @@ def model_and_domain(cfg: ExperimentConfig) -> Iterator[str]:
     yield from _one_of("domain.source", cfg.domain.source, ("testbed", "data"))
     if cfg.domain.grader not in GRADERS:
         yield f"domain.grader: unknown grader {cfg.domain.grader!r}; known: {sorted(GRADERS)}"
+    for split in ("train", "eval"):
+        yield from _gold_regex(getattr(cfg.domain, split).gold_regex, f"domain.{split}.gold_regex")
+
+
+def _gold_regex(pattern: Any, key: str) -> Iterator[str]:
+    """A gold regex compiles and has exactly one group (the gold answer)."""
+    if pattern is None:
+        return
+    try:
+        groups = re.compile(pattern).groups
+    except re.error as e:
+        yield f"{key}: {pattern!r} is not a valid regular expression ({e})"
+        return
+    if groups != 1:
+        yield (f"{key}: {pattern!r} has {groups} groups; it needs exactly one (the gold answer), "
+               "e.g. '####\\s*(-?\\d+)'; write other groups as (?:...)")
 
 
 def sampling(cfg: ExperimentConfig) -> Iterator[str]:
