@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from thinkswitch.memory import (
-    GiB,
     QWEN3_4B_2507,
+    GiB,
     Shape,
     checkpoint_tensors,
     config_tensors,
