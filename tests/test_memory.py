@@ -300,3 +300,26 @@ def test_testbed_impossible_budget_is_refused_in_seconds(testbed_pair):
                                batch_size=cfg.generation.batch_size)
     assert plan.batch_size == min(cfg.generation.batch_size, 8) and not plan.binding
     assert plan.weight_bytes == 4 * param_count(checkpoint_tensors(testbed_pair.thinking)[0])
+
+
+# --- the README's table ---------------------------------------------------------------------------------------
+
+def test_readme_table_is_what_memory_table_prints(capsys):
+    """The README's "The paper on one GPU" numbers come from benchmarks/memory_table.py, unedited."""
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(root / "benchmarks"))
+    try:
+        import memory_table
+    finally:
+        sys.path.remove(str(root / "benchmarks"))
+    memory_table.main([])
+    printed = capsys.readouterr().out.splitlines()
+    rows = [line for line in printed if line.startswith("| ")]
+    assert len(rows) == 5 and rows[2].startswith("| 8 GB")
+    assert rows[3].startswith("| 24 GB | 23.5 GiB | 7.5 GiB | 4.6 GiB | 3 (5 batches)")
+    readme = (root / "README.md").read_text()
+    for line in rows + [line for line in printed if line.startswith(("generation memory plan", "distill memory"))]:
+        assert line in readme, line
