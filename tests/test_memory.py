@@ -323,3 +323,10 @@ def test_readme_table_is_what_memory_table_prints(capsys):
     readme = (root / "README.md").read_text()
     for line in rows + [line for line in printed if line.startswith(("generation memory plan", "distill memory"))]:
         assert line in readme, line
+
+
+def test_free_memory_on_cpu_is_the_available_ram():
+    from thinkswitch.memory import free_memory
+
+    free = free_memory("cpu")
+    assert abs(free - meminfo_available()) < 2 * GiB  # the same figure, read moments apart

@@ -309,13 +309,18 @@ def meminfo_available(path: Union[str, Path] = "/proc/meminfo") -> int:
 
 def free_memory(device: str) -> int:
     """Free bytes on a device now: CUDA's free memory (`torch.cuda.mem_get_info`), or on a CPU the available
-    RAM. Measure it before the model loads (the plans subtract the weights)."""
+    RAM (`MemAvailable`; psutil's `available` where there is no /proc/meminfo). Measure it before the model
+    loads (the plans subtract the weights)."""
     if str(device).startswith("cuda"):
         import torch
 
         free, _total = torch.cuda.mem_get_info(torch.device(device))
         return int(free)
-    return meminfo_available()
+    if Path("/proc/meminfo").is_file():
+        return meminfo_available()
+    import psutil  # not Linux (a dependency of accelerate)
+
+    return int(psutil.virtual_memory().available)
 
 
 # ----------------------------------------------------------------------------------------------------------------
