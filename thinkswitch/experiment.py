@@ -14,7 +14,7 @@ import logging
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Optional
 
 from thinkswitch.cache import StageCache, checkpoint_id
 from thinkswitch.config import ExperimentConfig, ModelConfig
@@ -83,13 +83,54 @@ def prepare(cfg: ExperimentConfig) -> Run:
     check_resume(cfg, paths)
     pair = resolve_pair(cfg.model, Path(cfg.cache_dir))
     check_disk(cfg, paths, pair.instruct, pair.thinking)
+    token_budget = plan_memory(cfg, pair, train, evaluation, device)
     start = Pair(*(Checkpoint(p, checkpoint_id(p, cfg.model.revision)) for p in (pair.instruct, pair.thinking)))
     cache = StageCache(Path(cfg.stage_cache).expanduser() if cfg.stage_cache else None)
     log.info("pair: instruct=%s thinking=%s | %d training prompts, %d evaluation questions | device %s",
              pair.instruct, pair.thinking, len(train), len(evaluation), device)
+    generator = Generator(model=cfg.model, generation=cfg.generation, device=device, token_budget=token_budget)
     return Run(cfg=cfg, paths=paths, train=train, eval=evaluation, grader=get_grader(cfg.domain.grader),
-               start=start, generator=Generator(model=cfg.model, generation=cfg.generation, device=device),
-               stage=StageRunner(cache))
+               start=start, generator=generator, stage=StageRunner(cache))
+
+
+def plan_memory(cfg: ExperimentConfig, pair: ModelPair, train: list[dict], evaluation: list[dict],
+                device) -> Optional[int]:
+    """The memory plan, from the checkpoint's config and the prompts' token counts, before any model loads:
+    refuses a generation that cannot fit one sequence (ConfigError with the numbers), logs the batches the
+    HF backend will use and an estimate of distillation's peak; returns the HF backend's KV token budget
+    (None when the backend plans its own memory, or the checkpoint's config is not at hand)."""
+    from thinkswitch import memory
+    from thinkswitch.chat import chat_prompt
+    from thinkswitch.generate import prompt_token_counts
+    from thinkswitch.models import load_tokenizer
+
+    try:
+        config = memory.load_config(pair.thinking)
+    except ValueError:
+        log.info("memory plan: no config.json for %s before it downloads; not planned", pair.thinking)
+        return None
+    dtype = memory.resolve_dtype(cfg.model.dtype, device.type)
+    free = memory.free_memory(str(device))
+    if cfg.method.distill:
+        plan = memory.plan_distill(config, dtype=dtype, quantize_4bit=cfg.trainer.quantize_4bit, lora=cfg.trainer.lora,
+                                   sft=cfg.trainer.sft, bnb=cfg.trainer.bnb, free_bytes=free, device=str(device))
+        log.info("%s", memory.describe(plan))
+        if plan.warning():
+            log.warning("%s", plan.warning())
+    if cfg.generation.backend != "hf":
+        return None
+    tokenizer = load_tokenizer(pair.thinking, cfg.model)
+    jobs = [("thinking", train, cfg.generation.samples_per_prompt)] if cfg.method.labels == "thinking" else []
+    plans = [memory.plan_generation_for(
+        pair.thinking, dtype=dtype, device=str(device), config=config, free_bytes=free,
+        prompt_tokens=prompt_token_counts(tokenizer, [chat_prompt(tokenizer, ex["prompt"], cfg.domain.system_prompt)
+                                                      for ex in prompts]),
+        samples_per_prompt=samples, max_new_tokens=getattr(cfg.model.sampling, role).max_new_tokens,
+        batch_size=cfg.generation.batch_size, key=f"model.sampling.{role}.max_new_tokens")
+        for role, prompts, samples in [*jobs, ("thinking", evaluation, cfg.evaluate.samples),
+                                       ("instruct", evaluation, cfg.evaluate.samples)]]
+    log.info("%s", memory.describe(plans[0]))
+    return plans[0].token_budget  # the same for every job: one architecture, one dtype, one device
 
 
 @contextmanager

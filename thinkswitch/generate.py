@@ -54,6 +54,7 @@ class Generator:
     model: ModelConfig
     generation: GenerationConfig
     device: Any  # torch.device
+    token_budget: Optional[int] = None  # KV tokens a batch may hold (the memory plan; HF backend)
 
     @contextmanager
     def open(self, checkpoint: str) -> Iterator[GenerationBackend]:
@@ -63,6 +64,8 @@ class Generator:
         module, name = BACKENDS[self.generation.backend].split(":")
         backend_class = getattr(importlib.import_module(module), name)
         backend = backend_class.load(checkpoint, model_cfg=self.model, device=self.device, gen_cfg=self.generation)
+        if self.token_budget is not None and hasattr(backend, "token_budget"):
+            backend.token_budget = self.token_budget
         try:
             yield backend
         finally:
@@ -88,11 +91,45 @@ def _eos_ids(model, tokenizer) -> set[int]:
     return ids
 
 
+def prompt_token_counts(tokenizer, prompts: Sequence[str]) -> list[int]:
+    """Tokens of each (chat-formatted) prompt, as `generate_texts` encodes it."""
+    return [len(ids) for ids in tokenizer(list(prompts), add_special_tokens=False)["input_ids"]]
+
+
+def next_batch(order: Sequence[int], start: int, rows: int, lengths: Optional[Sequence[int]] = None,
+               max_new_tokens: int = 0, token_budget: Optional[int] = None) -> list[int]:
+    """The next batch: `order[start:]` up to `rows` entries and, with a `token_budget`, no more than keeps
+    rows x (longest prompt + max_new_tokens) <= token_budget (the KV cache a left-padded batch reserves).
+    At least one entry: a prompt over the budget alone runs alone (the memory plan refuses such runs)."""
+    if token_budget is None or lengths is None:
+        return list(order[start : start + rows])
+    batch: list[int] = []
+    longest = 0
+    for i in order[start : start + rows]:
+        wider = max(longest, lengths[i])
+        if batch and (len(batch) + 1) * (wider + max_new_tokens) > token_budget:
+            break
+        batch.append(i)
+        longest = wider
+    return batch
+
+
+def _release_cuda() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def generate_texts(model, tokenizer, prompts: Sequence[str], sampling: SamplingConfig, batch_size: int,
-                   seed: int, desc: str = "generate") -> list[dict]:
+                   seed: int, desc: str = "generate", *, token_budget: Optional[int] = None) -> list[dict]:
     """One completion per prompt (already chat-formatted), in input order (see `GenerationBackend.generate`).
 
-    Prompts are batched by length (less padding).
+    Prompts are batched by length (less padding). `batch_size` bounds the rows of a batch; `token_budget`
+    (KV tokens, `memory.GenerationPlan.token_budget`) also bounds rows x (longest prompt of the batch +
+    max_new_tokens). Without it, or where it does not bind, the batches (and so the outputs for a seed) are
+    those of `batch_size` alone. A batch that runs out of CUDA memory is split in half and retried, and later
+    batches are capped at that half; finished batches are kept. A single prompt that runs out of memory raises.
     """
     import torch
 
@@ -100,16 +137,37 @@ def generate_texts(model, tokenizer, prompts: Sequence[str], sampling: SamplingC
     eos_ids = _eos_ids(model, tokenizer)
     drop = {t for t in tokenizer.all_special_tokens if t not in (THINK_OPEN, THINK_CLOSE)}
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    lengths = prompt_token_counts(tokenizer, prompts) if token_budget is not None and prompts else None
     results: list[Optional[dict]] = [None] * len(prompts)
     kwargs = sampling_kwargs(sampling)
+    rows, start, retry = batch_size, 0, []  # retry: halves of a batch that ran out of memory (a stack)
     bar = tqdm(total=len(prompts), desc=desc, unit="prompt", leave=False)
     with torch.inference_mode():
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
-            enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True,
-                            add_special_tokens=False).to(model.device)
-            out = model.generate(**enc, **kwargs, pad_token_id=tokenizer.pad_token_id)
-            new = out[:, enc["input_ids"].shape[1]:].tolist()
+        while retry or start < len(order):
+            if retry:
+                idx = retry.pop()
+            else:
+                idx = next_batch(order, start, rows, lengths, sampling.max_new_tokens, token_budget)
+                start += len(idx)
+            new = None
+            try:
+                enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True,
+                                add_special_tokens=False).to(model.device)
+                out = model.generate(**enc, **kwargs, pad_token_id=tokenizer.pad_token_id)
+                new = out[:, enc["input_ids"].shape[1]:].tolist()
+            except torch.OutOfMemoryError:
+                if len(idx) == 1:
+                    log.error("%s: out of memory on a single prompt (%d characters)", desc, len(prompts[idx[0]]))
+                    raise
+            if new is None:  # out of memory: split, after the except clause has dropped the traceback's tensors
+                enc = out = None
+                _release_cuda()
+                half = (len(idx) + 1) // 2
+                retry += [idx[half:], idx[:half]]  # a stack: the first half runs next
+                rows = min(rows, half)
+                log.warning("%s: out of memory on a batch of %d; retrying it in halves, later batches of at most %d",
+                            desc, len(idx), rows)
+                continue
             for i, ids in zip(idx, new):
                 stop = next((j for j, t in enumerate(ids) if t in eos_ids), None)
                 kept = ids if stop is None else ids[: stop + 1]
@@ -125,8 +183,8 @@ def generate_texts(model, tokenizer, prompts: Sequence[str], sampling: SamplingC
 class HFBackend:
     """Batched `model.generate` of Hugging Face transformers."""
 
-    def __init__(self, model, tokenizer, batch_size: int):
-        self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
+    def __init__(self, model, tokenizer, batch_size: int, token_budget: Optional[int] = None):
+        self.model, self.tokenizer, self.batch_size, self.token_budget = model, tokenizer, batch_size, token_budget
 
     @classmethod
     def load(cls, path: str, *, model_cfg: ModelConfig, device, gen_cfg: GenerationConfig) -> "HFBackend":
@@ -137,7 +195,8 @@ class HFBackend:
     def generate(self, prompts: Sequence[str], sampling: SamplingConfig, *, seed: int, n: int = 1,
                  desc: str = "generate") -> list[dict]:
         repeated = [p for p in prompts for _ in range(n)]
-        return generate_texts(self.model, self.tokenizer, repeated, sampling, self.batch_size, seed, desc)
+        return generate_texts(self.model, self.tokenizer, repeated, sampling, self.batch_size, seed, desc,
+                              token_budget=self.token_budget)
 
     def close(self) -> None:
         device = getattr(self.model, "device", None)
