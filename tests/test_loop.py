@@ -97,7 +97,7 @@ def test_wandb_offline_run_and_table(finished_run):
     assert "instruct" in out and "tok/ans" in out  # the results table
     assert "{'loss'" not in out and "'learning_rate'" not in out, "the trainer's log dicts stay off the console"
     log = (run_dir / "thinkswitch.log").read_text()
-    assert "'loss'" in log, "...and go to the log file"
+    assert "[thinkswitch.train]" in log and "'train_loss'" in log, "...and go to the log file"
     assert "iteration 1 vs 0: instruct" in out and "* the interval excludes 0" in out  # with paired changes
 
 
