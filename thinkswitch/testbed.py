@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 from thinkswitch.chat import THINK_CLOSE as END_THINK
 from thinkswitch.chat import THINK_OPEN as THINK
 from thinkswitch.config import SamplingConfig, TestbedSpec
+from thinkswitch.errors import DataError
 from thinkswitch.io import atomic_path
 
 if TYPE_CHECKING:  # torch / transformers are imported lazily: importing this module stays cheap
@@ -368,6 +369,45 @@ def _complete(path: Path) -> bool:
     return (path / MANIFEST).is_file()
 
 
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+SHIPPED = Path(str(importlib.resources.files("thinkswitch") / "testbed_pair"))
+
+
+def shipped_pair(spec: TestbedSpec, root: Path = SHIPPED) -> Path | None:
+    """The pair shipped with the package (`thinkswitch/testbed_pair/`), when `spec` is the one it was built
+    from; its files are checked against the manifest's SHA-256 first.
+
+    Shipping the built pair (3.6 MB) makes the default testbed the same on every machine: training it again
+    elsewhere converges to another pair (float differences between CPUs change what a few hundred steps of
+    training reach), and so to other numbers. A spec that differs is built locally, as before.
+    """
+    if not (root / MANIFEST).is_file():
+        return None
+    manifest = json.loads((root / MANIFEST).read_text())
+    if manifest.get("spec_hash") != spec_hash(spec):
+        return None
+    for name, digest in manifest["files"].items():
+        if not (root / name).is_file() or file_sha256(root / name) != digest:
+            raise DataError(f"{root / name}: the shipped testbed pair is damaged (missing, or not the SHA-256 its "
+                            f"manifest gives); reinstall thinkswitch, or build one with a changed model.testbed.* key")
+    return root
+
+
+def ship(built: Path, out: Path) -> None:
+    """Copy a built pair into the package (`out`), with the SHA-256 of every file in its manifest."""
+    manifest = json.loads((built / MANIFEST).read_text())
+    with atomic_path(out) as tmp:
+        for variant in VARIANTS:
+            shutil.copytree(built / variant, tmp / variant)
+        files = sorted(str(f.relative_to(tmp)) for f in tmp.rglob("*") if f.is_file())
+        manifest |= {"spec_hash": spec_hash(TestbedSpec(**manifest["spec"])),
+                     "files": {name: file_sha256(tmp / name) for name in files}}
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+
+
 @contextlib.contextmanager
 def _lock(path: Path) -> Iterator[None]:
     """Advisory inter-process lock (no-op where fcntl is unavailable)."""
@@ -398,10 +438,14 @@ def _threads(num_threads: int | None) -> Iterator[None]:
 
 
 def build_testbed(spec: TestbedSpec, cache_dir: Path, num_threads: int | None = None) -> Path:
-    """Build (or reuse) the testbed; return a directory holding ``instruct/`` and ``thinking/`` checkpoints."""
+    """The testbed pair of `spec`: the shipped one (the default spec), else built once and cached under
+    `cache_dir`; returns a directory holding ``instruct/`` and ``thinking/`` checkpoints."""
     import torch
     import transformers
 
+    shipped = shipped_pair(spec)
+    if shipped is not None:
+        return shipped
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     final = cache_dir / f"testbed-{spec_hash(spec)}"
@@ -428,13 +472,18 @@ def build_testbed(spec: TestbedSpec, cache_dir: Path, num_threads: int | None = 
 
 
 def main() -> None:
-    """``python -m thinkswitch.testbed --out DIR``: build (or reuse) the default testbed and print its path."""
+    """``python -m thinkswitch.testbed --out DIR [--ship]``: build (or reuse) the default testbed in DIR; with
+    --ship, copy it into the package as the shipped pair (what maintainers do when the spec changes)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="cache directory")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--ship", action="store_true", help="ship the built pair with the package")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    path = build_testbed(TestbedSpec(), args.out, args.threads)
+    spec = TestbedSpec()
+    path = (args.out / f"testbed-{spec_hash(spec)}") if args.ship else build_testbed(spec, args.out, args.threads)
+    if args.ship:
+        ship(path, SHIPPED)
     logger.info("manifest: %s", (path / MANIFEST).read_text())
 
 
