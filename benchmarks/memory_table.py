@@ -16,6 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from thinkswitch.errors import ConfigError  # noqa: E402
 from thinkswitch.memory import (  # noqa: E402
     KNOWN_CONFIGS,
     GiB,
@@ -34,7 +35,6 @@ from thinkswitch.memory import (  # noqa: E402
     vllm_kv_pool_bytes,
     weight_bytes,
 )
-from thinkswitch.validate import ConfigError  # noqa: E402
 
 CUDA_CONTEXT = GiB // 2  # assumed: what the CUDA context and torch take before the model loads
 
@@ -43,11 +43,10 @@ def compose(overrides: list[str]):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from thinkswitch.config import register_configs
+    from thinkswitch.cli import to_config
 
-    register_configs()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return hydra_compose(config_name="config", overrides=["run_dir=/tmp/unused", *overrides])
+        return to_config(hydra_compose(config_name="config", overrides=["run_dir=/tmp/unused", *overrides]))
 
 
 def gib(n: int) -> str:
@@ -85,9 +84,9 @@ def main(argv=None) -> None:
     trainer = cfg.trainer
     print(f"experiment=paper_aime: {cfg.model.thinking} shape, {dtype}, weights {fmt_bytes(weights)}, KV cache "
           f"{fmt_bytes(kv)}/token, {fmt_bytes(seq)} per thinking sequence ({args.prompt_tokens} prompt + {think} new "
-          f"tokens); generation.batch_size={cap}; trainer={trainer.name}, max_length={trainer.sft.max_length}, "
-          f"per_device_train_batch_size={trainer.sft.per_device_train_batch_size}, "
-          f"activation_checkpointing={trainer.sft.activation_checkpointing}. Free memory assumed: the card less "
+          f"tokens); generation.batch_size={cap}; trainer={trainer.name}, max_length={trainer.sft['max_length']}, "
+          f"per_device_train_batch_size={trainer.sft['per_device_train_batch_size']}, "
+          f"activation_checkpointing={trainer.sft['activation_checkpointing']}. Free memory assumed: the card less "
           f"{fmt_bytes(CUDA_CONTEXT)} of CUDA context; HF plans hold back 10% of what is left after the weights; vLLM "
           "at gpu_memory_utilization=0.9 with 2 GiB for its activations. Computed, not measured on a GPU.\n")
     print(f"| card | free | bf16 weights | KV per sequence ({args.prompt_tokens} + {think:,} tokens) "
@@ -124,8 +123,8 @@ def main(argv=None) -> None:
     nf4 = nf4_weight_bytes(tensors, bool(trainer.bnb.get("bnb_4bit_use_double_quant")))
     linear = sum(numel(shape) for name, shape in tensors if is_linear_weight(name, shape))
     print(f"\nThe NF4 base: {linear / 1e9:.2f}B linear weights in NF4 and {(param_count(tensors) - linear) / 1e9:.2f}B "
-          f"others (embeddings, norms) in fp32, {fmt_bytes(nf4)}; LoRA r={trainer.lora.r} on all linear layers: "
-          f"{lora_param_count(tensors, trainer.lora.r) / 1e6:.1f}M parameters.")
+          f"others (embeddings, norms) in fp32, {fmt_bytes(nf4)}; LoRA r={trainer.lora['r']} on all linear layers: "
+          f"{lora_param_count(tensors, trainer.lora['r']) / 1e6:.1f}M parameters.")
 
 
 def fits(need: int, free: int) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import json
 import os
 import shutil
@@ -9,6 +10,11 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator
+
+from thinkswitch.errors import DataError
+
+# The longest line a run's own JSONL files hold (a generation of 32,768 tokens is ~200 KB).
+MAX_ARTIFACT_LINE = 16 << 20
 
 
 @contextmanager
@@ -73,15 +79,48 @@ def write_jsonl(path: Path, rows: Iterable[dict]) -> None:
     write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
-    return rows
+def lines(path: Path, limit: int, hint: str = "") -> Iterator[tuple[int, str]]:
+    """(line number, text) of each line of a UTF-8 file (a BOM dropped, line endings kept).
 
+    A line is read at most `limit` + 1 bytes at a time, so an over-long one is refused (a DataError naming
+    file and line, then `hint`) without being read whole.
+    """
+    path = Path(path)
+    with path.open("rb") as f:
+        lineno = 0
+        while raw := f.readline(limit + 1):
+            lineno += 1
+            if len(raw) > limit and not raw.endswith(b"\n"):
+                raise DataError(f"{path}:{lineno}: line larger than {limit:,} bytes{hint}")
+            if lineno == 1 and raw.startswith(codecs.BOM_UTF8):
+                raw = raw[len(codecs.BOM_UTF8):]
+            try:
+                yield lineno, raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(f"{path}:{lineno}: not UTF-8 text ({e.reason} at byte {e.start} of the line)") from None
+
+
+def iter_jsonl(path: Path, limit: int = MAX_ARTIFACT_LINE, hint: str = "") -> Iterator[tuple[int, dict]]:
+    """(line number, object) of each non-blank line of a JSONL file; a DataError names the file and line of
+    a line that is not a JSON object (a torn last line included)."""
+    for lineno, line in lines(path, limit, hint):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+        if not isinstance(obj, dict):
+            raise DataError(f"{path}:{lineno}: expected a JSON object, got {json_type(obj)}")
+        yield lineno, obj
+
+
+def json_type(obj: Any) -> str:
+    """How an error message names a JSON value's type."""
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}.get(
+        type(obj), "a number")
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """Every object of a JSONL file (see `iter_jsonl`)."""
+    return [obj for _, obj in iter_jsonl(path)]

@@ -11,7 +11,6 @@ whole), and a `.json` file, which must be parsed whole, no larger than `MAX_JSON
 
 from __future__ import annotations
 
-import codecs
 import contextlib
 import csv
 import json
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from thinkswitch.errors import DataError
+from thinkswitch.io import iter_jsonl, json_type, lines
 
 log = logging.getLogger(__name__)
 
@@ -82,38 +82,18 @@ def _too_large(where: str, what: str = "record") -> DataError:
                      "no prompt is that long: is the file broken (everything on one line)?")
 
 
-def _lines(path: Path) -> Iterator[tuple[int, str]]:
-    """(line number, text) of each line of a UTF-8 file, line endings kept.
+_HINT = (" (thinkswitch.sources.MAX_RECORD_BYTES); no prompt is that long: is the file broken (everything on "
+         "one line)?")
 
-    A line is read with at most `MAX_RECORD_BYTES` + 1 bytes at a time, so an over-long one is
-    refused without being read whole.
-    """
-    limit = MAX_RECORD_BYTES
-    with path.open("rb") as f:
-        lineno = 0
-        while raw := f.readline(limit + 1):
-            lineno += 1
-            if len(raw) > limit and not raw.endswith(b"\n"):
-                raise _too_large(f"{path}:{lineno}", "line")
-            if lineno == 1 and raw.startswith(codecs.BOM_UTF8):
-                raw = raw[len(codecs.BOM_UTF8):]
-            try:
-                yield lineno, raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise DataError(f"{path}:{lineno}: not UTF-8 text ({e.reason} at byte {e.start} of the line)") from None
+
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    """Lines of a data file, each at most `MAX_RECORD_BYTES` (refused at its line without being read whole)."""
+    return lines(path, MAX_RECORD_BYTES, _HINT)
 
 
 def _read_jsonl(path: Path) -> tuple[list[dict], list[str]]:
     records, places = [], []
-    for lineno, line in _lines(path):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
-        if not isinstance(obj, dict):
-            raise DataError(f"{path}:{lineno}: expected a JSON object, got {_json_type(obj)}")
+    for lineno, obj in iter_jsonl(path, MAX_RECORD_BYTES, _HINT):
         records.append(obj)
         places.append(f"{path}:{lineno}")
     return records, places
@@ -137,17 +117,17 @@ def _read_json(path: Path) -> tuple[list[dict], list[str]]:
     if isinstance(data, list):
         for i, obj in enumerate(data):
             if not isinstance(obj, dict):
-                raise DataError(f"{path}: record {i} is not an object (got {_json_type(obj)})")
+                raise DataError(f"{path}: record {i} is not an object (got {json_type(obj)})")
         return data, [f"{path}: record {i}" for i in range(len(data))]
     if isinstance(data, dict):  # keyed by id
         records = []
         for key, obj in data.items():
             if not isinstance(obj, dict):
-                raise DataError(f"{path}: record {key!r} is not an object (got {_json_type(obj)}); expected a list "
+                raise DataError(f"{path}: record {key!r} is not an object (got {json_type(obj)}); expected a list "
                                 "of objects or an object whose values are objects keyed by id")
             records.append(obj if "id" in obj else {"id": key, **obj})
         return records, [f"{path}: record {key!r}" for key in data]
-    raise DataError(f"{path}: expected a list of objects or an object keyed by id, got {_json_type(data)}")
+    raise DataError(f"{path}: expected a list of objects or an object keyed by id, got {json_type(data)}")
 
 
 def _read_csv(path: Path) -> tuple[list[dict], list[str]]:
@@ -263,10 +243,10 @@ def read_ids(path: str | Path, key: str) -> set[str]:
     if isinstance(data, dict):
         return set(data)
     if not isinstance(data, list):
-        raise DataError(f"{key}: {p}: expected a list of ids or an object keyed by id, got {_json_type(data)}")
+        raise DataError(f"{key}: {p}: expected a list of ids or an object keyed by id, got {json_type(data)}")
     for i, item in enumerate(data):
         if isinstance(item, bool) or not isinstance(item, (str, int)):
-            raise DataError(f"{key}: {p}: item {i} is {_json_type(item)}, not an id (a string or an integer)")
+            raise DataError(f"{key}: {p}: item {i} is {json_type(item)}, not an id (a string or an integer)")
     return {str(i) for i in data}
 
 
@@ -284,11 +264,6 @@ def check_unique_ids(rows: list[dict], places: list[str], source: str) -> None:
         more = f" (and {len(dups) - 1} more duplicate{'s' * (len(dups) > 2)})" if len(dups) > 1 else ""
         raise DataError(f"{source}: id {rid!r} appears twice, at {a} and at {b}{more}; ids must be unique "
                         "(map `id` to a unique field in the fields mapping, or remove the duplicates)")
-
-
-def _json_type(obj: Any) -> str:
-    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}.get(
-        type(obj), "a number")
 
 
 def load_hf(dataset: str, config: str | None, split: str, revision: str | None = None) -> list[dict]:
