@@ -30,6 +30,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
+from thinkswitch.chat import ROLES
 from thinkswitch.chat import THINK_CLOSE as END_THINK
 from thinkswitch.chat import THINK_OPEN as THINK
 from thinkswitch.config import SamplingConfig, TestbedSpec
@@ -44,7 +45,7 @@ logger = logging.getLogger(__name__)
 
 CODE_VERSION = "1"  # bump whenever a change here alters the built weights
 MANIFEST = "manifest.json"
-VARIANTS = ("instruct", "thinking")
+VARIANTS = ROLES  # the two checkpoints of the pair
 EVAL_N = 200
 EVAL_SEED = 1234
 # The most prompts `task_examples` gives per split: 100x the default domain's 1024 training prompts,
