@@ -108,6 +108,7 @@ class GenerationConfig:
     backend: str = "hf"  # a name in thinkswitch.generate.BACKENDS
     batch_size: int = 32
     samples_per_prompt: int = 1
+    vllm: Dict[str, Any] = field(default_factory=dict)  # backend=vllm: vLLM EngineArgs (thinkswitch.vllm_backend)
 
 
 @dataclass

@@ -30,11 +30,11 @@ def chat_prompt(tokenizer, user: str, system: Optional[str] = None) -> str:
 def sampling_kwargs(sampling: SamplingConfig) -> dict:
     kwargs = {"max_new_tokens": sampling.max_new_tokens, "do_sample": sampling.do_sample}
     if sampling.do_sample:
-        for key in ("temperature", "top_p", "top_k"):
+        for key in ("temperature", "top_p", "top_k", "min_p"):
             if getattr(sampling, key) is not None:
                 kwargs[key] = getattr(sampling, key)
     else:  # greedy: unset the checkpoint's sampling defaults so transformers does not warn
-        kwargs.update(temperature=None, top_p=None, top_k=None)
+        kwargs.update(temperature=None, top_p=None, top_k=None, min_p=None)
     return kwargs
 
 
@@ -107,14 +107,21 @@ class HFBackend:
         return generate_texts(self.model, self.tokenizer, prompts, sampling, self.batch_size, seed, desc)
 
 
-BACKENDS = {"hf": HFBackend}
+# "module:Class" entries are imported when used (vllm_backend never imports vLLM itself)
+BACKENDS = {"hf": HFBackend, "vllm": "thinkswitch.vllm_backend:VLLMBackend"}
 
 
-def load_backend(name: str, path: str, model_cfg, device, batch_size: int) -> GenerationBackend:
+def load_backend(name: str, path: str, model_cfg, device, batch_size: int, gen_cfg=None) -> GenerationBackend:
     try:
         backend = BACKENDS[name]
     except KeyError:
         raise ValueError(f"generation.backend: unknown backend {name!r}; known: {sorted(BACKENDS)}") from None
+    if isinstance(backend, str):
+        import importlib
+
+        module, _, attr = backend.partition(":")
+        return getattr(importlib.import_module(module), attr).load(path, model_cfg=model_cfg, device=device,
+                                                                   gen_cfg=gen_cfg)
     return backend.load(path, model_cfg, device, batch_size)
 
 

@@ -64,7 +64,7 @@ class Experiment:
         from thinkswitch.generate import load_backend
 
         g = self.cfg.generation
-        return load_backend(g.backend, path, self.cfg.model, self.device, g.batch_size)
+        return load_backend(g.backend, path, self.cfg.model, self.device, g.batch_size, g)
 
     def seed(self, k: int, offset: int = 0) -> int:
         """Seed of a stage: label generation and training differ per iteration; evaluation uses
@@ -99,7 +99,7 @@ class Experiment:
     def _common(self) -> tuple:
         cfg = self.cfg
         return (__version__, self.device.type, cfg.model.dtype, cfg.domain.system_prompt, cfg.generation.batch_size,
-                cfg.generation.backend)
+                cfg.generation.backend) + ((cfg.generation.vllm,) if cfg.generation.backend == "vllm" else ())
 
     def generate_key(self, k: int, thinking: str) -> str:
         return digest("generate", self.ids[thinking], self.train, self.cfg.model.sampling.thinking,

@@ -57,6 +57,13 @@ def check_config(cfg: ExperimentConfig) -> None:
 
     if cfg.generation.backend not in BACKENDS:
         raise ConfigError(f"generation.backend: unknown backend {cfg.generation.backend!r}; known: {sorted(BACKENDS)}")
+    if cfg.generation.backend == "vllm":  # without importing vLLM (it lives in .venv-vllm)
+        from thinkswitch.vllm_backend import check_vllm_options
+
+        errors = check_vllm_options(OmegaConf.to_container(cfg.generation.vllm) if OmegaConf.is_config(
+            cfg.generation.vllm) else dict(cfg.generation.vllm))
+        if errors:
+            raise ConfigError("; ".join(errors))
     _check_t(cfg.merge.t)
     if cfg.merge.base not in ("current", "initial"):
         raise ConfigError(f"merge.base: expected 'current' or 'initial', got {cfg.merge.base!r}")
