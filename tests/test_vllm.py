@@ -163,6 +163,10 @@ def test_seeded_sampling_is_reproducible_with_n_samples(thinking, questions):
     assert thinking.generate(prompts, sampling, seed=8, n=3) != first
     per_prompt = [first[i:i + 3] for i in range(0, len(first), 3)]
     assert any(len({g["output"] for g in group}) > 1 for group in per_prompt), "n samples all identical"
+    # more prompt tokens than one engine step takes (vLLM would prefill some in chunks, which fails on
+    # CPU for seeded requests unless chunked prefill is off)
+    everything = [chat_prompt(thinking.tokenizer, q["prompt"]) for q in questions]
+    assert len(thinking.generate(everything, sampling, seed=3)) == len(everything)
     # short max_new_tokens: cut-off answers report stopped=False and count exactly the limit
     cut = thinking.generate(prompts[:4], SamplingConfig(max_new_tokens=5), seed=0)
     assert all(not g["stopped"] and g["tokens"] == 5 for g in cut)

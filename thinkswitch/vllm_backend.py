@@ -115,8 +115,12 @@ def engine_args(options: dict, path: str, model_cfg, device) -> dict:
         args["dtype"] = str(pick_dtype(model_cfg.dtype, device)).removeprefix("torch.")
     if isinstance(args.get("kv_cache_memory_bytes"), str):
         args["kv_cache_memory_bytes"] = parse_size(args["kv_cache_memory_bytes"])
-    if device.type == "cpu" and "kv_cache_memory_bytes" not in args and not os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
-        args["kv_cache_memory_bytes"] = CPU_KV_CACHE_DEFAULT
+    if device.type == "cpu":
+        if "kv_cache_memory_bytes" not in args and not os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
+            args["kv_cache_memory_bytes"] = CPU_KV_CACHE_DEFAULT
+        # vLLM 0.32 on CPU fails on seeded requests whose prompt is prefilled in chunks ("CPU
+        # Generator does not use offset": it rewinds the generator, which only CUDA's can do)
+        args.setdefault("enable_chunked_prefill", False)
     return args
 
 
