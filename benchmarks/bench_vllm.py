@@ -8,8 +8,8 @@ Two cases, each printing tokens/s of both, their ratio, and vLLM's engine start-
             (temperature 0.6, up to 96 new tokens; answers are 40-50 tokens): the framework's HF
             backend (`generate_texts`, batches of generation.batch_size) vs `VLLMBackend.generate`.
   ragged    a random Qwen3 (~25M parameters, built here, saved to a temp dir), greedy, where every
-            prompt's answer has its own length, drawn log-uniformly from [16, 1024] tokens (as thinking
-            traces stop at very different lengths). HF: batched `generate` (batch 64, prompts
+            prompt's answer has its own length, drawn log-uniformly from [16, 128] tokens with --quick (as thinking
+            traces stop at very different lengths; 16-512 in the full run). HF: batched `generate` (batch 64, prompts
             sorted by length as the framework does) with a logits processor that forbids EOS before
             the row's length and forces it there, so a finished row idles until its batch's longest
             ends. vLLM: the same lengths as per-request `max_tokens` with `ignore_eos`. Both generate
@@ -186,7 +186,7 @@ def bench_vllm(pair, work: Path, quick: bool) -> None:
         print(f"vllm: skipped ({vllm_venv()} not found; `make install-vllm`)")
         return
     bench_testbed(pair, 64 if quick else 512)
-    bench_ragged(work, 16 if quick else 128, 128 if quick else 1024)
+    bench_ragged(work, 16 if quick else 64, 128 if quick else 512)
 
 
 def main() -> None:

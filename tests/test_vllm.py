@@ -181,3 +181,13 @@ def test_closing_leaves_no_engine(thinking):
     assert worker.proc.returncode == 0
     assert "vllm" not in sys.modules
     thinking.close()  # idempotent
+
+
+@pytest.mark.slow
+def test_worker_errors_carry_the_workers_message(testbed_pair):
+    """A setting only vLLM can judge (the model's own context length) fails with vLLM's words."""
+    from thinkswitch.vllm_backend import VLLMBackend, WorkerError
+
+    cfg = compose(["generation.vllm.max_model_len=100000"])  # the testbed model has 512 positions
+    with pytest.raises(WorkerError, match=r"max_model_len \(100000\) is greater than"):
+        VLLMBackend.load(testbed_pair.thinking, model_cfg=cfg.model, device=CPU, gen_cfg=cfg.generation)
