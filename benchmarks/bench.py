@@ -10,6 +10,9 @@ Prints one line per measurement and the ratios the project's goals are stated in
             on checkpoints in 8 shards (as the framework writes a 4B model) and in one file
   demo      the default experiment's wall time, by stage
   sweep     a 1-iteration, 4-point t sweep with and without the stage cache (goal >= 2x)
+  vllm      generation.backend=vllm vs hf: tokens/s, ratio and engine start-up, on the testbed and on a
+            random ~25M-parameter Qwen3 with ragged answer lengths (benchmarks/bench_vllm.py; skipped
+            without `make install-vllm`)
 Everything runs on the testbed pair (built once) and on CPU unless a GPU is present; the merge on a
 random 100M-parameter pair of the same architecture.
 """
@@ -315,6 +318,10 @@ def main() -> None:
         if not args.quick:
             bench_demo(work)
         bench_sweep(work, "0.1,0.3" if args.quick else "0.05,0.1,0.2,0.3")
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+        from bench_vllm import bench_vllm
+
+        bench_vllm(pair, work, args.quick)
     print(f"peak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
 
 

@@ -140,6 +140,7 @@ class GenerationConfig:
     backend: str = "hf"  # a name in thinkswitch.generate.BACKENDS
     batch_size: int = 64  # prompts per batch (HF backend)
     samples_per_prompt: int = 1  # k thinking samples per training prompt
+    vllm: Dict[str, Any] = MISSING  # backend=vllm: vLLM's EngineArgs (defaults in conf/generation/default.yaml)
 
 
 @dataclass

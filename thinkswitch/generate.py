@@ -44,7 +44,7 @@ class GenerationBackend(Protocol):
 
 
 # backend name -> "module:class", imported when used (a backend may need an optional install)
-BACKENDS = {"hf": "thinkswitch.generate:HFBackend"}
+BACKENDS = {"hf": "thinkswitch.generate:HFBackend", "vllm": "thinkswitch.vllm_backend:VLLMBackend"}
 
 
 @dataclass(frozen=True)

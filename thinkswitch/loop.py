@@ -149,4 +149,5 @@ def stage_context(run: Run) -> tuple:
     settings that change numerics (device, dtype, generation backend and batching) or prompts (system)."""
     cfg = run.cfg
     return (__version__, run.generator.device.type, cfg.model.dtype, cfg.domain.system_prompt,
-            cfg.generation.batch_size, cfg.generation.backend)
+            cfg.generation.batch_size, cfg.generation.backend) + (
+        (cfg.generation.vllm,) if cfg.generation.backend == "vllm" else ())

@@ -140,6 +140,10 @@ def generation(cfg: ExperimentConfig) -> Iterator[str]:
         yield from _at_least(f"generation.{key}", getattr(cfg.generation, key), 1)
     if cfg.generation.backend not in BACKENDS:
         yield f"generation.backend: unknown backend {cfg.generation.backend!r}; known: {sorted(BACKENDS)}"
+    if cfg.generation.backend == "vllm":  # checked without importing vLLM (it lives in .venv-vllm)
+        from thinkswitch.vllm_backend import check_vllm_options
+
+        yield from check_vllm_options(dict(cfg.generation.vllm))
     yield from _at_least("evaluate.samples", cfg.evaluate.samples, 1)
 
 

@@ -1,0 +1,207 @@
+"""vLLM (generation.backend=vllm) against the HF backend, on the same checkpoint and prompts.
+
+    python benchmarks/bench_vllm.py [--quick]      (also a section of benchmarks/bench.py)
+
+Two cases, each printing tokens/s of both, their ratio, and vLLM's engine start-up separately
+(loading the engine is a fixed cost per checkpoint per stage; the tokens/s exclude it and HF's load):
+  testbed   the testbed's thinking checkpoint on its task prompts, its sampling settings
+            (temperature 0.6, up to 96 new tokens; answers are 40-50 tokens): the framework's HF
+            backend (`generate_texts`, batches of generation.batch_size) vs `VLLMBackend.generate`.
+  ragged    a random Qwen3 (~25M parameters, built here, saved to a temp dir), greedy, where every
+            prompt's answer has its own length, drawn log-uniformly from [16, 128] tokens with --quick (as thinking
+            traces stop at very different lengths; 16-512 in the full run). HF: batched `generate` (batch 64, prompts
+            sorted by length as the framework does) with a logits processor that forbids EOS before
+            the row's length and forces it there, so a finished row idles until its batch's longest
+            ends. vLLM: the same lengths as per-request `max_tokens` with `ignore_eos`. Both generate
+            exactly the drawn number of tokens per prompt.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+CACHE = Path(os.environ.get("THINKSWITCH_CACHE", "~/.cache/thinkswitch")).expanduser()
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def _line(name, value, unit, note=""):
+    print(f"{name:<44} {value:>10.3f} {unit:<10} {note}", flush=True)
+
+
+def _compose(overrides=()):
+    sys.path.insert(0, str(ROOT / "tests"))
+    from conftest import compose
+
+    return compose(list(overrides))
+
+
+def _report(case: str, hf_tps: float, vllm_tps: float, startup: float, note: str = "") -> None:
+    _line(f"vllm [{case}]: HF backend", hf_tps, "tokens/s", note)
+    _line(f"vllm [{case}]: vLLM backend", vllm_tps, "tokens/s", "engine start excluded")
+    _line(f"vllm [{case}]: vLLM / HF", vllm_tps / hf_tps, "x")
+    _line(f"vllm [{case}]: vLLM engine start-up", startup, "s", "once per checkpoint and stage")
+
+
+def bench_testbed(pair, n: int) -> None:
+    import torch
+
+    from thinkswitch.chat import chat_prompt
+    from thinkswitch.generate import generate_texts
+    from thinkswitch.models import load_model
+    from thinkswitch.testbed import TestbedSpec, task_examples
+    from thinkswitch.vllm_backend import VLLMBackend
+
+    cfg = _compose()
+    sampling, batch, cpu = cfg.model.sampling.thinking, cfg.generation.batch_size, torch.device("cpu")
+    backend = VLLMBackend.load(pair.thinking, model_cfg=cfg.model, device=cpu, gen_cfg=cfg.generation)
+    try:
+        tok = backend.tokenizer
+        prompts = [chat_prompt(tok, ex["prompt"]) for ex in task_examples(n, 5, "train", TestbedSpec())]
+        backend.generate(prompts[:batch], sampling, seed=1)  # warm-up
+        t0 = time.perf_counter()
+        ours = backend.generate(prompts, sampling, seed=0)
+        vllm_tps = sum(r["tokens"] for r in ours) / (time.perf_counter() - t0)
+    finally:
+        backend.close()
+    model = load_model(pair.thinking, cfg.model, cpu)
+    generate_texts(model, tok, prompts[:batch], sampling, batch, 1)  # warm-up
+    t0 = time.perf_counter()
+    ref = generate_texts(model, tok, prompts, sampling, batch, 0)
+    hf_tps = sum(r["tokens"] for r in ref) / (time.perf_counter() - t0)
+    _report("testbed", hf_tps, vllm_tps, backend.startup_s,
+            f"{n} prompts, {sum(r['tokens'] for r in ref) / n:.0f} tokens/answer")
+
+
+def make_random_qwen3(path: Path, hidden: int, layers: int) -> int:
+    import torch
+    from transformers import GenerationConfig, Qwen3Config, Qwen3ForCausalLM
+
+    from thinkswitch.testbed import build_tokenizer
+
+    torch.manual_seed(0)
+    tok = build_tokenizer()
+    cfg = Qwen3Config(vocab_size=len(tok), hidden_size=hidden, intermediate_size=hidden * 3, num_hidden_layers=layers,
+                      num_attention_heads=8, num_key_value_heads=4, head_dim=hidden // 8, tie_word_embeddings=True,
+                      max_position_embeddings=2048, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+                      bos_token_id=None)
+    model = Qwen3ForCausalLM(cfg)
+    model.generation_config = GenerationConfig(eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return sum(p.numel() for p in model.parameters())
+
+
+def bench_ragged(work: Path, n: int, max_len: int) -> None:
+    import torch
+    from transformers import LogitsProcessor, LogitsProcessorList
+
+    from thinkswitch.chat import chat_prompt
+    from thinkswitch.models import load_model
+    from thinkswitch.testbed import TestbedSpec, task_examples
+    from thinkswitch.vllm_backend import VLLMBackend
+
+    path = work / "random_qwen3"
+    params = make_random_qwen3(path, 512, 8)
+    cfg = _compose()
+    cpu = torch.device("cpu")
+    rng = random.Random(0)
+    lengths = [int(math.exp(rng.uniform(math.log(16), math.log(max_len)))) for _ in range(n)]
+    note = (f"{params / 1e6:.0f}M params, {n} prompts, lengths 16-{max_len} log-uniform "
+            f"(mean {sum(lengths) / n:.0f}, max {max(lengths)})")
+
+    backend = VLLMBackend.load(str(path), model_cfg=cfg.model, device=cpu, gen_cfg=cfg.generation)
+    try:
+        tok = backend.tokenizer
+        prompts = [chat_prompt(tok, ex["prompt"]) for ex in task_examples(n, 5, "train", TestbedSpec())]
+        ids = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
+
+        def run_vllm(k: int) -> int:
+            per = [{"temperature": 0.0, "max_tokens": length, "ignore_eos": True} for length in lengths[:k]]
+            backend.worker.send(cmd="generate", prompts=ids[:k], params=per, seeds=list(range(k)), n=1)
+            out = backend.worker.receive()["outputs"]
+            return sum(len(o[0]["ids"]) for o in out)
+
+        run_vllm(8)  # warm-up
+        t0 = time.perf_counter()
+        tokens = run_vllm(n)
+        vllm_tps = tokens / (time.perf_counter() - t0)
+        assert tokens == sum(lengths), (tokens, sum(lengths))
+    finally:
+        backend.close()
+
+    eos = tok.eos_token_id
+
+    class StopAt(LogitsProcessor):
+        """Row i emits EOS exactly at its own length (forbidden before)."""
+
+        def __init__(self, rows: list[int], prompt_len: int):
+            self.rows, self.prompt_len = torch.tensor(rows), prompt_len
+
+        def __call__(self, input_ids, scores):
+            step = input_ids.shape[1] - self.prompt_len  # tokens generated so far
+            at = (self.rows - 1) == step
+            scores[:, eos] = torch.where(at, scores[:, eos], torch.tensor(float("-inf")))
+            forced = torch.full_like(scores, float("-inf"))
+            forced[:, eos] = 0.0
+            return torch.where(at[:, None], forced, scores)
+
+    model = load_model(str(path), cfg.model, cpu)
+    order = sorted(range(n), key=lambda i: len(prompts[i]))
+    batch = 64
+
+    def run_hf(idx: list[int]) -> int:
+        tokens = 0
+        with torch.inference_mode():
+            for start in range(0, len(idx), batch):
+                rows = idx[start:start + batch]
+                enc = tok([prompts[i] for i in rows], return_tensors="pt", padding=True, add_special_tokens=False)
+                stop = StopAt([lengths[i] for i in rows], enc["input_ids"].shape[1])
+                out = model.generate(**enc, do_sample=False, max_new_tokens=max(lengths[i] for i in rows),
+                                     logits_processor=LogitsProcessorList([stop]), pad_token_id=tok.pad_token_id,
+                                     eos_token_id=eos, temperature=None, top_p=None, top_k=None)
+                for row in out[:, enc["input_ids"].shape[1]:].tolist():
+                    tokens += row.index(eos) + 1 if eos in row else len(row)
+        return tokens
+
+    run_hf(order[:8])  # warm-up
+    t0 = time.perf_counter()
+    tokens = run_hf(order)
+    hf_tps = tokens / (time.perf_counter() - t0)
+    assert tokens == sum(lengths), (tokens, sum(lengths))
+    _report("ragged", hf_tps, vllm_tps, backend.startup_s, note)
+
+
+def bench_vllm(pair, work: Path, quick: bool) -> None:
+    from thinkswitch.vllm_backend import vllm_venv
+
+    if not (vllm_venv() / "bin" / "python").exists():
+        print(f"vllm: skipped ({vllm_venv()} not found; `make install-vllm`)")
+        return
+    bench_testbed(pair, 64 if quick else 512)
+    bench_ragged(work, 16 if quick else 64, 128 if quick else 512)
+
+
+def main() -> None:
+    import argparse
+
+    from thinkswitch.models import resolve_pair
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    pair = resolve_pair(_compose().model, CACHE)
+    with tempfile.TemporaryDirectory() as tmp:
+        bench_vllm(pair, Path(tmp), args.quick)
+
+
+if __name__ == "__main__":
+    main()

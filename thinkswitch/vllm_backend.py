@@ -1,0 +1,374 @@
+"""`generation.backend=vllm`: generation by vLLM (continuous batching, paged KV cache, prefix caching).
+
+vLLM pins an older transformers than thinkswitch, so it is installed in its own venv
+(`make install-vllm` -> `.venv-vllm`) and this process never imports it. `VLLMBackend.load` starts
+`.venv-vllm/bin/python -m thinkswitch.vllm_worker` (one process per loaded checkpoint), which
+builds the engine; `generate` sends it token ids and sampling settings and decodes the token ids
+it sends back exactly as the HF backend does (`generate.generate_texts`); `close` stops it, and
+the process exiting is what frees the engine's memory (GPU or CPU) before the next stage.
+
+Engine settings are `generation.vllm.*`, passed to vLLM's `EngineArgs`; `check_vllm_options`
+validates them against the field list `make install-vllm` saved, without importing vLLM.
+"""
+
+from __future__ import annotations
+
+import atexit
+import difflib
+import json
+import logging
+import os
+import signal
+import subprocess
+import tempfile
+import weakref
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from thinkswitch.chat import THINK_CLOSE, THINK_OPEN
+from thinkswitch.config import SamplingConfig
+from thinkswitch.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# keys thinkswitch sets itself (from model.*): an entry in generation.vllm would contradict them
+RESERVED = {"model": "model.instruct/model.thinking", "tokenizer": "the checkpoint",
+            "revision": "model.revision", "tokenizer_revision": "model.revision",
+            "trust_remote_code": "model.trust_remote_code"}
+CPU_KV_CACHE_DEFAULT = 2 * 1024**3  # vLLM's CPU default reserves gpu_memory_utilization of all RAM
+
+
+def vllm_venv() -> Path:
+    """`.venv-vllm` at the repository root, or `$THINKSWITCH_VLLM_VENV`."""
+    return Path(os.environ.get("THINKSWITCH_VLLM_VENV") or REPO_ROOT / ".venv-vllm")
+
+
+def _missing_venv() -> str:
+    return (f"generation.backend=vllm: vLLM is not installed ({vllm_venv()}/bin/python not found); run "
+            f"`make install-vllm` in {REPO_ROOT} (GPU: `make install-vllm VLLM=vllm==<version> VLLM_TORCH=`)")
+
+
+def engine_fields() -> dict[str, list[str]]:
+    """EngineArgs field -> the JSON kinds it accepts, as `make install-vllm` recorded them."""
+    venv = vllm_venv()
+    if not (venv / "bin" / "python").exists():
+        raise ConfigError(_missing_venv())
+    spec = venv / "engine_args.json"
+    if not spec.is_file():
+        raise ConfigError(f"generation.backend=vllm: {spec} is missing (an interrupted install?); run "
+                          f"`make install-vllm` in {REPO_ROOT}")
+    return json.loads(spec.read_text())["fields"]
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    for kind, types_ in (("bool", bool), ("int", int), ("float", float), ("str", str), ("list", (list, tuple)),
+                         ("dict", dict)):
+        if isinstance(value, types_):
+            return kind
+    return "any"
+
+
+def check_vllm_options(options: dict) -> list[str]:
+    """Errors in `generation.vllm` (each naming `generation.vllm.<key>`), or [] when it can work.
+
+    Runs in the main process without importing vLLM: unknown keys (with the closest field names),
+    keys thinkswitch sets itself, and values of a type the EngineArgs field does not take.
+    Raises ConfigError when vLLM is not installed at all.
+    """
+    fields = engine_fields()
+    errors = []
+    for key, value in options.items():
+        name = f"generation.vllm.{key}"
+        if key in RESERVED:
+            errors.append(f"{name}: set by thinkswitch from {RESERVED[key]}; remove it")
+            continue
+        if key not in fields:
+            close = difflib.get_close_matches(key, list(fields), n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            errors.append(f"{name}: not an option of vLLM's EngineArgs{hint}")
+            continue
+        kinds, kind = fields[key], _kind(value)
+        if key == "kv_cache_memory_bytes" and kind == "str":  # a size: "2GB" (thinkswitch.io.parse_size)
+            from thinkswitch.io import parse_size
+
+            try:
+                parse_size(value)
+            except ValueError as e:
+                errors.append(f"{name}: {e}")
+            continue
+        if value is None or "any" in kinds or kind in kinds or (kind == "int" and "float" in kinds):
+            continue
+        errors.append(f"{name}: expected {' or '.join(kinds)}, got {value!r}")
+    return errors
+
+
+def engine_args(options: dict, path: str, model_cfg, device) -> dict:
+    """EngineArgs for one checkpoint: `generation.vllm` (None values dropped) and what thinkswitch sets."""
+    from thinkswitch.io import parse_size
+    from thinkswitch.models import pick_dtype
+
+    args = {k: v for k, v in options.items() if v is not None}
+    args.update(model=str(path), revision=model_cfg.revision, trust_remote_code=bool(model_cfg.trust_remote_code))
+    if "dtype" not in args:  # the same dtype as the HF backend (`model.dtype`; float32 on CPU)
+        args["dtype"] = str(pick_dtype(model_cfg.dtype, device)).removeprefix("torch.")
+    if isinstance(args.get("kv_cache_memory_bytes"), str):
+        args["kv_cache_memory_bytes"] = parse_size(args["kv_cache_memory_bytes"])
+    if device.type == "cpu":
+        if "kv_cache_memory_bytes" not in args and not os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
+            args["kv_cache_memory_bytes"] = CPU_KV_CACHE_DEFAULT
+        # vLLM 0.32 on CPU fails on seeded requests whose prompt is prefilled in chunks ("CPU
+        # Generator does not use offset": it rewinds the generator, which only CUDA's can do)
+        args.setdefault("enable_chunked_prefill", False)
+    return args
+
+
+def worker_env(device) -> dict:
+    """Environment of the worker. The engine runs inside the worker process (no EngineCore
+    process: it starts faster and exits at once, and its exit frees everything), unless
+    VLLM_ENABLE_V1_MULTIPROCESSING is set. `device=cuda:N`: the worker sees that one GPU."""
+    env = {"VLLM_ENABLE_V1_MULTIPROCESSING": os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING", "0")}
+    if device.type == "cuda" and device.index is not None:
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        ids = visible.split(",") if visible else None
+        env["CUDA_VISIBLE_DEVICES"] = ids[device.index] if ids and device.index < len(ids) else str(device.index)
+    return env
+
+
+def effective_sampling(sampling: SamplingConfig, gen_config) -> dict:
+    """vLLM SamplingParams fields with HF `generate`'s semantics: greedy unless do_sample; an unset
+    field falls back to the checkpoint's generation_config.json, then to transformers' defaults."""
+    out: dict[str, Any] = {"max_tokens": int(sampling.max_new_tokens)}
+    if not sampling.do_sample:
+        return out | {"temperature": 0.0}
+    hf_defaults = {"temperature": 1.0, "top_p": 1.0, "top_k": 50, "min_p": None}
+    for key, default in hf_defaults.items():
+        value = getattr(sampling, key)
+        if value is None:
+            value = getattr(gen_config, key, None)
+        if value is None:
+            value = default
+        if value is not None:
+            out[key] = value
+    if out.get("top_k") is not None and out["top_k"] <= 0:
+        out["top_k"] = 0  # disabled in both libraries
+    penalty = getattr(gen_config, "repetition_penalty", None)
+    if penalty not in (None, 1.0):
+        out["repetition_penalty"] = penalty
+    return out
+
+
+class WorkerError(RuntimeError):
+    """The vLLM worker failed; the message is the worker's (and the tail of its log)."""
+
+
+_LIVE: "weakref.WeakSet[_Worker]" = weakref.WeakSet()
+
+
+class _Worker:
+    """One `.venv-vllm/bin/python -m thinkswitch.vllm_worker` process (its own process group)."""
+
+    def __init__(self, env_extra: Optional[dict] = None):
+        python = vllm_venv() / "bin" / "python"
+        if not python.exists():
+            raise ConfigError(_missing_venv())
+        fd, self.log_path = tempfile.mkstemp(prefix="thinkswitch-vllm-", suffix=".log")
+        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
+        env |= {"PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
+        env |= env_extra or {}
+        self.proc = subprocess.Popen([str(python), "-m", "thinkswitch.vllm_worker"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=fd, env=env, text=True,
+                                     start_new_session=True, cwd=str(REPO_ROOT))
+        os.close(fd)
+        self.pgid = self.proc.pid  # start_new_session: the worker leads its own group
+        _LIVE.add(self)
+        log.info("vLLM worker pid %d started (log: %s)", self.proc.pid, self.log_path)
+
+    def _log_tail(self, lines: int = 25) -> str:
+        try:
+            text = Path(self.log_path).read_text(errors="replace").splitlines()
+        except OSError:
+            return ""
+        return "\n".join(text[-lines:])
+
+    def send(self, **msg) -> None:
+        try:
+            self.proc.stdin.write(json.dumps(msg) + "\n")
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            self._died()
+
+    def _died(self):
+        self.proc.wait(timeout=30)
+        raise WorkerError(f"the vLLM worker exited (code {self.proc.returncode}); the end of its log "
+                          f"({self.log_path}):\n{self._log_tail()}")
+
+    def receive(self, on_progress=None) -> dict:
+        """The next reply that is not a progress report; errors raise WorkerError."""
+        while True:
+            line = self.proc.stdout.readline()
+            if not line:
+                self._died()
+            msg = json.loads(line)
+            event = msg.get("event")
+            if event == "progress":
+                if on_progress:
+                    on_progress(msg["done"], msg["total"])
+                continue
+            if event == "error":
+                raise WorkerError(f"vLLM worker: {msg['message']}\n{msg.get('traceback', '')}\nthe end of its log "
+                                  f"({self.log_path}):\n{self._log_tail()}")
+            return msg
+
+    def processes(self) -> list[int]:
+        """Live processes of the worker's group (itself and what it started; zombies, which hold no
+        memory, excluded)."""
+        proc = Path("/proc")
+        if not proc.is_dir():  # not Linux: ask the group as a whole
+            try:
+                os.killpg(self.pgid, 0)
+                return [self.pgid]
+            except ProcessLookupError:
+                return []
+        pids = []
+        for d in proc.iterdir():
+            if not d.name.isdigit():
+                continue
+            try:
+                stat = (d / "stat").read_text()
+            except OSError:
+                continue
+            fields = stat[stat.rindex(")") + 2:].split()  # state, ppid, pgrp, ...
+            if int(fields[2]) == self.pgid and fields[0] not in ("Z", "X"):
+                pids.append(int(d.name))
+        return pids
+
+    def alive(self) -> bool:
+        return bool(self.processes())
+
+    def stop(self, timeout: float = 60.0) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.write(json.dumps({"cmd": "close"}) + "\n")
+                self.proc.stdin.close()
+            except (BrokenPipeError, OSError, ValueError):
+                pass
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                log.warning("vLLM worker %d did not exit in %.0f s; terminating it", self.proc.pid, timeout)
+        for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):  # stragglers of the group
+            if not self.alive():
+                break
+            try:
+                os.killpg(self.pgid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                self.proc.wait(timeout=wait)
+            except subprocess.TimeoutExpired:
+                pass
+        for stream in (self.proc.stdout,):
+            if stream:
+                stream.close()
+        _LIVE.discard(self)
+        if self.proc.returncode == 0:
+            Path(self.log_path).unlink(missing_ok=True)
+
+
+@atexit.register
+def _stop_all() -> None:
+    for worker in list(_LIVE):
+        worker.stop(timeout=10.0)
+
+
+def _decode(ids: list[int], eos_ids: set[int], tokenizer, drop: set[str]) -> dict:
+    """One record, exactly as `generate.generate_texts` builds it from HF's generated ids."""
+    stop = next((j for j, t in enumerate(ids) if t in eos_ids), None)
+    kept = ids if stop is None else ids[: stop + 1]
+    text = tokenizer.decode(kept[:-1] if stop is not None else kept, skip_special_tokens=False)
+    for tok in drop:
+        text = text.replace(tok, "")
+    return {"output": text, "tokens": len(kept), "stopped": stop is not None}
+
+
+class VLLMBackend:
+    """Generation by vLLM in a worker process; see the module docstring."""
+
+    def __init__(self, worker: _Worker, tokenizer, gen_config, eos_ids: set[int], startup_s: float):
+        self.worker, self.tokenizer, self.gen_config = worker, tokenizer, gen_config
+        self.eos_ids, self.startup_s = eos_ids, startup_s
+        self.drop = {t for t in tokenizer.all_special_tokens if t not in (THINK_OPEN, THINK_CLOSE)}
+        self._finalizer = weakref.finalize(self, worker.stop)
+
+    @classmethod
+    def load(cls, path: str, *, model_cfg, device, gen_cfg) -> "VLLMBackend":
+        from transformers import GenerationConfig
+
+        from thinkswitch.models import load_tokenizer
+
+        options = dict(gen_cfg.vllm or {})
+        errors = check_vllm_options(options)
+        if errors:
+            raise ConfigError("; ".join(errors))
+        args = engine_args(options, path, model_cfg, device)
+        tokenizer = load_tokenizer(path, model_cfg)
+        try:
+            gen_config = GenerationConfig.from_pretrained(path, revision=model_cfg.revision)
+        except OSError:  # no generation_config.json
+            gen_config = GenerationConfig()
+        eos = gen_config.eos_token_id
+        eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else []) | {tokenizer.eos_token_id}
+        eos_ids.discard(None)
+        worker = _Worker(worker_env(device))
+        try:
+            worker.send(cmd="load", engine_args=args)
+            ready = worker.receive()
+        except BaseException:
+            worker.stop(timeout=10.0)
+            raise
+        log.info("vLLM %s engine for %s ready in %.1f s", ready.get("vllm_version"), path, ready["seconds"])
+        return cls(worker, tokenizer, gen_config, eos_ids, ready["seconds"])
+
+    def generate(self, prompts: Sequence[str], sampling: SamplingConfig, seed: int = 0, desc: str = "generate", *,
+                 n: int = 1) -> list[dict]:
+        """`n` completions per chat-formatted prompt, prompt-major: `output`, `tokens`, `stopped`.
+
+        Request i is seeded with `seed + i` (its n samples draw from that one generator), so the
+        same seed gives the same outputs whatever else is in the batch.
+        """
+        from tqdm.auto import tqdm
+
+        if not prompts:
+            return []
+        ids = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        params = effective_sampling(sampling, self.gen_config) | {"stop_token_ids": sorted(self.eos_ids)}
+        bar = tqdm(total=len(prompts) * n, desc=desc, unit="answer", leave=False)
+
+        def progress(done, total):
+            bar.update(done - bar.n)
+
+        try:
+            self.worker.send(cmd="generate", prompts=ids, params=params, seeds=[seed + i for i in range(len(ids))], n=n)
+            result = self.worker.receive(progress)
+        finally:
+            bar.close()
+        self.last_seconds = result["seconds"]
+        records = []
+        for outs in result["outputs"]:
+            if len(outs) != n:
+                raise WorkerError(f"vLLM returned {len(outs)} samples for a prompt, expected {n}")
+            records.extend(_decode(o["ids"], self.eos_ids, self.tokenizer, self.drop) for o in outs)
+        return records
+
+    def close(self) -> None:
+        """Stop the worker; its exit frees the engine's memory."""
+        self._finalizer()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
