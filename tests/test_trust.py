@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,7 @@ from thinkswitch import cache as cache_module
 from thinkswitch.cache import StageCache
 from thinkswitch.digests import check, digest_outputs
 from thinkswitch.errors import ConfigError, DataError, RunInUse, StageError
-from thinkswitch.io import read_jsonl
+from thinkswitch.io import read_json, read_jsonl
 from thinkswitch.paths import IterationPaths, RunPaths
 from thinkswitch.rundir import RunLock, check_extension
 from thinkswitch.runner import StageRunner
@@ -345,25 +346,30 @@ def finished_run_files(root: Path, keep: str, iterations: int = 1) -> RunPaths:
     return run
 
 
-@pytest.mark.parametrize("keep, gone, refused", [("none", True, True), ("last", False, False),
-                                                 ("all", True, True)])
-def test_extending_a_run_needs_its_last_checkpoints(tmp_path, keep, gone, refused):
+@pytest.mark.parametrize("case", ["removed by keep_checkpoints=none", "kept by keep_checkpoints=last", "deleted"])
+def test_extending_a_run_needs_its_last_checkpoints(tmp_path, case):
     from conftest import compose
 
+    keep = case.split("=")[1] if "=" in case else "all"
     run = finished_run_files(tmp_path / "run", keep)
-    if not gone:
-        for ckpt in (run.iteration(1).instruct, run.iteration(1).thinking):
-            ckpt.mkdir()
+    it = run.iteration(1)
+    for ckpt, stage in ((it.instruct, "distill"), (it.thinking, "merge")):
+        ckpt.mkdir()
+        it.mark_done(stage, {"metrics": {}})
+        if case.startswith("removed"):
+            it.mark_pruned(stage, ckpt.name)
+        if not case.startswith("kept"):
+            ckpt.rmdir()
     cfg = compose([f"keep_checkpoints={keep}", "iterations=2"], run_dir=str(run.root))
-    if not refused:
-        check_extension(cfg, run, keep)
+    if case.startswith("kept"):
+        check_extension(cfg, run)  # iteration 2 has what it needs
         return
     with pytest.raises(ConfigError) as err:
-        check_extension(cfg, run, keep)
+        check_extension(cfg, run)
     msg = str(err.value)
     assert "iteration 2 starts from iter_01's checkpoints" in msg and "cannot be extended" in msg
-    assert str(run.iteration(1).instruct) in msg and "Start a new run directory with iterations=2" in msg
-    assert (f"keep_checkpoints={keep} removed them" if keep == "none" else "they were deleted") in msg
+    assert str(it.instruct) in msg and str(it.thinking) in msg and "Start a new run directory with iterations=2" in msg
+    assert ("keep_checkpoints removed them" if case.startswith("removed") else "they were deleted") in msg
 
 
 def test_a_truncated_jsonl_line_is_a_data_error_naming_the_line(tmp_path):
@@ -372,3 +378,159 @@ def test_a_truncated_jsonl_line_is_a_data_error_naming_the_line(tmp_path):
     truncate(path)
     with pytest.raises(DataError, match=r"pairs.jsonl:2: not valid JSON"):
         read_jsonl(path)
+
+
+# -- as a user runs it: `thinkswitch` on the testbed, from one finished run --------------------------
+SMALL = ["iterations=1", "domain.train_prompts=64", "domain.eval_size=100", "tracking.mode=disabled",
+         "stage_cache=null"]
+
+
+def thinkswitch(run_dir, *extra) -> subprocess.CompletedProcess:
+    from conftest import CACHE
+
+    env = {**os.environ, "THINKSWITCH_CACHE": str(CACHE)}
+    return subprocess.run([sys.executable, "-m", "thinkswitch.cli", *SMALL, *extra, f"hydra.run.dir={run_dir}"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+
+
+def console(proc) -> list[str]:
+    return [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
+
+
+def snapshot(run_dir: Path) -> dict:
+    """Every file of a run directory: its size, modification time and SHA-256."""
+    import hashlib
+
+    return {p.relative_to(run_dir).as_posix(): (p.stat().st_size, p.stat().st_mtime_ns,
+                                                  hashlib.sha256(p.read_bytes()).hexdigest())
+            for p in sorted(run_dir.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def reference(testbed_pair, tmp_path_factory):
+    """One uninterrupted run; each test works on a copy of it."""
+    run_dir = tmp_path_factory.mktemp("reference") / "run"
+    proc = thinkswitch(run_dir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return run_dir
+
+
+def copy_of(reference: Path, tmp_path: Path, *unfinish: str) -> Path:
+    """A copy of the reference run, with the markers `unfinish` (e.g. `iter_01/distill`) removed."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(reference, run_dir)
+    for stage in unfinish:
+        (run_dir / f"{stage}.done").unlink()
+    return run_dir
+
+
+def same_scores(run_dir: Path, reference: Path) -> bool:
+    a, b = read_json(run_dir / "summary.json"), read_json(reference / "summary.json")
+    return a["final"] == b["final"] and a["baseline"] == b["baseline"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("damaged, damage, stage", [
+    ("iter_01/pairs.jsonl", truncate, "strip"),
+    ("iter_01/instruct/model.safetensors", lambda p: flip_a_byte(p, 4096), "distill"),
+])
+def test_a_damaged_output_of_a_finished_stage_is_redone_on_resume(reference, tmp_path, damaged, damage, stage):
+    run_dir = copy_of(reference, tmp_path)
+    damage(run_dir / damaged)
+    proc = thinkswitch(run_dir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout + proc.stderr
+    assert f"[iter_01] {stage}: {damaged}: " in out and "the stage is redone" in out
+    assert out.count("the stage is redone") == 1, "only the damaged stage"
+    assert (run_dir / damaged).read_bytes() == (reference / damaged).read_bytes()
+    assert same_scores(run_dir, reference), "the resumed run ends with the uninterrupted run's scores"
+
+
+@pytest.mark.slow
+def test_a_refused_resume_leaves_the_run_directory_byte_identical(reference, tmp_path):
+    run_dir = copy_of(reference, tmp_path)
+    before = snapshot(run_dir)
+    proc = thinkswitch(run_dir, "merge.t=0.5")
+    assert proc.returncode == 2
+    lines = console(proc)
+    assert len(lines) == 1 and "merge.t: 0.1 -> 0.5" in lines[0], lines
+    assert snapshot(run_dir) == before, "not a byte, name or mtime changed"
+    assert yaml.safe_load((run_dir / ".hydra" / "overrides.yaml").read_text()) == \
+        yaml.safe_load((reference / ".hydra" / "overrides.yaml").read_text())
+
+
+@pytest.mark.slow
+def test_extending_a_keep_checkpoints_none_run_is_refused_up_front(reference, tmp_path):
+    run_dir = copy_of(reference, tmp_path)
+    proc = thinkswitch(run_dir, "keep_checkpoints=none")  # the run ends (again): its checkpoints go
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert not (run_dir / "iter_01" / "instruct").exists() and not (run_dir / "iter_01" / "thinking").exists()
+    assert read_json(run_dir / "iter_01" / "distill.done")["pruned"] == ["instruct"]
+    assert thinkswitch(run_dir, "keep_checkpoints=none").returncode == 0, "a removed checkpoint is no damage"
+    before = snapshot(run_dir)
+    t0 = time.perf_counter()
+    proc = thinkswitch(run_dir, "keep_checkpoints=none", "iterations=2")
+    assert proc.returncode == 2 and time.perf_counter() - t0 < 60
+    lines = console(proc)
+    assert len(lines) == 1 and "keep_checkpoints removed them when the run ended" in lines[0], lines
+    assert "cannot be extended" in lines[0] and "Start a new run directory with iterations=2" in lines[0]
+    assert snapshot(run_dir) == before
+
+
+@pytest.mark.slow
+def test_a_read_only_stage_cache_does_not_fail_the_run(reference, tmp_path):
+    stages = tmp_path / "stages"
+    stages.mkdir()
+    undo = make_read_only(stages)
+    try:
+        run_dir = copy_of(reference, tmp_path, "iter_01/evaluate")
+        proc = thinkswitch(run_dir, f"stage_cache={stages}")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert (proc.stdout + proc.stderr).count("stage cache: cannot store stages in") == 1
+        assert same_scores(run_dir, reference)
+        assert thinkswitch(run_dir, f"stage_cache={stages}").returncode == 0, "and a resume with it works"
+    finally:
+        undo()
+
+
+@pytest.mark.slow
+def test_a_damaged_cache_entry_is_recomputed_by_the_next_job(reference, tmp_path):
+    stages = tmp_path / "stages"
+    first = copy_of(reference, tmp_path / "a", "iter_01/distill")
+    assert thinkswitch(first, f"stage_cache={stages}").returncode == 0
+    [entry] = [p for p in stages.iterdir() if (p / "instruct").is_dir()]
+    shard = entry / "instruct" / "model.safetensors"
+    shard.chmod(0o644)
+    flip_a_byte(shard, 4096)
+    second = copy_of(reference, tmp_path / "b", "iter_01/distill")
+    proc = thinkswitch(second, f"stage_cache={stages}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout + proc.stderr
+    assert f"stage cache: entry {entry.name} is damaged (instruct/model.safetensors: content differs" in out
+    assert "reused from the stage cache" not in out, "recomputed"
+    assert read_json(second / "iter_01" / "metrics.json").get("cache/distill") is None
+    shard_now = second / "iter_01" / "instruct" / "model.safetensors"
+    assert shard_now.read_bytes() == (reference / "iter_01" / "instruct" / "model.safetensors").read_bytes()
+    assert same_scores(second, reference)
+    assert StageCache(stages).restore(entry.name, ["adapter", "instruct"], tmp_path) is not None, "stored again"
+
+
+@pytest.mark.slow
+def test_a_second_process_in_a_running_run_directory_is_refused(testbed_pair, tmp_path):
+    from conftest import CACHE
+
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "THINKSWITCH_CACHE": str(CACHE)}
+    first = subprocess.Popen([sys.executable, "-m", "thinkswitch.cli", *SMALL, f"hydra.run.dir={run_dir}"],
+                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        for line in first.stdout:
+            if "[iter_00] evaluate" in line:
+                break
+        proc = thinkswitch(run_dir)
+        assert proc.returncode == 3
+        lines = console(proc)
+        assert len(lines) == 1 and f"is in use by another thinkswitch process (pid {first.pid} on" in lines[0], lines
+    finally:
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait()

@@ -110,9 +110,15 @@ class StageCache:
 
     def restore(self, key: str, names: list[str], dest: Path) -> Optional[Entry]:
         """Put a cached stage's outputs into `dest`, verified; None on a miss or a damaged entry."""
-        if self.root is None or not (self.root / key / DONE).exists():
+        if self.root is None:
             return None
         entry = self.root / key
+        try:
+            if not (entry / DONE).exists():
+                return None
+        except OSError as e:  # a cache directory this user cannot read: a miss
+            log.warning("stage cache: cannot read %s (%s); the stage is computed", entry, e.strerror or e)
+            return None
         try:
             info = read_json(entry / DONE)
             metrics, record = info["metrics"], info.get("digests")
@@ -148,9 +154,11 @@ class StageCache:
     def store(self, key: str, names: list[str], src: Path, metrics: dict, digests: dict) -> None:
         """Add a stage's outputs under `key` (another job that stored it first wins: its copy is as good).
         Never fails the run: a cache that cannot be written is warned about once and not written again."""
-        if self.root is None or not self.storing or (self.root / key / DONE).exists():
+        if self.root is None or not self.storing:
             return
         try:
+            if (self.root / key / DONE).exists():
+                return
             with atomic_path(self.root / key, replace=False) as tmp:
                 tmp.mkdir()
                 for name in names:

@@ -58,24 +58,26 @@ def check_resume(cfg: ExperimentConfig, run: RunPaths) -> bool:
         raise ConfigError(f"{run.root} was started with another config; resuming it would mix results. "
                           f"Differing keys: {'; '.join(diffs)}. Use a new run directory, or the original "
                           f"settings (kept in {run.run_config}).")
-    check_extension(cfg, run, started.get("keep_checkpoints"))
+    check_extension(cfg, run)
     log.info("resuming %s: finished stages are skipped (their outputs verified)", run.root)
     return True
 
 
-def check_extension(cfg: ExperimentConfig, run: RunPaths, kept: Any = None) -> None:
+def check_extension(cfg: ExperimentConfig, run: RunPaths) -> None:
     """The first unfinished iteration k starts from iteration k-1's checkpoints: refuse up front when
     they are gone (`keep_checkpoints=none` removes them when a run ends), naming them and what to do."""
     k = next((k for k in range(1, cfg.iterations + 1) if not run.iteration(k).is_done("evaluate")), None)
     if k is None or k == 1:
         return
     prev = run.iteration(k - 1)
-    needed = [prev.instruct] * cfg.method.distill + [prev.thinking] * cfg.method.merge
-    gone = [p for p in needed if not p.exists()]
+    needed = [(prev.instruct, "distill")] * cfg.method.distill + [(prev.thinking, "merge")] * cfg.method.merge
+    gone = [(path, stage) for path, stage in needed if not path.exists()]
     if gone:
-        why = f"keep_checkpoints={kept} removed them" if kept in ("last", "none") else "they were deleted"
+        pruned = any(path.name in prev.done_info(stage).get("pruned", []) for path, stage in gone
+                     if prev.is_done(stage))
+        why = "keep_checkpoints removed them when the run ended" if pruned else "they were deleted"
         raise ConfigError(f"iterations={cfg.iterations}: iteration {k} starts from {prev.root.name}'s checkpoints, "
-                          f"but {why} ({', '.join(str(p) for p in gone)} is gone), so {run.root} cannot be "
+                          f"but {why} ({', '.join(str(p) for p, _ in gone)}), so {run.root} cannot be "
                           f"extended. Start a new run directory with iterations={cfg.iterations} "
                           f"(keep_checkpoints=last keeps what a later extension needs).")
 
