@@ -8,6 +8,8 @@ Prints one line per measurement and the ratios the project's goals are stated in
             save the adapter, merge it, save the checkpoint (goal <= 1.05x)
   merge     framework vs a bare mergekit run (goal <= 1.05x); peak RSS growth vs one checkpoint (goal <= 1.3x),
             on checkpoints in 8 shards (as the framework writes a 4B model) and in one file
+  digest    what verifying outputs costs: SHA-256 of a ~400 MB checkpoint in MB/s, vs the merge stage's time;
+            and the stage cache's copy of it (store or restore) in MB/s
   demo      the default experiment's wall time, by stage
   sweep     a 1-iteration, 4-point t sweep with and without the stage cache (goal >= 2x)
   vllm      generation.backend=vllm vs hf: tokens/s, ratio and engine start-up, on the testbed and on a
@@ -239,6 +241,7 @@ def bench_merge(work: Path, hidden: int, layers: int) -> None:
     from thinkswitch.rundir import checkpoint_bytes
 
     results: dict = {}
+    digests: dict = {}
     for layout, shards in (("8 shards", 8), ("one file", 1)):
         thinking, instruct = make_big_pair(work / layout.replace(" ", "_"), hidden, layers, shards)
         size = checkpoint_bytes(thinking)
@@ -248,6 +251,7 @@ def bench_merge(work: Path, hidden: int, layers: int) -> None:
                 row = _python(MERGE, str(ROOT), mode, thinking, instruct, str(out), str(size // shards + 1))
                 results.setdefault((layout, mode), []).append(row)
                 shutil.rmtree(out, ignore_errors=True)
+        digests[layout] = measure_digest(Path(thinking), work / "copied")
         shutil.rmtree(work / layout.replace(" ", "_"))
     line("merge: checkpoint size", size / 1e6, "MB", f"hidden {hidden}, {layers} layers")
     for layout in ("8 shards", "one file"):
@@ -262,6 +266,52 @@ def bench_merge(work: Path, hidden: int, layers: int) -> None:
             goal = "goal <= 1.3; " if (layout, mode) == ("8 shards", "ours") else ""
             line(f"merge [{layout}]: {who} peak RSS / checkpoint", rss, "x",
                  f"{goal}anonymous {anon:.2f}x, the rest mapped input pages")
+    for layout in ("8 shards", "one file"):
+        d, merge_s = digests[layout], min(r["seconds"] for r in results[(layout, "ours")])
+        line(f"digest [{layout}]: {d['algorithm']} of a checkpoint", d["bytes"] / 1e6 / d["digest_s"], "MB/s",
+             f"{d['digest_s']:.2f} s for {d['bytes'] / 1e6:.0f} MB = {d['digest_s'] / merge_s:.2f}x the merge stage "
+             f"({merge_s:.2f} s), {d['threads']} threads, page cache warm")
+        line(f"cache [{layout}]: copy of a checkpoint (store/restore)", d["bytes"] / 1e6 / d["copy_s"], "MB/s",
+             f"{d['copy_s']:.2f} s, {d['how']}")
+
+
+def measure_digest(checkpoint: Path, scratch: Path) -> dict:
+    """What verification costs: digesting a checkpoint as a stage does when it finishes (and a resume or a
+    cache restore when it checks it), best of 3; and copying it as the stage cache does."""
+    from thinkswitch import digests
+    from thinkswitch.cache import copy_tree
+
+    names = [p.name for p in checkpoint.iterdir()]
+    seconds = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        record = digests.digest_outputs(checkpoint, names)
+        seconds.append(time.perf_counter() - t0)
+    copies = []
+    for _ in range(2):
+        t0 = time.perf_counter()
+        copy_tree(checkpoint, scratch)
+        copies.append(time.perf_counter() - t0)
+        shutil.rmtree(scratch)
+    shard = next(checkpoint.glob("*.safetensors"))
+    how = "copy-on-write clone" if _clones(shard, scratch.with_suffix(".probe")) else "copy (no reflink here)"
+    return {"algorithm": digests.ALGORITHM, "bytes": digests.total_bytes(record), "digest_s": min(seconds),
+            "threads": digests.THREADS, "copy_s": min(copies), "how": how}
+
+
+def _clones(src: Path, dst: Path) -> bool:
+    import fcntl
+
+    from thinkswitch.cache import FICLONE
+
+    try:
+        with open(src, "rb") as fs, open(dst, "wb") as fd:
+            fcntl.ioctl(fd.fileno(), FICLONE, fs.fileno())
+        return True
+    except OSError:
+        return False
+    finally:
+        dst.unlink(missing_ok=True)
 
 
 def bench_sweep(work: Path, points: str) -> None:

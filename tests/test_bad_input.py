@@ -9,7 +9,7 @@ from conftest import compose
 
 from thinkswitch.models import ModelPair, check_model_dir, check_pair, is_local
 from thinkswitch.paths import RunPaths
-from thinkswitch.rundir import check_disk, check_resume, check_writable
+from thinkswitch.rundir import check_disk, check_resume, check_writable, record_config
 from thinkswitch.validate import ConfigError
 
 TENSORS = {"embed.weight": [16, 8], "layer.0.weight": [8, 8]}
@@ -188,6 +188,8 @@ def test_too_little_disk(tmp_path, monkeypatch):
 def test_resume_with_only_runtime_keys_changed_is_allowed(tmp_path):
     run = RunPaths(tmp_path)
     assert check_resume(compose(["num_threads=1"]), run) is False
+    assert not list(tmp_path.iterdir()), "the check only reads"
+    record_config(compose(["num_threads=1"]), run)  # the run started
     assert check_resume(compose(["num_threads=2", "iterations=5", "tracking.mode=disabled"]), run) is True
     with pytest.raises(ConfigError, match=r"seed: 0 -> 3"):
         check_resume(compose(["seed=3"]), run)

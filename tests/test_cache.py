@@ -9,6 +9,7 @@ import pytest
 from conftest import CACHE, ROOT
 
 from thinkswitch.cache import StageCache, digest
+from thinkswitch.digests import digest_outputs
 from thinkswitch.io import read_json, read_jsonl
 
 SMALL = ["iterations=1", "domain.train_prompts=64", "domain.eval_size=100", "tracking.mode=disabled"]
@@ -59,11 +60,12 @@ def test_store_and_restore_are_atomic_and_first_writer_wins(tmp_path):
     (src / "gen.jsonl").write_text("{}\n")
     key = digest("generate", {"t": 1})
     assert cache.restore(key, ["gen.jsonl"], dst) is None
-    cache.store(key, ["gen.jsonl", "model"], src, {"x": 1})
+    cache.store(key, ["gen.jsonl", "model"], src, {"x": 1}, digest_outputs(src, ["gen.jsonl", "model"]))
     (src / "gen.jsonl").write_text('{"other": 1}\n')
-    cache.store(key, ["gen.jsonl", "model"], src, {"x": 2})  # a second writer: ignored
+    cache.store(key, ["gen.jsonl", "model"], src, {"x": 2}, digest_outputs(src, ["gen.jsonl", "model"]))  # ignored
     dst.mkdir()
-    assert cache.restore(key, ["gen.jsonl", "model"], dst) == {"x": 1}
+    entry = cache.restore(key, ["gen.jsonl", "model"], dst)
+    assert entry.metrics == {"x": 1} and set(entry.digests["files"]) == {"gen.jsonl", "model/w.safetensors"}
     assert (dst / "gen.jsonl").read_text() == "{}\n" and (dst / "model" / "w.safetensors").read_bytes() == b"abc"
     assert not list((tmp_path / "stages").glob(".*.tmp")) and not list(dst.glob(".*.tmp"))
     assert digest("generate", {"t": 1}) != digest("generate", {"t": 2})

@@ -27,6 +27,8 @@ CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 # Loggers whose records belong in the log file, not on the console: tracebacks of known errors and
 # the trainer's per-step logs.
 FILE_ONLY = ("thinkswitch.details", "thinkswitch.train")
+# Where Hydra's files of a run go (`hydra.output_subdir` is null: this module writes them, see RunStart).
+HYDRA_FILES = ".hydra"
 
 
 
@@ -54,14 +56,60 @@ def _quiet_libraries() -> None:
     datasets.disable_progress_bars()
 
 
-def _file_only_loggers() -> None:
-    """Send FILE_ONLY loggers to the log file Hydra set up (its FileHandlers), not to the console."""
-    files = [h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]
-    for name in FILE_ONLY:
-        logger = logging.getLogger(name)
-        logger.propagate = False
-        logger.handlers = files
-        logger.setLevel(logging.INFO)
+class HeldLog(logging.Handler):
+    """Stands in for the run's log file until the run directory is this run's to write: records are held,
+    then written in order (`write_out`); a refused resume never writes them, so its log stays as it was.
+    Also sends the FILE_ONLY loggers to the log file only, not to the console."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+        root = logging.getLogger()
+        self.files = [h for h in root.handlers if isinstance(h, logging.FileHandler)]
+        for h in self.files:
+            root.removeHandler(h)
+        root.addHandler(self)
+        for name in FILE_ONLY:
+            logger = logging.getLogger(name)
+            logger.propagate = False
+            logger.handlers = [self]
+            logger.setLevel(logging.INFO)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def write_out(self) -> None:
+        root = logging.getLogger()
+        root.removeHandler(self)
+        for h in self.files:
+            root.addHandler(h)
+        for name in FILE_ONLY:
+            logging.getLogger(name).handlers = list(self.files)
+        for record in self.records:
+            for h in self.files:
+                if record.levelno >= h.level:
+                    h.handle(record)
+        self.records = []
+
+
+class RunStart:
+    """`on_start` for `run_experiment`: once the run directory is this run's to write, Hydra's files
+    (`.hydra/config.yaml`, `hydra.yaml`, `overrides.yaml`, as Hydra writes them) and the held log go there."""
+
+    def __init__(self, task_yaml: str, held: HeldLog):
+        self.task_yaml, self.held, self.started = task_yaml, held, False
+
+    def __call__(self) -> None:
+        from thinkswitch.io import write_text
+
+        if self.started:
+            return
+        self.started = True
+        hydra_dir = Path(HydraConfig.get().runtime.output_dir) / HYDRA_FILES
+        write_text(hydra_dir / "config.yaml", self.task_yaml)
+        write_text(hydra_dir / "hydra.yaml", OmegaConf.to_yaml(HydraConfig.instance().cfg))
+        write_text(hydra_dir / "overrides.yaml", OmegaConf.to_yaml(HydraConfig.get().overrides.task))
+        self.held.write_out()
 
 
 def _name_the_run(cfg: DictConfig) -> None:
@@ -91,13 +139,13 @@ def to_config(cfg: DictConfig) -> ExperimentConfig:
         raise ConfigError(f"{getattr(e, 'full_key', '') or 'config'}: {e.msg if hasattr(e, 'msg') else e}") from None
 
 
-def _one_line(error: BaseException, run_dir: str) -> str:
+def _one_line(error: BaseException, run_dir: str, started: bool) -> str:
     from thinkswitch.io import read_json
     from thinkswitch.paths import RunPaths
 
     line = f"error: {error}"
     failed = RunPaths(Path(run_dir)).failed
-    if failed.exists() and read_json(failed).get("iteration"):
+    if started and failed.exists() and read_json(failed).get("iteration"):
         where = read_json(failed)
         line += (f" [in {where['iteration']} {where['stage']}; finished stages are kept: rerun with "
                  f"hydra.run.dir={run_dir} to resume]")
@@ -111,7 +159,7 @@ def main(cfg: DictConfig) -> float:
     from thinkswitch.loop import run_experiment
     from thinkswitch.report import iteration_table
 
-    _file_only_loggers()
+    start = RunStart(OmegaConf.to_yaml(cfg), HeldLog())
     _name_the_run(cfg)
     try:
         experiment = to_config(cfg)
@@ -120,12 +168,12 @@ def main(cfg: DictConfig) -> float:
 
             torch.set_num_threads(experiment.num_threads)
         _quiet_libraries()
-        summary = run_experiment(experiment)
+        summary = run_experiment(experiment, on_start=start)
     except ThinkSwitchError as e:
         logging.getLogger("thinkswitch.details").error("%s", e, exc_info=True)
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             raise  # Hydra records the failed job and runs the others
-        log.error("%s", _one_line(e, cfg.run_dir))
+        log.error("%s", _one_line(e, cfg.run_dir, start.started))
         sys.exit(e.exit_code)
     log.info("results (%s):\n%s", cfg.run_dir, iteration_table(summary["history"], summary.get("paired")))
     return summary["final"]["instruct/accuracy"]

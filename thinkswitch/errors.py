@@ -27,3 +27,9 @@ class DataError(ThinkSwitchError, ValueError):
 
 class StageError(ThinkSwitchError, RuntimeError):
     """A stage that cannot go on with what it was given (e.g. every generation was dropped)."""
+
+
+class RunInUse(ThinkSwitchError):
+    """Another process holds the run directory's lock; the message names it (pid, host, start time)."""
+
+    exit_code = 3

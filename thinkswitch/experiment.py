@@ -1,7 +1,8 @@
 """Setting up a run: everything checked and loaded before the first stage, in one function.
 
-`prepare(cfg)` validates the config (every error at once), checks the run directory, loads the
-data, resolves the starting pair (building the testbed pair if needed) and returns a `Run`: what
+`prepare(cfg)` validates the config (every error at once), checks the run directory (the caller holds
+its lock and has checked a resume against it: `loop.run_experiment`), loads the data, resolves the
+starting pair (building the testbed pair if needed) and returns a `Run`: what
 every stage of the loop shares. Nothing here trains or generates; a bad input fails here, before
 any model loads.
 """
@@ -24,7 +25,7 @@ from thinkswitch.generate import Generator
 from thinkswitch.grading import Grader, get_grader
 from thinkswitch.models import ModelPair, check_pair, pick_device
 from thinkswitch.paths import RunPaths
-from thinkswitch.rundir import check_disk, check_resume, check_writable
+from thinkswitch.rundir import check_disk, check_writable, record_config
 from thinkswitch.runner import StageRunner
 from thinkswitch.validate import check_config
 
@@ -80,7 +81,6 @@ def prepare(cfg: ExperimentConfig) -> Run:
     check_writable(paths)
     device = pick_device(cfg.device)
     train, evaluation = load_domain(cfg.domain, cfg.model)
-    check_resume(cfg, paths)
     pair = resolve_pair(cfg.model, Path(cfg.cache_dir))
     check_disk(cfg, paths, pair.instruct, pair.thinking)
     token_budget = plan_memory(cfg, pair, train, evaluation, device)
@@ -89,6 +89,7 @@ def prepare(cfg: ExperimentConfig) -> Run:
     log.info("pair: instruct=%s thinking=%s | %d training prompts, %d evaluation questions | device %s",
              pair.instruct, pair.thinking, len(train), len(evaluation), device)
     generator = Generator(model=cfg.model, generation=cfg.generation, device=device, token_budget=token_budget)
+    record_config(cfg, paths)  # last: a start refused above is not a run a resume must match
     return Run(cfg=cfg, paths=paths, train=train, eval=evaluation, grader=get_grader(cfg.domain.grader),
                start=start, generator=generator, stage=StageRunner(cache))
 

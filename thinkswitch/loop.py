@@ -18,7 +18,7 @@ import logging
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from thinkswitch import __version__, distill, evaluate, generate, merge, strip
 from thinkswitch.chat import ROLES
@@ -27,21 +27,35 @@ from thinkswitch.experiment import Checkpoint, Pair, Run, frozen_library_heap, p
 from thinkswitch.io import parse_size, write_json
 from thinkswitch.paths import IterationPaths, RunPaths
 from thinkswitch.records import record, run_summary, summarize
+from thinkswitch.rundir import RunLock, check_resume
 from thinkswitch.tracking import Tracker
 
 log = logging.getLogger(__name__)
 details = logging.getLogger("thinkswitch.details")  # tracebacks: the CLI sends it to the log file only
 
 
-def run_experiment(cfg: ExperimentConfig) -> dict:
-    """Run (or continue) the experiment `cfg` describes; returns the summary."""
-    try:
-        run = prepare(cfg)
-    except Exception as e:  # before the run starts: keep an earlier attempt's failed.json, if any
-        RunPaths(Path(cfg.run_dir)).record_failure(e, None, "setup", overwrite=False)
-        raise
-    with frozen_library_heap(cfg):
-        return run_loop(run)
+def run_experiment(cfg: ExperimentConfig, on_start: Callable[[], None] = lambda: None) -> dict:
+    """Run (or continue) the experiment `cfg` describes; returns the summary.
+
+    The run directory has one writer (its lock), and a start that resumes an earlier run writes nothing
+    there until it is accepted: its config matches, every check passed. `on_start` is called once the
+    directory is this run's to write (the CLI writes Hydra's files and the log then).
+    """
+    paths = RunPaths(Path(cfg.run_dir))
+    with RunLock(paths):
+        resuming = check_resume(cfg, paths)
+        if not resuming:
+            on_start()  # a new directory: nothing in it to protect
+        try:
+            run = prepare(cfg)
+        except Exception as e:  # a new run says why it stopped; an earlier run's directory is left as it was
+            if not resuming:
+                paths.record_failure(e, None, "setup", overwrite=False)
+            raise
+        if resuming:
+            on_start()
+        with frozen_library_heap(cfg):
+            return run_loop(run)
 
 
 def run_loop(run: Run) -> dict:
@@ -82,13 +96,14 @@ def iteration(run: Run, k: int, pair: Pair) -> tuple[dict, Pair]:
                 key=generate.cache_key(thinking_id=pair.thinking.id, examples=run.train,
                                        sampling=cfg.model.sampling.thinking, samples=cfg.generation.samples_per_prompt,
                                        seed=label_seed(cfg, k), context=stage_context(run)),
-                outputs=[it.generations])
+                outputs=[it.generations], needs=[pair.thinking.path])
             # 2. strip: reasoning traces removed, answer-only pairs kept
             metrics |= stage(it, "strip", lambda: strip.strip_generations(
-                generations=it.generations, pairs=it.pairs, grader_name=cfg.domain.grader, cfg=cfg.distill))
+                generations=it.generations, pairs=it.pairs, grader_name=cfg.domain.grader, cfg=cfg.distill),
+                outputs=[it.pairs], needs=[it.generations])
         else:  # the gold_oracle baseline: the dataset's own answers are the labels
             metrics |= stage(it, "strip", lambda: strip.gold_pairs(
-                examples=run.train, grader_name=cfg.domain.grader, pairs=it.pairs))
+                examples=run.train, grader_name=cfg.domain.grader, pairs=it.pairs), outputs=[it.pairs])
         # 3. distill: the pairs into the instruct checkpoint
         key = distill.cache_key(instruct_id=pair.instruct.id, pairs=it.pairs, trainer=cfg.trainer,
                                 seed=train_seed(cfg, k), context=stage_context(run))
@@ -96,14 +111,14 @@ def iteration(run: Run, k: int, pair: Pair) -> tuple[dict, Pair]:
             instruct=pair.instruct.path, pairs=it.pairs, trainer=cfg.trainer, model=cfg.model,
             device=run.generator.device, seed=train_seed(cfg, k), system_prompt=cfg.domain.system_prompt,
             adapter_out=it.adapter, model_out=it.instruct, shard_size=parse_size(cfg.shard_size)),
-            key=key, outputs=[it.adapter, it.instruct])
+            key=key, outputs=[it.adapter, it.instruct], needs=[pair.instruct.path, it.pairs])
         pair = replace(pair, instruct=Checkpoint(str(it.instruct), key))
     if cfg.method.merge:
         # 4. merge: SLERP from the thinking checkpoint (t=0) toward the instruct one (t=1)
         merge_base = pair.thinking if cfg.merge.base == "current" else run.start.thinking
         metrics |= stage(it, "merge", lambda: merge.merge(
             thinking=merge_base.path, instruct=pair.instruct.path, cfg=cfg.merge, out=it.thinking,
-            shard_size=parse_size(cfg.shard_size)))
+            shard_size=parse_size(cfg.shard_size)), outputs=[it.thinking], needs=[merge_base.path, pair.instruct.path])
         pair = replace(pair, thinking=Checkpoint(str(it.thinking),
                                                  merge.merged_id(cfg.merge, merge_base.id, pair.instruct.id)))
     # 5. evaluate both checkpoints
@@ -124,7 +139,8 @@ def evaluate_pair(run: Run, it: IterationPaths, pair: Pair) -> dict:
     key = evaluate.cache_key(checkpoint_ids={role: getattr(pair, role).id for role in ROLES}, examples=run.eval,
                              sampling=cfg.model.sampling, samples=cfg.evaluate.samples,
                              grader_name=cfg.domain.grader, seed=eval_seed(cfg), context=stage_context(run))
-    return run.stage(it, "evaluate", both, key=key, outputs=[it.eval_results(role) for role in ROLES])
+    return run.stage(it, "evaluate", both, key=key, outputs=[it.eval_results(role) for role in ROLES],
+                     needs=[getattr(pair, role).path for role in ROLES])
 
 
 # -- seeds: each stage draws its own random numbers ---------------------------------------------

@@ -14,7 +14,8 @@
         instruct/            distilled instruct checkpoint (adapter merged, full precision)
         thinking/            SLERP of thinking and new instruct (+ mergekit.yaml)
         eval_instruct.jsonl  eval_thinking.jsonl  metrics.json
-        <stage>.done         completion markers, written last
+        <stage>.done         completion markers, written last: metrics and the digests of the outputs
+      run.lock               while a process runs in the directory: its pid, host and start time
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from thinkswitch.digests import without
 from thinkswitch.io import read_json, write_json
 
 STAGES = ("generate", "strip", "distill", "merge", "evaluate")
@@ -71,6 +73,17 @@ class IterationPaths:
     def done_info(self, stage: str) -> dict:
         return read_json(self.marker(stage))
 
+    def mark_pruned(self, stage: str, name: str) -> None:
+        """Record in `stage`'s marker that its output `name` is removed on purpose (`keep_checkpoints`):
+        a resume does not look for it. Called before the removal."""
+        if not self.is_done(stage):
+            return
+        info = self.done_info(stage)
+        info["pruned"] = sorted({*info.get("pruned", []), name})
+        if info.get("digests"):
+            info["digests"] = without(info["digests"], [name])
+        write_json(self.marker(stage), info)
+
 
 @dataclass(frozen=True)
 class RunPaths:
@@ -91,6 +104,11 @@ class RunPaths:
     def run_config(self) -> Path:
         """The resolved config the run started with: a resume must match it."""
         return self.root / "run_config.yaml"
+
+    @property
+    def lock(self) -> Path:
+        """Held (fcntl) by the one process writing the run; names it."""
+        return self.root / "run.lock"
 
     @property
     def failed(self) -> Path:

@@ -1,18 +1,24 @@
-"""Guards on a run directory: it is writable, has room, and is only resumed with its own config;
-and pruning of old checkpoints (`keep_checkpoints`)."""
+"""Guards on a run directory: one writer at a time (a lock), writable, has room, only resumed with its own
+config and only extended when what the next iteration needs is there; and pruning of old checkpoints
+(`keep_checkpoints`)."""
 
 from __future__ import annotations
 
 import dataclasses
+import fcntl
+import json
 import logging
+import os
 import shutil
+import socket
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import yaml
 
 from thinkswitch.config import ExperimentConfig
-from thinkswitch.errors import ConfigError
+from thinkswitch.errors import ConfigError, RunInUse
 from thinkswitch.io import write_text
 from thinkswitch.paths import RunPaths
 
@@ -38,24 +44,48 @@ def _comparable(config: dict) -> dict[str, Any]:
 
 
 def check_resume(cfg: ExperimentConfig, run: RunPaths) -> bool:
-    """Record the run's config on first start; on a later start refuse a config that differs.
-
-    Returns True when this start resumes an earlier one.
+    """Whether this start resumes an earlier one (its `run_config.yaml` exists); refuse it when its config
+    differs in a key that changes results, or when it extends a run whose last checkpoints are gone.
+    Reads only: a refused resume leaves the run directory as it was.
     """
-    current = dataclasses.asdict(cfg)
     if not run.run_config.exists():
-        write_text(run.run_config, yaml.safe_dump(current, sort_keys=False))
         return False
     started = yaml.safe_load(run.run_config.read_text())
-    before, now = _comparable(started), _comparable(current)
+    before, now = _comparable(started), _comparable(dataclasses.asdict(cfg))
     diffs = [f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in sorted(set(before) | set(now))
              if before.get(k) != now.get(k)]
     if diffs:
         raise ConfigError(f"{run.root} was started with another config; resuming it would mix results. "
                           f"Differing keys: {'; '.join(diffs)}. Use a new run directory, or the original "
                           f"settings (kept in {run.run_config}).")
-    log.info("resuming %s: finished stages are skipped", run.root)
+    check_extension(cfg, run)
+    log.info("resuming %s: finished stages are skipped (their outputs verified)", run.root)
     return True
+
+
+def check_extension(cfg: ExperimentConfig, run: RunPaths) -> None:
+    """The first unfinished iteration k starts from iteration k-1's checkpoints: refuse up front when
+    they are gone (`keep_checkpoints=none` removes them when a run ends), naming them and what to do."""
+    k = next((k for k in range(1, cfg.iterations + 1) if not run.iteration(k).is_done("evaluate")), None)
+    if k is None or k == 1:
+        return
+    prev = run.iteration(k - 1)
+    needed = [(prev.instruct, "distill")] * cfg.method.distill + [(prev.thinking, "merge")] * cfg.method.merge
+    gone = [(path, stage) for path, stage in needed if not path.exists()]
+    if gone:
+        pruned = any(path.name in prev.done_info(stage).get("pruned", []) for path, stage in gone
+                     if prev.is_done(stage))
+        why = "keep_checkpoints removed them when the run ended" if pruned else "they were deleted"
+        raise ConfigError(f"iterations={cfg.iterations}: iteration {k} starts from {prev.root.name}'s checkpoints, "
+                          f"but {why} ({', '.join(str(p) for p, _ in gone)}), so {run.root} cannot be "
+                          f"extended. Start a new run directory with iterations={cfg.iterations} "
+                          f"(keep_checkpoints=last keeps what a later extension needs).")
+
+
+def record_config(cfg: ExperimentConfig, run: RunPaths) -> None:
+    """The run's config, written once, when a new run has passed every check (a resume must match it)."""
+    if not run.run_config.exists():
+        write_text(run.run_config, yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
 
 
 def check_writable(run: RunPaths) -> None:
@@ -98,7 +128,74 @@ def prune_checkpoints(cfg: ExperimentConfig, run: RunPaths, k: int) -> None:
     if cfg.keep_checkpoints == "none" and k == cfg.iterations:
         doomed.append(run.iteration(k))
     for it in doomed:
-        for ckpt in (it.instruct, it.thinking):
+        for ckpt, stage in ((it.instruct, "distill"), (it.thinking, "merge")):
             if ckpt.exists():
+                it.mark_pruned(stage, ckpt.name)  # first: a crash in between leaves a file a resume ignores
                 shutil.rmtree(ckpt)
                 log.info("keep_checkpoints=%s: removed %s", cfg.keep_checkpoints, ckpt)
+
+
+class RunLock:
+    """One writer per run directory: an exclusive `flock` on `run.lock`, held for the whole run.
+
+    The file names its holder (pid, host, start time) for the message a second process gets. The kernel
+    releases the lock when its process dies, however it dies, so a lock file left by a killed run is
+    simply taken over (and said so); a run that ends removes it.
+    """
+
+    def __init__(self, run: RunPaths):
+        self.path = run.lock
+        self.fd: Optional[int] = None
+
+    def __enter__(self) -> "RunLock":
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            while self.fd is None:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    holder = _read_holder(fd)
+                    os.close(fd)
+                    raise RunInUse(f"run_dir: {self.path.parent} is in use by another thinkswitch process "
+                                   f"({_describe(holder)}; {self.path}); wait for it to end or stop it, or use "
+                                   f"another run directory") from None
+                try:
+                    same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+                except FileNotFoundError:
+                    same = False  # its last holder removed it between our open and our lock: open it again
+                if same:
+                    self.fd = fd
+                else:
+                    os.close(fd)
+        except OSError as e:
+            raise ConfigError(f"run_dir: cannot write to {self.path.parent} ({e.strerror or e})") from None
+        stale = _read_holder(self.fd)
+        if stale:
+            log.warning("run_dir: took over the lock of a run that is no longer running (%s)", _describe(stale))
+        me = {"pid": os.getpid(), "host": socket.gethostname(),
+              "started": datetime.now().astimezone().isoformat(timespec="seconds")}
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, json.dumps(me).encode(), 0)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        try:
+            self.path.unlink()  # while still held: no other process can be holding this file
+        except OSError:
+            pass
+        os.close(self.fd)
+        self.fd = None
+
+
+def _read_holder(fd: int) -> dict:
+    try:
+        return json.loads(os.pread(fd, 4096, 0) or b"{}")
+    except (OSError, ValueError):
+        return {}
+
+
+def _describe(holder: dict) -> str:
+    if not holder:
+        return "holder unknown: it is just starting"
+    return f"pid {holder.get('pid')} on {holder.get('host')}, started {holder.get('started')}"

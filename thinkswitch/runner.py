@@ -1,18 +1,23 @@
-"""The stage runner: each stage of a run once, its outputs reused where they already exist.
+"""The stage runner: each stage of a run once, its outputs reused where they already exist and verified.
 
-A stage whose completion marker (`<stage>.done`, written last) exists is skipped; a stage whose
-cache key is in the stage cache is restored from it; otherwise it runs, and its outputs are
-stored in the cache. The runner times every stage and knows where a failure happened.
+A stage whose completion marker (`<stage>.done`, written last) exists is skipped once its outputs
+are checked against the digests the marker records (`thinkswitch.digests`); outputs that changed
+since are never used: the stage is redone, with a warning naming the file. A stage whose cache key
+is in the stage cache is restored from it (verified the same way); otherwise it runs, its outputs are
+digested and stored in the cache. The runner times every stage and knows where a failure happened.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from thinkswitch.cache import StageCache
+from thinkswitch.digests import check, digest_outputs, total_bytes
+from thinkswitch.errors import StageError
 from thinkswitch.paths import IterationPaths
 
 log = logging.getLogger(__name__)
@@ -30,26 +35,79 @@ class StageRunner:
         self.where: tuple[Optional[str], str] = (None, "setup")
 
     def __call__(self, it: IterationPaths, stage: str, fn: Callable[[], dict], *, key: Optional[str] = None,
-                 outputs: Sequence[Path] = ()) -> dict:
-        """The stage's metrics: from its marker, from the stage cache (`key`: its `outputs` are restored),
-        or from running `fn`; the marker is written last."""
+                 outputs: Sequence[Path] = (), needs: Sequence[str | Path] = ()) -> dict:
+        """The stage's metrics: from its marker (outputs verified), from the stage cache (`key`: its
+        `outputs` are restored), or from running `fn` (which reads `needs`: the run's own files among them
+        must exist); the marker, with the outputs' digests, is written last."""
         self.where = (it.root.name, stage)
+        names = [Path(p).name for p in outputs]
+        problem = None
         if it.is_done(stage):
-            log.info("[%s] %s: done in an earlier run, skipped", it.root.name, stage)
-            return it.done_info(stage)["metrics"]
+            problem = self.verify(it, stage, names)
+            if problem is None:
+                return it.done_info(stage)["metrics"]
+            log.warning("[%s] %s: %s; the stage is redone", it.root.name, stage, problem)
+            it.marker(stage).unlink()
         log.info("[%s] %s", it.root.name, stage)
         it.root.mkdir(parents=True, exist_ok=True)
-        names = [Path(p).name for p in outputs]
         t0 = time.perf_counter()
         cached = self.cache.restore(key, names, it.root) if key else None
         if cached is not None:
             log.info("[%s] %s: reused from the stage cache (key %s)", it.root.name, stage, key)
-            metrics = {**cached, f"time/{stage}": time.perf_counter() - t0, f"cache/{stage}": 1}
+            metrics = {**cached.metrics, f"time/{stage}": time.perf_counter() - t0, f"cache/{stage}": 1}
+            digests = cached.digests
         else:
-            metrics = {**fn(), f"time/{stage}": time.perf_counter() - t0}
+            self._check_inputs(it, stage, needs, problem)
+            metrics = fn()
             for hook in AFTER_OUTPUTS:
                 hook(it, stage)
+            t1 = time.perf_counter()
+            digests = digest_outputs(it.root, names)
+            log.info("[%s] %s: %d output files digested (%.0f MB, %.2f s)", it.root.name, stage,
+                     len(digests["files"]), total_bytes(digests) / 1e6, time.perf_counter() - t1)
+            metrics = {**metrics, f"time/{stage}": time.perf_counter() - t0}
             if key:
-                self.cache.store(key, names, it.root, metrics)
-        it.mark_done(stage, {"metrics": metrics})
+                self.cache.store(key, names, it.root, metrics, digests)
+        it.mark_done(stage, {"metrics": metrics, "outputs": names, "digests": digests})
         return metrics
+
+    def verify(self, it: IterationPaths, stage: str, names: list[str]) -> Optional[str]:
+        """None when a finished stage's outputs are exactly what its marker records; else what is wrong."""
+        try:
+            info = it.done_info(stage)
+            info["metrics"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            return f"{it.marker(stage).relative_to(it.root.parent)}: unreadable ({e})"
+        record = info.get("digests")
+        if record is None:
+            log.info("[%s] %s: marker written by an older version (no digests): outputs not verified",
+                     it.root.name, stage)
+            return None
+        live = [n for n in names if n not in info.get("pruned", [])]
+        t0 = time.perf_counter()
+        try:
+            problem = check(it.root, record, live)
+        except (KeyError, TypeError, ValueError, IndexError) as e:
+            return f"{it.marker(stage).relative_to(it.root.parent)}: malformed digests ({e!r})"
+        if problem is None:
+            log.info("[%s] %s: done in an earlier run, skipped (%d files verified, %.0f MB, %.2f s)",
+                     it.root.name, stage, len(record["files"]), total_bytes(record) / 1e6, time.perf_counter() - t0)
+        return problem
+
+    @staticmethod
+    def _check_inputs(it: IterationPaths, stage: str, needs: Sequence[str | Path], problem: Optional[str]) -> None:
+        """The run's own files the stage reads (checkpoints, pairs) must exist; a clear error when they are gone."""
+        run_root = it.root.parent.resolve()
+        for need in needs:
+            path = Path(need).resolve()
+            if _in_an_iteration(path, run_root) and not path.exists():
+                what = f"{problem}, and the stage cannot be redone" if problem else "cannot run"
+                raise StageError(f"[{it.root.name}] {stage}: {what}: its input {os.path.relpath(path, run_root)} "
+                                 f"is gone (removed by keep_checkpoints, or deleted); restore it, or start a "
+                                 f"new run directory ({run_root})")
+
+
+def _in_an_iteration(path: Path, run_root: Path) -> bool:
+    """Whether `path` is a file of one of the run's iterations (a hub id or a starting checkpoint is not)."""
+    parts = path.relative_to(run_root).parts if path.is_relative_to(run_root) else ()
+    return bool(parts) and parts[0].startswith("iter_")
