@@ -48,6 +48,8 @@ def test_killed_between_batches_then_rerun_equals_an_uninterrupted_run(stage, tm
     assert count_batches == [BATCH_SIZE] * 2, "only the two missing batches were generated (none redone)"
     assert read_jsonl(out) == expected
     assert not partial_path(out).exists(), "the partial file is removed once the output is written"
+    if stage == "generate":
+        assert metrics["generate/resumed_outputs"] == 2 * BATCH_SIZE and ref_metrics["generate/resumed_outputs"] == 0
     if stage == "evaluate":
         keys = [k for k in ref_metrics if not k.endswith("_seconds")]
         assert {k: metrics[k] for k in keys} == {k: ref_metrics[k] for k in keys}

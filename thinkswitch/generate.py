@@ -285,6 +285,7 @@ def generate_labels(*, generator: Generator, checkpoint: str, examples: Sequence
         prompts = [chat_prompt(backend.tokenizer, ex["prompt"], system_prompt) for ex in examples]
         partial = PartialResults(out, partial_key("generate", generator, checkpoint, prompts, sampling, samples,
                                                   seed))
+        resumed = len(partial.done)
         gens = generate_resumable(backend, prompts, sampling, seed=seed, n=samples, desc="generate labels",
                                   partial=partial)
     rows = [(ex, s) for ex in examples for s in range(samples)]
@@ -295,4 +296,4 @@ def generate_labels(*, generator: Generator, checkpoint: str, examples: Sequence
     log.info("generate: %d outputs, %.1f tokens each, %.0f tokens/s", len(gens), tokens / max(len(gens), 1),
              tokens / max(seconds, 1e-9))
     return {"generate/outputs": len(gens), "generate/tokens_per_output": tokens / max(len(gens), 1),
-            "generate/seconds": seconds}
+            "generate/seconds": seconds, "generate/resumed_outputs": resumed}  # kept from an interrupted run
