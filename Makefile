@@ -56,10 +56,13 @@ test-fast: install  ## the fast tier: unit tests, no training (about a minute)
 bench: install  ## benchmarks: stages vs the bare libraries, stage-cache speedup (prints ratios)
 	$(BIN)/python benchmarks/bench.py $(ARGS)
 
+gpu-check: install  ## GPU machine, no hub: QLoRA loop + paper stages at Qwen3-4B shape, JSON lines (ARGS=--device cpu --scale tiny)
+	$(BIN)/python benchmarks/gpu_check.py $(ARGS)
+
 lint: install  ## ruff
 	$(BIN)/ruff check thinkswitch tests benchmarks
 
 clean:  ## remove the venvs (outputs/ and the testbed cache are kept)
 	rm -rf $(VENV) $(VLLM_VENV)
 
-.PHONY: help install install-vllm demo test test-fast bench lint clean
+.PHONY: help install install-vllm demo test test-fast bench gpu-check lint clean

@@ -5,16 +5,17 @@ The one boundary faked here is CUDA running out of memory: a wrapper around the 
 real testbed model.
 """
 
+import dataclasses
 from typing import Optional
 
 import pytest
 import torch
 from conftest import compose
-from omegaconf import OmegaConf
 
 from thinkswitch.config import SamplingConfig
 from thinkswitch.generate import (
     _eos_ids,
+    batch_seed,
     chat_prompt,
     generate_texts,
     next_batch,
@@ -45,7 +46,7 @@ def thinking(testbed_pair):
     cfg = compose()
     model = load_model(testbed_pair.thinking, cfg.model, torch.device("cpu"))
     tok = load_tokenizer(testbed_pair.thinking, cfg.model)
-    sampling = SamplingConfig(**{**OmegaConf.to_container(cfg.model.sampling.thinking), "max_new_tokens": 64})
+    sampling = dataclasses.replace(cfg.model.sampling.thinking, max_new_tokens=64)
     return model, tok, sampling  # 64 new tokens: room for the testbed's ~50-token traces, and quicker
 
 
@@ -56,8 +57,8 @@ def _prompts(tok, n: int, seed: int = 5) -> list[str]:
 
 
 def reference_generate_texts(model, tokenizer, prompts, sampling, batch_size, seed):
-    """`generate_texts` as it was before token budgets (commit 69fdcfd), verbatim but for the progress bar."""
-    torch.manual_seed(seed)
+    """`generate_texts` as it was before token budgets (commit 69fdcfd), verbatim but for the progress bar and
+    the seeding: each batch seeds torch from (seed, its first position), so that a resumed run draws the same."""
     eos_ids = _eos_ids(model, tokenizer)
     drop = {t for t in tokenizer.all_special_tokens if t not in ("<think>", "</think>")}
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
@@ -66,6 +67,7 @@ def reference_generate_texts(model, tokenizer, prompts, sampling, batch_size, se
     with torch.inference_mode():
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
+            torch.manual_seed(batch_seed(seed, start))
             enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True,
                             add_special_tokens=False).to(model.device)
             out = model.generate(**enc, **kwargs, pad_token_id=tokenizer.pad_token_id)

@@ -149,10 +149,15 @@ class TrainerConfig:
 
     `sft` is passed to `trl.SFTConfig`, `lora` to `peft.LoraConfig`, `bnb` to
     `transformers.BitsAndBytesConfig` (only when `quantize_4bit`).
+
+    `checkpoint_minutes`: TRL checkpoints (adapter, optimizer, scheduler, RNG) are written to the iteration
+    directory after this many minutes of training since the last one, so that a killed distillation resumes
+    from there (0: none). `sft.save_strategy` / `sft.save_steps`, when given, are TRL's own schedule instead.
     """
 
     name: str = MISSING
     quantize_4bit: bool = False
+    checkpoint_minutes: float = 10.0
     sft: Dict[str, Any] = field(default_factory=dict)
     lora: Dict[str, Any] = field(default_factory=dict)
     bnb: Dict[str, Any] = field(default_factory=dict)

@@ -16,17 +16,27 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from thinkswitch.cache import digest, file_digest
+from thinkswitch import __version__
+from thinkswitch.cache import checkpoint_id, digest, file_digest
 from thinkswitch.chat import THINK_CLOSE, THINK_OPEN, chat_prompt
 from thinkswitch.config import ModelConfig, TrainerConfig
 from thinkswitch.errors import DataError
-from thinkswitch.io import atomic_path, read_jsonl, write_jsonl
+from thinkswitch.io import atomic_path, read_json, read_jsonl, write_json, write_jsonl
 from thinkswitch.models import load_model, load_tokenizer, pick_dtype
 
 log = logging.getLogger(__name__)
 # The trainer's per-step logs (loss, learning rate, ...): the CLI sends this logger to the log file only.
 train_log = logging.getLogger("thinkswitch.train")
 TRAIN_LOG = "train_log.jsonl"  # the trainer's log history, saved beside the adapter
+# TRL's checkpoints of an unfinished distillation, in the iteration directory; removed once the adapter is saved.
+CHECKPOINTS = ".distill_checkpoints"
+CHECKPOINTS_KEY = "key.json"  # what the checkpoints were trained from: never resumed with other inputs
+# Settings that say when checkpoints are written, not what is trained: outside every key.
+CHECKPOINT_SETTINGS = ("save_strategy", "save_steps", "save_total_limit", "save_only_model")
+
+# Callbacks added to every SFTTrainer: a hook for tests (fault injection: a process killed after a checkpoint).
+# Empty in real runs.
+EXTRA_CALLBACKS: list = []
 
 
 def training_progress():
@@ -54,20 +64,81 @@ def training_progress():
     return Progress()
 
 
+def checkpoint_timer(minutes: float):
+    """A TrainerCallback asking for a checkpoint once `minutes` of training have passed since the last one (or the
+    start), never at the last step (the adapter is saved then)."""
+    from transformers import TrainerCallback
+
+    class CheckpointTimer(TrainerCallback):
+        last = 0.0
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.last = time.monotonic()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if time.monotonic() - self.last >= minutes * 60 and state.global_step < state.max_steps:
+                control.should_save = True
+
+        def on_save(self, args, state, control, **kwargs):
+            self.last = time.monotonic()
+
+    return CheckpointTimer()
+
+
 def sft_config(cfg: TrainerConfig, device, dtype, output_dir: Path, seed: int):
-    """`trl.SFTConfig` from `trainer.sft`, with the settings this stage owns."""
+    """`trl.SFTConfig` from `trainer.sft`, with the settings this stage owns.
+
+    Checkpoints go to `output_dir`: on TRL's schedule where `trainer.sft` sets `save_strategy` or `save_steps`
+    (keeping the last `save_total_limit`, default 1), else by time (`trainer.checkpoint_minutes`,
+    `checkpoint_timer`)."""
     import torch
     from trl import SFTConfig
 
     on_gpu = device.type == "cuda"
+    scheduled = "save_strategy" in cfg.sft or "save_steps" in cfg.sft
     defaults: dict[str, Any] = dict(
         bf16=on_gpu and dtype == torch.bfloat16,  # TRL defaults to bf16=True, which fails on CPU
         fp16=on_gpu and dtype == torch.float16,
         use_cpu=not on_gpu,
+        save_strategy="steps" if scheduled else "no",  # "no": the checkpoint timer asks for them
+        save_total_limit=1,  # a new checkpoint is complete before the one before it is deleted
     )
-    owned = dict(output_dir=str(output_dir), report_to=[], save_strategy="no", seed=seed, data_seed=seed,
+    owned = dict(output_dir=str(output_dir), report_to=[], seed=seed, data_seed=seed,
                  disable_tqdm=True)  # our own progress bar (training_progress) instead of printed log dicts
     return SFTConfig(**{**defaults, **dict(cfg.sft), **owned})
+
+
+def trained_settings(cfg: TrainerConfig) -> dict:
+    """`trainer` without the settings that only say when checkpoints are written."""
+    return {"quantize_4bit": cfg.quantize_4bit, "lora": dict(cfg.lora), "bnb": dict(cfg.bnb),
+            "sft": {k: v for k, v in cfg.sft.items() if k not in CHECKPOINT_SETTINGS}}
+
+
+def last_checkpoint(directory: Path, key: str) -> Optional[Path]:
+    """The newest complete TRL checkpoint under `directory` if it was trained from the inputs `key` names; else
+    None, after clearing `directory` and recording `key` for the checkpoints to come."""
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+    stamp = directory / CHECKPOINTS_KEY
+    try:
+        same = read_json(stamp)["key"] == key
+    except (OSError, ValueError, KeyError, TypeError):
+        same = False
+    if same:
+        steps = sorted((int(p.name.rsplit("-", 1)[1]), p) for p in directory.glob(f"{PREFIX_CHECKPOINT_DIR}-*")
+                       if p.is_dir() and p.name.rsplit("-", 1)[1].isdigit())
+        for _, path in reversed(steps):
+            try:  # trainer_state.json is written last (after the adapter, optimizer, scheduler and RNG states)
+                read_json(path / "trainer_state.json")
+                return path
+            except (OSError, ValueError):
+                continue
+    elif directory.exists():
+        log.info("distill: checkpoints in %s were trained from other inputs; not resumed", directory)
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    write_json(stamp, {"key": key})
+    return None
 
 
 def bnb_config(cfg: TrainerConfig, dtype):
@@ -81,7 +152,11 @@ def train_adapter(instruct: str, pairs: list[dict], cfg: TrainerConfig, model_cf
                   seed: int, system_prompt: Optional[str], adapter_out: Path) -> tuple[dict, Any, Any]:
     """Fit a LoRA adapter on (prompt, completion) pairs; completion-only loss.
 
-    Saves the adapter to `adapter_out`; returns the train metrics, the trained `PeftModel` and the tokenizer.
+    TRL checkpoints go to `<adapter_out's directory>/.distill_checkpoints/` while it trains (`sft_config`); if one
+    from an interrupted run with the same inputs is there, training resumes from it (`trainer.train(
+    resume_from_checkpoint=...)`: adapter, optimizer, scheduler, RNG and data position restored). They are deleted
+    once the adapter is saved. Saves the adapter to `adapter_out`; returns the train metrics, the trained
+    `PeftModel` and the tokenizer.
     """
     from datasets import Dataset
     from peft import LoraConfig, prepare_model_for_kbit_training
@@ -92,7 +167,10 @@ def train_adapter(instruct: str, pairs: list[dict], cfg: TrainerConfig, model_cf
         [{"prompt": chat_prompt(tokenizer, p["prompt"], system_prompt), "completion": p["completion"]} for p in pairs]
     )
     dtype = pick_dtype(model_cfg.dtype, device)
-    work = adapter_out.parent / ".sft"
+    work = adapter_out.parent / CHECKPOINTS
+    key = digest("distill-checkpoints", checkpoint_id(instruct, model_cfg.revision), pairs, trained_settings(cfg),
+                 seed, system_prompt, device.type, str(dtype), __version__)
+    resume = last_checkpoint(work, key)
     args = sft_config(cfg, device, dtype, work, seed)
     quant = bnb_config(cfg, dtype) if cfg.quantize_4bit else None
     model = load_model(instruct, model_cfg, device, quantization_config=quant)
@@ -100,10 +178,15 @@ def train_adapter(instruct: str, pairs: list[dict], cfg: TrainerConfig, model_cf
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=args.activation_checkpointing)
     from transformers import PrinterCallback
 
+    callbacks = [training_progress(), *(make() for make in EXTRA_CALLBACKS)]
+    if args.save_strategy == "no" and cfg.checkpoint_minutes > 0:
+        callbacks.append(checkpoint_timer(cfg.checkpoint_minutes))
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                         peft_config=LoraConfig(**dict(cfg.lora)), callbacks=[training_progress()])
+                         peft_config=LoraConfig(**dict(cfg.lora)), callbacks=callbacks)
     trainer.remove_callback(PrinterCallback)  # it prints every log dict to the terminal
-    result = trainer.train()
+    if resume is not None:
+        log.info("distill: resuming from %s", resume)
+    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     with atomic_path(adapter_out) as tmp:
         trainer.model.save_pretrained(tmp, safe_serialization=True)
         write_jsonl(tmp / TRAIN_LOG, trainer.state.log_history)
@@ -115,6 +198,8 @@ def train_adapter(instruct: str, pairs: list[dict], cfg: TrainerConfig, model_cf
         "train/final_loss": float(losses[-1]) if losses else None,
         "train/seconds": result.metrics.get("train_runtime"),
         "train/quantized_4bit": cfg.quantize_4bit,
+        # resumed: the step it resumed from (train/loss and train/seconds then cover the steps after it)
+        "train/resumed_from_step": int(resume.name.rsplit("-", 1)[1]) if resume else 0,
     }
     shutil.rmtree(work, ignore_errors=True)
     return metrics, trainer.model, tokenizer
@@ -139,7 +224,7 @@ def save_checkpoint(model, tokenizer, out: Path, shard_size: int) -> None:
 def cache_key(*, instruct_id: str, pairs: Path, trainer: TrainerConfig, seed: int, context: tuple) -> str:
     """What determines the distilled checkpoint: the instruct checkpoint, the pairs (their bytes), the trainer
     settings, the seed and the context (`loop.stage_context`)."""
-    return digest("distill", instruct_id, file_digest(pairs), trainer, seed, *context)
+    return digest("distill", instruct_id, file_digest(pairs), trained_settings(trainer), seed, *context)
 
 
 def distill(*, instruct: str, pairs: Path, trainer: TrainerConfig, model: ModelConfig, device, seed: int,

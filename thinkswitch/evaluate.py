@@ -14,9 +14,10 @@ from typing import Optional, Sequence
 from thinkswitch.cache import digest
 from thinkswitch.chat import THINK_CLOSE, chat_prompt
 from thinkswitch.config import SamplingConfig, SamplingPair
-from thinkswitch.generate import Generator
+from thinkswitch.generate import RNG_SCHEME, Generator, partial_key
 from thinkswitch.grading import Grader
 from thinkswitch.io import write_jsonl
+from thinkswitch.partial import PartialResults, generate_resumable
 from thinkswitch.stats import label_shares, macro_f1, majority, wilson_interval
 from thinkswitch.strip import strip_trace
 
@@ -35,22 +36,29 @@ def cache_key(*, checkpoint_ids: dict[str, str], examples: Sequence[dict], sampl
     """What determines both checkpoints' results: the checkpoints, the questions, sampling, the grader,
     the seed and the context (`loop.stage_context`)."""
     return digest("evaluate", checkpoint_ids["instruct"], checkpoint_ids["thinking"], list(examples), sampling,
-                  samples, grader_name, seed, *context)
+                  samples, grader_name, seed, RNG_SCHEME, *context)
 
 
 def evaluate(*, generator: Generator, checkpoint: str, role: str, examples: Sequence[dict], grader: Grader,
-             sampling: SamplingConfig, samples: int, system_prompt: Optional[str], seed: int, out: Path) -> dict:
+             sampling: SamplingConfig, samples: int, system_prompt: Optional[str], seed: int, out: Path,
+             keep_partial: bool = False) -> dict:
     """`checkpoint` answers every question `samples` times; grade, save per-question results to `out`,
     return `<role>/*` metrics.
 
     With `samples` > 1, `accuracy` is avg@n and `maj_accuracy` maj@n; `correct` is then the mean number of
-    questions answered correctly.
+    questions answered correctly. Answers are kept in `out`'s partial file (`thinkswitch.partial`) batch by
+    batch, so a rerun after a crash generates only what is missing; the partial file is removed once `out` is
+    written, unless `keep_partial` (a stage of several evaluations removes them when all are written, so that
+    a crash in the second does not redo the first).
     """
     t0 = time.perf_counter()
     jobs = [(ex, s) for ex in examples for s in range(samples)]
     with generator.open(checkpoint) as backend:
         prompts = [chat_prompt(backend.tokenizer, ex["prompt"], system_prompt) for ex in examples]
-        gens = backend.generate(prompts, sampling, seed=seed, n=samples, desc=f"evaluate {role}")
+        partial = PartialResults(out, partial_key(f"evaluate {role}", generator, checkpoint, prompts, sampling,
+                                                  samples, seed))
+        gens = generate_resumable(backend, prompts, sampling, seed=seed, n=samples, desc=f"evaluate {role}",
+                                  partial=partial)
     rows = []
     for (ex, s), g in zip(jobs, gens):
         answer = final_answer(g["output"], role)
@@ -59,6 +67,8 @@ def evaluate(*, generator: Generator, checkpoint: str, role: str, examples: Sequ
                      "answer": answer, "pred": pred, "correct": bool(correct), "tokens": g["tokens"],
                      "finished": answer is not None})
     write_jsonl(out, rows)
+    if not keep_partial:
+        partial.remove()
     n, trials = len(examples), len(rows)
     hits = sum(r["correct"] for r in rows)
     low, high = wilson_interval(hits, trials)

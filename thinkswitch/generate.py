@@ -7,23 +7,33 @@ Generation itself (also used by evaluation) goes through a small `GenerationBack
 from __future__ import annotations
 
 import gc
+import hashlib
 import importlib
 import logging
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Optional, Protocol, Sequence
+from typing import Any, Callable, Iterator, Mapping, Optional, Protocol, Sequence
 
 from tqdm.auto import tqdm
 
-from thinkswitch.cache import digest
+from thinkswitch import __version__
+from thinkswitch.cache import checkpoint_id, digest
 from thinkswitch.chat import THINK_CLOSE, THINK_OPEN, chat_prompt
 from thinkswitch.config import GenerationConfig, ModelConfig, SamplingConfig
 from thinkswitch.errors import ConfigError
 from thinkswitch.io import write_jsonl
+from thinkswitch.partial import PartialResults, generate_resumable
 
 log = logging.getLogger(__name__)
+
+# How random numbers are drawn (part of every generation's stage-cache key): each batch seeds torch from
+# (seed, its first position), see `batch_seed`. Outputs of sampled generation differ from those of
+# thinkswitch before it, which seeded once per call.
+RNG_SCHEME = "batch-seed-v1"
+
+Results = dict[int, dict]  # finished results by index (prompt-major: prompt i's sample s is i * n + s)
 
 
 class GenerationBackend(Protocol):
@@ -32,10 +42,21 @@ class GenerationBackend(Protocol):
     tokenizer: Any  # renders the chat template
 
     def generate(self, prompts: Sequence[str], sampling: SamplingConfig, *, seed: int, n: int = 1,
-                 desc: str = "generate") -> list[dict]:
+                 desc: str = "generate", on_batch: Optional[Callable[[Results], None]] = None,
+                 done: Optional[Mapping[int, dict]] = None) -> list[dict]:
         """`n` completions per chat-formatted prompt, prompt-major: `output` (decoded up to the first EOS,
         special tokens other than the think tags removed), `tokens` (generated, EOS included), `stopped`
-        (False when cut off by `max_new_tokens`)."""
+        (False when cut off by `max_new_tokens`).
+
+        Resuming (both optional, keyword-only; a backend may ignore them and redo everything): `done` holds
+        results of an earlier, interrupted call with the same arguments, by index (prompt i's sample s is
+        index i * n + s); they are returned as given and not generated again. `on_batch` is called with each
+        batch's new results, by index, as soon as they are finished (the stage appends them to its partial
+        file). A backend that honours `done` must return for every other index what an uninterrupted call
+        would have: its random numbers may depend on the seed and on the index (or the batch it starts), never
+        on how many results were generated before (the HF backend seeds each batch, `batch_seed`; vLLM can
+        give each request `SamplingParams(seed=...)` derived from (seed, index)).
+        """
         ...
 
     def close(self) -> None:
@@ -55,6 +76,12 @@ class Generator:
     generation: GenerationConfig
     device: Any  # torch.device
     token_budget: Optional[int] = None  # KV tokens a batch may hold (the memory plan; HF backend)
+
+    def settings(self) -> tuple:
+        """What, besides the checkpoint, prompts, sampling and seed, determines a generation's outputs (the key
+        of its partial file): backend, batching, dtype, device, package version, RNG scheme."""
+        return (self.generation.backend, self.generation.batch_size, self.token_budget, self.model.dtype,
+                getattr(self.device, "type", str(self.device)), __version__, RNG_SCHEME)
 
     @contextmanager
     def open(self, checkpoint: str) -> Iterator[GenerationBackend]:
@@ -121,36 +148,53 @@ def _release_cuda() -> None:
         torch.cuda.empty_cache()
 
 
+def batch_seed(seed: int, first: int) -> int:
+    """The torch seed of the batch that starts at position `first` of the length order: a batch's random numbers
+    depend on (seed, where it starts) only, not on the batches before it, so a resumed run draws what an
+    uninterrupted one would have."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{first}".encode()).digest()[:8], "little") >> 1
+
+
 def generate_texts(model, tokenizer, prompts: Sequence[str], sampling: SamplingConfig, batch_size: int,
-                   seed: int, desc: str = "generate", *, token_budget: Optional[int] = None) -> list[dict]:
+                   seed: int, desc: str = "generate", *, token_budget: Optional[int] = None,
+                   on_batch: Optional[Callable[[Results], None]] = None,
+                   done: Optional[Mapping[int, dict]] = None) -> list[dict]:
     """One completion per prompt (already chat-formatted), in input order (see `GenerationBackend.generate`).
 
     Prompts are batched by length (less padding). `batch_size` bounds the rows of a batch; `token_budget`
     (KV tokens, `memory.GenerationPlan.token_budget`) also bounds rows x (longest prompt of the batch +
     max_new_tokens). Without it, or where it does not bind, the batches (and so the outputs for a seed) are
-    those of `batch_size` alone. A batch that runs out of CUDA memory is split in half and retried, and later
-    batches are capped at that half; finished batches are kept. A single prompt that runs out of memory raises.
+    those of `batch_size` alone. Each batch seeds torch with `batch_seed(seed, its first position)`.
+    A batch that runs out of CUDA memory is split in half and retried, and later batches are capped at that
+    half; finished batches are kept. A single prompt that runs out of memory raises.
+
+    `done` (results by prompt index, from an interrupted call: whole batches, a prefix of the length order) are
+    returned as given; the rest is batched from where they end, as an uninterrupted call would have batched it.
+    `on_batch` gets each finished batch's results by index.
     """
     import torch
 
-    torch.manual_seed(seed)
     eos_ids = _eos_ids(model, tokenizer)
     drop = {t for t in tokenizer.all_special_tokens if t not in (THINK_OPEN, THINK_CLOSE)}
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    position = {i: p for p, i in enumerate(order)}
+    done = {i: r for i, r in (done or {}).items() if 0 <= i < len(prompts)}
+    todo = [i for i in order if i not in done]
     lengths = prompt_token_counts(tokenizer, prompts) if token_budget is not None and prompts else None
-    results: list[Optional[dict]] = [None] * len(prompts)
+    results: list[Optional[dict]] = [done.get(i) for i in range(len(prompts))]
     kwargs = sampling_kwargs(sampling)
     rows, start, retry = batch_size, 0, []  # retry: halves of a batch that ran out of memory (a stack)
-    bar = tqdm(total=len(prompts), desc=desc, unit="prompt", leave=False)
+    bar = tqdm(total=len(prompts), initial=len(done), desc=desc, unit="prompt", leave=False)
     with torch.inference_mode():
-        while retry or start < len(order):
+        while retry or start < len(todo):
             if retry:
                 idx = retry.pop()
             else:
-                idx = next_batch(order, start, rows, lengths, sampling.max_new_tokens, token_budget)
+                idx = next_batch(todo, start, rows, lengths, sampling.max_new_tokens, token_budget)
                 start += len(idx)
             new = None
             try:
+                torch.manual_seed(batch_seed(seed, position[idx[0]]))
                 enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True,
                                 add_special_tokens=False).to(model.device)
                 out = model.generate(**enc, **kwargs, pad_token_id=tokenizer.pad_token_id)
@@ -175,6 +219,8 @@ def generate_texts(model, tokenizer, prompts: Sequence[str], sampling: SamplingC
                 for tok in drop:
                     text = text.replace(tok, "")
                 results[i] = {"output": text, "tokens": len(kept), "stopped": stop is not None}
+            if on_batch is not None:
+                on_batch({i: results[i] for i in idx})
             bar.update(len(idx))
     bar.close()
     return results  # type: ignore[return-value]
@@ -193,10 +239,11 @@ class HFBackend:
         return cls(load_model(path, model_cfg, device), load_tokenizer(path, model_cfg), gen_cfg.batch_size)
 
     def generate(self, prompts: Sequence[str], sampling: SamplingConfig, *, seed: int, n: int = 1,
-                 desc: str = "generate") -> list[dict]:
+                 desc: str = "generate", on_batch: Optional[Callable[[Results], None]] = None,
+                 done: Optional[Mapping[int, dict]] = None) -> list[dict]:
         repeated = [p for p in prompts for _ in range(n)]
         return generate_texts(self.model, self.tokenizer, repeated, sampling, self.batch_size, seed, desc,
-                              token_budget=self.token_budget)
+                              token_budget=self.token_budget, on_batch=on_batch, done=done)
 
     def close(self) -> None:
         device = getattr(self.model, "device", None)
@@ -208,28 +255,45 @@ class HFBackend:
             torch.cuda.empty_cache()
 
 
+def partial_key(stage: str, generator, checkpoint: str, prompts: Sequence[str], sampling: SamplingConfig,
+                samples: int, seed: int) -> str:
+    """What a partial file's results depend on: the checkpoint (its files), the chat-formatted prompts, sampling,
+    samples, the seed and the generator's settings (`Generator.settings`)."""
+    model = getattr(generator, "model", None)
+    settings = generator.settings() if hasattr(generator, "settings") else (type(generator).__name__,)
+    return digest("partial", stage, checkpoint_id(checkpoint, getattr(model, "revision", None)), list(prompts),
+                  sampling, samples, seed, *settings)
+
+
 def cache_key(*, thinking_id: str, examples: Sequence[dict], sampling: SamplingConfig, samples: int, seed: int,
               context: tuple) -> str:
     """What determines the generations: the checkpoint, the prompts, sampling, k, the seed and the context
     (`loop.stage_context`: package version, device, dtype, system prompt, backend)."""
-    return digest("generate", thinking_id, list(examples), sampling, samples, seed, *context)
+    return digest("generate", thinking_id, list(examples), sampling, samples, seed, RNG_SCHEME, *context)
 
 
 def generate_labels(*, generator: Generator, checkpoint: str, examples: Sequence[dict], sampling: SamplingConfig,
                     samples: int, system_prompt: Optional[str], seed: int, out: Path) -> dict:
     """The thinking checkpoint answers the training prompts `samples` times each; raw outputs go to `out`.
 
-    Gold answers are never read here: the thinking model's outputs are the only labels.
+    Finished batches are kept in `out`'s partial file (`thinkswitch.partial`) as they come: a rerun after a
+    crash generates only what is missing. Gold answers are never read here: the thinking model's outputs are
+    the only labels.
     """
     t0 = time.perf_counter()
     with generator.open(checkpoint) as backend:
         prompts = [chat_prompt(backend.tokenizer, ex["prompt"], system_prompt) for ex in examples]
-        gens = backend.generate(prompts, sampling, seed=seed, n=samples, desc="generate labels")
+        partial = PartialResults(out, partial_key("generate", generator, checkpoint, prompts, sampling, samples,
+                                                  seed))
+        resumed = len(partial.done)
+        gens = generate_resumable(backend, prompts, sampling, seed=seed, n=samples, desc="generate labels",
+                                  partial=partial)
     rows = [(ex, s) for ex in examples for s in range(samples)]
     write_jsonl(out, [{"id": ex["id"], "sample": s, "prompt": ex["prompt"], **g} for (ex, s), g in zip(rows, gens)])
+    partial.remove()
     seconds = time.perf_counter() - t0
     tokens = sum(g["tokens"] for g in gens)
     log.info("generate: %d outputs, %.1f tokens each, %.0f tokens/s", len(gens), tokens / max(len(gens), 1),
              tokens / max(seconds, 1e-9))
     return {"generate/outputs": len(gens), "generate/tokens_per_output": tokens / max(len(gens), 1),
-            "generate/seconds": seconds}
+            "generate/seconds": seconds, "generate/resumed_outputs": resumed}  # kept from an interrupted run

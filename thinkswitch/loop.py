@@ -25,6 +25,7 @@ from thinkswitch.chat import ROLES
 from thinkswitch.config import ExperimentConfig
 from thinkswitch.experiment import Checkpoint, Pair, Run, frozen_library_heap, prepare
 from thinkswitch.io import parse_size, write_json
+from thinkswitch.partial import remove_partial
 from thinkswitch.paths import IterationPaths, RunPaths
 from thinkswitch.records import record, run_summary, summarize
 from thinkswitch.rundir import RunLock, check_resume
@@ -131,10 +132,14 @@ def evaluate_pair(run: Run, it: IterationPaths, pair: Pair) -> dict:
     cfg = run.cfg
 
     def both() -> dict:
-        return {key: value for role in ROLES for key, value in evaluate.evaluate(
+        metrics = {key: value for role in ROLES for key, value in evaluate.evaluate(
             generator=run.generator, checkpoint=getattr(pair, role).path, role=role, examples=run.eval,
             grader=run.grader, sampling=getattr(cfg.model.sampling, role), samples=cfg.evaluate.samples,
-            system_prompt=cfg.domain.system_prompt, seed=eval_seed(cfg), out=it.eval_results(role)).items()}
+            system_prompt=cfg.domain.system_prompt, seed=eval_seed(cfg), out=it.eval_results(role),
+            keep_partial=True).items()}  # a crash in the second evaluation keeps the first one's answers
+        for role in ROLES:
+            remove_partial(it.eval_results(role))
+        return metrics
 
     key = evaluate.cache_key(checkpoint_ids={role: getattr(pair, role).id for role in ROLES}, examples=run.eval,
                              sampling=cfg.model.sampling, samples=cfg.evaluate.samples,

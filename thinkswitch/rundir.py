@@ -26,7 +26,8 @@ log = logging.getLogger(__name__)
 
 # Keys that may change when a run is resumed: where and how it runs, not what it computes.
 RESUMABLE_KEYS = ("iterations", "tracking", "num_threads", "device", "run_dir", "cache_dir", "data_dir",
-                  "keep_checkpoints", "shard_size", "stage_cache", "evaluate.samples_table")
+                  "keep_checkpoints", "shard_size", "stage_cache", "evaluate.samples_table",
+                  "trainer.checkpoint_minutes")
 
 
 def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:

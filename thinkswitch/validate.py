@@ -192,6 +192,8 @@ def trainer(cfg: ExperimentConfig) -> Iterator[str]:
     for key in ("learning_rate", "num_train_epochs"):
         if key in sft and isinstance(sft[key], Number) and sft[key] <= 0:
             yield f"trainer.sft.{key}: must be > 0, got {sft[key]}"
+    if cfg.trainer.checkpoint_minutes < 0:
+        yield f"trainer.checkpoint_minutes: must be >= 0 (0: no checkpoints), got {cfg.trainer.checkpoint_minutes}"
     try:  # names and types only: precision flags are checked against the device when training starts
         SFTConfig(**{**sft, "output_dir": "unused", "report_to": [], "bf16": False, "fp16": False})
     except (TypeError, ValueError) as e:
