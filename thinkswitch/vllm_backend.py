@@ -167,6 +167,29 @@ class WorkerError(RuntimeError):
 _LIVE: "weakref.WeakSet[_Worker]" = weakref.WeakSet()
 
 
+def group_processes(pgid: int) -> list[int]:
+    """Live processes of a process group (zombies, which hold no memory, excluded)."""
+    proc = Path("/proc")
+    if not proc.is_dir():  # not Linux: ask the group as a whole
+        try:
+            os.killpg(pgid, 0)
+            return [pgid]
+        except ProcessLookupError:
+            return []
+    pids = []
+    for d in proc.iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()  # state, ppid, pgrp, ...
+        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            pids.append(int(d.name))
+    return pids
+
+
 class _Worker:
     """One `.venv-vllm/bin/python -m thinkswitch.vllm_worker` process (its own process group)."""
 
@@ -223,27 +246,7 @@ class _Worker:
             return msg
 
     def processes(self) -> list[int]:
-        """Live processes of the worker's group (itself and what it started; zombies, which hold no
-        memory, excluded)."""
-        proc = Path("/proc")
-        if not proc.is_dir():  # not Linux: ask the group as a whole
-            try:
-                os.killpg(self.pgid, 0)
-                return [self.pgid]
-            except ProcessLookupError:
-                return []
-        pids = []
-        for d in proc.iterdir():
-            if not d.name.isdigit():
-                continue
-            try:
-                stat = (d / "stat").read_text()
-            except OSError:
-                continue
-            fields = stat[stat.rindex(")") + 2:].split()  # state, ppid, pgrp, ...
-            if int(fields[2]) == self.pgid and fields[0] not in ("Z", "X"):
-                pids.append(int(d.name))
-        return pids
+        return group_processes(self.pgid)
 
     def alive(self) -> bool:
         return bool(self.processes())
