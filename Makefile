@@ -26,8 +26,8 @@ $(BIN)/thinkswitch: pyproject.toml
 install: $(BIN)/thinkswitch  ## create .venv and install thinkswitch (torch CPU wheel first)
 
 # vLLM's own venv: torch first (the CPU wheel), then vLLM, then the torchvision/torchaudio/torchcodec
-# it pulls in (built for another torch, they stop vLLM from starting), then thinkswitch without deps
-# (the worker imports only thinkswitch.vllm_worker). Done once; `make clean` to redo.
+# it pulls in (built for another torch, they stop vLLM from starting). The worker runs from the
+# source tree (PYTHONPATH, it imports only thinkswitch.vllm_worker). Done once; `make clean` to redo.
 $(VLLM_VENV)/.installed:
 	rm -rf $(VLLM_VENV)
 	$(PYTHON) -m venv $(VLLM_VENV)
@@ -35,7 +35,6 @@ $(VLLM_VENV)/.installed:
 	$(if $(VLLM_TORCH),$(VLLM_VENV)/bin/pip install -q $(VLLM_TORCH))
 	$(VLLM_VENV)/bin/pip install -q $(VLLM)
 	$(if $(VLLM_REMOVE),$(VLLM_VENV)/bin/pip uninstall -q -y $(VLLM_REMOVE))
-	$(VLLM_VENV)/bin/pip install -q --no-deps -e .
 	@touch $@
 
 # EngineArgs' fields and types, read by the main process to check generation.vllm.* without vLLM
@@ -47,7 +46,8 @@ install-vllm: $(VLLM_VENV)/engine_args.json  ## create .venv-vllm: vLLM (CPU bui
 demo: install  ## run the default experiment: testbed pair, 2 iterations, on CPU (ARGS= for overrides)
 	$(BIN)/thinkswitch $(ARGS)
 
-test: install install-vllm  ## run the whole test suite (the vLLM backend's tests included)
+test:  ## run the whole test suite (the vLLM backend's tests included; the two venvs are set up side by side)
+	$(MAKE) -j2 install install-vllm
 	$(BIN)/pytest $(ARGS)
 
 test-fast: install  ## the fast tier: unit tests, no training (about a minute)
