@@ -28,6 +28,7 @@ from typing import Any, Optional, Sequence
 from thinkswitch.chat import THINK_CLOSE, THINK_OPEN
 from thinkswitch.config import SamplingConfig
 from thinkswitch.errors import ConfigError
+from thinkswitch.vllm_worker import _json_kind  # the worker's own type names (stdlib-only module)
 
 log = logging.getLogger(__name__)
 
@@ -61,16 +62,6 @@ def engine_fields() -> dict[str, list[str]]:
     return json.loads(spec.read_text())["fields"]
 
 
-def _kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    for kind, types_ in (("bool", bool), ("int", int), ("float", float), ("str", str), ("list", (list, tuple)),
-                         ("dict", dict)):
-        if isinstance(value, types_):
-            return kind
-    return "any"
-
-
 def check_vllm_options(options: dict) -> list[str]:
     """Errors in `generation.vllm` (each naming `generation.vllm.<key>`), or [] when it can work.
 
@@ -90,7 +81,7 @@ def check_vllm_options(options: dict) -> list[str]:
             hint = f"; did you mean {', '.join(close)}?" if close else ""
             errors.append(f"{name}: not an option of vLLM's EngineArgs{hint}")
             continue
-        kinds, kind = fields[key], _kind(value)
+        kinds, kind = fields[key], _json_kind(value)
         if key == "kv_cache_memory_bytes" and kind == "str":  # a size: "2GB" (thinkswitch.io.parse_size)
             from thinkswitch.io import parse_size
 

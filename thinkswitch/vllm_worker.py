@@ -169,7 +169,7 @@ def serve() -> None:
 def main(argv: list[str]) -> int:
     if argv[:1] == ["--describe"]:
         json.dump(describe(), sys.stdout, indent=1, sort_keys=True)
-        print()
+        sys.stdout.write("\n")
         return 0
     serve()
     # The engine is shut down (serve deleted it). The interpreter's own teardown (torch's and
