@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
-from thinkswitch.digests import check
+from thinkswitch.digests import check, hash_file
 from thinkswitch.io import atomic_path, read_json, write_json
 
 log = logging.getLogger(__name__)
@@ -42,11 +42,8 @@ def digest(*parts: Any) -> str:
 
 
 def file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:20]
+    """A file's SHA-256 (digests.hash_file), short: part of a cache key."""
+    return hash_file(path)[:20]
 
 
 def checkpoint_id(ref: str, revision: Optional[str] = None) -> str:

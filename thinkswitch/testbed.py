@@ -34,6 +34,7 @@ from thinkswitch.chat import ROLES
 from thinkswitch.chat import THINK_CLOSE as END_THINK
 from thinkswitch.chat import THINK_OPEN as THINK
 from thinkswitch.config import SamplingConfig, TestbedSpec
+from thinkswitch.digests import hash_file
 from thinkswitch.errors import DataError
 from thinkswitch.io import atomic_path
 
@@ -370,10 +371,6 @@ def _complete(path: Path) -> bool:
     return (path / MANIFEST).is_file()
 
 
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 SHIPPED = Path(str(importlib.resources.files("thinkswitch") / "testbed_pair"))
 
 
@@ -391,7 +388,7 @@ def shipped_pair(spec: TestbedSpec, root: Path = SHIPPED) -> Path | None:
     if manifest.get("spec_hash") != spec_hash(spec):
         return None
     for name, digest in manifest["files"].items():
-        if not (root / name).is_file() or file_sha256(root / name) != digest:
+        if not (root / name).is_file() or hash_file(root / name) != digest:
             raise DataError(f"{root / name}: the shipped testbed pair is damaged (missing, or not the SHA-256 its "
                             f"manifest gives); reinstall thinkswitch, or build one with a changed model.testbed.* key")
     return root
@@ -405,7 +402,7 @@ def ship(built: Path, out: Path) -> None:
             shutil.copytree(built / variant, tmp / variant)
         files = sorted(str(f.relative_to(tmp)) for f in tmp.rglob("*") if f.is_file())
         manifest |= {"spec_hash": spec_hash(TestbedSpec(**manifest["spec"])),
-                     "files": {name: file_sha256(tmp / name) for name in files}}
+                     "files": {name: hash_file(tmp / name) for name in files}}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
 
 
