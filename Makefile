@@ -27,7 +27,7 @@ install: $(BIN)/thinkswitch  ## create .venv and install thinkswitch (torch CPU 
 
 # vLLM's own venv: torch first (the CPU wheel), then vLLM, then the torchvision/torchaudio/torchcodec
 # it pulls in (built for another torch, they stop vLLM from starting). The worker runs from the
-# source tree (PYTHONPATH, it imports only thinkswitch.vllm_worker). Done once; `make clean` to redo.
+# source tree (PYTHONPATH, it imports only thinkswitch.engines.vllm_worker). Done once; `make clean` to redo.
 $(VLLM_VENV)/.installed:
 	rm -rf $(VLLM_VENV)
 	$(PYTHON) -m venv $(VLLM_VENV)
@@ -38,8 +38,8 @@ $(VLLM_VENV)/.installed:
 	@touch $@
 
 # EngineArgs' fields and types, read by the main process to check generation.vllm.* without vLLM
-$(VLLM_VENV)/engine_args.json: $(VLLM_VENV)/.installed thinkswitch/vllm_worker.py
-	$(VLLM_VENV)/bin/python -m thinkswitch.vllm_worker --describe > $@.tmp && mv $@.tmp $@
+$(VLLM_VENV)/engine_args.json: $(VLLM_VENV)/.installed thinkswitch/engines/vllm_worker.py
+	$(VLLM_VENV)/bin/python -m thinkswitch.engines.vllm_worker --describe > $@.tmp && mv $@.tmp $@
 
 install-vllm: $(VLLM_VENV)/engine_args.json  ## create .venv-vllm: vLLM (CPU build; VLLM=vllm==<ver> VLLM_TORCH= for CUDA) for generation.backend=vllm
 

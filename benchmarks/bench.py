@@ -52,11 +52,11 @@ def compose(overrides):
 def bench_generate(pair, n: int) -> None:
     import torch
 
-    from thinkswitch.chat import chat_prompt
     from thinkswitch.config import TestbedSpec
-    from thinkswitch.generate import generate_texts, sampling_kwargs
-    from thinkswitch.models import load_model, load_tokenizer
-    from thinkswitch.testbed import task_examples
+    from thinkswitch.data.testbed_task import task_examples
+    from thinkswitch.engines.chat import chat_prompt
+    from thinkswitch.engines.hf import generate_texts, sampling_kwargs
+    from thinkswitch.engines.models import load_model, load_tokenizer
 
     cfg = compose([])
     model = load_model(pair.thinking, cfg.model, torch.device("cpu"))
@@ -119,12 +119,12 @@ import json, sys, time, torch
 sys.path.insert(0, sys.argv[1] + "/tests")
 from conftest import compose
 from pathlib import Path
-from thinkswitch.distill import distill
+from thinkswitch.stages.distill import distill
 from datasets import Dataset  # noqa: F401  the libraries imported before the clock starts, as in the bare script
 from peft import LoraConfig, PeftModel, prepare_model_for_kbit_training  # noqa: F401
 from trl import SFTConfig, SFTTrainer  # noqa: F401
-from thinkswitch.io import parse_size
-from thinkswitch.experiment import frozen_library_heap
+from thinkswitch.store.io import parse_size
+from thinkswitch.setup import frozen_library_heap
 cfg = compose([])
 out = Path(sys.argv[4])
 with frozen_library_heap(cfg):  # as run_experiment does once, at start-up
@@ -144,8 +144,8 @@ def _python(code: str, *args: str) -> dict:
 def bench_distill(pair, work: Path, n: int) -> None:
 
     from thinkswitch.config import TestbedSpec
-    from thinkswitch.io import write_jsonl
-    from thinkswitch.testbed import task_examples
+    from thinkswitch.data.testbed_task import task_examples
+    from thinkswitch.store.io import write_jsonl
 
     cfg = compose([])
     pairs = work / "pairs.jsonl"
@@ -174,7 +174,7 @@ import torch, yaml  # noqa: F401  imported before the measurement starts
 from mergekit.config import MergeConfiguration
 from mergekit.merge import MergeOptions, run_merge
 from conftest import compose
-from thinkswitch.merge import merge, mergekit_config
+from thinkswitch.stages.merge import merge, mergekit_config
 cfg = compose(["merge.t=0.3"]).merge
 
 def status():
@@ -217,7 +217,7 @@ def make_big_pair(work: Path, hidden: int, layers: int, shards: int) -> tuple[st
     from transformers import Qwen3Config, Qwen3ForCausalLM
     from transformers.utils import logging as hf_logging
 
-    from thinkswitch.testbed import build_tokenizer
+    from thinkswitch.testbed.build import build_tokenizer
 
     hf_logging.disable_progress_bar()
     paths = []
@@ -238,7 +238,7 @@ def make_big_pair(work: Path, hidden: int, layers: int, shards: int) -> tuple[st
 def bench_merge(work: Path, hidden: int, layers: int) -> None:
     """Time against bare mergekit; memory on checkpoints laid out as the framework writes a 4B model's
     (`shard_size=1GB`: 8 shards of an 8 GB bf16 checkpoint), and on one-file checkpoints for comparison."""
-    from thinkswitch.rundir import checkpoint_bytes
+    from thinkswitch.store.rundir import checkpoint_bytes
 
     results: dict = {}
     digests: dict = {}
@@ -278,8 +278,8 @@ def bench_merge(work: Path, hidden: int, layers: int) -> None:
 def measure_digest(checkpoint: Path, scratch: Path) -> dict:
     """What verification costs: digesting a checkpoint as a stage does when it finishes (and a resume or a
     cache restore when it checks it), best of 3; and copying it as the stage cache does."""
-    from thinkswitch import digests
-    from thinkswitch.cache import copy_tree
+    from thinkswitch.store import digests
+    from thinkswitch.store.cache import copy_tree
 
     names = [p.name for p in checkpoint.iterdir()]
     seconds = []
@@ -302,7 +302,7 @@ def measure_digest(checkpoint: Path, scratch: Path) -> dict:
 def _clones(src: Path, dst: Path) -> bool:
     import fcntl
 
-    from thinkswitch.cache import FICLONE
+    from thinkswitch.store.cache import FICLONE
 
     try:
         with open(src, "rb") as fs, open(dst, "wb") as fd:
@@ -353,7 +353,7 @@ def main() -> None:
 
     import torch
 
-    from thinkswitch.experiment import resolve_pair
+    from thinkswitch.setup import resolve_pair
 
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
           f"threads {torch.get_num_threads()}, cuda {torch.cuda.is_available()}")

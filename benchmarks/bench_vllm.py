@@ -54,11 +54,12 @@ def _report(case: str, hf_tps: float, vllm_tps: float, startup: float, note: str
 def bench_testbed(pair, n: int) -> None:
     import torch
 
-    from thinkswitch.chat import chat_prompt
-    from thinkswitch.generate import generate_texts
-    from thinkswitch.models import load_model
-    from thinkswitch.testbed import TestbedSpec, task_examples
-    from thinkswitch.vllm_backend import VLLMBackend
+    from thinkswitch.config import TestbedSpec
+    from thinkswitch.data.testbed_task import task_examples
+    from thinkswitch.engines.chat import chat_prompt
+    from thinkswitch.engines.hf import generate_texts
+    from thinkswitch.engines.models import load_model
+    from thinkswitch.engines.vllm_backend import VLLMBackend
 
     cfg = _compose()
     sampling, batch, cpu = cfg.model.sampling.thinking, cfg.generation.batch_size, torch.device("cpu")
@@ -85,7 +86,7 @@ def make_random_qwen3(path: Path, hidden: int, layers: int) -> int:
     import torch
     from transformers import GenerationConfig, Qwen3Config, Qwen3ForCausalLM
 
-    from thinkswitch.testbed import build_tokenizer
+    from thinkswitch.testbed.build import build_tokenizer
 
     torch.manual_seed(0)
     tok = build_tokenizer()
@@ -104,10 +105,11 @@ def bench_ragged(work: Path, n: int, max_len: int) -> None:
     import torch
     from transformers import LogitsProcessor, LogitsProcessorList
 
-    from thinkswitch.chat import chat_prompt
-    from thinkswitch.models import load_model
-    from thinkswitch.testbed import TestbedSpec, task_examples
-    from thinkswitch.vllm_backend import VLLMBackend
+    from thinkswitch.config import TestbedSpec
+    from thinkswitch.data.testbed_task import task_examples
+    from thinkswitch.engines.chat import chat_prompt
+    from thinkswitch.engines.models import load_model
+    from thinkswitch.engines.vllm_backend import VLLMBackend
 
     path = work / "random_qwen3"
     params = make_random_qwen3(path, 512, 8)
@@ -181,7 +183,7 @@ def bench_ragged(work: Path, n: int, max_len: int) -> None:
 
 
 def bench_vllm(pair, work: Path, quick: bool) -> None:
-    from thinkswitch.vllm_backend import vllm_venv
+    from thinkswitch.engines.vllm_backend import vllm_venv
 
     if not (vllm_venv() / "bin" / "python").exists():
         print(f"vllm: skipped ({vllm_venv()} not found; `make install-vllm`)")
@@ -193,7 +195,7 @@ def bench_vllm(pair, work: Path, quick: bool) -> None:
 def main() -> None:
     import argparse
 
-    from thinkswitch.models import resolve_pair
+    from thinkswitch.engines.models import resolve_pair
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")

@@ -192,10 +192,10 @@ def build_pair(args, device, work: Path, report: Report) -> dict[str, Path]:
     import torch
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
-    from thinkswitch.distill import save_checkpoint
-    from thinkswitch.experiment import resolve_pair
-    from thinkswitch.io import parse_size
-    from thinkswitch.models import load_tokenizer
+    from thinkswitch.engines.models import load_tokenizer
+    from thinkswitch.setup import resolve_pair
+    from thinkswitch.stages.distill import save_checkpoint
+    from thinkswitch.store.io import parse_size
 
     base = compose([], work / "unused")
     testbed = resolve_pair(base.model, Path(base.cache_dir).expanduser())
@@ -235,8 +235,8 @@ def preset(args, pair: dict[str, Path], work: Path):
 
 
 def check_distill(args, device, cfg, pair, work: Path, report: Report) -> None:
-    from thinkswitch import distill
-    from thinkswitch.io import parse_size, write_jsonl
+    from thinkswitch.stages import distill
+    from thinkswitch.store.io import parse_size, write_jsonl
 
     rng = random.Random(1)
     pairs = work / "pairs.jsonl"
@@ -257,8 +257,8 @@ def check_distill(args, device, cfg, pair, work: Path, report: Report) -> None:
 
 
 def check_merge(args, device, cfg, pair, work: Path, report: Report) -> None:
-    from thinkswitch import merge
-    from thinkswitch.io import parse_size
+    from thinkswitch.stages import merge
+    from thinkswitch.store.io import parse_size
 
     out = work / "merged"
     with Meter(device) as m:
@@ -270,10 +270,11 @@ def check_merge(args, device, cfg, pair, work: Path, report: Report) -> None:
 
 
 def check_generate(args, device, cfg, pair, work: Path, report: Report) -> None:
-    from thinkswitch.experiment import plan_memory
-    from thinkswitch.generate import Generator, generate_labels
-    from thinkswitch.io import read_jsonl
-    from thinkswitch.models import ModelPair
+    from thinkswitch.engines.hf import Generator
+    from thinkswitch.engines.models import ModelPair
+    from thinkswitch.setup import plan_memory
+    from thinkswitch.stages.generate import generate_labels
+    from thinkswitch.store.io import read_jsonl
 
     rng = random.Random(2)
     examples = [{"id": f"p{i}", "prompt": words(rng, 100 + 15 * i) + "\nwhat is the sum?"} for i in range(args.prompts)]
@@ -322,8 +323,8 @@ def main(argv=None) -> int:
     for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
         os.environ.setdefault(name, "1")  # no hub: everything is local
     os.environ.setdefault("WANDB_MODE", "disabled")
-    from thinkswitch.experiment import frozen_library_heap
-    from thinkswitch.models import pick_device
+    from thinkswitch.engines.models import pick_device
+    from thinkswitch.setup import frozen_library_heap
 
     device = pick_device(args.device)
     outs = [args.out] + ([Path(os.environ["OUT"]) / "gpu_check.jsonl"] if os.environ.get("OUT") else [])

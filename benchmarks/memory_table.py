@@ -1,4 +1,4 @@
-"""What `experiment=paper_aime` needs on 8 / 24 / 80 GB cards, from `thinkswitch.memory`'s plans.
+"""What `experiment=paper_aime` needs on 8 / 24 / 80 GB cards, from `thinkswitch.engines.memory`'s plans.
 
     python benchmarks/memory_table.py [--cards 8,24,80] [--prompt-tokens 512]
 
@@ -16,8 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from thinkswitch.errors import ConfigError  # noqa: E402
-from thinkswitch.memory import (  # noqa: E402
+from thinkswitch.engines.memory import (  # noqa: E402
     KNOWN_CONFIGS,
     GiB,
     config_tensors,
@@ -35,6 +34,7 @@ from thinkswitch.memory import (  # noqa: E402
     vllm_kv_pool_bytes,
     weight_bytes,
 )
+from thinkswitch.errors import ConfigError  # noqa: E402
 
 CUDA_CONTEXT = GiB // 2  # assumed: what the CUDA context and torch take before the model loads
 

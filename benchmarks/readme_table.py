@@ -17,8 +17,8 @@ MARK = "<!-- demo-table -->"
 
 
 def main() -> None:
-    from thinkswitch.io import read_json
-    from thinkswitch.report import iteration_table
+    from thinkswitch.analysis.report import iteration_table
+    from thinkswitch.store.io import read_json
 
     if len(sys.argv) > 1:
         run_dir = Path(sys.argv[1])

@@ -41,7 +41,7 @@ def compose(overrides: list[str] = (), run_dir: str = "/tmp/thinkswitch-unused",
 @pytest.fixture(scope="session")
 def testbed_pair():
     """The built-in testbed pair (built on first use, ~2-3 min on 2 cores, then cached)."""
-    from thinkswitch.experiment import resolve_pair
+    from thinkswitch.setup import resolve_pair
 
     cfg = compose()
     return resolve_pair(cfg.model, CACHE)
@@ -52,7 +52,7 @@ def tiny_2507_pair(tmp_path_factory):
     """A tiny Qwen3 pair with 2507 conventions, trained on the real AIME and PubMedQA prompts."""
     from tinypair import build_tiny_pair
 
-    from thinkswitch.data import load_domain
+    from thinkswitch.data.domains import load_domain
 
     prompts = []
     for name in ("aime_local", "pubmedqa_local"):

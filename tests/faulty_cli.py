@@ -5,8 +5,8 @@ import os
 import signal
 import sys
 
-from thinkswitch import runner
 from thinkswitch.cli import main
+from thinkswitch.store import runner
 
 TARGET = sys.argv.pop(1)
 

@@ -12,16 +12,16 @@ from pathlib import Path
 import torch
 from conftest import CACHE, compose
 
-from thinkswitch import distill
+from thinkswitch.stages import distill
 
 SAVE_STEPS, STEPS, KILL_AT = 3, 8, 5  # 16 pairs, batches of 4, 2 epochs; killed in the second epoch
 
 
 def run_distill(root: Path, extra=()) -> dict:
     from thinkswitch.config import TestbedSpec
-    from thinkswitch.experiment import resolve_pair
-    from thinkswitch.io import parse_size, write_jsonl
-    from thinkswitch.testbed import task_examples
+    from thinkswitch.data.testbed_task import task_examples
+    from thinkswitch.setup import resolve_pair
+    from thinkswitch.store.io import parse_size, write_jsonl
 
     cfg = compose(["trainer.sft.num_train_epochs=2", "trainer.sft.per_device_train_batch_size=4",
                    f"+trainer.sft.save_steps={SAVE_STEPS}", "trainer.sft.logging_steps=1",

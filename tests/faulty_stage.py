@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from conftest import CACHE, compose
 
-from thinkswitch import partial
+from thinkswitch.store import partial
 
 BATCH_SIZE = 8
 PROMPTS = {"generate": 16, "evaluate": 16}  # x 2 samples each: 4 batches of 8
@@ -22,11 +22,13 @@ SAMPLES = {"generate": 2, "evaluate": 2}
 def run_stage(stage: str, out: Path) -> dict:
     """The stage as the loop calls it, sampled hot (temperature 1.5: outputs vary with the random numbers): 4 batches
     of 8."""
-    from thinkswitch.evaluate import evaluate
-    from thinkswitch.experiment import resolve_pair
-    from thinkswitch.generate import Generator, generate_labels
-    from thinkswitch.grading import get_grader
-    from thinkswitch.testbed import TestbedSpec, task_examples
+    from thinkswitch.config import TestbedSpec
+    from thinkswitch.data.grading import get_grader
+    from thinkswitch.data.testbed_task import task_examples
+    from thinkswitch.engines.hf import Generator
+    from thinkswitch.setup import resolve_pair
+    from thinkswitch.stages.evaluate import evaluate
+    from thinkswitch.stages.generate import generate_labels
 
     cfg = compose([f"generation.batch_size={BATCH_SIZE}", "model.sampling.thinking.temperature=1.5"])
     pair = resolve_pair(cfg.model, CACHE)

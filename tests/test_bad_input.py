@@ -7,9 +7,9 @@ import shutil
 import pytest
 from conftest import compose
 
-from thinkswitch.models import ModelPair, check_model_dir, check_pair, is_local
-from thinkswitch.paths import RunPaths
-from thinkswitch.rundir import check_disk, check_resume, check_writable, record_config
+from thinkswitch.engines.models import ModelPair, check_model_dir, check_pair, is_local
+from thinkswitch.store.paths import RunPaths
+from thinkswitch.store.rundir import check_disk, check_resume, check_writable, record_config
 from thinkswitch.validate import ConfigError
 
 TENSORS = {"embed.weight": [16, 8], "layer.0.weight": [8, 8]}

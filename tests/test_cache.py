@@ -8,9 +8,9 @@ import sys
 import pytest
 from conftest import CACHE, ROOT
 
-from thinkswitch.cache import StageCache, digest
-from thinkswitch.digests import digest_outputs
-from thinkswitch.io import read_json, read_jsonl
+from thinkswitch.store.cache import StageCache, digest
+from thinkswitch.store.digests import digest_outputs
+from thinkswitch.store.io import read_json, read_jsonl
 
 SMALL = ["iterations=1", "domain.train_prompts=64", "domain.eval_size=100", "tracking.mode=disabled"]
 

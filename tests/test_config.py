@@ -164,6 +164,6 @@ def test_local_model_needs_both_paths():
 @pytest.mark.parametrize("text, size", [("1GB", 10**9), ("500MB", 5 * 10**8), ("2GiB", 2 * 2**30),
                                         ("1.5gb", 15 * 10**8), ("4096", 4096), (123, 123), ("10 KB", 10**4)])
 def test_parse_size(text, size):
-    from thinkswitch.io import parse_size
+    from thinkswitch.store.io import parse_size
 
     assert parse_size(text) == size

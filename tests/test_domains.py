@@ -8,10 +8,11 @@ import sys
 import pytest
 from conftest import ROOT, SHARED_DATA, compose
 
-from thinkswitch.data import check_disjoint, load_domain, normalise
-from thinkswitch.io import read_json, read_jsonl
-from thinkswitch.sources import DataError
-from thinkswitch.testbed import MAX_TASK_PROMPTS, TestbedSpec, task_capacity, task_examples
+from thinkswitch.config import TestbedSpec
+from thinkswitch.data.domains import check_disjoint, load_domain, normalise
+from thinkswitch.data.sources import DataError
+from thinkswitch.data.testbed_task import MAX_TASK_PROMPTS, task_capacity, task_examples
+from thinkswitch.store.io import read_json, read_jsonl
 
 
 def domain(name, *overrides):
@@ -88,7 +89,7 @@ def test_normalised_text_still_tells_different_prompts_apart():
 @pytest.mark.parametrize("override, match", [
     ("domain.train_prompts=100000000",
      r"^domain\.train_prompts=100000000, but the testbed task gives at most 100000 prompts per split "
-     r"\(thinkswitch\.testbed\.MAX_TASK_PROMPTS\)$"),
+     r"\(thinkswitch\.data\.testbed_task\.MAX_TASK_PROMPTS\)$"),
     ("domain.eval_size=100001", r"^domain\.eval_size=100001, but the testbed task gives at most 100000"),
 ])
 def test_testbed_prompt_counts_are_bounded_before_generating(override, match):
@@ -188,7 +189,7 @@ def test_worked_solutions_are_refused_naming_the_line(tmp_path):
 
 
 def test_a_gold_regex_reads_worked_solutions_and_they_grade(tmp_path):
-    from thinkswitch.grading import grade_last_integer
+    from thinkswitch.data.grading import grade_last_integer
 
     _, evaluation = worked_domain(tmp_path, WORKED, r"domain.eval.gold_regex='####\s*(-?\d+)'")
     golds = {e["prompt"]: e["answer"] for e in evaluation}

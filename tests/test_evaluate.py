@@ -4,11 +4,11 @@ from contextlib import contextmanager
 
 import pytest
 
+from thinkswitch.analysis.stats import macro_f1
 from thinkswitch.config import SamplingConfig
-from thinkswitch.evaluate import evaluate
-from thinkswitch.grading import get_grader
-from thinkswitch.io import read_jsonl
-from thinkswitch.stats import macro_f1
+from thinkswitch.data.grading import get_grader
+from thinkswitch.stages.evaluate import evaluate
+from thinkswitch.store.io import read_jsonl
 
 
 class ScriptedBackend:

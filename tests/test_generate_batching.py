@@ -13,10 +13,10 @@ import torch
 from conftest import compose
 
 from thinkswitch.config import SamplingConfig
-from thinkswitch.generate import (
+from thinkswitch.engines.chat import chat_prompt
+from thinkswitch.engines.hf import (
     _eos_ids,
     batch_seed,
-    chat_prompt,
     generate_texts,
     next_batch,
     prompt_token_counts,
@@ -41,7 +41,7 @@ def test_next_batch_respects_rows_and_the_token_budget():
 
 @pytest.fixture(scope="module")
 def thinking(testbed_pair):
-    from thinkswitch.models import load_model, load_tokenizer
+    from thinkswitch.engines.models import load_model, load_tokenizer
 
     cfg = compose()
     model = load_model(testbed_pair.thinking, cfg.model, torch.device("cpu"))
@@ -51,7 +51,8 @@ def thinking(testbed_pair):
 
 
 def _prompts(tok, n: int, seed: int = 5) -> list[str]:
-    from thinkswitch.testbed import TestbedSpec, task_examples
+    from thinkswitch.config import TestbedSpec
+    from thinkswitch.data.testbed_task import task_examples
 
     return [chat_prompt(tok, ex["prompt"]) for ex in task_examples(n, seed, "train", TestbedSpec())]
 

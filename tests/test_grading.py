@@ -7,8 +7,7 @@ from conftest import SHARED_DATA
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from thinkswitch.evaluate import final_answer
-from thinkswitch.grading import (
+from thinkswitch.data.grading import (
     GRADERS,
     boxed_integer,
     canonical_answer,
@@ -23,6 +22,7 @@ from thinkswitch.grading import (
     read_gold,
     yes_no_maybe,
 )
+from thinkswitch.stages.evaluate import final_answer
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ import torch
 from conftest import CACHE, ROOT, compose
 from test_stages import tensors
 
-from thinkswitch.io import read_json, read_jsonl
+from thinkswitch.store.io import read_json, read_jsonl
 
 pytestmark = pytest.mark.slow
 
@@ -119,7 +119,7 @@ def test_library_heap_is_frozen_for_the_run_only():
     """run_experiment freezes the imported libraries' objects (cheap gc between stages), then unfreezes."""
     import gc
 
-    from thinkswitch.experiment import frozen_library_heap
+    from thinkswitch.setup import frozen_library_heap
 
     before = gc.get_freeze_count()
     with frozen_library_heap(compose(["method=merge_only"])):

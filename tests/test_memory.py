@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from thinkswitch.memory import (
+from thinkswitch.engines.memory import (
     QWEN3_4B_2507,
     GiB,
     Shape,
@@ -275,9 +275,10 @@ def test_testbed_impossible_budget_is_refused_in_seconds(testbed_pair):
     """The issue's done-when: max_new_tokens=200000000 on the testbed, refused before any model loads."""
     from conftest import compose
 
-    from thinkswitch.generate import chat_prompt, prompt_token_counts
-    from thinkswitch.models import load_tokenizer
-    from thinkswitch.testbed import TestbedSpec, task_examples
+    from thinkswitch.config import TestbedSpec
+    from thinkswitch.data.testbed_task import task_examples
+    from thinkswitch.engines.hf import chat_prompt, prompt_token_counts
+    from thinkswitch.engines.models import load_tokenizer
 
     t0 = time.perf_counter()
     cfg = compose(["model.sampling.thinking.max_new_tokens=200000000"])
@@ -326,7 +327,7 @@ def test_readme_table_is_what_memory_table_prints(capsys):
 
 
 def test_free_memory_on_cpu_is_the_available_ram():
-    from thinkswitch.memory import free_memory
+    from thinkswitch.engines.memory import free_memory
 
     free = free_memory("cpu")
     assert abs(free - meminfo_available()) < 2 * GiB  # the same figure, read moments apart

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from thinkswitch.report import (
+from thinkswitch.analysis.report import (
     aggregate,
     change_metrics,
     find_runs,
@@ -25,7 +25,7 @@ from thinkswitch.report import (
     runs_table,
     write_report,
 )
-from thinkswitch.stats import wilson_interval
+from thinkswitch.analysis.stats import wilson_interval
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -111,7 +111,7 @@ def assert_png(path: Path) -> None:
 
 
 def test_find_and_load_runs(sweep, caplog):
-    caplog.set_level(logging.INFO, logger="thinkswitch.report")
+    caplog.set_level(logging.INFO, logger="thinkswitch.analysis.report")
     runs = find_runs(sweep)
     assert [r.name.split("_")[0] for r in runs] == ["0", "1", "2", "3", "4", "5"]
     assert "6_merge.t=0.9,seed=0" in caplog.text and "no metrics.jsonl" in caplog.text
@@ -186,7 +186,7 @@ def test_write_report_sweep(sweep, tmp_path):
 
 
 def test_train_prompts_sweep_and_default_out(tmp_path, caplog):
-    caplog.set_level(logging.INFO, logger="thinkswitch.report")
+    caplog.set_level(logging.INFO, logger="thinkswitch.analysis.report")
     for job, (prompts, final) in enumerate([(15, 42), (60, 55), (240, 61)]):
         make_run(tmp_path / f"{job}_domain.train_prompts={prompts}", {"domain.train_prompts": str(prompts)},
                  [((40, 100), (90, 100)), ((final, 100), (85, 100))])

@@ -8,7 +8,7 @@ import sys
 import pytest
 from conftest import CACHE, ROOT
 
-from thinkswitch.io import read_json
+from thinkswitch.store.io import read_json
 
 pytestmark = pytest.mark.slow
 

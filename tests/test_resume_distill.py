@@ -11,8 +11,8 @@ from conftest import ROOT
 from faulty_distill import KILL_AT, SAVE_STEPS, STEPS, run_distill
 from safetensors.torch import load_file
 
-from thinkswitch.distill import CHECKPOINTS, last_checkpoint
-from thinkswitch.io import write_json
+from thinkswitch.stages.distill import CHECKPOINTS, last_checkpoint
+from thinkswitch.store.io import write_json
 
 
 @pytest.mark.slow

@@ -11,9 +11,9 @@ import pytest
 from conftest import ROOT
 from faulty_stage import BATCH_SIZE, PROMPTS, SAMPLES, run_stage
 
-from thinkswitch import partial
-from thinkswitch.io import read_jsonl
-from thinkswitch.partial import PartialResults, accepts_resume, partial_path
+from thinkswitch.store import partial
+from thinkswitch.store.io import read_jsonl
+from thinkswitch.store.partial import PartialResults, accepts_resume, partial_path
 
 
 @pytest.fixture

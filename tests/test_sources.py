@@ -8,10 +8,10 @@ import tracemalloc
 import pytest
 from conftest import SHARED_DATA
 
-from thinkswitch import sources
 from thinkswitch.config import SourceConfig
-from thinkswitch.data import read_source
-from thinkswitch.sources import DataError, load_hf, map_fields, origin, read_ids, read_records, sample
+from thinkswitch.data import sources
+from thinkswitch.data.domains import read_source
+from thinkswitch.data.sources import DataError, load_hf, map_fields, origin, read_ids, read_records, sample
 
 AIME26 = SHARED_DATA / "aime" / "aime26.jsonl"
 PQAL = SHARED_DATA / "pubmedqa" / "ori_pqal.json"
@@ -212,7 +212,7 @@ def test_a_json_file_too_large_to_parse_is_refused_before_reading(tmp_path, monk
     path = tmp_path / "big.json"
     path.write_text(json.dumps([{"p": "x" * 10} for _ in range(100)]), encoding="utf-8")
     with pytest.raises(DataError, match=r"big\.json: 2,100 bytes, larger than a JSON file may be \(1,000, "
-                                        r"thinkswitch\.sources\.MAX_JSON_BYTES: it is parsed whole\); use JSONL"):
+                                        r"thinkswitch\.data\.sources\.MAX_JSON_BYTES: it is parsed whole\); use JSONL"):
         read_records(path)
 
 

@@ -8,7 +8,7 @@ import torch
 from conftest import compose
 from safetensors.torch import load_file
 
-from thinkswitch.io import parse_size, read_jsonl, write_jsonl
+from thinkswitch.store.io import parse_size, read_jsonl, write_jsonl
 
 pytestmark = pytest.mark.slow
 
@@ -28,7 +28,7 @@ def assert_same_tensors(a: dict, b: dict):
 
 @pytest.mark.parametrize("t", [0.0, 1.0])
 def test_merge_endpoints_equal_the_parents(testbed_pair, tmp_path, t):
-    from thinkswitch.merge import merge
+    from thinkswitch.stages.merge import merge
 
     cfg = compose([f"merge.t={t}"])
     out = tmp_path / "merged"
@@ -44,7 +44,7 @@ def test_merged_tensors_are_mergekits_own_slerp(testbed_pair, tmp_path):
     interpolates each tensor as one vector)."""
     from mergekit.merge_methods.slerp import slerp
 
-    from thinkswitch.merge import merge
+    from thinkswitch.stages.merge import merge
 
     cfg = compose(["merge.t=0.3"])
     merge(thinking=testbed_pair.thinking, instruct=testbed_pair.instruct, cfg=cfg.merge, out=tmp_path / "m",
@@ -59,7 +59,7 @@ def test_merged_tensors_are_mergekits_own_slerp(testbed_pair, tmp_path):
 def test_merge_keeps_the_thinking_models_files(testbed_pair, tmp_path):
     import yaml
 
-    from thinkswitch.merge import merge
+    from thinkswitch.stages.merge import merge
 
     cfg = compose(["merge.t=[{filter:self_attn,value:[0.1,0.9]},{value:0.4}]"])
     out = tmp_path / "merged"
@@ -80,7 +80,7 @@ def test_merge_keeps_the_thinking_models_files(testbed_pair, tmp_path):
 
 def _pairs(tmp_path, n=24) -> Path:
     from thinkswitch.config import TestbedSpec
-    from thinkswitch.testbed import task_examples
+    from thinkswitch.data.testbed_task import task_examples
 
     path = tmp_path / "pairs.jsonl"
     examples = task_examples(n, 7, "train", TestbedSpec())
@@ -91,7 +91,7 @@ def _pairs(tmp_path, n=24) -> Path:
 
 @pytest.mark.parametrize("trainer", ["lora", "qlora"])
 def test_distill_changes_instruct_weights(testbed_pair, tmp_path, trainer):
-    from thinkswitch.distill import distill
+    from thinkswitch.stages.distill import distill
 
     cfg = compose([f"trainer={trainer}", "trainer.sft.num_train_epochs=1"])
     out, adapter = tmp_path / "instruct", tmp_path / "adapter"
@@ -120,7 +120,7 @@ def test_distill_changes_instruct_weights(testbed_pair, tmp_path, trainer):
     if trainer == "lora":  # merged in place: the same weights as the saved adapter merged into a fresh base
         from peft import PeftModel
 
-        from thinkswitch.models import load_model
+        from thinkswitch.engines.models import load_model
 
         base = load_model(testbed_pair.instruct, cfg.model, torch.device("cpu"))
         reference = PeftModel.from_pretrained(base, str(adapter)).merge_and_unload().state_dict()
@@ -131,8 +131,8 @@ def test_distilled_and_merged_checkpoints_are_sharded(testbed_pair, tmp_path):
     """`shard_size` splits the checkpoints a run writes; mergekit reads the shards and writes shards."""
     from transformers import AutoModelForCausalLM
 
-    from thinkswitch.distill import distill
-    from thinkswitch.merge import merge
+    from thinkswitch.stages.distill import distill
+    from thinkswitch.stages.merge import merge
 
     cfg = compose(["trainer.sft.num_train_epochs=1", "merge.t=0.5"])
     out = tmp_path / "instruct"
@@ -153,8 +153,9 @@ def test_distilled_and_merged_checkpoints_are_sharded(testbed_pair, tmp_path):
 
 def test_generate_labels_writes_raw_outputs(testbed_pair, tmp_path):
     from thinkswitch.config import TestbedSpec
-    from thinkswitch.generate import Generator, generate_labels
-    from thinkswitch.testbed import task_examples
+    from thinkswitch.data.testbed_task import task_examples
+    from thinkswitch.engines.hf import Generator
+    from thinkswitch.stages.generate import generate_labels
 
     cfg = compose(["generation.batch_size=4"])
     examples = task_examples(6, 3, "train", TestbedSpec())

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from thinkswitch.stats import (
+from thinkswitch.analysis.stats import (
     CHANGE_FIELDS,
     excludes_zero,
     label_shares,

@@ -3,8 +3,8 @@
 import pytest
 
 from thinkswitch.config import DistillConfig
-from thinkswitch.io import read_jsonl, write_jsonl
-from thinkswitch.strip import EMPTY, OK, REOPENED, UNFINISHED, select_pairs, strip_generations, strip_trace
+from thinkswitch.stages.strip import EMPTY, OK, REOPENED, UNFINISHED, select_pairs, strip_generations, strip_trace
+from thinkswitch.store.io import read_jsonl, write_jsonl
 
 
 @pytest.mark.parametrize(

@@ -1,27 +1,62 @@
-"""The package's shape: no import cycles (function-level imports included), no oversized functions."""
+"""The package's shape: layers that only import downward, no import cycles (function-level imports
+included), no oversized functions."""
 
 import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "thinkswitch"
 
+# Bottom to top. A module may import its own layer and the layers below it, never one above.
+LAYERS = (
+    ("errors", "config"),  # the vocabulary: error types and the typed config schema
+    ("store",),  # run directory, paths, markers, stage cache, digests, partial results, atomic I/O
+    ("data",),  # domains, sources, graders, the testbed task
+    ("analysis",),  # statistics, records, tracking, report
+    ("engines",),  # generation engines, model loading, memory plans, chat format
+    ("stages",),  # generate, strip, distill, merge, evaluate
+    ("testbed",),  # building and shipping the built-in pair
+    ("validate", "setup", "loop", "cli", "plan"),  # the entry points and what they compose
+)
+LAYER_OF = {name: i for i, names in enumerate(LAYERS) for name in names}
+
+
+def module_name(path: Path) -> str:
+    return ".".join(path.relative_to(PACKAGE).with_suffix("").parts).removesuffix(".__init__")
+
+
+def modules() -> dict[str, Path]:
+    return {module_name(p): p for p in PACKAGE.rglob("*.py") if module_name(p) != "__init__"}
+
 
 def imports() -> dict[str, set[str]]:
+    """Module -> the package modules it imports (dotted below `thinkswitch`, e.g. `store.paths`)."""
+    known = modules()
     graph = {}
-    for path in PACKAGE.glob("*.py"):
-        name = path.stem
+    for name, path in known.items():
         found = set()
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("thinkswitch"):
-                parts = node.module.split(".")
-                if len(parts) > 1:
-                    found.add(parts[1])
-                else:  # from thinkswitch import a, b
-                    found |= {a.name for a in node.names if (PACKAGE / f"{a.name}.py").exists()}
+                base = node.module.removeprefix("thinkswitch").lstrip(".")
+                for a in node.names:  # from thinkswitch.stages import distill -> stages.distill
+                    sub = f"{base}.{a.name}" if base else a.name
+                    found.add(sub if sub in known else base)
             elif isinstance(node, ast.Import):
-                found |= {a.name.split(".")[1] for a in node.names if a.name.startswith("thinkswitch.")}
-        graph[name] = found - {name}
+                found |= {a.name.removeprefix("thinkswitch.") for a in node.names if a.name.startswith("thinkswitch.")}
+        graph[name] = found - {name, ""}
     return graph
+
+
+def layer(module: str) -> int:
+    return LAYER_OF[module.split(".")[0]]
+
+
+def test_every_module_has_a_layer():
+    assert not [m for m in modules() if m.split(".")[0] not in LAYER_OF]
+
+
+def test_layers_import_downward_only():
+    upward = [f"{m} imports {d}" for m, deps in imports().items() for d in deps if layer(d) > layer(m)]
+    assert not upward, upward
 
 
 def test_no_import_cycles():
@@ -43,7 +78,7 @@ def test_no_import_cycles():
 
 def test_no_function_or_class_over_90_lines():
     long = []
-    for path in PACKAGE.glob("*.py"):
+    for path in PACKAGE.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and node.end_lineno - node.lineno + 1 > 90:
                 long.append(f"{path.name}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)")
@@ -51,7 +86,7 @@ def test_no_function_or_class_over_90_lines():
 
 
 def test_stages_take_keyword_arguments_only():
-    from thinkswitch import distill, evaluate, generate, merge, strip
+    from thinkswitch.stages import distill, evaluate, generate, merge, strip
 
     for fn in (generate.generate_labels, strip.strip_generations, distill.distill, merge.merge, evaluate.evaluate):
         code = fn.__code__
@@ -59,7 +94,7 @@ def test_stages_take_keyword_arguments_only():
 
 
 def test_no_stage_imports_omegaconf_or_hydra():
-    for path in PACKAGE.glob("*.py"):
+    for path in PACKAGE.rglob("*.py"):
         if path.name != "cli.py":
             text = path.read_text()
             assert "import omegaconf" not in text and "from omegaconf import OmegaConf" not in text, path.name

@@ -8,7 +8,7 @@ import sys
 import pytest
 from conftest import CACHE, ROOT, compose
 
-from thinkswitch.io import read_json
+from thinkswitch.store.io import read_json
 
 pytestmark = pytest.mark.slow
 
@@ -47,8 +47,8 @@ def test_wandb_runs_share_the_sweep_group_and_are_named_and_tagged(sweep):
 
 
 def test_report_reads_the_sweep_back(sweep):
-    proc = subprocess.run([sys.executable, "-m", "thinkswitch.report", str(sweep)], capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run([sys.executable, "-m", "thinkswitch.analysis.report", str(sweep)], capture_output=True,
+                          text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
     report = sweep / "report"
     rows = list(csv.DictReader((report / "runs.csv").open()))

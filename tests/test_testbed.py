@@ -9,7 +9,7 @@ from conftest import ROOT, compose
 
 from thinkswitch.config import TestbedSpec
 from thinkswitch.errors import DataError
-from thinkswitch.testbed import MANIFEST, SHIPPED, build_testbed, shipped_pair, spec_hash
+from thinkswitch.testbed.build import MANIFEST, SHIPPED, build_testbed, shipped_pair, spec_hash
 
 
 def test_the_default_spec_is_the_shipped_pair(tmp_path):
@@ -55,11 +55,11 @@ def test_another_spec_is_built_cached_and_evaluated(tmp_path):
 @pytest.mark.slow
 def test_the_readme_shows_the_demos_iteration_0(testbed_pair, tmp_path):
     """The README's demo table starts with what the default experiment's baseline evaluation gives here."""
-    from thinkswitch.chat import ROLES
-    from thinkswitch.evaluate import evaluate
-    from thinkswitch.experiment import prepare
+    from thinkswitch.analysis.report import score
+    from thinkswitch.config import ROLES
     from thinkswitch.loop import eval_seed
-    from thinkswitch.report import score
+    from thinkswitch.setup import prepare
+    from thinkswitch.stages.evaluate import evaluate
 
     cfg = compose(["stage_cache=null"], run_dir=str(tmp_path))
     run = prepare(cfg)

@@ -4,7 +4,7 @@ import time
 
 from conftest import compose
 
-from thinkswitch.tracking import Tracker
+from thinkswitch.analysis.tracking import Tracker
 
 
 def test_offline_run_logs_by_iteration(tmp_path):

@@ -20,14 +20,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from thinkswitch import cache as cache_module
-from thinkswitch.cache import StageCache
-from thinkswitch.digests import check, digest_outputs
 from thinkswitch.errors import ConfigError, DataError, RunInUse, StageError
-from thinkswitch.io import read_json, read_jsonl
-from thinkswitch.paths import IterationPaths, RunPaths
-from thinkswitch.rundir import RunLock, check_extension
-from thinkswitch.runner import StageRunner
+from thinkswitch.store import cache as cache_module
+from thinkswitch.store.cache import StageCache
+from thinkswitch.store.digests import check, digest_outputs
+from thinkswitch.store.io import read_json, read_jsonl
+from thinkswitch.store.paths import IterationPaths, RunPaths
+from thinkswitch.store.rundir import RunLock, check_extension
+from thinkswitch.store.runner import StageRunner
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -240,8 +240,8 @@ import os, signal, sys
 sys.path.insert(0, {str(ROOT)!r}); sys.path.insert(0, {str(ROOT / "tests")!r})
 from pathlib import Path
 from test_trust import make_outputs
-from thinkswitch import cache as c
-from thinkswitch.digests import digest_outputs
+from thinkswitch.store import cache as c
+from thinkswitch.store.digests import digest_outputs
 src = Path({str(tmp_path / "src")!r}); names = make_outputs(src)
 real, n = c.copy_file, []
 def copy_then_die(s, d):
@@ -296,8 +296,8 @@ HOLD = """
 import sys, time
 sys.path.insert(0, {root!r})
 from pathlib import Path
-from thinkswitch.paths import RunPaths
-from thinkswitch.rundir import RunLock
+from thinkswitch.store.paths import RunPaths
+from thinkswitch.store.rundir import RunLock
 with RunLock(RunPaths(Path({run!r}))):
     print("holding", flush=True)
     time.sleep(120)

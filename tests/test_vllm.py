@@ -34,7 +34,7 @@ def fake_venv(tmp_path, monkeypatch):
 
 
 def test_options_are_checked_against_engine_args(fake_venv):
-    from thinkswitch.vllm_backend import check_vllm_options
+    from thinkswitch.engines.vllm_backend import check_vllm_options
 
     assert check_vllm_options({"max_model_len": 4096, "gpu_memory_utilization": 1, "enable_prefix_caching": None,
                                "kv_cache_memory_bytes": "4GB", "compilation_config": {"level": 0}}) == []
@@ -48,7 +48,7 @@ def test_options_are_checked_against_engine_args(fake_venv):
 
 
 def test_bad_engine_setting_fails_before_any_model_loads(fake_venv, monkeypatch):
-    from thinkswitch import vllm_backend
+    from thinkswitch.engines import vllm_backend
     from thinkswitch.validate import check_config
 
     cfg = compose(["generation.backend=vllm", "+generation.vllm.max_num_seq=4"])
@@ -74,7 +74,7 @@ def test_missing_install_says_how_to_install(tmp_path, monkeypatch):
 def test_sampling_maps_like_hf_generate():
     from transformers import GenerationConfig
 
-    from thinkswitch.vllm_backend import effective_sampling
+    from thinkswitch.engines.vllm_backend import effective_sampling
 
     ckpt = GenerationConfig(temperature=0.6, top_k=20, top_p=0.95)
     assert effective_sampling(SamplingConfig(max_new_tokens=7), ckpt) == {"max_tokens": 7, "temperature": 0.0}
@@ -87,7 +87,7 @@ def test_sampling_maps_like_hf_generate():
 # -- slow: one engine on the testbed's thinking checkpoint ------------------------------------------
 @pytest.fixture(scope="module")
 def thinking(testbed_pair):
-    from thinkswitch.vllm_backend import VLLMBackend
+    from thinkswitch.engines.vllm_backend import VLLMBackend
 
     cfg = compose()
     backend = VLLMBackend.load(testbed_pair.thinking, model_cfg=cfg.model, device=CPU, gen_cfg=cfg.generation)
@@ -97,8 +97,8 @@ def thinking(testbed_pair):
 
 @pytest.fixture(scope="module")
 def questions():
-    from thinkswitch.data import load_domain
-    from thinkswitch.generate import chat_prompt  # noqa: F401
+    from thinkswitch.data.domains import load_domain
+    from thinkswitch.engines.hf import chat_prompt  # noqa: F401
 
     cfg = compose(["domain.eval_size=256"])
     return load_domain(cfg.domain, cfg.model)[1]
@@ -106,11 +106,11 @@ def questions():
 
 @pytest.mark.slow
 def test_greedy_matches_hf(thinking, testbed_pair, questions):
-    from thinkswitch.chat import chat_prompt
-    from thinkswitch.evaluate import final_answer
-    from thinkswitch.generate import generate_texts
-    from thinkswitch.grading import get_grader
-    from thinkswitch.models import load_model
+    from thinkswitch.data.grading import get_grader
+    from thinkswitch.engines.chat import chat_prompt
+    from thinkswitch.engines.hf import generate_texts
+    from thinkswitch.engines.models import load_model
+    from thinkswitch.stages.evaluate import final_answer
 
     cfg = compose()
     sampling = SamplingConfig(max_new_tokens=cfg.model.sampling.thinking.max_new_tokens)  # greedy
@@ -134,7 +134,7 @@ def test_greedy_matches_hf(thinking, testbed_pair, questions):
 
 @pytest.mark.slow
 def test_seeded_sampling_is_reproducible_with_n_samples(thinking, questions):
-    from thinkswitch.generate import chat_prompt
+    from thinkswitch.engines.hf import chat_prompt
 
     # hot enough that the confident testbed model's samples differ (at 0.6 they rarely do)
     sampling = SamplingConfig(do_sample=True, temperature=1.5, top_p=0.95, top_k=40, min_p=0.01, max_new_tokens=64)
@@ -170,7 +170,7 @@ def test_closing_leaves_no_engine(thinking):
 @pytest.mark.slow
 def test_worker_errors_carry_the_workers_message(testbed_pair):
     """A setting only vLLM can judge (the model's own context length) fails with vLLM's words."""
-    from thinkswitch.vllm_backend import VLLMBackend, WorkerError
+    from thinkswitch.engines.vllm_backend import VLLMBackend, WorkerError
 
     cfg = compose(["generation.vllm.max_model_len=100000"])  # the testbed model has 512 positions
     with pytest.raises(WorkerError, match=r"max_model_len \(100000\) is greater than"):

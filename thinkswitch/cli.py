@@ -100,7 +100,7 @@ class RunStart:
         self.task_yaml, self.held, self.started = task_yaml, held, False
 
     def __call__(self) -> None:
-        from thinkswitch.io import write_text
+        from thinkswitch.store.io import write_text
 
         if self.started:
             return
@@ -140,8 +140,8 @@ def to_config(cfg: DictConfig) -> ExperimentConfig:
 
 
 def _one_line(error: BaseException, run_dir: str, started: bool) -> str:
-    from thinkswitch.io import read_json
-    from thinkswitch.paths import RunPaths
+    from thinkswitch.store.io import read_json
+    from thinkswitch.store.paths import RunPaths
 
     line = f"error: {error}"
     failed = RunPaths(Path(run_dir)).failed
@@ -155,9 +155,9 @@ def _one_line(error: BaseException, run_dir: str, started: bool) -> str:
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def main(cfg: DictConfig) -> float:
     """Run one experiment; the return value (final instruct accuracy) is what sweepers optimise."""
+    from thinkswitch.analysis.report import iteration_table
     from thinkswitch.errors import ThinkSwitchError
     from thinkswitch.loop import run_experiment
-    from thinkswitch.report import iteration_table
 
     start = RunStart(OmegaConf.to_yaml(cfg), HeldLog())
     _name_the_run(cfg)

@@ -19,11 +19,13 @@ from typing import Any, Dict, List, Optional
 
 from omegaconf import MISSING
 
+ROLES = ("instruct", "thinking")  # the two checkpoints of a pair: model.instruct, model.thinking
+
 
 @dataclass
 class TestbedSpec:
     """The built-in testbed pair's build settings: everything that affects its weights (hashed into
-    its cache directory's name; see thinkswitch/testbed.py)."""
+    its cache directory's name; see thinkswitch/testbed/build.py)."""
 
     __test__ = False  # not a pytest test class despite the name
 
@@ -120,7 +122,7 @@ class DomainConfig:
 
     name: str = MISSING
     source: str = MISSING  # testbed | data
-    grader: str = MISSING  # a name in thinkswitch.grading.GRADERS
+    grader: str = MISSING  # a name in thinkswitch.data.grading.GRADERS
     train: SourceConfig = field(default_factory=SourceConfig)
     eval: SourceConfig = field(default_factory=SourceConfig)
     prompt_template: str = "{prompt}"
@@ -137,7 +139,7 @@ class GenerationConfig:
     Sampling settings per mode belong to the model (`model.sampling.thinking` / `.instruct`).
     """
 
-    backend: str = "hf"  # a name in thinkswitch.generate.BACKENDS
+    backend: str = "hf"  # a name in thinkswitch.engines.hf.BACKENDS
     batch_size: int = 64  # prompts per batch (HF backend)
     samples_per_prompt: int = 1  # k thinking samples per training prompt
     vllm: Dict[str, Any] = MISSING  # backend=vllm: vLLM's EngineArgs (defaults in conf/generation/default.yaml)

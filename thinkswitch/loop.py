@@ -20,16 +20,16 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
-from thinkswitch import __version__, distill, evaluate, generate, merge, strip
-from thinkswitch.chat import ROLES
-from thinkswitch.config import ExperimentConfig
-from thinkswitch.experiment import Checkpoint, Pair, Run, frozen_library_heap, prepare
-from thinkswitch.io import parse_size, write_json
-from thinkswitch.partial import remove_partial
-from thinkswitch.paths import IterationPaths, RunPaths
-from thinkswitch.records import record, run_summary, summarize
-from thinkswitch.rundir import RunLock, check_resume
-from thinkswitch.tracking import Tracker
+from thinkswitch import __version__
+from thinkswitch.analysis.records import record, run_summary, summarize
+from thinkswitch.analysis.tracking import Tracker
+from thinkswitch.config import ROLES, ExperimentConfig
+from thinkswitch.setup import Checkpoint, Pair, Run, frozen_library_heap, prepare
+from thinkswitch.stages import distill, evaluate, generate, merge, strip
+from thinkswitch.store.io import parse_size, write_json
+from thinkswitch.store.partial import remove_partial
+from thinkswitch.store.paths import IterationPaths, RunPaths
+from thinkswitch.store.rundir import RunLock, check_resume
 
 log = logging.getLogger(__name__)
 details = logging.getLogger("thinkswitch.details")  # tracebacks: the CLI sends it to the log file only

@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterator
 
 from thinkswitch.config import ExperimentConfig, SamplingConfig
 from thinkswitch.errors import ConfigError
-from thinkswitch.io import parse_size
+from thinkswitch.store.io import parse_size
 
 __all__ = ["ConfigError", "check_config"]
 
@@ -57,7 +57,7 @@ def _at_least(key: str, value: Any, low: float) -> Iterator[str]:
 
 
 def run_settings(cfg: ExperimentConfig) -> Iterator[str]:
-    from thinkswitch.models import check_device, check_dtype
+    from thinkswitch.engines.models import check_device, check_dtype
 
     yield from _at_least("iterations", cfg.iterations, 1)
     if cfg.num_threads is not None:
@@ -72,7 +72,7 @@ def run_settings(cfg: ExperimentConfig) -> Iterator[str]:
 
 
 def model_and_domain(cfg: ExperimentConfig) -> Iterator[str]:
-    from thinkswitch.grading import GRADERS
+    from thinkswitch.data.grading import GRADERS
 
     if cfg.model.testbed is None and not (cfg.model.instruct and cfg.model.thinking):
         yield "model.instruct / model.thinking: both must be set (hub id or local directory)"
@@ -108,7 +108,7 @@ def sampling(cfg: ExperimentConfig) -> Iterator[str]:
     """Each mode's sampling, as transformers' GenerationConfig validates it, plus the ranges it leaves open."""
     from transformers import GenerationConfig
 
-    from thinkswitch.generate import sampling_kwargs
+    from thinkswitch.engines.hf import sampling_kwargs
 
     for role in ("thinking", "instruct"):
         key, s = f"model.sampling.{role}", getattr(cfg.model.sampling, role)
@@ -134,14 +134,14 @@ def _sampling_ranges(key: str, s: SamplingConfig) -> Iterator[str]:
 
 
 def generation(cfg: ExperimentConfig) -> Iterator[str]:
-    from thinkswitch.generate import BACKENDS
+    from thinkswitch.engines.hf import BACKENDS
 
     for key in ("batch_size", "samples_per_prompt"):
         yield from _at_least(f"generation.{key}", getattr(cfg.generation, key), 1)
     if cfg.generation.backend not in BACKENDS:
         yield f"generation.backend: unknown backend {cfg.generation.backend!r}; known: {sorted(BACKENDS)}"
     if cfg.generation.backend == "vllm":  # checked without importing vLLM (it lives in .venv-vllm)
-        from thinkswitch.vllm_backend import check_vllm_options
+        from thinkswitch.engines.vllm_backend import check_vllm_options
 
         yield from check_vllm_options(dict(cfg.generation.vllm))
     yield from _at_least("evaluate.samples", cfg.evaluate.samples, 1)
@@ -158,7 +158,7 @@ def method_and_labels(cfg: ExperimentConfig) -> Iterator[str]:
 
 
 def merge(cfg: ExperimentConfig) -> Iterator[str]:
-    from thinkswitch import merge as merge_stage
+    from thinkswitch.stages import merge as merge_stage
 
     t_errors = list(_t(cfg.merge.t))
     yield from t_errors

@@ -10,7 +10,7 @@
       iter_01/
         generations.jsonl    raw outputs of the thinking checkpoint on the training prompts
         pairs.jsonl          answer-only pairs (trace stripped)
-        adapter/             the LoRA adapter SFTTrainer produced
+        adapter/             the LoRA adapter SFTTrainer produced (+ train_log.jsonl)
         instruct/            distilled instruct checkpoint (adapter merged, full precision)
         thinking/            SLERP of thinking and new instruct (+ mergekit.yaml)
         eval_instruct.jsonl  eval_thinking.jsonl  metrics.json
@@ -24,10 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from thinkswitch.digests import without
-from thinkswitch.io import read_json, write_json
+from thinkswitch.store.digests import without
+from thinkswitch.store.io import read_json, write_json
 
 STAGES = ("generate", "strip", "distill", "merge", "evaluate")
+TRAIN_LOG = "train_log.jsonl"  # the trainer's log history, saved beside the adapter
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from thinkswitch.config import TrackingConfig
-from thinkswitch.io import write_json
+from thinkswitch.store.io import write_json
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Optional
 
-ROLES = ("instruct", "thinking")  # the two checkpoints of a pair
 THINK_OPEN = "<think>"
 THINK_CLOSE = "</think>"
 

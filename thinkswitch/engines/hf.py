@@ -1,6 +1,6 @@
-"""Stage 1, generate: the thinking checkpoint answers the training prompts (its raw outputs become labels).
+"""Generation engines' common ground and the Hugging Face engine.
 
-Generation itself (also used by evaluation) goes through a small `GenerationBackend`, chosen by
+Generation (label generation and evaluation) goes through a small `GenerationBackend`, chosen by
 `generation.backend`: Hugging Face `generate` here, batched by prompt length.
 """
 
@@ -10,21 +10,16 @@ import gc
 import hashlib
 import importlib
 import logging
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Optional, Protocol, Sequence
 
 from tqdm.auto import tqdm
 
 from thinkswitch import __version__
-from thinkswitch.cache import checkpoint_id, digest
-from thinkswitch.chat import THINK_CLOSE, THINK_OPEN, chat_prompt
 from thinkswitch.config import GenerationConfig, ModelConfig, SamplingConfig
+from thinkswitch.engines.chat import THINK_CLOSE, THINK_OPEN
 from thinkswitch.errors import ConfigError
-from thinkswitch.io import write_jsonl
-from thinkswitch.partial import PartialResults, generate_resumable
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +60,7 @@ class GenerationBackend(Protocol):
 
 
 # backend name -> "module:class", imported when used (a backend may need an optional install)
-BACKENDS = {"hf": "thinkswitch.generate:HFBackend", "vllm": "thinkswitch.vllm_backend:VLLMBackend"}
+BACKENDS = {"hf": "thinkswitch.engines.hf:HFBackend", "vllm": "thinkswitch.engines.vllm_backend:VLLMBackend"}
 
 
 @dataclass(frozen=True)
@@ -234,7 +229,7 @@ class HFBackend:
 
     @classmethod
     def load(cls, path: str, *, model_cfg: ModelConfig, device, gen_cfg: GenerationConfig) -> "HFBackend":
-        from thinkswitch.models import load_model, load_tokenizer
+        from thinkswitch.engines.models import load_model, load_tokenizer
 
         return cls(load_model(path, model_cfg, device), load_tokenizer(path, model_cfg), gen_cfg.batch_size)
 
@@ -253,47 +248,3 @@ class HFBackend:
             import torch
 
             torch.cuda.empty_cache()
-
-
-def partial_key(stage: str, generator, checkpoint: str, prompts: Sequence[str], sampling: SamplingConfig,
-                samples: int, seed: int) -> str:
-    """What a partial file's results depend on: the checkpoint (its files), the chat-formatted prompts, sampling,
-    samples, the seed and the generator's settings (`Generator.settings`)."""
-    model = getattr(generator, "model", None)
-    settings = generator.settings() if hasattr(generator, "settings") else (type(generator).__name__,)
-    return digest("partial", stage, checkpoint_id(checkpoint, getattr(model, "revision", None)), list(prompts),
-                  sampling, samples, seed, *settings)
-
-
-def cache_key(*, thinking_id: str, examples: Sequence[dict], sampling: SamplingConfig, samples: int, seed: int,
-              context: tuple) -> str:
-    """What determines the generations: the checkpoint, the prompts, sampling, k, the seed and the context
-    (`loop.stage_context`: package version, device, dtype, system prompt, backend)."""
-    return digest("generate", thinking_id, list(examples), sampling, samples, seed, RNG_SCHEME, *context)
-
-
-def generate_labels(*, generator: Generator, checkpoint: str, examples: Sequence[dict], sampling: SamplingConfig,
-                    samples: int, system_prompt: Optional[str], seed: int, out: Path) -> dict:
-    """The thinking checkpoint answers the training prompts `samples` times each; raw outputs go to `out`.
-
-    Finished batches are kept in `out`'s partial file (`thinkswitch.partial`) as they come: a rerun after a
-    crash generates only what is missing. Gold answers are never read here: the thinking model's outputs are
-    the only labels.
-    """
-    t0 = time.perf_counter()
-    with generator.open(checkpoint) as backend:
-        prompts = [chat_prompt(backend.tokenizer, ex["prompt"], system_prompt) for ex in examples]
-        partial = PartialResults(out, partial_key("generate", generator, checkpoint, prompts, sampling, samples,
-                                                  seed))
-        resumed = len(partial.done)
-        gens = generate_resumable(backend, prompts, sampling, seed=seed, n=samples, desc="generate labels",
-                                  partial=partial)
-    rows = [(ex, s) for ex in examples for s in range(samples)]
-    write_jsonl(out, [{"id": ex["id"], "sample": s, "prompt": ex["prompt"], **g} for (ex, s), g in zip(rows, gens)])
-    partial.remove()
-    seconds = time.perf_counter() - t0
-    tokens = sum(g["tokens"] for g in gens)
-    log.info("generate: %d outputs, %.1f tokens each, %.0f tokens/s", len(gens), tokens / max(len(gens), 1),
-             tokens / max(seconds, 1e-9))
-    return {"generate/outputs": len(gens), "generate/tokens_per_output": tokens / max(len(gens), 1),
-            "generate/seconds": seconds, "generate/resumed_outputs": resumed}  # kept from an interrupted run

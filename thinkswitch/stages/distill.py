@@ -17,17 +17,17 @@ from pathlib import Path
 from typing import Any, Optional
 
 from thinkswitch import __version__
-from thinkswitch.cache import checkpoint_id, digest, file_digest
-from thinkswitch.chat import THINK_CLOSE, THINK_OPEN, chat_prompt
 from thinkswitch.config import ModelConfig, TrainerConfig
+from thinkswitch.engines.chat import THINK_CLOSE, THINK_OPEN, chat_prompt
+from thinkswitch.engines.models import load_model, load_tokenizer, pick_dtype
 from thinkswitch.errors import DataError
-from thinkswitch.io import atomic_path, read_json, read_jsonl, write_json, write_jsonl
-from thinkswitch.models import load_model, load_tokenizer, pick_dtype
+from thinkswitch.store.cache import checkpoint_id, digest, file_digest
+from thinkswitch.store.io import atomic_path, read_json, read_jsonl, write_json, write_jsonl
+from thinkswitch.store.paths import TRAIN_LOG
 
 log = logging.getLogger(__name__)
 # The trainer's per-step logs (loss, learning rate, ...): the CLI sends this logger to the log file only.
 train_log = logging.getLogger("thinkswitch.train")
-TRAIN_LOG = "train_log.jsonl"  # the trainer's log history, saved beside the adapter
 # TRL's checkpoints of an unfinished distillation, in the iteration directory; removed once the adapter is saved.
 CHECKPOINTS = ".distill_checkpoints"
 CHECKPOINTS_KEY = "key.json"  # what the checkpoints were trained from: never resumed with other inputs

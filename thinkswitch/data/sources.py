@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from thinkswitch.errors import DataError
-from thinkswitch.io import iter_jsonl, json_type, lines
+from thinkswitch.store.io import iter_jsonl, json_type, lines
 
 log = logging.getLogger(__name__)
 
@@ -78,11 +78,12 @@ def read_located(path: str | Path) -> tuple[list[dict], list[str]]:
 
 
 def _too_large(where: str, what: str = "record") -> DataError:
-    return DataError(f"{where}: {what} larger than {MAX_RECORD_BYTES:,} bytes (thinkswitch.sources.MAX_RECORD_BYTES); "
-                     "no prompt is that long: is the file broken (everything on one line)?")
+    return DataError(f"{where}: {what} larger than {MAX_RECORD_BYTES:,} bytes "
+                     "(thinkswitch.data.sources.MAX_RECORD_BYTES); no prompt is that long: "
+                     "is the file broken (everything on one line)?")
 
 
-_HINT = (" (thinkswitch.sources.MAX_RECORD_BYTES); no prompt is that long: is the file broken (everything on "
+_HINT = (" (thinkswitch.data.sources.MAX_RECORD_BYTES); no prompt is that long: is the file broken (everything on "
          "one line)?")
 
 
@@ -105,7 +106,7 @@ def load_json(path: Path) -> Any:
     size = path.stat().st_size
     if size > MAX_JSON_BYTES:
         raise DataError(f"{path}: {size:,} bytes, larger than a JSON file may be ({MAX_JSON_BYTES:,}, "
-                        "thinkswitch.sources.MAX_JSON_BYTES: it is parsed whole); use JSONL or Parquet")
+                        "thinkswitch.data.sources.MAX_JSON_BYTES: it is parsed whole); use JSONL or Parquet")
     try:
         return json.loads(path.read_text(encoding="utf-8-sig"))
     except json.JSONDecodeError as e:

@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from thinkswitch.chat import THINK_CLOSE, THINK_OPEN
+from thinkswitch.analysis.stats import majority
 from thinkswitch.config import DistillConfig
+from thinkswitch.data.grading import canonical_answer, get_grader
+from thinkswitch.engines.chat import THINK_CLOSE, THINK_OPEN
 from thinkswitch.errors import StageError
-from thinkswitch.grading import canonical_answer, get_grader
-from thinkswitch.io import read_jsonl, write_jsonl
-from thinkswitch.stats import majority
+from thinkswitch.store.io import read_jsonl, write_jsonl
 
 log = logging.getLogger(__name__)
 

@@ -17,16 +17,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional
 
-from thinkswitch.cache import StageCache, checkpoint_id
 from thinkswitch.config import ExperimentConfig, ModelConfig
-from thinkswitch.data import load_domain
+from thinkswitch.data.domains import load_domain
+from thinkswitch.data.grading import Grader, get_grader
+from thinkswitch.engines.hf import Generator
+from thinkswitch.engines.models import ModelPair, check_pair, pick_device
 from thinkswitch.errors import ConfigError
-from thinkswitch.generate import Generator
-from thinkswitch.grading import Grader, get_grader
-from thinkswitch.models import ModelPair, check_pair, pick_device
-from thinkswitch.paths import RunPaths
-from thinkswitch.rundir import check_disk, check_writable, record_config
-from thinkswitch.runner import StageRunner
+from thinkswitch.store.cache import StageCache, checkpoint_id
+from thinkswitch.store.paths import RunPaths
+from thinkswitch.store.rundir import check_disk, check_writable, record_config
+from thinkswitch.store.runner import StageRunner
 from thinkswitch.validate import check_config
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ class Run:
 def resolve_pair(cfg: ModelConfig, cache_dir: Path) -> ModelPair:
     """The starting pair: the built-in testbed (built once, cached) or the configured paths/ids."""
     if cfg.testbed is not None:
-        from thinkswitch.testbed import build_testbed
+        from thinkswitch.testbed.build import build_testbed
 
         root = build_testbed(cfg.testbed, Path(cache_dir).expanduser() / "testbed")
         return ModelPair(str(root / "instruct"), str(root / "thinking"))
@@ -100,10 +100,10 @@ def plan_memory(cfg: ExperimentConfig, pair: ModelPair, train: list[dict], evalu
     refuses a generation that cannot fit one sequence (ConfigError with the numbers), logs the batches the
     HF backend will use and an estimate of distillation's peak; returns the HF backend's KV token budget
     (None when the backend plans its own memory, or the checkpoint's config is not at hand)."""
-    from thinkswitch import memory
-    from thinkswitch.chat import chat_prompt
-    from thinkswitch.generate import prompt_token_counts
-    from thinkswitch.models import load_tokenizer
+    from thinkswitch.engines import memory
+    from thinkswitch.engines.chat import chat_prompt
+    from thinkswitch.engines.hf import prompt_token_counts
+    from thinkswitch.engines.models import load_tokenizer
 
     try:
         config = memory.load_config(pair.thinking)

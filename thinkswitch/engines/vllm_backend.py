@@ -2,7 +2,7 @@
 
 vLLM pins an older transformers than thinkswitch, so it is installed in its own venv
 (`make install-vllm` -> `.venv-vllm`) and this process never imports it. `VLLMBackend.load` starts
-`.venv-vllm/bin/python -m thinkswitch.vllm_worker` (one process per loaded checkpoint), which
+`.venv-vllm/bin/python -m thinkswitch.engines.vllm_worker` (one process per loaded checkpoint), which
 builds the engine; `generate` sends it token ids and sampling settings and decodes the token ids
 it sends back exactly as the HF backend does (`generate.generate_texts`); `close` stops it, and
 the process exiting is what frees the engine's memory (GPU or CPU) before the next stage.
@@ -25,10 +25,10 @@ import weakref
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from thinkswitch.chat import THINK_CLOSE, THINK_OPEN
 from thinkswitch.config import SamplingConfig
+from thinkswitch.engines.chat import THINK_CLOSE, THINK_OPEN
+from thinkswitch.engines.vllm_worker import _json_kind  # the worker's own type names (stdlib-only module)
 from thinkswitch.errors import ConfigError
-from thinkswitch.vllm_worker import _json_kind  # the worker's own type names (stdlib-only module)
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +82,8 @@ def check_vllm_options(options: dict) -> list[str]:
             errors.append(f"{name}: not an option of vLLM's EngineArgs{hint}")
             continue
         kinds, kind = fields[key], _json_kind(value)
-        if key == "kv_cache_memory_bytes" and kind == "str":  # a size: "2GB" (thinkswitch.io.parse_size)
-            from thinkswitch.io import parse_size
+        if key == "kv_cache_memory_bytes" and kind == "str":  # a size: "2GB" (thinkswitch.store.io.parse_size)
+            from thinkswitch.store.io import parse_size
 
             try:
                 parse_size(value)
@@ -98,8 +98,8 @@ def check_vllm_options(options: dict) -> list[str]:
 
 def engine_args(options: dict, path: str, model_cfg, device) -> dict:
     """EngineArgs for one checkpoint: `generation.vllm` (None values dropped) and what thinkswitch sets."""
-    from thinkswitch.io import parse_size
-    from thinkswitch.models import pick_dtype
+    from thinkswitch.engines.models import pick_dtype
+    from thinkswitch.store.io import parse_size
 
     args = {k: v for k, v in options.items() if v is not None}
     args.update(model=str(path), revision=model_cfg.revision, trust_remote_code=bool(model_cfg.trust_remote_code))
@@ -182,7 +182,7 @@ def group_processes(pgid: int) -> list[int]:
 
 
 class _Worker:
-    """One `.venv-vllm/bin/python -m thinkswitch.vllm_worker` process (its own process group)."""
+    """One `.venv-vllm/bin/python -m thinkswitch.engines.vllm_worker` process (its own process group)."""
 
     def __init__(self, env_extra: Optional[dict] = None):
         python = vllm_venv() / "bin" / "python"
@@ -192,7 +192,7 @@ class _Worker:
         env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
         env |= {"PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
         env |= env_extra or {}
-        self.proc = subprocess.Popen([str(python), "-m", "thinkswitch.vllm_worker"], stdin=subprocess.PIPE,
+        self.proc = subprocess.Popen([str(python), "-m", "thinkswitch.engines.vllm_worker"], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=fd, env=env, text=True,
                                      start_new_session=True, cwd=str(REPO_ROOT))
         os.close(fd)
@@ -301,7 +301,7 @@ class VLLMBackend:
     def load(cls, path: str, *, model_cfg, device, gen_cfg) -> "VLLMBackend":
         from transformers import GenerationConfig
 
-        from thinkswitch.models import load_tokenizer
+        from thinkswitch.engines.models import load_tokenizer
 
         options = dict(gen_cfg.vllm or {})
         errors = check_vllm_options(options)

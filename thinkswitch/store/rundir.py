@@ -19,8 +19,8 @@ import yaml
 
 from thinkswitch.config import ExperimentConfig
 from thinkswitch.errors import ConfigError, RunInUse
-from thinkswitch.io import write_text
-from thinkswitch.paths import RunPaths
+from thinkswitch.store.io import write_text
+from thinkswitch.store.paths import RunPaths
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The vLLM side of `generation.backend=vllm`: a worker process run by `.venv-vllm/bin/python`.
 
 vLLM pins an older transformers than thinkswitch, so it lives in its own venv (`make install-vllm`)
-and the main process never imports it: `thinkswitch.vllm_backend.VLLMBackend` starts this module
+and the main process never imports it: `thinkswitch.engines.vllm_backend.VLLMBackend` starts this module
 as a subprocess, one per loaded checkpoint, and talks to it in JSON lines:
 
     parent -> worker (stdin)          worker -> parent (stdout)

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Optional
 
 from thinkswitch.config import DomainConfig, ModelConfig, SourceConfig
+from thinkswitch.data.grading import gold_format, read_gold
+from thinkswitch.data.sources import check_unique_ids, load_hf, map_fields, origin, read_ids, read_located, sample
 from thinkswitch.errors import DataError
-from thinkswitch.grading import gold_format, read_gold
-from thinkswitch.sources import check_unique_ids, load_hf, map_fields, origin, read_ids, read_located, sample
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ def load_domain(cfg: DomainConfig, model_cfg: ModelConfig) -> tuple[list[dict], 
 
 
 def _testbed(cfg: DomainConfig, model_cfg: ModelConfig) -> tuple[list[dict], list[dict]]:
-    from thinkswitch.testbed import MAX_TASK_PROMPTS, task_capacity, task_examples
+    from thinkswitch.data.testbed_task import MAX_TASK_PROMPTS, task_capacity, task_examples
 
     if model_cfg.testbed is None:
         raise DataError("domain=testbed needs the testbed model pair (model=testbed): its task is the testbed's")
@@ -43,7 +43,7 @@ def _testbed(cfg: DomainConfig, model_cfg: ModelConfig) -> tuple[list[dict], lis
         cap = task_capacity(spec, split)  # checked before generating: the draw would never end, or fill memory
         if n > cap:
             why = (f"the testbed task gives at most {MAX_TASK_PROMPTS} prompts per split "
-                   "(thinkswitch.testbed.MAX_TASK_PROMPTS)" if cap == MAX_TASK_PROMPTS else
+                   "(thinkswitch.data.testbed_task.MAX_TASK_PROMPTS)" if cap == MAX_TASK_PROMPTS else
                    f"the testbed's {split} split holds only {cap} distinct problems of "
                    f"{spec.min_digits}-{spec.max_digits} digits")
             raise DataError(f"domain.{key}={n}, but {why}")

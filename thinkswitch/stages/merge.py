@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from thinkswitch.cache import digest
 from thinkswitch.config import MergeConfig
-from thinkswitch.io import atomic_path
+from thinkswitch.store.cache import digest
+from thinkswitch.store.io import atomic_path
 
 log = logging.getLogger(__name__)
 

@@ -5,14 +5,12 @@ from __future__ import annotations
 import logging
 from typing import Any, Optional
 
-from thinkswitch.chat import ROLES
-from thinkswitch.config import ExperimentConfig
-from thinkswitch.distill import TRAIN_LOG
-from thinkswitch.io import read_jsonl, write_json, write_jsonl
-from thinkswitch.paths import RunPaths
-from thinkswitch.report import change_metrics, paired_block, paired_run_summary
-from thinkswitch.rundir import prune_checkpoints
-from thinkswitch.tracking import Tracker
+from thinkswitch.analysis.report import change_metrics, paired_block, paired_run_summary
+from thinkswitch.analysis.tracking import Tracker
+from thinkswitch.config import ROLES, ExperimentConfig
+from thinkswitch.store.io import read_jsonl, write_json, write_jsonl
+from thinkswitch.store.paths import TRAIN_LOG, RunPaths
+from thinkswitch.store.rundir import prune_checkpoints
 
 log = logging.getLogger(__name__)
 

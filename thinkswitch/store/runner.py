@@ -1,7 +1,7 @@
 """The stage runner: each stage of a run once, its outputs reused where they already exist and verified.
 
 A stage whose completion marker (`<stage>.done`, written last) exists is skipped once its outputs
-are checked against the digests the marker records (`thinkswitch.digests`); outputs that changed
+are checked against the digests the marker records (`thinkswitch.store.digests`); outputs that changed
 since are never used: the stage is redone, with a warning naming the file. A stage whose cache key
 is in the stage cache is restored from it (verified the same way); otherwise it runs, its outputs are
 digested and stored in the cache. The runner times every stage and knows where a failure happened.
@@ -15,10 +15,10 @@ import time
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-from thinkswitch.cache import StageCache
-from thinkswitch.digests import check, digest_outputs, total_bytes
 from thinkswitch.errors import StageError
-from thinkswitch.paths import IterationPaths
+from thinkswitch.store.cache import StageCache
+from thinkswitch.store.digests import check, digest_outputs, total_bytes
+from thinkswitch.store.paths import IterationPaths
 
 log = logging.getLogger(__name__)
 

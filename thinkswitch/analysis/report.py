@@ -1,6 +1,6 @@
 """Human-readable tables of a run's results, and reports (CSV, Markdown, plots) over runs and sweeps.
 
-`python -m thinkswitch.report <run or sweep dir> [--out DIR]` (console script `thinkswitch-report`).
+`python -m thinkswitch.analysis.report <run or sweep dir> [--out DIR]` (console script `thinkswitch-report`).
 Hydra is not imported: a run is read from the files it leaves (.hydra/*.yaml, metrics.jsonl, summary.json).
 """
 
@@ -18,10 +18,10 @@ from typing import Any
 
 import yaml
 
-from thinkswitch.chat import ROLES
-from thinkswitch.io import atomic_path, read_json, read_jsonl, write_json, write_text
-from thinkswitch.paths import RunPaths
-from thinkswitch.stats import CHANGE_FIELDS, excludes_zero, paired_change, question_scores, wilson_interval
+from thinkswitch.analysis.stats import CHANGE_FIELDS, excludes_zero, paired_change, question_scores, wilson_interval
+from thinkswitch.config import ROLES
+from thinkswitch.store.io import atomic_path, read_json, read_jsonl, write_json, write_text
+from thinkswitch.store.paths import RunPaths
 
 log = logging.getLogger(__name__)
 CONFIG_KEYS = ("merge.t", "domain.train_prompts", "seed", "domain.name", "model.name", "trainer.name")

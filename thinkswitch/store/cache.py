@@ -22,8 +22,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
-from thinkswitch.digests import check, hash_file
-from thinkswitch.io import atomic_path, read_json, write_json
+from thinkswitch.store.digests import check, hash_file
+from thinkswitch.store.io import atomic_path, read_json, write_json
 
 log = logging.getLogger(__name__)
 

@@ -71,7 +71,7 @@ def dtype_bytes(dtype: Any) -> int:
 
 
 def resolve_dtype(name: str, device: str, bf16_supported: bool = True) -> str:
-    """The dtype a model is loaded in, as `thinkswitch.models.pick_dtype` picks it (`auto`: bfloat16 on a GPU
+    """The dtype a model is loaded in, as `thinkswitch.engines.models.pick_dtype` picks it (`auto`: bfloat16 on a GPU
     that supports it, else float32), without importing torch."""
     if name != "auto":
         dtype_bytes(name)  # a known name

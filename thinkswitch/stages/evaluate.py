@@ -11,15 +11,16 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
-from thinkswitch.cache import digest
-from thinkswitch.chat import THINK_CLOSE, chat_prompt
+from thinkswitch.analysis.stats import label_shares, macro_f1, majority, wilson_interval
 from thinkswitch.config import SamplingConfig, SamplingPair
-from thinkswitch.generate import RNG_SCHEME, Generator, partial_key
-from thinkswitch.grading import Grader
-from thinkswitch.io import write_jsonl
-from thinkswitch.partial import PartialResults, generate_resumable
-from thinkswitch.stats import label_shares, macro_f1, majority, wilson_interval
-from thinkswitch.strip import strip_trace
+from thinkswitch.data.grading import Grader
+from thinkswitch.engines.chat import THINK_CLOSE, chat_prompt
+from thinkswitch.engines.hf import RNG_SCHEME, Generator
+from thinkswitch.stages.generate import partial_key
+from thinkswitch.stages.strip import strip_trace
+from thinkswitch.store.cache import digest
+from thinkswitch.store.io import write_jsonl
+from thinkswitch.store.partial import PartialResults, generate_resumable
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ def evaluate(*, generator: Generator, checkpoint: str, role: str, examples: Sequ
     return `<role>/*` metrics.
 
     With `samples` > 1, `accuracy` is avg@n and `maj_accuracy` maj@n; `correct` is then the mean number of
-    questions answered correctly. Answers are kept in `out`'s partial file (`thinkswitch.partial`) batch by
+    questions answered correctly. Answers are kept in `out`'s partial file (`thinkswitch.store.partial`) batch by
     batch, so a rerun after a crash generates only what is missing; the partial file is removed once `out` is
     written, unless `keep_partial` (a stage of several evaluations removes them when all are written, so that
     a crash in the second does not redo the first).

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
 import hashlib
 import importlib.resources
 import json
@@ -30,13 +29,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
-from thinkswitch.chat import ROLES
-from thinkswitch.chat import THINK_CLOSE as END_THINK
-from thinkswitch.chat import THINK_OPEN as THINK
-from thinkswitch.config import SamplingConfig, TestbedSpec
-from thinkswitch.digests import hash_file
+from thinkswitch.config import ROLES, SamplingConfig, TestbedSpec
+from thinkswitch.data.testbed_task import _problems, task_examples
+from thinkswitch.engines.chat import THINK_CLOSE as END_THINK
+from thinkswitch.engines.chat import THINK_OPEN as THINK
 from thinkswitch.errors import DataError
-from thinkswitch.io import atomic_path
+from thinkswitch.store.digests import hash_file
+from thinkswitch.store.io import atomic_path
 
 if TYPE_CHECKING:  # torch / transformers are imported lazily: importing this module stays cheap
     import torch
@@ -49,79 +48,9 @@ MANIFEST = "manifest.json"
 VARIANTS = ROLES  # the two checkpoints of the pair
 EVAL_N = 200
 EVAL_SEED = 1234
-# The most prompts `task_examples` gives per split: 100x the default domain's 1024 training prompts,
-# drawn in ~2 s (train) / ~8 s (eval, 1 problem in 8) and ~40 MB; more is a typo, not an experiment.
-MAX_TASK_PROMPTS = 100_000
 
 PAD, IM_START, IM_END, UNK = "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<unk>"
 _CHARS = "0123456789abcdefghijklmnopqrstuvwxyz \n+=,.:?"
-
-
-# ----------------------------------------------------------------------------- task
-
-def _digits_split(digits: str) -> str:
-    """Deterministic train/eval assignment of a problem (1 in 8 problems is eval-only)."""
-    return "eval" if hashlib.sha256(digits.encode()).digest()[0] % 8 == 0 else "train"
-
-
-def _format(digits: str) -> tuple[str, int, str]:
-    values = [int(c) for c in digits]
-    total = values[0] + values[1]
-    parts = [f"{values[0]}+{values[1]}={total}"]
-    for v in values[2:]:
-        total += v
-        parts.append(f"+{v}={total}")
-    return f"sum {digits}", total, ",".join(parts)
-
-
-def make_problem(rng: random.Random, spec: TestbedSpec) -> tuple[str, int, str]:
-    """(user message text, integer answer, reasoning trace text without tags)."""
-    n = rng.randint(spec.min_digits, spec.max_digits)
-    return _format("".join(rng.choice("0123456789") for _ in range(n)))
-
-
-def _problems(rng: random.Random, spec: TestbedSpec, split: str) -> Iterator[tuple[str, int, str]]:
-    """Endless stream of problems belonging to ``split``."""
-    while True:
-        prob = make_problem(rng, spec)
-        if _digits_split(prob[0].split()[-1]) == split:
-            yield prob
-
-
-@functools.lru_cache(maxsize=None)
-def _split_count(digits: int, split: str) -> int:
-    """How many digit strings of length `digits` belong to `split` (counted: 10**digits hashes)."""
-    return sum(_digits_split(f"{i:0{digits}d}") == split for i in range(10 ** digits))
-
-
-def task_capacity(spec: TestbedSpec, split: str) -> int:
-    """How many distinct problems `task_examples` can give for `split`: the split's digit strings of
-    `spec.min_digits`..`spec.max_digits` digits, at most `MAX_TASK_PROMPTS`."""
-    total = 0
-    for digits in range(spec.min_digits, spec.max_digits + 1):
-        if digits >= 6:  # 10**6 strings hold 125,138 eval and 874,862 train problems: past the cap either way
-            return MAX_TASK_PROMPTS
-        total += _split_count(digits, split)
-    return min(total, MAX_TASK_PROMPTS)
-
-
-def task_examples(n: int, seed: int, split: str, spec: TestbedSpec) -> list[dict]:
-    """n distinct problems as {"id", "prompt", "answer"}; train/eval never share a problem."""
-    if split not in ("train", "eval"):
-        raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
-    if n > (cap := task_capacity(spec, split)):  # the draw below would never end (or fill memory)
-        raise ValueError(f"asked for {n} {split} problems; the testbed task gives at most {cap}")
-    rng = random.Random(f"task-{split}-{seed}")
-    seen: set[str] = set()
-    out: list[dict] = []
-    for prompt, answer, _ in _problems(rng, spec, split):
-        if prompt in seen:
-            continue
-        seen.add(prompt)
-        out.append({"id": f"{split}-{seed}-{len(out):05d}", "prompt": prompt, "answer": str(answer)})
-        if len(out) == n:
-            return out
-    raise AssertionError("unreachable")
 
 
 def thinking_completion(answer: int, trace: str) -> str:
@@ -135,7 +64,7 @@ def load_template(variant: str) -> str:
     """Chat template text of ``variant`` ("instruct" or "thinking") from package data."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}")
-    return (importlib.resources.files("thinkswitch") / "templates" / f"testbed_{variant}.jinja").read_text()
+    return (importlib.resources.files("thinkswitch.testbed") / "templates" / f"testbed_{variant}.jinja").read_text()
 
 
 def build_tokenizer(variant: str = "instruct") -> transformers.PreTrainedTokenizerFast:
@@ -335,10 +264,10 @@ def evaluate_testbed(path: str | Path, n: int = EVAL_N, spec: TestbedSpec | None
     import torch
     import transformers
 
-    from thinkswitch.chat import chat_prompt
-    from thinkswitch.evaluate import final_answer
-    from thinkswitch.generate import generate_texts
-    from thinkswitch.grading import get_grader
+    from thinkswitch.data.grading import get_grader
+    from thinkswitch.engines.chat import chat_prompt
+    from thinkswitch.engines.hf import generate_texts
+    from thinkswitch.stages.evaluate import final_answer
 
     path = Path(path)
     if spec is None:
@@ -371,7 +300,7 @@ def _complete(path: Path) -> bool:
     return (path / MANIFEST).is_file()
 
 
-SHIPPED = Path(str(importlib.resources.files("thinkswitch") / "testbed_pair"))
+SHIPPED = Path(str(importlib.resources.files("thinkswitch.testbed") / "pair"))
 
 
 def shipped_pair(spec: TestbedSpec, root: Path = SHIPPED) -> Path | None:
@@ -470,7 +399,7 @@ def build_testbed(spec: TestbedSpec, cache_dir: Path, num_threads: int | None = 
 
 
 def main() -> None:
-    """``python -m thinkswitch.testbed --out DIR [--ship]``: build (or reuse) the default testbed in DIR; with
+    """``python -m thinkswitch.testbed.build --out DIR [--ship]``: build (or reuse) the default testbed in DIR; with
     --ship, copy it into the package as the shipped pair (what maintainers do when the spec changes)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="cache directory")
