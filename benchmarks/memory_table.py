@@ -2,7 +2,7 @@
 
     python benchmarks/memory_table.py [--cards 8,24,80] [--prompt-tokens 512]
 
-Prints a Markdown table (the README's "The paper on one GPU" is this output). Computed, not measured:
+Prints a Markdown table (docs/engines-and-gpus.md, "The paper on one GPU", is this output). Computed, not measured:
 the preset is composed as `thinkswitch experiment=paper_aime` would compose it, the model shape is
 Qwen3-4B-2507's config, and the card's free memory is assumed to be its size less a CUDA context.
 """

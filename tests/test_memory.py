@@ -303,10 +303,10 @@ def test_testbed_impossible_budget_is_refused_in_seconds(testbed_pair):
     assert plan.weight_bytes == 4 * param_count(checkpoint_tensors(testbed_pair.thinking)[0])
 
 
-# --- the README's table ---------------------------------------------------------------------------------------
+# --- the docs' table ---------------------------------------------------------------------------------------------
 
 def test_readme_table_is_what_memory_table_prints(capsys):
-    """The README's "The paper on one GPU" numbers come from benchmarks/memory_table.py, unedited."""
+    """docs/engines-and-gpus.md's "The paper on one GPU" numbers come from benchmarks/memory_table.py, unedited."""
     import sys
     from pathlib import Path
 
@@ -321,9 +321,9 @@ def test_readme_table_is_what_memory_table_prints(capsys):
     rows = [line for line in printed if line.startswith("| ")]
     assert len(rows) == 5 and rows[2].startswith("| 8 GB")
     assert rows[3].startswith("| 24 GB | 23.5 GiB | 7.5 GiB | 4.6 GiB | 3 (5 batches)")
-    readme = (root / "README.md").read_text()
+    page = (root / "docs" / "engines-and-gpus.md").read_text()
     for line in rows + [line for line in printed if line.startswith(("generation memory plan", "distill memory"))]:
-        assert line in readme, line
+        assert line in page, line
 
 
 def test_free_memory_on_cpu_is_the_available_ram():
