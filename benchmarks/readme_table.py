@@ -17,7 +17,7 @@ MARK = "<!-- demo-table -->"
 
 
 def main() -> None:
-    from thinkswitch.analysis.report import iteration_table
+    from thinkswitch.analysis.console import iteration_table
     from thinkswitch.store.io import read_json
 
     if len(sys.argv) > 1:

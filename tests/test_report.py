@@ -10,22 +10,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from thinkswitch.analysis.report import (
-    aggregate,
-    change_metrics,
-    find_runs,
-    iteration_table,
-    load_run,
-    main,
-    markdown_table,
-    paired_block,
-    paired_run_summary,
-    points_markdown,
-    points_table,
-    runs_table,
-    write_report,
-)
+from thinkswitch.analysis.console import iteration_table
+from thinkswitch.analysis.paired import change_metrics, paired_block, paired_run_summary
+from thinkswitch.analysis.report import main, write_report
+from thinkswitch.analysis.runs import find_runs, load_run
 from thinkswitch.analysis.stats import wilson_interval
+from thinkswitch.analysis.tables import aggregate, markdown_table, points_markdown, points_table, runs_table
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -111,7 +101,7 @@ def assert_png(path: Path) -> None:
 
 
 def test_find_and_load_runs(sweep, caplog):
-    caplog.set_level(logging.INFO, logger="thinkswitch.analysis.report")
+    caplog.set_level(logging.INFO, logger="thinkswitch.analysis")
     runs = find_runs(sweep)
     assert [r.name.split("_")[0] for r in runs] == ["0", "1", "2", "3", "4", "5"]
     assert "6_merge.t=0.9,seed=0" in caplog.text and "no metrics.jsonl" in caplog.text
@@ -186,7 +176,7 @@ def test_write_report_sweep(sweep, tmp_path):
 
 
 def test_train_prompts_sweep_and_default_out(tmp_path, caplog):
-    caplog.set_level(logging.INFO, logger="thinkswitch.analysis.report")
+    caplog.set_level(logging.INFO, logger="thinkswitch.analysis")
     for job, (prompts, final) in enumerate([(15, 42), (60, 55), (240, 61)]):
         make_run(tmp_path / f"{job}_domain.train_prompts={prompts}", {"domain.train_prompts": str(prompts)},
                  [((40, 100), (90, 100)), ((final, 100), (85, 100))])

@@ -55,7 +55,7 @@ def test_another_spec_is_built_cached_and_evaluated(tmp_path):
 @pytest.mark.slow
 def test_the_readme_shows_the_demos_iteration_0(testbed_pair, tmp_path):
     """The README's demo table starts with what the default experiment's baseline evaluation gives here."""
-    from thinkswitch.analysis.report import score
+    from thinkswitch.analysis.console import score
     from thinkswitch.config import ROLES
     from thinkswitch.loop import eval_seed
     from thinkswitch.setup import prepare

@@ -155,7 +155,7 @@ def _one_line(error: BaseException, run_dir: str, started: bool) -> str:
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def main(cfg: DictConfig) -> float:
     """Run one experiment; the return value (final instruct accuracy) is what sweepers optimise."""
-    from thinkswitch.analysis.report import iteration_table
+    from thinkswitch.analysis.console import iteration_table
     from thinkswitch.errors import ThinkSwitchError
     from thinkswitch.loop import run_experiment
 

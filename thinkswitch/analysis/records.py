@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Optional
 
-from thinkswitch.analysis.report import change_metrics, paired_block, paired_run_summary
+from thinkswitch.analysis.paired import change_metrics, paired_block, paired_run_summary
 from thinkswitch.analysis.tracking import Tracker
 from thinkswitch.config import ROLES, ExperimentConfig
 from thinkswitch.store.io import read_jsonl, write_json, write_jsonl
