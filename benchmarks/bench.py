@@ -217,7 +217,7 @@ def make_big_pair(work: Path, hidden: int, layers: int, shards: int) -> tuple[st
     from transformers import Qwen3Config, Qwen3ForCausalLM
     from transformers.utils import logging as hf_logging
 
-    from thinkswitch.testbed.build import build_tokenizer
+    from thinkswitch.testbed.tokenizer import build_tokenizer
 
     hf_logging.disable_progress_bar()
     paths = []

@@ -86,7 +86,7 @@ def make_random_qwen3(path: Path, hidden: int, layers: int) -> int:
     import torch
     from transformers import GenerationConfig, Qwen3Config, Qwen3ForCausalLM
 
-    from thinkswitch.testbed.build import build_tokenizer
+    from thinkswitch.testbed.tokenizer import build_tokenizer
 
     torch.manual_seed(0)
     tok = build_tokenizer()

@@ -9,7 +9,8 @@ from conftest import ROOT, compose
 
 from thinkswitch.config import TestbedSpec
 from thinkswitch.errors import DataError
-from thinkswitch.testbed.build import MANIFEST, SHIPPED, build_testbed, shipped_pair, spec_hash
+from thinkswitch.testbed.build import build_testbed
+from thinkswitch.testbed.shipping import MANIFEST, SHIPPED, shipped_pair, spec_hash
 
 
 def test_the_default_spec_is_the_shipped_pair(tmp_path):

@@ -37,7 +37,7 @@ def build_tiny_pair(out: Path, prompts: list[str], steps: int = 80) -> tuple[str
     """Train and save `out/instruct` and `out/thinking`; returns their paths."""
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
-    from thinkswitch.testbed.build import load_template
+    from thinkswitch.testbed.tokenizer import load_template
 
     torch.manual_seed(0)
     base_tok = build_tokenizer(prompts)
