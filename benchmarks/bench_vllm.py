@@ -195,7 +195,7 @@ def bench_vllm(pair, work: Path, quick: bool) -> None:
 def main() -> None:
     import argparse
 
-    from thinkswitch.engines.models import resolve_pair
+    from thinkswitch.setup import resolve_pair
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")

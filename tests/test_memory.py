@@ -277,7 +277,8 @@ def test_testbed_impossible_budget_is_refused_in_seconds(testbed_pair):
 
     from thinkswitch.config import TestbedSpec
     from thinkswitch.data.testbed_task import task_examples
-    from thinkswitch.engines.hf import chat_prompt, prompt_token_counts
+    from thinkswitch.engines.chat import chat_prompt
+    from thinkswitch.engines.hf import prompt_token_counts
     from thinkswitch.engines.models import load_tokenizer
 
     t0 = time.perf_counter()

@@ -98,7 +98,7 @@ def thinking(testbed_pair):
 @pytest.fixture(scope="module")
 def questions():
     from thinkswitch.data.domains import load_domain
-    from thinkswitch.engines.hf import chat_prompt  # noqa: F401
+    from thinkswitch.engines.chat import chat_prompt  # noqa: F401
 
     cfg = compose(["domain.eval_size=256"])
     return load_domain(cfg.domain, cfg.model)[1]
@@ -134,7 +134,7 @@ def test_greedy_matches_hf(thinking, testbed_pair, questions):
 
 @pytest.mark.slow
 def test_seeded_sampling_is_reproducible_with_n_samples(thinking, questions):
-    from thinkswitch.engines.hf import chat_prompt
+    from thinkswitch.engines.chat import chat_prompt
 
     # hot enough that the confident testbed model's samples differ (at 0.6 they rarely do)
     sampling = SamplingConfig(do_sample=True, temperature=1.5, top_p=0.95, top_k=40, min_p=0.01, max_new_tokens=64)
