@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Mapping, Optional, Sequence, Union
 
 from thinkswitch.engines.free_memory import free_memory
-from thinkswitch.engines.shapes import fmt_bytes, kv_bytes_per_token, layout_notes, load_config
+from thinkswitch.engines.shapes import GiB, fmt_bytes, kv_bytes_per_token, layout_notes, load_config
 from thinkswitch.engines.weights import checkpoint_tensors, generation_weight_bytes
 from thinkswitch.errors import ConfigError
 
@@ -132,6 +132,23 @@ def plan_generation_for(ref: Union[str, Path], *, dtype: str, device: str, promp
         free_bytes=free_memory(device) if free_bytes is None else free_bytes,
         weight_bytes=generation_weight_bytes(tensors, dtype, quantization), batch_size=batch_size, device=device,
         margin=margin, key=key, notes=layout_notes(cfg), quantization=quantization)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Paged KV caches (continuous batching): a pool allocated in pages as tokens are generated
+
+
+def continuous_kv_pool_bytes(free_bytes: int, weight_bytes: int, margin: float = 0.1) -> int:
+    """What an in-process paged KV cache may take: the free memory after the weights, less `margin` of it (the
+    HF plan's rule), never < 0."""
+    return max(int((free_bytes - weight_bytes) * (1 - margin)), 0)
+
+
+def vllm_kv_pool_bytes(total_bytes: int, weight_bytes: int, gpu_memory_utilization: float = 0.9,
+                       activation_bytes: int = 2 * GiB) -> int:
+    """Roughly what vLLM gives its KV cache: `gpu_memory_utilization` of the card, less the weights and the
+    activation peak of its profiling run (`activation_bytes`: an assumption, vLLM measures it), never < 0."""
+    return max(int(total_bytes * gpu_memory_utilization) - weight_bytes - activation_bytes, 0)
 
 
 def describe(plan) -> str:
