@@ -185,6 +185,8 @@ def test_docs_plans_are_what_thinkswitch_plan_prints():
     """docs/engines-and-gpus.md's plan blocks come from `thinkswitch-plan`, unedited
     (`python benchmarks/plan_tables.py` regenerates them)."""
     found = plan_tables.blocks(plan_tables.PAGE.read_text())
-    assert [args for args, _ in found] == ["experiment=paper_aime --cards 3070,h100", "experiment=paper_aime"]
+    assert [args for args, _ in found] == ["experiment=paper_aime --cards 3070,h100",
+                                           "experiment=paper_aime generation.backend=cb --cards 3070,h100",
+                                           "experiment=paper_aime"]
     for args, body in found:
         assert body == plan_tables.plan_for(args), f"stale plan block ({args}): python benchmarks/plan_tables.py"

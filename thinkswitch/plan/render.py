@@ -54,12 +54,10 @@ def details(plans: list[CardPlan]) -> list[str]:
     out = []
     for p in plans:
         settings = " ".join(p.overrides) or "as configured"
-        if not p.fits:
-            likewise = [why.split(":")[0] for why in p.why[1:] if why.split(": ", 1)[-1].split(";")[0]
-                        in p.why[0]] if len(p.why) > 1 else []
-            rest = [why for why in p.why[1:] if why.split(":")[0] not in likewise]
-            out.append(f"- {p.card.name}, {settings}: does not fit: " + "; ".join([p.why[0], *rest])
-                       + (f" (likewise {', '.join(likewise)})" if likewise else ""))
+        if not p.fits:  # the first reason in full: the others are the same arithmetic for other jobs
+            also = [why.split(":")[0] for why in p.why[1:]]
+            out.append(f"- {p.card.name}, {settings}: does not fit: {p.why[0]}"
+                       + (f" (also: {', '.join(also)})" if also else ""))
         elif p.other_engine:
             other, seconds = p.other_engine
             out.append(f"- {p.card.name}, {settings}: {p.run_hours:.1f} h per run with {p.engine}; "
