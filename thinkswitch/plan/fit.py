@@ -164,7 +164,7 @@ def plan_card(cfg: ExperimentConfig, model: Model, card: Card, a: Assumptions, u
                                merge_device=cfg.distill.merge_device)
         if not distill.fits:
             plan.why.append(distill.warning())
-    plan.precision = precision(cfg, distill)
+    plan.precision = precision(cfg, model, distill)
     plan.batching = ", ".join(f"{j.stage} {j.role} {slots[j]}" for j in jobs if j in slots)
     if plan.fits:
         plan.seconds = stage_seconds(cfg, model, card, a, engine, slots, jobs)
@@ -180,9 +180,9 @@ def plan_card(cfg: ExperimentConfig, model: Model, card: Card, a: Assumptions, u
     return plan
 
 
-def precision(cfg: ExperimentConfig, distill) -> str:
-    gen = "nf4" if cfg.generation.quantization == "nf4" else "bf16"
-    text = f"generation {gen}"
+def precision(cfg: ExperimentConfig, model: Model, distill) -> str:
+    short = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}
+    text = f"generation {'nf4' if cfg.generation.quantization == 'nf4' else short.get(model.dtype, model.dtype)}"
     if distill is not None:
         text += ", distill " + ("QLoRA (NF4 base)" if cfg.trainer.quantize_4bit else "LoRA (bf16 base)")
         if distill.merge_bytes:

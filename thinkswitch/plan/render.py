@@ -21,7 +21,7 @@ def headline(cfg: ExperimentConfig, model: Model, overrides: list[str]) -> list[
         "",
         f"{Path(model.ref).name if model.source != 'config (estimated)' else model.ref} (shape from "
         f"{'its built-in config.json' if model.source == 'config (estimated)' else model.source}): "
-        f"{param_count(tensors) / 1e9:.2f}B parameters, {model.dtype} {fmt_bytes(weight_bytes(tensors, model.dtype))}, "
+        f"{count(param_count(tensors))} parameters, {model.dtype} {fmt_bytes(weight_bytes(tensors, model.dtype))}, "
         f"NF4 {fmt_bytes(generation_weight_bytes(tensors, model.dtype, 'nf4'))}, KV cache {fmt_bytes(kv)}/token. "
         f"Labels: {cfg.domain.train_prompts} prompts x {cfg.generation.samples_per_prompt}, up to "
         f"{s.thinking.max_new_tokens:,} new tokens; evaluation: {cfg.domain.eval_size} questions x "
@@ -31,6 +31,10 @@ def headline(cfg: ExperimentConfig, model: Model, overrides: list[str]) -> list[
         f"batch_size={cfg.generation.batch_size}.",
         "",
     ]
+
+
+def count(n: int) -> str:
+    return f"{n / 1e9:.2f}B" if n >= 10**8 else f"{n / 1e6:.2f}M"
 
 
 def table(plans: list[CardPlan]) -> list[str]:
