@@ -16,6 +16,13 @@ Checks, in order (`--only` picks some):
   merge     `merge.merge`, the preset's SLERP (t=0.3)
   generate  `generate.generate_labels` through a `Generator` (the HF backend with the run's memory plan),
             `--prompts` prompts, the preset's thinking sampling cut to `--gen-tokens` new tokens
+  cpu_merge the adapter merge on the CPU (`distill.merge_device=cpu`: what an 8 GB card does after QLoRA): a
+            random LoRA adapter of the preset's shape merged into the instruct checkpoint reloaded on the CPU in the
+            run's dtype, and the merged checkpoint written; time and peak RSS
+  nf4       generation memory: the thinking checkpoint loaded in bf16 and in NF4 (bitsandbytes, as
+            `generation.quantization=nf4`), each generating `--prompts` outputs of up to 256 tokens; CUDA memory
+            after the load and at peak, beside the memory plan's weight estimates (CUDA only: skipped on a CPU)
+  vllm      the generate check on the vLLM backend, where `.venv-vllm` is installed (else one line: skipped)
 
 Each row: `check`, `seconds`, `cuda_peak_gib` (`torch.cuda.max_memory_allocated`, reset before the check),
 `rss_peak_gib` (the process's peak resident memory during the check, where /proc allows resetting it, else since
@@ -54,7 +61,7 @@ SHAPES = {
 DEFAULTS = {"4b": dict(gen_tokens=1024, pairs=15, answer_tokens=1000, loop=[]),
             "tiny": dict(gen_tokens=16, pairs=4, answer_tokens=40,
                          loop=["domain.train_prompts=8", "domain.eval_size=8", "trainer.sft.num_train_epochs=1"])}
-CHECKS = ("loop", "build", "distill", "merge", "generate")
+CHECKS = ("loop", "build", "distill", "merge", "generate", "cpu_merge", "nf4", "vllm")
 CHARS = "abcdefghijklmnopqrstuvwxyz"  # in the testbed tokenizer's alphabet: one token per character
 
 log = logging.getLogger("gpu_check")
@@ -225,13 +232,13 @@ def build_pair(args, device, work: Path, report: Report) -> dict[str, Path]:
     return paths
 
 
-def preset(args, pair: dict[str, Path], work: Path):
+def preset(args, pair: dict[str, Path], work: Path, extra: tuple[str, ...] = ()):
     """`experiment=paper_aime` on the random pair (model=local), its generation cut to --gen-tokens."""
     return compose(["experiment=paper_aime", "domain=testbed", "model=local", f"model.instruct={pair['instruct']}",
                     f"model.thinking={pair['thinking']}", f"device={args.device}",
                     f"model.sampling.thinking.max_new_tokens={args.gen_tokens}",
                     f"model.sampling.instruct.max_new_tokens={args.gen_tokens}",
-                    *([f"shard_size={args.shard_size}"] if args.shard_size else [])], work / "run")
+                    *([f"shard_size={args.shard_size}"] if args.shard_size else []), *extra], work / "run")
 
 
 def check_distill(args, device, cfg, pair, work: Path, report: Report) -> None:
@@ -269,7 +276,7 @@ def check_merge(args, device, cfg, pair, work: Path, report: Report) -> None:
     shutil.rmtree(out, ignore_errors=True)
 
 
-def check_generate(args, device, cfg, pair, work: Path, report: Report) -> None:
+def check_generate(args, device, cfg, pair, work: Path, report: Report, name: str = "generate") -> None:
     from thinkswitch.engines.hf import Generator
     from thinkswitch.engines.models import ModelPair
     from thinkswitch.setup import plan_memory
@@ -287,10 +294,87 @@ def check_generate(args, device, cfg, pair, work: Path, report: Report) -> None:
                                   sampling=sampling, samples=1, system_prompt=None, seed=0, out=out)
     rows = read_jsonl(out)
     tokens = sum(r["tokens"] for r in rows)
-    report({"check": "generate", "backend": cfg.generation.backend, "batch_size": cfg.generation.batch_size,
+    report({"check": name, "backend": cfg.generation.backend, "batch_size": cfg.generation.batch_size,
             "token_budget": budget, "prompts": len(rows), "sampling": dataclasses.asdict(sampling),
             "tokens": tokens, "full_length": sum(r["tokens"] == args.gen_tokens for r in rows), **m.stats,
             "tokens_per_s": round(tokens / m.seconds, 1), "stage_metrics": metrics})
+
+
+def random_adapter(cfg, pair, out: Path) -> Path:
+    """A LoRA adapter of the preset's settings on the instruct checkpoint, with random A and B (a merge that
+    changes every adapted weight), saved as training saves one."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(pair["instruct"], dtype=torch.bfloat16)
+    torch.manual_seed(3)
+    model = get_peft_model(base, LoraConfig(**{**dict(cfg.trainer.lora), "init_lora_weights": False}))
+    model.save_pretrained(out)
+    del model, base
+    return out
+
+
+def check_cpu_merge(args, device, cfg, pair, work: Path, report: Report) -> None:
+    import torch
+
+    from thinkswitch.engines.models import load_tokenizer, pick_dtype
+    from thinkswitch.stages.distill import merge_adapter, save_checkpoint
+    from thinkswitch.store.io import parse_size
+
+    adapter = random_adapter(cfg, pair, work / "adapter")
+    out = work / "merged"
+    with Meter(device) as m:
+        merged = merge_adapter(str(pair["instruct"]), adapter, cfg.model, device, torch.device("cpu"))
+        save_checkpoint(merged, load_tokenizer(str(pair["instruct"]), cfg.model), out, parse_size(cfg.shard_size))
+        params = sum(p.numel() for p in merged.parameters())
+        del merged
+    report({"check": "cpu_merge", "merge_device": "cpu", "dtype": str(pick_dtype(cfg.model.dtype, device)),
+            "params": params, "lora": dict(cfg.trainer.lora), **m.stats,
+            "written_bytes": sum(f.stat().st_size for f in out.glob("*.safetensors"))})
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def check_nf4(args, device, cfg, pair, work: Path, report: Report) -> None:
+    """CUDA memory of the thinking checkpoint generating in bf16 and in NF4, beside the plan's weight estimates."""
+    if device.type != "cuda":
+        report({"check": "nf4", "skipped": "CUDA memory only: not on a CPU"})
+        return
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    from thinkswitch.engines.models import load_model, load_tokenizer
+    from thinkswitch.engines.weights import checkpoint_tensors, generation_weight_bytes
+
+    path = str(pair["thinking"])
+    tok = load_tokenizer(path, cfg.model)
+    rng = random.Random(4)
+    batch = tok([words(rng, 200) for _ in range(args.prompts)], return_tensors="pt", padding=True).to(device)
+    tensors, _ = checkpoint_tensors(path)
+    for quantization in ("none", "nf4"):
+        quant = None if quantization == "none" else BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16)
+        with Meter(device) as m:
+            model = load_model(path, cfg.model, device, quantization_config=quant)
+            weights = torch.cuda.memory_allocated(device)
+            model.generate(**batch, max_new_tokens=min(args.gen_tokens, 256), min_new_tokens=min(args.gen_tokens, 256),
+                           do_sample=False)
+        report({"check": "nf4", "quantization": quantization, "weights_gib": round(weights / GiB, 3),
+                "plan_weights_gib": round(generation_weight_bytes(tensors, "bfloat16", quantization) / GiB, 3),
+                "prompts": args.prompts, "new_tokens": min(args.gen_tokens, 256), **m.stats})
+        del model
+        gc.collect()
+        torch.cuda.empty_cache()
+
+
+def check_vllm(args, device, cfg, pair, work: Path, report: Report) -> None:
+    from thinkswitch.engines.vllm_backend import vllm_venv
+
+    if not (vllm_venv() / "bin" / "python").exists():
+        report({"check": "vllm", "skipped": "not installed", "venv": str(vllm_venv())})
+        return
+    check_generate(args, device, preset(args, pair, work, ("generation.backend=vllm",)), pair, work, report,
+                   name="vllm")
 
 
 def parse_args(argv=None):
@@ -345,13 +429,14 @@ def main(argv=None) -> int:
     try:
         if "loop" in only:
             attempt("loop", check_loop, args, device, work, report)
-        if {"build", "distill", "merge", "generate"} & set(only):
+        if {"build", "distill", "merge", "generate", "cpu_merge", "nf4", "vllm"} & set(only):
             pair = attempt("build", build_pair, args, device, work, report)
             if pair is not None:
                 cfg = preset(args, pair, work)
                 with frozen_library_heap(cfg):  # as run_experiment does around a run
                     for name, fn in (("distill", check_distill), ("merge", check_merge),
-                                     ("generate", check_generate)):
+                                     ("generate", check_generate), ("cpu_merge", check_cpu_merge),
+                                     ("nf4", check_nf4), ("vllm", check_vllm)):
                         if name in only:
                             attempt(name, fn, args, device, cfg, pair, work / name, report)
     finally:

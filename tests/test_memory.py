@@ -7,27 +7,30 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from thinkswitch.engines.memory import (
+from thinkswitch.engines.distill_memory import choose_merge_device, plan_distill
+from thinkswitch.engines.free_memory import meminfo_available
+from thinkswitch.engines.memory import describe, plan_generation, plan_generation_for
+from thinkswitch.engines.shapes import (
     QWEN3_4B_2507,
     GiB,
     Shape,
-    checkpoint_tensors,
-    config_tensors,
-    describe,
     dtype_bytes,
     fmt_bytes,
     kv_bytes_per_token,
     layout_notes,
     load_config,
+    resolve_dtype,
+)
+from thinkswitch.engines.weights import (
+    checkpoint_tensors,
+    config_tensors,
+    generation_weight_bytes,
+    is_linear_weight,
     lora_param_count,
-    meminfo_available,
     nf4_bytes_per_param,
     nf4_weight_bytes,
+    numel,
     param_count,
-    plan_distill,
-    plan_generation,
-    plan_generation_for,
-    resolve_dtype,
     safetensors_tensors,
     weight_bytes,
 )
@@ -248,14 +251,63 @@ def test_distill_activation_checkpointing_and_4bit_lower_the_estimate():
 
 def test_distill_warnings_name_what_to_change():
     kw = dict(dtype="bfloat16", lora=PAPER_LORA, device="cuda:0")
-    tight = plan_distill(QWEN3_4B_2507, quantize_4bit=True, sft=PAPER_SFT, free_bytes=7 * GiB, **kw)
+    tight = plan_distill(QWEN3_4B_2507, quantize_4bit=True, sft=PAPER_SFT, free_bytes=7 * GiB, merge_device="cuda",
+                         **kw)
     assert not tight.fits and "full precision" in tight.warning() and "not exact" in tight.warning()
+    assert "distill.merge_device=cpu" in tight.warning()
+    # auto: the bf16 base does not fit 7 GiB, so the merge goes to the CPU and training alone is on the card
+    auto = plan_distill(QWEN3_4B_2507, quantize_4bit=True, sft=PAPER_SFT, free_bytes=7 * GiB, **kw)
+    assert auto.merge_device == "cpu" and not auto.merge_on_card and auto.fits and auto.warning() is None
+    assert auto.peak_bytes == auto.train_bytes < 7 * GiB < auto.merge_bytes
+    assert "on cpu (the full-precision base with the adapter (7.6 GiB) does not fit" in describe(auto)
     big = plan_distill(QWEN3_4B_2507, quantize_4bit=False, sft={**PAPER_SFT, "activation_checkpointing": False,
                                                                  "per_device_train_batch_size": 8},
                        free_bytes=24 * GiB, **kw)
     warning = big.warning()
     assert "activation_checkpointing=true" in warning and "trainer=qlora" in warning
     assert "(above the free memory)" in describe(big)
+
+
+def test_merge_device_choice_from_the_numbers():
+    """`distill.merge_device`: auto merges on the card when the bf16 base fits its free memory less 10%."""
+    base = 2 * QWEN_PARAMS + 33_030_144 * 4  # Qwen3-4B in bf16 with the paper's adapter: 7.6 GiB
+    pick = lambda setting, free, device="cuda": choose_merge_device(  # noqa: E731
+        setting, device_type=device, merge_bytes=base, free_bytes=free)
+    assert pick("auto", int(7.5 * GiB))[0] == "cpu"  # an 8 GB card less its CUDA context
+    assert pick("auto", 23 * GiB)[0] == "cuda"
+    assert pick("auto", int(base / 0.9) + 8)[0] == "cuda" and pick("auto", int(base / 0.9) - 8)[0] == "cpu"
+    assert pick("cuda", GiB) == ("cuda", "distill.merge_device=cuda")  # as asked, even where it will not fit
+    assert pick("cpu", 80 * GiB) == ("cpu", "distill.merge_device=cpu")
+    assert pick("auto", 0, device="cpu") == ("cpu", "the run is on cpu")
+    with pytest.raises(ConfigError, match="merge_device=cuda: the run's device is cpu"):
+        pick("cuda", 80 * GiB, device="cpu")
+    with pytest.raises(ConfigError, match="expected one of"):
+        pick("gpu", 80 * GiB)
+
+
+def test_nf4_generation_weights_leave_embeddings_in_the_load_dtype():
+    tensors = config_tensors(QWEN3_4B_2507)
+    linear = sum(numel(s) for n, s in tensors if is_linear_weight(n, s))
+    rest = QWEN_PARAMS - linear
+    assert rest == 151936 * 2560 + 36 * (2 * 128 + 2 * 2560) + 2560  # tied embeddings/LM head and the norms
+    nf4 = generation_weight_bytes(tensors, "bfloat16", "nf4")
+    assert nf4 == int(linear * (0.5 + 4 / 64)) + 2 * rest  # BitsAndBytesConfig's default: no double quantization
+    assert generation_weight_bytes(tensors, "bfloat16", "none") == 2 * QWEN_PARAMS
+    assert 2.6 * GiB < nf4 < 2.8 * GiB < 7.4 * GiB < 2 * QWEN_PARAMS
+    with pytest.raises(ValueError, match="generation.quantization"):
+        generation_weight_bytes(tensors, "bfloat16", "int3")
+    # an 8 GB card (7.5 GiB free): bf16 weights leave 8 MiB; NF4 leaves 4.9 GiB, 4.4 GiB of it for the KV cache:
+    # one trace of 512 + 31,415 tokens, not quite the paper's 32,768 new tokens
+    kw = dict(kv_bytes_per_token=QWEN_KV, prompt_tokens=[512] * 15, batch_size=8, free_bytes=int(7.5 * GiB),
+              device="cuda:0")
+    with pytest.raises(ConfigError, match="generation.quantization=nf4"):
+        plan_generation(weight_bytes=2 * QWEN_PARAMS, max_new_tokens=30720, **kw)
+    with pytest.raises(ConfigError, match="4.9 GiB free after weights") as e:
+        plan_generation(weight_bytes=nf4, quantization="nf4", max_new_tokens=32768, **kw)
+    assert "quantization=nf4" not in str(e.value)  # already NF4: not suggested again
+    assert int((7.5 * GiB - nf4) * 0.9) // QWEN_KV - 512 == 31415
+    plan = plan_generation(weight_bytes=nf4, quantization="nf4", max_new_tokens=31415, **kw)
+    assert plan.batch_size == 1 and "(nf4)" in describe(plan)
 
 
 # --- the testbed ----------------------------------------------------------------------------------------------
@@ -304,31 +356,8 @@ def test_testbed_impossible_budget_is_refused_in_seconds(testbed_pair):
     assert plan.weight_bytes == 4 * param_count(checkpoint_tensors(testbed_pair.thinking)[0])
 
 
-# --- the docs' table ---------------------------------------------------------------------------------------------
-
-def test_readme_table_is_what_memory_table_prints(capsys):
-    """docs/engines-and-gpus.md's "The paper on one GPU" numbers come from benchmarks/memory_table.py, unedited."""
-    import sys
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[1]
-    sys.path.insert(0, str(root / "benchmarks"))
-    try:
-        import memory_table
-    finally:
-        sys.path.remove(str(root / "benchmarks"))
-    memory_table.main([])
-    printed = capsys.readouterr().out.splitlines()
-    rows = [line for line in printed if line.startswith("| ")]
-    assert len(rows) == 5 and rows[2].startswith("| 8 GB")
-    assert rows[3].startswith("| 24 GB | 23.5 GiB | 7.5 GiB | 4.6 GiB | 3 (5 batches)")
-    page = (root / "docs" / "engines-and-gpus.md").read_text()
-    for line in rows + [line for line in printed if line.startswith(("generation memory plan", "distill memory"))]:
-        assert line in page, line
-
-
 def test_free_memory_on_cpu_is_the_available_ram():
-    from thinkswitch.engines.memory import free_memory
+    from thinkswitch.engines.free_memory import free_memory
 
     free = free_memory("cpu")
     assert abs(free - meminfo_available()) < 2 * GiB  # the same figure, read moments apart

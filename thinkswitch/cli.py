@@ -139,6 +139,16 @@ def to_config(cfg: DictConfig) -> ExperimentConfig:
         raise ConfigError(f"{getattr(e, 'full_key', '') or 'config'}: {e.msg if hasattr(e, 'msg') else e}") from None
 
 
+def compose(overrides: list[str]) -> ExperimentConfig:
+    """The config `thinkswitch <overrides>` would run, composed with Hydra's compose API from `conf/`, as typed
+    dataclasses; no run starts and nothing is written (`run_dir` is a placeholder). `thinkswitch-plan` uses it."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return to_config(hydra_compose(config_name="config", overrides=["run_dir=unused", *overrides]))
+
+
 def _one_line(error: BaseException, run_dir: str, started: bool) -> str:
     from thinkswitch.store.io import read_json
     from thinkswitch.store.paths import RunPaths

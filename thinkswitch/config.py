@@ -140,6 +140,7 @@ class GenerationConfig:
     """
 
     backend: str = "hf"  # a name in thinkswitch.engines.hf.BACKENDS
+    quantization: str = "none"  # none | nf4: the generation weights in 4-bit NF4 (bitsandbytes), as QLoRA loads them
     batch_size: int = 64  # prompts per batch (HF backend)
     samples_per_prompt: int = 1  # k thinking samples per training prompt
     vllm: Dict[str, Any] = MISSING  # backend=vllm: vLLM's EngineArgs (defaults in conf/generation/default.yaml)
@@ -204,11 +205,15 @@ class DistillConfig:
     and drops prompts without a strict majority, or whose majority share is below `min_agreement`.
     target: `raw` trains on the stripped answer as the thinking model wrote it; `canonical` on the
     domain's canonical answer format (`\\boxed{N}`, `yes`/`no`/`maybe`).
+    merge_device: after QLoRA, where the adapter is merged into the base reloaded in full precision.
     """
 
     filter: str = "none"  # none | majority
     min_agreement: float = 0.0  # with majority: the majority share a prompt needs, in [0, 1]
     target: str = "raw"  # raw | canonical
+    # where QLoRA's adapter is merged into the full-precision base: auto (on the card when it fits, else the
+    # CPU; thinkswitch.engines.distill_memory.choose_merge_device) | cpu | cuda
+    merge_device: str = "auto"
 
 
 @dataclass

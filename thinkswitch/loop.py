@@ -107,11 +107,13 @@ def iteration(run: Run, k: int, pair: Pair) -> tuple[dict, Pair]:
                 examples=run.train, grader_name=cfg.domain.grader, pairs=it.pairs), outputs=[it.pairs])
         # 3. distill: the pairs into the instruct checkpoint
         key = distill.cache_key(instruct_id=pair.instruct.id, pairs=it.pairs, trainer=cfg.trainer,
-                                seed=train_seed(cfg, k), context=stage_context(run))
+                                seed=train_seed(cfg, k), context=stage_context(run),
+                                merge_device=cfg.distill.merge_device)
         metrics |= stage(it, "distill", lambda: distill.distill(
             instruct=pair.instruct.path, pairs=it.pairs, trainer=cfg.trainer, model=cfg.model,
             device=run.generator.device, seed=train_seed(cfg, k), system_prompt=cfg.domain.system_prompt,
-            adapter_out=it.adapter, model_out=it.instruct, shard_size=parse_size(cfg.shard_size)),
+            adapter_out=it.adapter, model_out=it.instruct, shard_size=parse_size(cfg.shard_size),
+            merge_device=cfg.distill.merge_device),
             key=key, outputs=[it.adapter, it.instruct], needs=[pair.instruct.path, it.pairs])
         pair = replace(pair, instruct=Checkpoint(str(it.instruct), key))
     if cfg.method.merge:

@@ -102,20 +102,24 @@ def plan_memory(cfg: ExperimentConfig, pair: ModelPair, train: list[dict], evalu
     (None when the backend plans its own memory, or the checkpoint's config is not at hand)."""
     from thinkswitch.engines import memory
     from thinkswitch.engines.chat import chat_prompt
+    from thinkswitch.engines.distill_memory import plan_distill
+    from thinkswitch.engines.free_memory import free_memory
     from thinkswitch.engines.hf import prompt_token_counts
     from thinkswitch.engines.models import load_tokenizer
+    from thinkswitch.engines.shapes import load_config, resolve_dtype
 
     try:
-        config = memory.load_config(pair.thinking)
+        config = load_config(pair.thinking)
     except ValueError:
         log.info("memory plan: no config.json for %s before it downloads; not planned", pair.thinking)
         return None
-    dtype = memory.resolve_dtype(cfg.model.dtype, device.type)
-    free = memory.free_memory(str(device))
+    dtype = resolve_dtype(cfg.model.dtype, device.type)
+    free = free_memory(str(device))
     if cfg.method.distill:
-        plan = memory.plan_distill(config, dtype=dtype, quantize_4bit=cfg.trainer.quantize_4bit, lora=cfg.trainer.lora,
-                                   sft=cfg.trainer.sft, bnb=cfg.trainer.bnb, free_bytes=free, device=str(device))
-        log.info("%s", memory.describe(plan))
+        plan = plan_distill(config, dtype=dtype, quantize_4bit=cfg.trainer.quantize_4bit, lora=cfg.trainer.lora,
+                            sft=cfg.trainer.sft, bnb=cfg.trainer.bnb, free_bytes=free, device=str(device),
+                            merge_device=cfg.distill.merge_device)
+        log.info("%s", plan.describe())
         if plan.warning():
             log.warning("%s", plan.warning())
     if cfg.generation.backend != "hf":
@@ -127,10 +131,11 @@ def plan_memory(cfg: ExperimentConfig, pair: ModelPair, train: list[dict], evalu
         prompt_tokens=prompt_token_counts(tokenizer, [chat_prompt(tokenizer, ex["prompt"], cfg.domain.system_prompt)
                                                       for ex in prompts]),
         samples_per_prompt=samples, max_new_tokens=getattr(cfg.model.sampling, role).max_new_tokens,
-        batch_size=cfg.generation.batch_size, key=f"model.sampling.{role}.max_new_tokens")
+        batch_size=cfg.generation.batch_size, key=f"model.sampling.{role}.max_new_tokens",
+        quantization=cfg.generation.quantization)
         for role, prompts, samples in [*jobs, ("thinking", evaluation, cfg.evaluate.samples),
                                        ("instruct", evaluation, cfg.evaluate.samples)]]
-    log.info("%s", memory.describe(plans[0]))
+    log.info("%s", plans[0].describe())
     return plans[0].token_budget  # the same for every job: one architecture, one dtype, one device
 
 

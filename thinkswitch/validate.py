@@ -153,6 +153,7 @@ def method_and_labels(cfg: ExperimentConfig) -> Iterator[str]:
         yield "method: distill and merge are both off; nothing would change"
     yield from _one_of("distill.filter", cfg.distill.filter, ("none", "majority"))
     yield from _one_of("distill.target", cfg.distill.target, ("raw", "canonical"))
+    yield from _one_of("distill.merge_device", cfg.distill.merge_device, ("auto", "cpu", "cuda"))
     if not 0.0 <= cfg.distill.min_agreement <= 1.0:
         yield f"distill.min_agreement: must be in [0, 1], got {cfg.distill.min_agreement}"
 

@@ -3,12 +3,15 @@
 With `trainer=lora` the adapter is merged in place into the full-precision base it was trained on.
 `trainer.quantize_4bit` (the `qlora` trainer) loads the base in 4-bit NF4 with bitsandbytes; the
 adapter is then merged into a *full-precision* reload of the base (`PeftModel` +
-`merge_and_unload`): mergekit cannot read a model merged while still 4-bit. Either way the result
+`merge_and_unload`): mergekit cannot read a model merged while still 4-bit. That reload is the stage's
+peak (7.6 GiB for Qwen3-4B in bf16, more than an 8 GB card holds): `distill.merge_device` (`auto`) runs
+it on the CPU, in the same dtype, when the card's free memory cannot hold it. Either way the result
 is a plain safetensors checkpoint, in shards of `shard_size` bytes.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import logging
 import shutil
@@ -19,6 +22,7 @@ from typing import Any, Optional
 from thinkswitch import __version__
 from thinkswitch.config import ModelConfig, TrainerConfig
 from thinkswitch.engines.chat import THINK_CLOSE, THINK_OPEN, chat_prompt
+from thinkswitch.engines.distill_memory import choose_merge_device
 from thinkswitch.engines.models import load_model, load_tokenizer, pick_dtype
 from thinkswitch.errors import DataError
 from thinkswitch.store.cache import checkpoint_id, digest, file_digest
@@ -205,12 +209,40 @@ def train_adapter(instruct: str, pairs: list[dict], cfg: TrainerConfig, model_cf
     return metrics, trainer.model, tokenizer
 
 
-def merge_adapter(instruct: str, adapter: Path, model_cfg: ModelConfig, device):
+def merge_device_for(setting: str, instruct: str, adapter: Path, model_cfg: ModelConfig, device):
+    """Where the adapter is merged (`distill.merge_device`): on a CUDA run with `auto`, the card when the base in
+    the run's dtype plus the adapter fit its free memory now (the 4-bit model freed), else the CPU. Logged."""
+    import torch
+
+    from thinkswitch.engines.free_memory import free_memory
+    from thinkswitch.engines.weights import checkpoint_tensors, weight_bytes
+
+    need = free = 0
+    if device.type == "cuda" and setting == "auto":
+        torch.cuda.empty_cache()
+        try:
+            tensors, _ = checkpoint_tensors(instruct)
+        except ValueError:  # a hub id whose config is not at hand: merge where the run is
+            log.info("distill: merging the adapter on %s (the base's size is unknown before it loads)", device)
+            return device
+        need = weight_bytes(tensors, pick_dtype(model_cfg.dtype, device)) + sum(
+            f.stat().st_size for f in adapter.glob("*.safetensors"))
+        free = free_memory(str(device))
+    where, why = choose_merge_device(setting, device_type=device.type, merge_bytes=need, free_bytes=free)
+    log.info("distill: merging the adapter on %s (%s)", where, why)
+    return device if where == device.type else torch.device(where)
+
+
+def merge_adapter(instruct: str, adapter: Path, model_cfg: ModelConfig, device, merge_on=None):
     """The base reloaded un-quantized with the adapter merged in (after QLoRA: the 4-bit base cannot be saved
-    as a plain checkpoint)."""
+    as a plain checkpoint), on `merge_on` (default: `device`) in the dtype the run uses on `device`."""
     from peft import PeftModel
 
-    base = load_model(instruct, model_cfg, device)
+    merge_on = merge_on or device
+    if merge_on != device:  # same dtype as on the card (`auto` would pick float32 on a CPU)
+        dtype = str(pick_dtype(model_cfg.dtype, device)).removeprefix("torch.")
+        model_cfg = dataclasses.replace(model_cfg, dtype=dtype)
+    base = load_model(instruct, model_cfg, merge_on)
     return PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
 
 
@@ -221,16 +253,21 @@ def save_checkpoint(model, tokenizer, out: Path, shard_size: int) -> None:
         tokenizer.save_pretrained(tmp)
 
 
-def cache_key(*, instruct_id: str, pairs: Path, trainer: TrainerConfig, seed: int, context: tuple) -> str:
+def cache_key(*, instruct_id: str, pairs: Path, trainer: TrainerConfig, seed: int, context: tuple,
+              merge_device: str = "auto") -> str:
     """What determines the distilled checkpoint: the instruct checkpoint, the pairs (their bytes), the trainer
-    settings, the seed and the context (`loop.stage_context`)."""
-    return digest("distill", instruct_id, file_digest(pairs), trained_settings(trainer), seed, *context)
+    settings, the seed, the context (`loop.stage_context`) and, after QLoRA, `distill.merge_device` (peft merges
+    a bf16 base in fp32 on a CPU, in bf16 on a GPU: the bytes differ)."""
+    merge = (merge_device,) if trainer.quantize_4bit else ()
+    return digest("distill", instruct_id, file_digest(pairs), trained_settings(trainer), seed, *context, *merge)
 
 
 def distill(*, instruct: str, pairs: Path, trainer: TrainerConfig, model: ModelConfig, device, seed: int,
-            system_prompt: Optional[str], adapter_out: Path, model_out: Path, shard_size: int) -> dict:
+            system_prompt: Optional[str], adapter_out: Path, model_out: Path, shard_size: int,
+            merge_device: str = "auto") -> dict:
     """The pairs distilled into `instruct`: the adapter in `adapter_out`, the merged checkpoint in `model_out`
-    (safetensors shards of at most `shard_size` bytes); returns `train/*` metrics."""
+    (safetensors shards of at most `shard_size` bytes); returns `train/*` metrics. After QLoRA the merge runs
+    where `merge_device` (`distill.merge_device`) says (`merge_device_for`)."""
     rows = read_jsonl(pairs)
     if not rows:
         raise DataError(f"{pairs}: no answer-only pairs to distill (every generation was dropped)")
@@ -243,7 +280,8 @@ def distill(*, instruct: str, pairs: Path, trainer: TrainerConfig, model: ModelC
     if trainer.quantize_4bit:
         trained = None  # free the 4-bit model before the full-precision reload
         gc.collect()
-        merged = merge_adapter(instruct, adapter_out, model, device)
+        merge_on = merge_device_for(merge_device, instruct, adapter_out, model, device)
+        merged = merge_adapter(instruct, adapter_out, model, device, merge_on)
     else:  # the trained model already holds the full-precision base: merge in place, no reload
         merged = trained.merge_and_unload()
     save_checkpoint(merged, tokenizer, model_out, shard_size)

@@ -1,0 +1,52 @@
+"""Regenerate the GPU plans in docs/engines-and-gpus.md: `python benchmarks/plan_tables.py`.
+
+Each block sits between `<!-- thinkswitch-plan ARGS -->` and `<!-- /thinkswitch-plan -->`, where ARGS are the
+command's arguments (`experiment=paper_aime --cards 3070,h100`); the block is what `thinkswitch-plan ARGS`
+prints. `tests/test_plan.py` regenerates every block and compares it with the page.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from thinkswitch.engines.cards import card  # noqa: E402
+from thinkswitch.plan.cli import ALL_CARDS  # noqa: E402
+from thinkswitch.plan.render import plan_text  # noqa: E402
+
+PAGE = ROOT / "docs" / "engines-and-gpus.md"
+BLOCK = re.compile(r"(<!-- thinkswitch-plan (?P<args>[^>]*?) -->\n)(?P<body>.*?)(<!-- /thinkswitch-plan -->)", re.S)
+
+
+def plan_for(args: str) -> str:
+    """What `thinkswitch-plan ARGS` prints (only `--cards` and overrides are used in the docs)."""
+    words = shlex.split(args)
+    cards = list(ALL_CARDS)
+    if "--cards" in words:
+        i = words.index("--cards")
+        cards = words[i + 1].split(",")
+        words = words[:i] + words[i + 2:]
+    return plan_text(words, [card(c) for c in cards])
+
+
+def blocks(text: str) -> list[tuple[str, str]]:
+    """(ARGS, body) of every plan block of a page."""
+    return [(m["args"], m["body"]) for m in BLOCK.finditer(text)]
+
+
+def regenerate(text: str) -> str:
+    return BLOCK.sub(lambda m: m[1] + plan_for(m["args"]) + m[4], text)
+
+
+def main() -> None:
+    PAGE.write_text(regenerate(PAGE.read_text()))
+    sys.stdout.write("".join(f"{args}: regenerated\n" for args, _ in blocks(PAGE.read_text())))
+
+
+if __name__ == "__main__":
+    main()
