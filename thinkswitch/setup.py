@@ -3,8 +3,9 @@
 `prepare(cfg)` validates the config (every error at once), checks the run directory (the caller holds
 its lock and has checked a resume against it: `loop.run_experiment`), loads the data, resolves the
 starting pair (building the testbed pair if needed) and returns a `Run`: what
-every stage of the loop shares. Nothing here trains or generates; a bad input fails here, before
-any model loads.
+every stage of the loop shares. `device=auto` on a machine with GPUs gives the run one of its own
+(`choose_device`: held until `Run.close`), so the jobs of a parallel sweep each get a free GPU.
+Nothing here trains or generates; a bad input fails here, before any model loads.
 """
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ from __future__ import annotations
 import gc
 import importlib
 import logging
+import socket
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Iterator, Optional, Sequence
 
 from thinkswitch.config import ExperimentConfig, ModelConfig
 from thinkswitch.data.domains import load_domain
@@ -24,6 +26,7 @@ from thinkswitch.engines.hf import Generator
 from thinkswitch.engines.models import ModelPair, check_pair, pick_device
 from thinkswitch.errors import ConfigError
 from thinkswitch.store.cache import StageCache, checkpoint_id
+from thinkswitch.store.locks import HolderLock, claim_one
 from thinkswitch.store.paths import RunPaths
 from thinkswitch.store.rundir import check_disk, check_writable, record_config
 from thinkswitch.store.runner import StageRunner
@@ -58,6 +61,13 @@ class Run:
     start: Pair  # the starting pair (iteration 0)
     generator: Generator
     stage: StageRunner  # runs a stage once: markers, stage cache, timing, failure location
+    device_lock: Optional[HolderLock] = None  # device=auto: this run's GPU, held until close()
+
+    def close(self) -> None:
+        """Let go of what the run holds (its GPU: another job may take it)."""
+        if self.device_lock is not None:
+            self.device_lock.release()
+            self.device_lock = None
 
 
 def resolve_pair(cfg: ModelConfig, cache_dir: Path) -> ModelPair:
@@ -79,19 +89,70 @@ def prepare(cfg: ExperimentConfig) -> Run:
     check_config(cfg)
     paths = RunPaths(Path(cfg.run_dir))
     check_writable(paths)
-    device = pick_device(cfg.device)
+    device, device_lock = choose_device(cfg.device, Path(cfg.cache_dir), str(paths.root))
+    try:
+        run = _prepare(cfg, paths, device)
+    except BaseException:
+        if device_lock is not None:
+            device_lock.release()
+        raise
+    run.device_lock = device_lock
+    return run
+
+
+def _prepare(cfg: ExperimentConfig, paths: RunPaths, device) -> Run:
     train, evaluation = load_domain(cfg.domain, cfg.model)
     pair = resolve_pair(cfg.model, Path(cfg.cache_dir))
     check_disk(cfg, paths, pair.instruct, pair.thinking)
     token_budget = plan_memory(cfg, pair, train, evaluation, device)
     start = Pair(*(Checkpoint(p, checkpoint_id(p, cfg.model.revision)) for p in (pair.instruct, pair.thinking)))
     cache = StageCache(Path(cfg.stage_cache).expanduser() if cfg.stage_cache else None)
+    cache.turns.check()  # locks in the cache that do not exclude: said, and this run computes alone
     log.info("pair: instruct=%s thinking=%s | %d training prompts, %d evaluation questions | device %s",
              pair.instruct, pair.thinking, len(train), len(evaluation), device)
     generator = Generator(model=cfg.model, generation=cfg.generation, device=device, token_budget=token_budget)
     record_config(cfg, paths)  # last: a start refused above is not a run a resume must match
     return Run(cfg=cfg, paths=paths, train=train, eval=evaluation, grader=get_grader(cfg.domain.grader),
                start=start, generator=generator, stage=StageRunner(cache))
+
+
+def choose_device(name: str, cache_dir: Path, run_dir: str, gpus: Optional[Sequence[str]] = None):
+    """The run's torch device, and the lock that makes it this run's (None: not locked).
+
+    `cpu`, `cuda`, `cuda:N` pin (nothing locked: jobs pinned to one GPU share it). `auto`: the CPU where
+    there is no GPU; else the first GPU no other thinkswitch process on this machine holds (a lock per GPU,
+    by its UUID, under `<cache_dir>/devices/`, held until the run ends, released by the kernel if it dies),
+    waiting while all are taken. `gpus`: the GPUs' identities in torch's order (default: this machine's).
+    """
+    import torch
+
+    if name != "auto":
+        return pick_device(name), None
+    gpus = gpu_ids() if gpus is None else list(gpus)
+    if not gpus:
+        return torch.device("cpu"), None
+    where = Path(cache_dir).expanduser() / "devices"
+    try:
+        index, lock = claim_one(gpus, where, run=run_dir)
+    except OSError as e:
+        log.warning("device=auto: cannot lock a GPU in %s (%s); using cuda:0, which other jobs may share",
+                    where, e.strerror or e)
+        return torch.device("cuda:0"), None
+    log.info("device=auto: cuda:%d (%s) is this run's, the first free of %d GPU(s) (locks in %s)",
+             index, gpus[index], len(gpus), where)
+    return torch.device(f"cuda:{index}"), lock
+
+
+def gpu_ids() -> list[str]:
+    """This machine's visible GPUs, in torch's order, by an identity that holds across processes and hosts
+    (the UUID: the same GPU whatever CUDA_VISIBLE_DEVICES calls it); [] without CUDA."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return []
+    props = [torch.cuda.get_device_properties(i) for i in range(torch.cuda.device_count())]
+    return [f"GPU-{p.uuid}" if getattr(p, "uuid", None) else f"{socket.gethostname()}-cuda{i}"
+            for i, p in enumerate(props)]
 
 
 def plan_memory(cfg: ExperimentConfig, pair: ModelPair, train: list[dict], evaluation: list[dict],

@@ -36,6 +36,7 @@ from thinkswitch.engines.chat import THINK_OPEN as THINK
 from thinkswitch.errors import DataError
 from thinkswitch.store.digests import hash_file
 from thinkswitch.store.io import atomic_path
+from thinkswitch.store.locks import HolderLock
 
 if TYPE_CHECKING:  # torch / transformers are imported lazily: importing this module stays cheap
     import torch
@@ -336,22 +337,6 @@ def ship(built: Path, out: Path) -> None:
 
 
 @contextlib.contextmanager
-def _lock(path: Path) -> Iterator[None]:
-    """Advisory inter-process lock (no-op where fcntl is unavailable)."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - non-POSIX
-        yield
-        return
-    with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-@contextlib.contextmanager
 def _threads(num_threads: int | None) -> Iterator[None]:
     import torch
 
@@ -378,7 +363,7 @@ def build_testbed(spec: TestbedSpec, cache_dir: Path, num_threads: int | None = 
     final = cache_dir / f"testbed-{spec_hash(spec)}"
     if _complete(final):
         return final
-    with _lock(cache_dir / f".{final.name}.lock"):
+    with HolderLock(cache_dir / f".{final.name}.lock", stage="building the testbed"):  # one builder at a time
         if _complete(final):  # another process finished while we waited
             return final
         if final.exists():  # incomplete leftover (not produced by this code's atomic rename)
