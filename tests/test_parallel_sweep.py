@@ -18,7 +18,7 @@ import torch
 from conftest import CACHE, ROOT
 from test_cache import reused
 
-from thinkswitch.setup import choose_device
+from thinkswitch.setup import choose_device, gpu_ids
 from thinkswitch.store.cache import StageCache
 from thinkswitch.store.digests import digest_outputs
 from thinkswitch.store.locks import check_exclusion, lock_scope
@@ -162,19 +162,29 @@ def test_racing_jobs_each_get_their_own_gpu_and_one_too_many_waits_for_a_free_on
     jobs[1].wait()
 
 
-def test_device_auto_claims_a_free_gpu_and_cuda_n_still_pins(tmp_path):
+def test_device_auto_claims_a_free_gpu_sees_only_it_and_cuda_n_still_pins(tmp_path, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # restored after the test: choose_device sets it
     ids = ["GPU-aaaa", "GPU-bbbb"]
     first, lock1 = choose_device("auto", tmp_path, "run-a", gpus=ids)
+    assert first == torch.device("cuda:0") and os.environ["CUDA_VISIBLE_DEVICES"] == "GPU-aaaa"
     second, lock2 = choose_device("auto", tmp_path, "run-b", gpus=ids)
-    assert (first, second) == (torch.device("cuda:0"), torch.device("cuda:1"))
+    assert second == torch.device("cuda:0") and os.environ["CUDA_VISIBLE_DEVICES"] == "GPU-bbbb", \
+        "the next job gets the other GPU, and sees only it"
     assert json.loads((tmp_path / "devices" / "GPU-aaaa.lock").read_text())["run"] == "run-a"
     lock1.release()
-    third, lock3 = choose_device("auto", tmp_path, "run-c", gpus=ids)
-    assert third == torch.device("cuda:0"), "a released GPU is free again"
+    choose_device("auto", tmp_path, "run-c", gpus=ids)[1].release()
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "GPU-aaaa", "a released GPU is free again"
     lock2.release()
-    lock3.release()
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     assert choose_device("cuda:1", tmp_path, "run-d", gpus=ids) == (torch.device("cuda:1"), None)
     assert choose_device("auto", tmp_path, "run-e", gpus=[]) == (torch.device("cpu"), None)
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "", "a pinned or CPU run leaves it alone"
+
+
+def test_the_gpus_are_listed_without_starting_cuda_here():
+    ids = gpu_ids()
+    assert not torch.cuda.is_initialized(), "CUDA_VISIBLE_DEVICES can still be set"
+    assert len(ids) == torch.cuda.device_count() and all(i.startswith("GPU-") for i in ids)
 
 
 # -- a parallel sweep, as a user runs it -----------------------------------------------------------------
