@@ -1,6 +1,6 @@
 """Benchmarks: thinkswitch's stages against the bare libraries, measured side by side in one run.
 
-    python benchmarks/bench.py [--quick]        (make bench)
+    python benchmarks/bench.py [--quick] [--only SECTION ...]        (make bench; ARGS="--only parallel")
 
 Prints one line per measurement and the ratios the project's goals are stated in:
   generate  framework tokens/s vs a bare batched HF `generate` (goal >= 0.95x) and vs one prompt at a time
@@ -12,6 +12,9 @@ Prints one line per measurement and the ratios the project's goals are stated in
             and the stage cache's copy of it (store or restore) in MB/s
   demo      the default experiment's wall time, by stage
   sweep     a 1-iteration, 4-point t sweep with and without the stage cache (goal >= 2x)
+  parallel  the same sweep with its jobs in parallel (joblib launcher, n_jobs=2, one torch thread each), with
+            a shared stage cache and without: how many times each shared stage ran (goal: once) and the
+            wall-time ratio
   vllm      generation.backend=vllm vs hf: tokens/s, ratio and engine start-up, on the testbed and on a
             random ~25M-parameter Qwen3 with ragged answer lengths (benchmarks/bench_vllm.py; skipped
             without `make install-vllm`)
@@ -333,6 +336,39 @@ def bench_sweep(work: Path, points: str) -> None:
     print("sweep (with cache), seconds by stage over all jobs:", {k: round(v, 1) for k, v in stages.items()})
 
 
+SHARED = ("iter_00/evaluate", "iter_01/generate", "iter_01/distill")  # the stages a t sweep's jobs share
+
+
+def bench_parallel(work: Path, points: str) -> None:
+    """A t sweep run 2 jobs at a time (joblib launcher), with a shared stage cache and without."""
+    env = {**os.environ, "THINKSWITCH_CACHE": str(CACHE)}
+    n = len(points.split(","))
+    args = ["--multirun", "hydra/launcher=parallel", "hydra.launcher.n_jobs=2", "num_threads=1",
+            f"merge.t={points}", "iterations=1", "tracking.mode=disabled"]
+    times = {}
+    for label, cache in (("without cache", "null"), ("with cache", str(work / "parallel_stages"))):
+        out = work / f"parallel_{label.replace(' ', '_')}"
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "thinkswitch.cli", *args, f"stage_cache={cache}",
+                        f"hydra.sweep.dir={out}"], cwd=ROOT, env=env, check=True, capture_output=True)
+        times[label] = time.perf_counter() - t0
+        line(f"parallel: {n}-point t sweep, n_jobs=2, {label}", times[label], "s")
+        print(f"parallel ({label}): times each shared stage ran over the {n} jobs:", stage_runs(out),
+              "(goal: 1 each)" if cache != "null" else "")
+    line("parallel: without / with the stage cache", times["without cache"] / times["with cache"], "x")
+
+
+def stage_runs(sweep: Path) -> dict:
+    """How many of a sweep's jobs computed each shared stage (its marker, without a `cache/<stage>` metric)."""
+    runs = dict.fromkeys(SHARED, 0)
+    for job in (p for p in sweep.iterdir() if (p / "summary.json").exists()):
+        for stage in SHARED:
+            it, name = stage.split("/")
+            metrics = json.loads((job / it / "metrics.json").read_text())
+            runs[stage] += f"cache/{name}" not in metrics
+    return runs
+
+
 def bench_demo(work: Path) -> None:
     """The default experiment (what `make demo` runs, testbed already built), broken down by stage."""
     env = {**os.environ, "THINKSWITCH_CACHE": str(CACHE)}
@@ -345,9 +381,13 @@ def bench_demo(work: Path) -> None:
         line(f"demo: {stage}", sec, "s", "all iterations")
 
 
+SECTIONS = ("generate", "distill", "merge", "demo", "sweep", "parallel", "vllm")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller sizes (a smoke test of the benchmark)")
+    parser.add_argument("--only", nargs="+", choices=SECTIONS, default=SECTIONS, help="run these sections only")
     args = parser.parse_args()
     import platform
 
@@ -360,19 +400,29 @@ def main() -> None:
     if args.quick:
         print("--quick: a smoke test; at these sizes fixed costs dominate and the ratios are not the goals' measure")
     pair = resolve_pair(compose([]).model, CACHE)
+    points = "0.1,0.3" if args.quick else "0.05,0.1,0.2,0.3"
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        bench_generate(pair, 64 if args.quick else 512)
-        bench_distill(pair, work, 64 if args.quick else 512)
-        bench_merge(work, 256 if args.quick else 1024, 2 if args.quick else 8)
-        if not args.quick:
-            bench_demo(work)
-        bench_sweep(work, "0.1,0.3" if args.quick else "0.05,0.1,0.2,0.3")
-        sys.path.insert(0, str(ROOT / "benchmarks"))
-        from bench_vllm import bench_vllm
-
-        bench_vllm(pair, work, args.quick)
+        sections = {
+            "generate": lambda: bench_generate(pair, 64 if args.quick else 512),
+            "distill": lambda: bench_distill(pair, work, 64 if args.quick else 512),
+            "merge": lambda: bench_merge(work, 256 if args.quick else 1024, 2 if args.quick else 8),
+            "demo": lambda: None if args.quick else bench_demo(work),
+            "sweep": lambda: bench_sweep(work, points),
+            "parallel": lambda: bench_parallel(work, points),
+            "vllm": lambda: bench_vllm(pair, work, args.quick),
+        }
+        for name in SECTIONS:
+            if name in args.only:
+                sections[name]()
     print(f"peak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+
+
+def bench_vllm(pair, work: Path, quick: bool) -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from bench_vllm import bench_vllm as run
+
+    run(pair, work, quick)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from contextlib import closing
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
@@ -55,7 +56,7 @@ def run_experiment(cfg: ExperimentConfig, on_start: Callable[[], None] = lambda:
             raise
         if resuming:
             on_start()
-        with frozen_library_heap(cfg):
+        with closing(run), frozen_library_heap(cfg):  # closing: the run's GPU is let go
             return run_loop(run)
 
 

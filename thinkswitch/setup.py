@@ -3,8 +3,9 @@
 `prepare(cfg)` validates the config (every error at once), checks the run directory (the caller holds
 its lock and has checked a resume against it: `loop.run_experiment`), loads the data, resolves the
 starting pair (building the testbed pair if needed) and returns a `Run`: what
-every stage of the loop shares. Nothing here trains or generates; a bad input fails here, before
-any model loads.
+every stage of the loop shares. `device=auto` on a machine with GPUs gives the run one of its own
+(`choose_device`: held until `Run.close`), so the jobs of a parallel sweep each get a free GPU.
+Nothing here trains or generates; a bad input fails here, before any model loads.
 """
 
 from __future__ import annotations
@@ -12,10 +13,13 @@ from __future__ import annotations
 import gc
 import importlib
 import logging
+import os
+import subprocess
+import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Iterator, Optional, Sequence
 
 from thinkswitch.config import ExperimentConfig, ModelConfig
 from thinkswitch.data.domains import load_domain
@@ -24,6 +28,7 @@ from thinkswitch.engines.hf import Generator
 from thinkswitch.engines.models import ModelPair, check_pair, pick_device
 from thinkswitch.errors import ConfigError
 from thinkswitch.store.cache import StageCache, checkpoint_id
+from thinkswitch.store.locks import HolderLock, claim_one
 from thinkswitch.store.paths import RunPaths
 from thinkswitch.store.rundir import check_disk, check_writable, record_config
 from thinkswitch.store.runner import StageRunner
@@ -58,6 +63,13 @@ class Run:
     start: Pair  # the starting pair (iteration 0)
     generator: Generator
     stage: StageRunner  # runs a stage once: markers, stage cache, timing, failure location
+    device_lock: Optional[HolderLock] = None  # device=auto: this run's GPU, held until close()
+
+    def close(self) -> None:
+        """Let go of what the run holds (its GPU: another job may take it)."""
+        if self.device_lock is not None:
+            self.device_lock.release()
+            self.device_lock = None
 
 
 def resolve_pair(cfg: ModelConfig, cache_dir: Path) -> ModelPair:
@@ -79,19 +91,85 @@ def prepare(cfg: ExperimentConfig) -> Run:
     check_config(cfg)
     paths = RunPaths(Path(cfg.run_dir))
     check_writable(paths)
-    device = pick_device(cfg.device)
+    device, device_lock = choose_device(cfg.device, Path(cfg.cache_dir), str(paths.root))
+    try:
+        run = _prepare(cfg, paths, device)
+    except BaseException:
+        if device_lock is not None:
+            device_lock.release()
+        raise
+    run.device_lock = device_lock
+    return run
+
+
+def _prepare(cfg: ExperimentConfig, paths: RunPaths, device) -> Run:
     train, evaluation = load_domain(cfg.domain, cfg.model)
     pair = resolve_pair(cfg.model, Path(cfg.cache_dir))
     check_disk(cfg, paths, pair.instruct, pair.thinking)
     token_budget = plan_memory(cfg, pair, train, evaluation, device)
     start = Pair(*(Checkpoint(p, checkpoint_id(p, cfg.model.revision)) for p in (pair.instruct, pair.thinking)))
     cache = StageCache(Path(cfg.stage_cache).expanduser() if cfg.stage_cache else None)
+    cache.turns.check()  # locks in the cache that do not exclude: said, and this run computes alone
     log.info("pair: instruct=%s thinking=%s | %d training prompts, %d evaluation questions | device %s",
              pair.instruct, pair.thinking, len(train), len(evaluation), device)
     generator = Generator(model=cfg.model, generation=cfg.generation, device=device, token_budget=token_budget)
     record_config(cfg, paths)  # last: a start refused above is not a run a resume must match
     return Run(cfg=cfg, paths=paths, train=train, eval=evaluation, grader=get_grader(cfg.domain.grader),
                start=start, generator=generator, stage=StageRunner(cache))
+
+
+def choose_device(name: str, cache_dir: Path, run_dir: str, gpus: Optional[Sequence[str]] = None):
+    """The run's torch device, and the lock that makes it this run's (None: not locked).
+
+    `cpu`, `cuda`, `cuda:N` pin (nothing locked: jobs pinned to one GPU share it). `auto`: the CPU where
+    there is no GPU; else the first GPU no other thinkswitch process holds (a lock per GPU, by its UUID,
+    under `<cache_dir>/devices/`, held until the run ends, released by the kernel if it dies), waiting
+    while all are taken. The process then sees that GPU only (CUDA_VISIBLE_DEVICES, set before CUDA starts
+    here: the HF Trainer would otherwise spread over every GPU it sees) and uses it as cuda:0.
+    `gpus`: the visible GPUs' UUIDs in CUDA's order (default: `gpu_ids()`); a seam for tests.
+    """
+    import torch
+
+    if name != "auto":
+        return pick_device(name), None
+    gpus = gpu_ids() if gpus is None else list(gpus)
+    if not gpus:
+        return torch.device("cpu"), None
+    where = Path(cache_dir).expanduser() / "devices"
+    try:
+        index, lock = claim_one(gpus, where, run=run_dir)
+    except OSError as e:
+        log.warning("device=auto: cannot lock a GPU in %s (%s); using cuda:0, which other jobs may share",
+                    where, e.strerror or e)
+        return torch.device("cuda:0"), None
+    log.info("device=auto: GPU %d of %d (%s) is this run's, the first free one (locks in %s)",
+             index, len(gpus), gpus[index], where)
+    if torch.cuda.is_initialized():  # too late to narrow what CUDA sees in this process
+        return torch.device(f"cuda:{index}"), lock
+    os.environ["CUDA_VISIBLE_DEVICES"] = gpus[index]
+    return torch.device("cuda:0"), lock
+
+
+GPU_UUIDS = ("import torch\n"
+             "for i in range(torch.cuda.device_count() if torch.cuda.is_available() else 0):\n"
+             "    print(torch.cuda.get_device_properties(i).uuid)")
+
+
+def gpu_ids() -> list[str]:
+    """The GPUs this process may use, in CUDA's order, by UUID (`GPU-<uuid>`: the same GPU whatever
+    CUDA_VISIBLE_DEVICES calls it, on any host); [] without CUDA. Asked of a child process, so that CUDA
+    does not start here before `choose_device` has set CUDA_VISIBLE_DEVICES."""
+    import torch
+
+    if torch.version.cuda is None:  # a CPU build of torch
+        return []
+    try:
+        out = subprocess.run([sys.executable, "-c", GPU_UUIDS], capture_output=True, text=True, timeout=300,
+                             check=True).stdout
+    except (OSError, subprocess.SubprocessError) as e:
+        log.warning("device=auto: could not list the GPUs (%s); each job may use any of them", e)
+        return []
+    return [u if u.startswith("GPU-") else f"GPU-{u}" for u in out.split()]
 
 
 def plan_memory(cfg: ExperimentConfig, pair: ModelPair, train: list[dict], evaluation: list[dict],

@@ -7,6 +7,10 @@ run once and the other jobs reuse them. Entries are written to a temporary direc
 into place (a job that loses the race discards its copy), hold the digests of their files, and are
 verified on every restore. Entries and runs never share a file: both directions copy (a copy-on-write
 clone where the filesystem supports it), and an entry's files are read-only.
+
+Jobs that run at once take turns (`claim`): the first to miss a key takes its lock (`store.locks`, a file
+per key under `<root>/.locks/`) and computes the stage; the others wait for it, naming it, then restore
+what it stored; a holder that dies releases the lock and a waiter computes the stage instead.
 """
 
 from __future__ import annotations
@@ -19,15 +23,19 @@ import logging
 import os
 import shutil
 import tempfile
+import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 from thinkswitch.store.digests import check, hash_file
 from thinkswitch.store.io import atomic_path, read_json, write_json
+from thinkswitch.store.locks import HolderLock, check_exclusion, describe, lock_scope
 
 log = logging.getLogger(__name__)
 
 DONE = "done.json"
+LOCKS = ".locks"  # under the cache root: a lock file per key being computed
 
 
 def _plain(obj: Any) -> Any:
@@ -84,6 +92,78 @@ def copy_tree(src: Path, dst: Path, read_only: bool = False) -> None:
             os.chmod(d, 0o444)
 
 
+class Turns:
+    """How the jobs sharing a stage cache take turns on a key: a lock file per key in `locks` (None: off).
+
+    `take(key)` returns the key's lock once this job holds it, after waiting while another job holds it
+    (said in the log and a progress bar, naming the holder's run directory). A holder that dies releases it:
+    the waiter gets it and, finding no entry, computes the stage. Where locks do not exclude (`check`) or
+    cannot be taken, `take` returns None at once: the job computes alone, as if no other job were running.
+    """
+
+    def __init__(self, locks: Optional[Path]):
+        self.locks = locks
+
+    def check(self) -> None:
+        """A lock taken twice in `locks` must refuse the second taker; where not, say so and turn locking off.
+        Also warns when the filesystem's locks exclude only processes on the same host (`lock_scope`)."""
+        if self.locks is None:
+            return
+        try:
+            self.locks.mkdir(parents=True, exist_ok=True)
+            writable = os.access(self.locks, os.W_OK)
+        except OSError:
+            writable = False
+        if not writable:  # a cache this user cannot write (store() says so): nothing to take turns on
+            self.locks = None
+            return
+        problem = check_exclusion(self.locks)
+        if problem:
+            log.warning("stage cache: locks in %s do not work (%s); this run computes its stages alone, even one "
+                        "another job is computing", self.locks, problem)
+            self.locks = None
+        elif note := lock_scope(self.locks):
+            log.warning("stage cache: %s", note)
+
+    def take(self, key: str, what: str, run: str) -> Optional[HolderLock]:
+        """The key's lock, held (waiting for it if need be); None when locking is off or fails."""
+        if self.locks is None:
+            return None
+        lock = HolderLock(self.locks / f"{key}.lock", run=run, stage=what)
+        try:
+            if not lock.acquire():
+                self._wait(lock, what, key)
+        except OSError as e:
+            log.warning("stage cache: cannot lock in %s (%s); this run computes its stages alone",
+                        self.locks, e.strerror or e)
+            self.locks = None
+            return None
+        if lock.stale:
+            log.warning("%s: the job that was computing it stopped before storing it (%s); computed here",
+                        what, describe(lock.stale))
+        return lock
+
+    @staticmethod
+    def _wait(lock: HolderLock, what: str, key: str) -> None:
+        from tqdm.auto import tqdm
+
+        holder, t0 = lock.holder(), time.perf_counter()
+        log.info("%s: another job is computing it (%s); waiting to reuse it from the stage cache (key %s)",
+                 what, describe(holder), key)
+        bar = tqdm(desc=f"{what}: waiting for {holder.get('run', 'another job')}", bar_format="{desc} {elapsed}",
+                   leave=False)
+        try:
+            while not lock.acquire(timeout=1.0):
+                if (now := lock.holder()) and now != holder:
+                    holder = now
+                    log.info("%s: now computed by %s; waiting", what, describe(holder))
+                    bar.set_description(f"{what}: waiting for {holder.get('run', 'another job')}")
+                bar.refresh()
+        finally:
+            bar.close()
+        log.info("%s: waited %.1f s for another job", what, time.perf_counter() - t0)
+
+
 @dataclasses.dataclass(frozen=True)
 class Entry:
     """A verified stage-cache entry: the stage's metrics and the digests of its outputs."""
@@ -104,6 +184,20 @@ class StageCache:
     def __init__(self, root: Optional[Path]):
         self.root = Path(root) if root else None
         self.storing = True  # off after a store failed (a read-only or full cache): warned once
+        self.turns = Turns(self.root / LOCKS if self.root else None)  # turns.check() at a run's start
+
+    @contextmanager
+    def claim(self, key: Optional[str], names: list[str], dest: Path, what: str) -> Iterator[Optional[Entry]]:
+        """The stage's entry, restored into `dest`; or None, with the key's lock held until the block ends:
+        the caller computes and stores the stage, and no other job computes it meanwhile. A job that finds
+        the key being computed waits for it (logged, with the holder's run directory), then restores it."""
+        entry = self.restore(key, names, dest) if key and self.root else None
+        lock = self.turns.take(key, what, str(dest)) if key and self.root and entry is None else None
+        try:
+            yield entry if lock is None else self.restore(key, names, dest)
+        finally:
+            if lock is not None:
+                lock.release()
 
     def restore(self, key: str, names: list[str], dest: Path) -> Optional[Entry]:
         """Put a cached stage's outputs into `dest`, verified; None on a miss or a damaged entry."""
@@ -120,10 +214,10 @@ class StageCache:
             info = read_json(entry / DONE)
             metrics, record = info["metrics"], info.get("digests")
         except (OSError, ValueError, KeyError, TypeError) as e:
-            self._drop(key, f"{DONE} unreadable ({e})")
+            drop_entry(self.root, key, f"{DONE} unreadable ({e})")
             return None
         if not record:
-            self._drop(key, "written by an older version: no digests to verify it by")
+            drop_entry(self.root, key, "written by an older version: no digests to verify it by")
             return None
         staging = Path(tempfile.mkdtemp(prefix=f".restore-{key}.", suffix=".tmp", dir=dest))
         try:
@@ -134,7 +228,7 @@ class StageCache:
             except (KeyError, TypeError, ValueError, IndexError) as e:
                 problem = f"malformed digests in {DONE} ({e!r})"
             if problem:
-                self._drop(key, problem)
+                drop_entry(self.root, key, problem)
                 return None
             for name in names:
                 target = dest / name
@@ -166,17 +260,18 @@ class StageCache:
             log.warning("stage cache: cannot store stages in %s (%s); this run goes on without storing them",
                         self.root, e.strerror or e)
 
-    def _drop(self, key: str, why: str) -> None:
-        """Remove a damaged entry (renamed away first: no job ever sees half of it) and say so."""
-        entry, note = self.root / key, ""
+
+def drop_entry(root: Path, key: str, why: str) -> None:
+    """Remove a damaged entry (renamed away first: no job ever sees half of it) and say so."""
+    entry, note = root / key, ""
+    try:
+        grave = Path(tempfile.mkdtemp(prefix=f".{key}.", suffix=".dropped.tmp", dir=root))
         try:
-            grave = Path(tempfile.mkdtemp(prefix=f".{key}.", suffix=".dropped.tmp", dir=self.root))
-            try:
-                os.rename(entry, grave / key)
-            finally:
-                shutil.rmtree(grave, ignore_errors=True)
-        except FileNotFoundError:
-            pass  # another job dropped it first
-        except OSError as e:
-            note = f"; it could not be removed ({e.strerror or e})"
-        log.warning("stage cache: entry %s is damaged (%s); not used, the stage is recomputed%s", key, why, note)
+            os.rename(entry, grave / key)
+        finally:
+            shutil.rmtree(grave, ignore_errors=True)
+    except FileNotFoundError:
+        pass  # another job dropped it first
+    except OSError as e:
+        note = f"; it could not be removed ({e.strerror or e})"
+    log.warning("stage cache: entry %s is damaged (%s); not used, the stage is recomputed%s", key, why, note)

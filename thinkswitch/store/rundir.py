@@ -5,13 +5,8 @@ config and only extended when what the next iteration needs is there; and prunin
 from __future__ import annotations
 
 import dataclasses
-import fcntl
-import json
 import logging
-import os
 import shutil
-import socket
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Optional
 
@@ -20,6 +15,7 @@ import yaml
 from thinkswitch.config import ExperimentConfig
 from thinkswitch.errors import ConfigError, RunInUse
 from thinkswitch.store.io import write_text
+from thinkswitch.store.locks import HolderLock, describe
 from thinkswitch.store.paths import RunPaths
 
 log = logging.getLogger(__name__)
@@ -137,7 +133,7 @@ def prune_checkpoints(cfg: ExperimentConfig, run: RunPaths, k: int) -> None:
 
 
 class RunLock:
-    """One writer per run directory: an exclusive `flock` on `run.lock`, held for the whole run.
+    """One writer per run directory: an exclusive lock (`store.locks`) on `run.lock`, held for the whole run.
 
     The file names its holder (pid, host, start time) for the message a second process gets. The kernel
     releases the lock when its process dies, however it dies, so a lock file left by a killed run is
@@ -146,57 +142,26 @@ class RunLock:
 
     def __init__(self, run: RunPaths):
         self.path = run.lock
-        self.fd: Optional[int] = None
+        self.lock: Optional[HolderLock] = None
 
     def __enter__(self) -> "RunLock":
+        lock = HolderLock(self.path)
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            while self.fd is None:
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    holder = _read_holder(fd)
-                    os.close(fd)
+            for attempt in range(3):  # a lock file its last holder removed as we opened it: open it again
+                if lock.acquire():
+                    break
+                holder = lock.holder()
+                if holder or self.path.exists() or attempt == 2:
                     raise RunInUse(f"run_dir: {self.path.parent} is in use by another thinkswitch process "
-                                   f"({_describe(holder)}; {self.path}); wait for it to end or stop it, or use "
-                                   f"another run directory") from None
-                try:
-                    same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
-                except FileNotFoundError:
-                    same = False  # its last holder removed it between our open and our lock: open it again
-                if same:
-                    self.fd = fd
-                else:
-                    os.close(fd)
+                                   f"({describe(holder)}; {self.path}); wait for it to end or stop it, or use "
+                                   f"another run directory")
         except OSError as e:
             raise ConfigError(f"run_dir: cannot write to {self.path.parent} ({e.strerror or e})") from None
-        stale = _read_holder(self.fd)
-        if stale:
-            log.warning("run_dir: took over the lock of a run that is no longer running (%s)", _describe(stale))
-        me = {"pid": os.getpid(), "host": socket.gethostname(),
-              "started": datetime.now().astimezone().isoformat(timespec="seconds")}
-        os.ftruncate(self.fd, 0)
-        os.pwrite(self.fd, json.dumps(me).encode(), 0)
+        if lock.stale:
+            log.warning("run_dir: took over the lock of a run that is no longer running (%s)", describe(lock.stale))
+        self.lock = lock
         return self
 
     def __exit__(self, *exc) -> None:
-        try:
-            self.path.unlink()  # while still held: no other process can be holding this file
-        except OSError:
-            pass
-        os.close(self.fd)
-        self.fd = None
-
-
-def _read_holder(fd: int) -> dict:
-    try:
-        return json.loads(os.pread(fd, 4096, 0) or b"{}")
-    except (OSError, ValueError):
-        return {}
-
-
-def _describe(holder: dict) -> str:
-    if not holder:
-        return "holder unknown: it is just starting"
-    return f"pid {holder.get('pid')} on {holder.get('host')}, started {holder.get('started')}"
+        self.lock.release(remove=True)
+        self.lock = None

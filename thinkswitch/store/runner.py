@@ -4,7 +4,8 @@ A stage whose completion marker (`<stage>.done`, written last) exists is skipped
 are checked against the digests the marker records (`thinkswitch.store.digests`); outputs that changed
 since are never used: the stage is redone, with a warning naming the file. A stage whose cache key
 is in the stage cache is restored from it (verified the same way); otherwise it runs, its outputs are
-digested and stored in the cache. The runner times every stage and knows where a failure happened.
+digested and stored in the cache (while another job computes the same key, this one waits for it and
+restores it: `StageCache.claim`). The runner times every stage and knows where a failure happened.
 """
 
 from __future__ import annotations
@@ -51,23 +52,23 @@ class StageRunner:
         log.info("[%s] %s", it.root.name, stage)
         it.root.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
-        cached = self.cache.restore(key, names, it.root) if key else None
-        if cached is not None:
-            log.info("[%s] %s: reused from the stage cache (key %s)", it.root.name, stage, key)
-            metrics = {**cached.metrics, f"time/{stage}": time.perf_counter() - t0, f"cache/{stage}": 1}
-            digests = cached.digests
-        else:
-            self._check_inputs(it, stage, needs, problem)
-            metrics = fn()
-            for hook in AFTER_OUTPUTS:
-                hook(it, stage)
-            t1 = time.perf_counter()
-            digests = digest_outputs(it.root, names)
-            log.info("[%s] %s: %d output files digested (%.0f MB, %.2f s)", it.root.name, stage,
-                     len(digests["files"]), total_bytes(digests) / 1e6, time.perf_counter() - t1)
-            metrics = {**metrics, f"time/{stage}": time.perf_counter() - t0}
-            if key:
-                self.cache.store(key, names, it.root, metrics, digests)
+        with self.cache.claim(key, names, it.root, f"[{it.root.name}] {stage}") as cached:  # or waits for it
+            if cached is not None:
+                log.info("[%s] %s: reused from the stage cache (key %s)", it.root.name, stage, key)
+                metrics = {**cached.metrics, f"time/{stage}": time.perf_counter() - t0, f"cache/{stage}": 1}
+                digests = cached.digests
+            else:
+                self._check_inputs(it, stage, needs, problem)
+                metrics = fn()
+                for hook in AFTER_OUTPUTS:
+                    hook(it, stage)
+                t1 = time.perf_counter()
+                digests = digest_outputs(it.root, names)
+                log.info("[%s] %s: %d output files digested (%.0f MB, %.2f s)", it.root.name, stage,
+                         len(digests["files"]), total_bytes(digests) / 1e6, time.perf_counter() - t1)
+                metrics = {**metrics, f"time/{stage}": time.perf_counter() - t0}
+                if key:
+                    self.cache.store(key, names, it.root, metrics, digests)
         it.mark_done(stage, {"metrics": metrics, "outputs": names, "digests": digests})
         return metrics
 

@@ -22,28 +22,13 @@ from thinkswitch.store.io import atomic_path
 from thinkswitch.testbed.evaluation import EVAL_N, EVAL_SEED, evaluate_testbed
 from thinkswitch.testbed.shipping import CODE_VERSION, MANIFEST, SHIPPED, ship, shipped_pair, spec_hash
 from thinkswitch.testbed.train import train_variants
+from thinkswitch.store.locks import HolderLock
 
 logger = logging.getLogger(__name__)
 
 
 def _complete(path: Path) -> bool:
     return (path / MANIFEST).is_file()
-
-
-@contextlib.contextmanager
-def _lock(path: Path) -> Iterator[None]:
-    """Advisory inter-process lock (no-op where fcntl is unavailable)."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - non-POSIX
-        yield
-        return
-    with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 @contextlib.contextmanager
@@ -73,7 +58,7 @@ def build_testbed(spec: TestbedSpec, cache_dir: Path, num_threads: int | None = 
     final = cache_dir / f"testbed-{spec_hash(spec)}"
     if _complete(final):
         return final
-    with _lock(cache_dir / f".{final.name}.lock"):
+    with HolderLock(cache_dir / f".{final.name}.lock", stage="building the testbed"):  # one builder at a time
         if _complete(final):  # another process finished while we waited
             return final
         if final.exists():  # incomplete leftover (not produced by this code's atomic rename)
