@@ -19,10 +19,10 @@ from typing import Iterator
 
 from thinkswitch.config import TestbedSpec
 from thinkswitch.store.io import atomic_path
+from thinkswitch.store.locks import HolderLock
 from thinkswitch.testbed.evaluation import EVAL_N, EVAL_SEED, evaluate_testbed
 from thinkswitch.testbed.shipping import CODE_VERSION, MANIFEST, SHIPPED, ship, shipped_pair, spec_hash
 from thinkswitch.testbed.train import train_variants
-from thinkswitch.store.locks import HolderLock
 
 logger = logging.getLogger(__name__)
 
