@@ -1,4 +1,4 @@
-"""Regenerate the GPU plans in docs/engines-and-gpus.md: `python benchmarks/plan_tables.py`.
+"""Regenerate the GPU plans in README.md and docs/engines-and-gpus.md: `python benchmarks/plan_tables.py`.
 
 Each block sits between `<!-- thinkswitch-plan ARGS -->` and `<!-- /thinkswitch-plan -->`, where ARGS are the
 command's arguments (`experiment=paper_aime --cards 3070,h100`); the block is what `thinkswitch-plan ARGS`
@@ -20,6 +20,7 @@ from thinkswitch.plan.cli import ALL_CARDS  # noqa: E402
 from thinkswitch.plan.render import plan_text  # noqa: E402
 
 PAGE = ROOT / "docs" / "engines-and-gpus.md"
+PAGES = (ROOT / "README.md", PAGE)
 BLOCK = re.compile(r"(<!-- thinkswitch-plan (?P<args>[^>]*?) -->\n)(?P<body>.*?)(<!-- /thinkswitch-plan -->)", re.S)
 
 
@@ -44,8 +45,9 @@ def regenerate(text: str) -> str:
 
 
 def main() -> None:
-    PAGE.write_text(regenerate(PAGE.read_text()))
-    sys.stdout.write("".join(f"{args}: regenerated\n" for args, _ in blocks(PAGE.read_text())))
+    for page in PAGES:
+        page.write_text(regenerate(page.read_text()))
+        sys.stdout.write("".join(f"{page.name}: {args}: regenerated\n" for args, _ in blocks(page.read_text())))
 
 
 if __name__ == "__main__":

@@ -190,3 +190,10 @@ def test_docs_plans_are_what_thinkswitch_plan_prints():
                                            "experiment=paper_aime"]
     for args, body in found:
         assert body == plan_tables.plan_for(args), f"stale plan block ({args}): python benchmarks/plan_tables.py"
+
+
+def test_readme_shows_the_plan_for_the_papers_card_and_an_h100():
+    """The README's answer to "can I run the paper on my 8 GB card?" is `thinkswitch-plan`'s, unedited."""
+    found = plan_tables.blocks((plan_tables.ROOT / "README.md").read_text())
+    assert [args for args, _ in found] == ["experiment=paper_aime --cards 3070,h100"]
+    assert found[0][1] == plan_tables.plan_for(found[0][0]), "stale plan block: python benchmarks/plan_tables.py"
