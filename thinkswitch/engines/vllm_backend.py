@@ -32,7 +32,7 @@ from thinkswitch.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]  # thinkswitch/engines/ -> the repository root
 # keys thinkswitch sets itself (from model.*): an entry in generation.vllm would contradict them
 RESERVED = {"model": "model.instruct/model.thinking", "tokenizer": "the checkpoint",
             "revision": "model.revision", "tokenizer_revision": "model.revision",
