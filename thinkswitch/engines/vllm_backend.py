@@ -15,7 +15,11 @@ Failures: a worker that dies or reports an error raises `WorkerError` (a `StageE
 console) naming the worker's log file, which is then kept; a worker that exits cleanly deletes it.
 
 Engine settings are `generation.vllm.*`, passed to vLLM's `EngineArgs`; `check_vllm_options`
-validates them against the field list `make install-vllm` saved, without importing vLLM.
+validates them against the field list `make install-vllm` saved, without importing vLLM, and
+`check_context` checks `max_model_len` against the run's prompts at setup.
+
+(Over 300 lines: the option checks, the worker process and the backend are the one place that knows how
+thinkswitch talks to vLLM; split, each part would import the others' details.)
 """
 
 from __future__ import annotations
@@ -219,6 +223,21 @@ def group_processes(pgid: int) -> list[int]:
     return pids
 
 
+def _end_group(proc: subprocess.Popen, pgid: int) -> None:
+    """SIGTERM, then SIGKILL, what is left of a worker's process group."""
+    for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
+        if not group_processes(pgid):
+            return
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            pass
+
+
 class _Worker:
     """One `.venv-vllm/bin/python -m thinkswitch.engines.vllm_worker` process (its own process group)."""
 
@@ -292,20 +311,9 @@ class _Worker:
                 self.proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 log.warning("vLLM worker %d did not exit in %.0f s; terminating it", self.proc.pid, timeout)
-        for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):  # stragglers of the group
-            if not self.alive():
-                break
-            try:
-                os.killpg(self.pgid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                self.proc.wait(timeout=wait)
-            except subprocess.TimeoutExpired:
-                pass
-        for stream in (self.proc.stdout,):
-            if stream:
-                stream.close()
+        _end_group(self.proc, self.pgid)
+        if self.proc.stdout:
+            self.proc.stdout.close()
         _LIVE.discard(self)
         if self.proc.returncode == 0 and not self.failed:
             Path(self.log_path).unlink(missing_ok=True)
@@ -329,6 +337,29 @@ def _decode(ids: list[int], eos_ids: set[int], tokenizer, drop: set[str]) -> dic
     return {"output": text, "tokens": len(kept), "stopped": stop is not None}
 
 
+def _generation_config(path: str, model_cfg, tokenizer) -> tuple[Any, set[int]]:
+    """The checkpoint's generation_config.json (transformers' defaults without one) and its EOS ids."""
+    from transformers import GenerationConfig
+
+    try:
+        gen_config = GenerationConfig.from_pretrained(path, revision=model_cfg.revision)
+    except OSError:  # no generation_config.json
+        gen_config = GenerationConfig()
+    eos = gen_config.eos_token_id
+    eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else []) | {tokenizer.eos_token_id}
+    eos_ids.discard(None)
+    return gen_config, eos_ids
+
+
+def _pending(done: Optional[Mapping[int, dict]], prompts: int, n: int) -> tuple[list, list[int]]:
+    """The results `done` holds, by index (None where missing), and the prompts with a sample missing."""
+    results: list[Optional[dict]] = [None] * (prompts * n)
+    for i, r in (done or {}).items():
+        if 0 <= i < len(results):
+            results[i] = r
+    return results, [p for p in range(prompts) if any(results[p * n + s] is None for s in range(n))]
+
+
 class VLLMBackend:
     """Generation by vLLM in a worker process; see the module docstring."""
 
@@ -340,8 +371,6 @@ class VLLMBackend:
 
     @classmethod
     def load(cls, path: str, *, model_cfg, device, gen_cfg) -> "VLLMBackend":
-        from transformers import GenerationConfig
-
         from thinkswitch.engines.models import load_tokenizer
 
         options = dict(gen_cfg.vllm or {})
@@ -350,13 +379,7 @@ class VLLMBackend:
             raise ConfigError("; ".join(errors))
         args = engine_args(options, path, model_cfg, device)
         tokenizer = load_tokenizer(path, model_cfg)
-        try:
-            gen_config = GenerationConfig.from_pretrained(path, revision=model_cfg.revision)
-        except OSError:  # no generation_config.json
-            gen_config = GenerationConfig()
-        eos = gen_config.eos_token_id
-        eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else []) | {tokenizer.eos_token_id}
-        eos_ids.discard(None)
+        gen_config, eos_ids = _generation_config(path, model_cfg, tokenizer)
         worker = _Worker(worker_env(device))
         try:
             worker.send(cmd="load", engine_args=args)
@@ -380,11 +403,7 @@ class VLLMBackend:
         from tqdm.auto import tqdm
 
         total = len(prompts) * n
-        results: list[Optional[dict]] = [None] * total
-        for i, r in (done or {}).items():
-            if 0 <= i < total:
-                results[i] = r
-        todo = [p for p in range(len(prompts)) if any(results[p * n + s] is None for s in range(n))]
+        results, todo = _pending(done, len(prompts), n)
         if not todo:
             return results  # type: ignore[return-value]
         ids = [self.tokenizer(prompts[p], add_special_tokens=False)["input_ids"] for p in todo]
