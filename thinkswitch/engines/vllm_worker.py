@@ -106,36 +106,33 @@ class _Protocol:
 
 
 def _params(req: dict) -> list:
-    """One SamplingParams per prompt: the given fields, `n`, the prompt's seed, final outputs only, no text."""
+    """One SamplingParams per prompt: the given fields, `n`, the prompt's seed, no text (the parent decodes)."""
     from vllm import SamplingParams
-    from vllm.sampling_params import RequestOutputKind
 
     per = req["params"]
     per = per if isinstance(per, list) else [per] * len(req["prompts"])  # one for all, or one per prompt
-    return [SamplingParams(n=int(req.get("n", 1)), seed=seed, detokenize=False,
-                           output_kind=RequestOutputKind.FINAL_ONLY, **p) for seed, p in zip(req["seeds"], per)]
+    return [SamplingParams(n=int(req.get("n", 1)), seed=seed, detokenize=False, **p)
+            for seed, p in zip(req["seeds"], per)]
 
 
-def generate(llm, proto: _Protocol, req: dict, call: int) -> None:
-    """Add every prompt as a request, step the engine and send each step's finished requests as they finish
-    (what `LLM.generate` does, minus collecting them all before returning)."""
+def generate(llm, proto: _Protocol, req: dict) -> None:
+    """`LLM.generate`, step by step: the requests are queued as it queues them (`LLM.enqueue`: final outputs only)
+    and each engine step's finished requests are sent at once instead of all at the end."""
     engine, parent = llm.llm_engine, os.getppid()
     t0 = time.perf_counter()
-    ids = [f"{call}:{pos}" for pos in range(len(req["prompts"]))]
+    ids = llm.enqueue([{"prompt_token_ids": p} for p in req["prompts"]], _params(req), use_tqdm=False)
+    position = {rid.split("-", 1)[0]: pos for pos, rid in enumerate(ids)}  # internal id: "<external>-<random>"
     try:
-        for rid, prompt, params in zip(ids, req["prompts"], _params(req)):
-            engine.add_request(rid, {"prompt_token_ids": prompt}, params)
         while engine.has_unfinished_requests():
             if os.getppid() != parent:  # the run was killed: nobody reads the answers
                 os._exit(1)
-            finished = [[int(out.request_id.rsplit(":", 1)[1]),
-                         [{"ids": list(c.token_ids), "finish": c.finish_reason}
-                          for c in sorted(out.outputs, key=lambda c: c.index)]]
+            finished = [[position[out.request_id], [{"ids": list(c.token_ids), "finish": c.finish_reason}
+                                                    for c in sorted(out.outputs, key=lambda c: c.index)]]
                         for out in engine.step() if out.finished]
             if finished:
                 proto.send(event="outputs", results=finished)
     except BaseException:
-        engine.abort_request(ids)  # the engine serves the next command with nothing left over
+        engine.abort_request(ids, internal=True)  # the engine serves the next command with nothing left over
         raise
     proto.send(event="result", seconds=time.perf_counter() - t0, requests=len(ids))
 
@@ -143,7 +140,6 @@ def generate(llm, proto: _Protocol, req: dict, call: int) -> None:
 def serve() -> None:
     proto = _Protocol()
     llm = None
-    calls = 0
     for line in sys.stdin:
         if not line.strip():
             continue
@@ -162,8 +158,7 @@ def serve() -> None:
             elif cmd == "generate":
                 if llm is None:
                     raise RuntimeError("generate before load")
-                calls += 1
-                generate(llm, proto, req, calls)
+                generate(llm, proto, req)
             else:
                 raise ValueError(f"unknown command {cmd!r}")
         except Exception as e:  # noqa: BLE001  (reported to the parent, which raises it)
