@@ -287,7 +287,11 @@ def test_killed_vllm_generation_resumes_with_only_the_missing_prompts(thinking, 
     assert not out.exists()
     kept = len(partial.partial_path(out).read_text().splitlines()) - 1  # header + one line per finished result
     assert 0 < kept < total
-    assert _gone(_workers_tagged(tag), 60), "the killed run's vLLM worker exits by itself"
+    workers = _workers_tagged(tag)
+    logs = [Path(os.readlink(f"/proc/{pid}/fd/2")) for pid in workers]  # its log: nobody is left to delete it
+    assert _gone(workers, 60), "the killed run's vLLM worker exits by itself"
+    for log in logs:
+        log.unlink(missing_ok=True)
 
     generated.clear()
     metrics = run_stage("generate", out, "vllm", shared)
