@@ -2,7 +2,7 @@
 
     python benchmarks/bench_vllm.py [--quick]      (also a section of benchmarks/bench.py)
 
-Two cases, each printing tokens/s of both, their ratio, and vLLM's engine start-up separately
+Three cases. The first two print tokens/s of vLLM and HF, their ratio, and vLLM's engine start-up separately
 (loading the engine is a fixed cost per checkpoint per stage; the tokens/s exclude it and HF's load):
   testbed   the testbed's thinking checkpoint on its task prompts, its sampling settings
             (temperature 0.6, up to 96 new tokens; answers are 40-50 tokens): the framework's HF
@@ -14,6 +14,12 @@ Two cases, each printing tokens/s of both, their ratio, and vLLM's engine start-
             the row's length and forces it there, so a finished row idles until its batch's longest
             ends. vLLM: the same lengths as per-request `max_tokens` with `ignore_eos`. Both generate
             exactly the drawn number of tokens per prompt.
+The third prints what thinkswitch's vLLM path costs over vLLM itself (goal >= 0.95x):
+  overhead  `VLLMBackend.generate` (tokenize here, the worker process, JSON lines, each finished request streamed
+            back, decoded here) vs a bare `vllm.LLM.generate` on the same text prompts, sampling and per-request
+            seeds, same engine arguments and environment (engine in-process), run by `.venv-vllm/bin/python
+            bench_vllm.py --bare`. The testbed's thinking checkpoint, its sampling; best of 3 timed calls each
+            after a warm-up; the ratio is bare seconds / backend seconds for the same answers.
 """
 
 from __future__ import annotations
@@ -128,9 +134,10 @@ def bench_ragged(work: Path, n: int, max_len: int) -> None:
 
         def run_vllm(k: int) -> int:
             per = [{"temperature": 0.0, "max_tokens": length, "ignore_eos": True} for length in lengths[:k]]
+            out: list = []
             backend.worker.send(cmd="generate", prompts=ids[:k], params=per, seeds=list(range(k)), n=1)
-            out = backend.worker.receive()["outputs"]
-            return sum(len(o[0]["ids"]) for o in out)
+            backend.worker.receive(out.extend)  # [position, [sample]] of each request as it finishes
+            return sum(len(samples[0]["ids"]) for _, samples in out)
 
         run_vllm(8)  # warm-up
         t0 = time.perf_counter()
@@ -182,6 +189,90 @@ def bench_ragged(work: Path, n: int, max_len: int) -> None:
     _report("ragged", hf_tps, vllm_tps, backend.startup_s, note)
 
 
+def bare() -> None:
+    """Run under `.venv-vllm/bin/python`: a bare vLLM engine on the request of stdin's first line (engine arguments,
+    text prompts, SamplingParams fields, seeds); then each further line times one `LLM.generate` of it and prints
+    {"seconds", "tokens"} (the first answers "ready" after a warm-up)."""
+    import json
+
+    from vllm import LLM, SamplingParams
+
+    out = os.fdopen(os.dup(1), "w", buffering=1)  # the replies; whatever vLLM prints goes to stderr
+    os.dup2(2, 1)
+    req = json.loads(sys.stdin.readline())
+    llm = LLM(**req["engine_args"])
+    params = [SamplingParams(seed=seed, **req["params"]) for seed in req["seeds"]]
+    llm.generate(req["prompts"][:req["warmup"]], params[:req["warmup"]], use_tqdm=False)
+    print(json.dumps({"ready": True}), file=out, flush=True)
+    for _ in sys.stdin:
+        t0 = time.perf_counter()
+        outs = llm.generate(req["prompts"], params, use_tqdm=False)
+        seconds = time.perf_counter() - t0
+        print(json.dumps({"seconds": seconds, "tokens": sum(len(c.token_ids) for o in outs for c in o.outputs)}),
+              file=out, flush=True)
+    os._exit(0)  # the interpreter's teardown frees nothing the OS does not
+
+
+def bench_overhead(pair, n: int, repeats: int = 3) -> None:
+    """Both engines loaded side by side, timed calls alternating (backend, bare, backend, ...) so that a load
+    that changes during the run weighs on both alike; the best of `repeats` of each."""
+    import json
+    import subprocess
+
+    import torch
+
+    from thinkswitch.config import TestbedSpec
+    from thinkswitch.data.testbed_task import task_examples
+    from thinkswitch.engines.chat import chat_prompt
+    from thinkswitch.engines.vllm_backend import VLLMBackend, effective_sampling, engine_args, vllm_venv, worker_env
+
+    cfg = _compose()
+    sampling, cpu, warmup = cfg.model.sampling.thinking, torch.device("cpu"), cfg.generation.batch_size
+    backend = VLLMBackend.load(pair.thinking, model_cfg=cfg.model, device=cpu, gen_cfg=cfg.generation)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")} | worker_env(cpu)
+    bare_log = tempfile.TemporaryFile("w+")
+    bare_proc = subprocess.Popen([str(vllm_venv() / "bin" / "python"), str(Path(__file__).resolve()), "--bare"],
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=bare_log, text=True, env=env,
+                                 cwd=str(ROOT))
+    try:
+        prompts = [chat_prompt(backend.tokenizer, ex["prompt"]) for ex in task_examples(n, 5, "train", TestbedSpec())]
+        params = effective_sampling(sampling, backend.gen_config) | {"stop_token_ids": sorted(backend.eos_ids)}
+        request = {"engine_args": engine_args(dict(cfg.generation.vllm), pair.thinking, cfg.model, cpu),
+                   "prompts": prompts, "params": params, "seeds": list(range(n)), "warmup": warmup}
+
+        def bare_call() -> dict:
+            bare_proc.stdin.write(json.dumps(request) + "\n" if not bare_call.sent else "run\n")
+            bare_proc.stdin.flush()
+            reply = bare_proc.stdout.readline()
+            if not reply:
+                bare_log.seek(0)
+                raise RuntimeError(f"bare vLLM exited (code {bare_proc.wait()}):\n{bare_log.read()[-3000:]}")
+            bare_call.sent = True
+            return json.loads(reply)
+
+        bare_call.sent = False
+        bare_call()  # loads and warms up
+        backend.generate(prompts[:warmup], sampling, seed=1)
+        ours, bare_s = [], []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            records = backend.generate(prompts, sampling, seed=0)
+            ours.append(time.perf_counter() - t0)
+            result = bare_call()
+            bare_s.append(result["seconds"])
+    finally:
+        backend.close()
+        if bare_proc.stdin:
+            bare_proc.stdin.close()
+        bare_proc.wait(timeout=60)
+    tokens = sum(r["tokens"] for r in records)
+    assert result["tokens"] == tokens, ("not the same answers", result["tokens"], tokens)
+    note = f"{n} prompts, {tokens / n:.0f} tokens/answer, best of {repeats}, alternating"
+    _line("vllm [overhead]: bare vLLM LLM.generate", tokens / min(bare_s), "tokens/s", note)
+    _line("vllm [overhead]: thinkswitch vLLM backend", tokens / min(ours), "tokens/s", "worker, streamed, decoded")
+    _line("vllm [overhead]: backend / bare vLLM", min(bare_s) / min(ours), "x", "goal >= 0.95")
+
+
 def bench_vllm(pair, work: Path, quick: bool) -> None:
     from thinkswitch.engines.vllm_backend import vllm_venv
 
@@ -190,6 +281,7 @@ def bench_vllm(pair, work: Path, quick: bool) -> None:
         return
     bench_testbed(pair, 64 if quick else 512)
     bench_ragged(work, 16 if quick else 64, 128 if quick else 512)
+    bench_overhead(pair, 64 if quick else 512)
 
 
 def main() -> None:
@@ -206,4 +298,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    bare() if sys.argv[1:2] == ["--bare"] else main()

@@ -1,5 +1,6 @@
-"""`python tests/faulty_stage.py <generate|evaluate> <out> <batches>`: one multi-batch generation stage on the testbed
-pair, SIGKILLed right after its `<batches>`-th batch was written to the partial file (through its test hook).
+"""`python tests/faulty_stage.py <generate|evaluate> <out> <batches> [hf|vllm]`: one multi-batch generation stage on
+the testbed pair, SIGKILLed right after its `<batches>`-th batch was written to the partial file (through its test
+hook). On vLLM a "batch" is what one engine step finished (its size varies).
 
 `run_stage` is also what the tests call in-process for the uninterrupted run and for the rerun.
 """
@@ -19,9 +20,14 @@ PROMPTS = {"generate": 16, "evaluate": 16}  # x 2 samples each: 4 batches of 8
 SAMPLES = {"generate": 2, "evaluate": 2}
 
 
-def run_stage(stage: str, out: Path) -> dict:
+def stage_config(backend: str = "hf"):
+    return compose([f"generation.batch_size={BATCH_SIZE}", "model.sampling.thinking.temperature=1.5",
+                    f"generation.backend={backend}"])
+
+
+def run_stage(stage: str, out: Path, backend: str = "hf", generator=None) -> dict:
     """The stage as the loop calls it, sampled hot (temperature 1.5: outputs vary with the random numbers): 4 batches
-    of 8."""
+    of 8 on HF. `generator`: one already open (a test's shared vLLM engine), else a Generator of `stage_config`."""
     from thinkswitch.config import TestbedSpec
     from thinkswitch.data.grading import get_grader
     from thinkswitch.data.testbed_task import task_examples
@@ -30,9 +36,9 @@ def run_stage(stage: str, out: Path) -> dict:
     from thinkswitch.stages.evaluate import evaluate
     from thinkswitch.stages.generate import generate_labels
 
-    cfg = compose([f"generation.batch_size={BATCH_SIZE}", "model.sampling.thinking.temperature=1.5"])
+    cfg = stage_config(backend)
     pair = resolve_pair(cfg.model, CACHE)
-    generator = Generator(model=cfg.model, generation=cfg.generation, device=torch.device("cpu"))
+    generator = generator or Generator(model=cfg.model, generation=cfg.generation, device=torch.device("cpu"))
     examples = task_examples(PROMPTS[stage], 7, "train", TestbedSpec())
     if stage == "generate":
         return generate_labels(generator=generator, checkpoint=pair.thinking, examples=examples,
@@ -45,6 +51,7 @@ def run_stage(stage: str, out: Path) -> dict:
 
 if __name__ == "__main__":
     stage, out, kill_after = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
+    backend = sys.argv[4] if len(sys.argv) > 4 else "hf"
     batches = []
 
     def kill(path, results):
@@ -53,4 +60,4 @@ if __name__ == "__main__":
             os.kill(os.getpid(), signal.SIGKILL)
 
     partial.AFTER_BATCH.append(kill)
-    run_stage(stage, out)
+    run_stage(stage, out, backend)

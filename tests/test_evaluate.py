@@ -22,8 +22,13 @@ class ScriptedBackend:
     def __init__(self, answers: dict[str, list[str]]):
         self.answers = {k: list(v) for k, v in answers.items()}
 
-    def generate(self, prompts, sampling, *, seed, n=1, desc=""):
-        return [{"output": self.answers[p].pop(0), "tokens": 3} for p in prompts for _ in range(n)]
+    def generate(self, prompts, sampling, *, seed, n=1, desc="", on_batch=None, done=None):
+        done = done or {}
+        results = [done.get(i) or {"output": self.answers[p].pop(0), "tokens": 3}
+                   for i, p in enumerate(q for q in prompts for _ in range(n))]
+        if on_batch is not None:
+            on_batch({i: r for i, r in enumerate(results) if i not in done})
+        return results
 
     @contextmanager
     def open(self, checkpoint):  # the Generator interface: this object is its own backend

@@ -13,7 +13,7 @@ from faulty_stage import BATCH_SIZE, PROMPTS, SAMPLES, run_stage
 
 from thinkswitch.store import partial
 from thinkswitch.store.io import read_jsonl
-from thinkswitch.store.partial import PartialResults, accepts_resume, partial_path
+from thinkswitch.store.partial import PartialResults, partial_path
 
 
 @pytest.fixture
@@ -81,19 +81,3 @@ def test_a_partial_file_of_other_settings_is_never_reused(tmp_path):
     assert other.done == {} and not partial_path(out).exists()
     partial_path(out).write_text('{"partial": "thinks')  # a torn header: nothing to trust
     assert PartialResults(out, key="seed=2").done == {} and not partial_path(out).exists()
-
-
-def test_backends_without_the_resume_arguments_are_called_without_them():
-    class Old:
-        def generate(self, prompts, sampling, *, seed, n=1, desc=""):
-            return []
-
-    class New:
-        def generate(self, prompts, sampling, *, seed, n=1, desc="", on_batch=None, done=None):
-            return []
-
-    class Loose:
-        def generate(self, prompts, sampling, **kwargs):
-            return []
-
-    assert not accepts_resume(Old()) and accepts_resume(New()) and accepts_resume(Loose())

@@ -172,17 +172,30 @@ def gpu_ids() -> list[str]:
     return [u if u.startswith("GPU-") else f"GPU-{u}" for u in out.split()]
 
 
+def generation_jobs(cfg: ExperimentConfig, tokenizer, train: list[dict],
+                    evaluation: list[dict]) -> list[tuple[str, str, list[int], int]]:
+    """The run's generations, each as (stage, role, its prompts' token counts once chat-formatted, samples)."""
+    from thinkswitch.engines.chat import chat_prompt
+    from thinkswitch.engines.hf import prompt_token_counts
+
+    jobs = [("generate", "thinking", train, cfg.generation.samples_per_prompt)] if cfg.method.labels == "thinking" \
+        else []
+    jobs += [(f"evaluate {role}", role, evaluation, cfg.evaluate.samples) for role in ("thinking", "instruct")]
+    return [(what, role, prompt_token_counts(tokenizer, [chat_prompt(tokenizer, ex["prompt"], cfg.domain.system_prompt)
+                                                         for ex in prompts]), samples)
+            for what, role, prompts, samples in jobs]
+
+
 def plan_memory(cfg: ExperimentConfig, pair: ModelPair, train: list[dict], evaluation: list[dict],
                 device) -> Optional[int]:
     """The memory plan, from the checkpoint's config and the prompts' token counts, before any model loads:
     refuses a generation that cannot fit one sequence (ConfigError with the numbers), logs the batches the
     HF backend will use and an estimate of distillation's peak; returns the HF backend's KV token budget
-    (None when the backend plans its own memory, or the checkpoint's config is not at hand)."""
+    (None when the backend plans its own memory, or the checkpoint's config is not at hand). On vLLM: refuses a
+    `generation.vllm.max_model_len` shorter than a prompt + its max_new_tokens (`vllm_backend.check_context`)."""
     from thinkswitch.engines import memory
-    from thinkswitch.engines.chat import chat_prompt
     from thinkswitch.engines.distill_memory import plan_distill
     from thinkswitch.engines.free_memory import free_memory
-    from thinkswitch.engines.hf import prompt_token_counts
     from thinkswitch.engines.models import load_tokenizer
     from thinkswitch.engines.shapes import load_config, resolve_dtype
 
@@ -200,19 +213,25 @@ def plan_memory(cfg: ExperimentConfig, pair: ModelPair, train: list[dict], evalu
         log.info("%s", plan.describe())
         if plan.warning():
             log.warning("%s", plan.warning())
-    if cfg.generation.backend != "hf":
+    if cfg.generation.backend not in ("hf", "vllm"):
         return None
     tokenizer = load_tokenizer(pair.thinking, cfg.model)
-    jobs = [("thinking", train, cfg.generation.samples_per_prompt)] if cfg.method.labels == "thinking" else []
+    jobs = generation_jobs(cfg, tokenizer, train, evaluation)
+    if cfg.generation.backend == "vllm":  # vLLM plans its own memory; its context must hold every generation
+        from thinkswitch.engines.vllm_backend import check_context
+
+        errors = check_context(cfg.generation.vllm, config, [
+            (what, f"model.sampling.{role}.max_new_tokens", max(counts, default=0),
+             getattr(cfg.model.sampling, role).max_new_tokens) for what, role, counts, _ in jobs])
+        if errors:
+            raise ConfigError("; ".join(errors))
+        return None
     plans = [memory.plan_generation_for(
-        pair.thinking, dtype=dtype, device=str(device), config=config, free_bytes=free,
-        prompt_tokens=prompt_token_counts(tokenizer, [chat_prompt(tokenizer, ex["prompt"], cfg.domain.system_prompt)
-                                                      for ex in prompts]),
+        pair.thinking, dtype=dtype, device=str(device), config=config, free_bytes=free, prompt_tokens=counts,
         samples_per_prompt=samples, max_new_tokens=getattr(cfg.model.sampling, role).max_new_tokens,
         batch_size=cfg.generation.batch_size, key=f"model.sampling.{role}.max_new_tokens",
         quantization=cfg.generation.quantization)
-        for role, prompts, samples in [*jobs, ("thinking", evaluation, cfg.evaluate.samples),
-                                       ("instruct", evaluation, cfg.evaluate.samples)]]
+        for _, role, counts, samples in jobs]
     log.info("%s", plans[0].describe())
     return plans[0].token_budget  # the same for every job: one architecture, one dtype, one device
 

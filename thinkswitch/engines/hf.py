@@ -43,7 +43,7 @@ class GenerationBackend(Protocol):
         special tokens other than the think tags removed), `tokens` (generated, EOS included), `stopped`
         (False when cut off by `max_new_tokens`).
 
-        Resuming (both optional, keyword-only; a backend may ignore them and redo everything): `done` holds
+        Resuming (both keyword-only; every backend honours them, none may ignore them): `done` holds
         results of an earlier, interrupted call with the same arguments, by index (prompt i's sample s is
         index i * n + s); they are returned as given and not generated again. `on_batch` is called with each
         batch's new results, by index, as soon as they are finished (the stage appends them to its partial

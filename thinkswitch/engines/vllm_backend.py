@@ -7,8 +7,19 @@ builds the engine; `generate` sends it token ids and sampling settings and decod
 it sends back exactly as the HF backend does (`generate.generate_texts`); `close` stops it, and
 the process exiting is what frees the engine's memory (GPU or CPU) before the next stage.
 
+Resume: the worker streams each request as it finishes; `generate` hands them to `on_batch` (the stage's
+partial file) at once and sends the worker only the prompts `done` lacks. Request i is seeded from
+(seed, i) alone, so a resumed stage ends with what an uninterrupted one would have.
+
+Failures: a worker that dies or reports an error raises `WorkerError` (a `StageError`: one line on the
+console) naming the worker's log file, which is then kept; a worker that exits cleanly deletes it.
+
 Engine settings are `generation.vllm.*`, passed to vLLM's `EngineArgs`; `check_vllm_options`
-validates them against the field list `make install-vllm` saved, without importing vLLM.
+validates them against the field list `make install-vllm` saved, without importing vLLM, and
+`check_context` checks `max_model_len` against the run's prompts at setup.
+
+(Over 300 lines: the option checks, the worker process and the backend are the one place that knows how
+thinkswitch talks to vLLM; split, each part would import the others' details.)
 """
 
 from __future__ import annotations
@@ -23,16 +34,16 @@ import subprocess
 import tempfile
 import weakref
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 from thinkswitch.config import SamplingConfig
 from thinkswitch.engines.chat import THINK_CLOSE, THINK_OPEN
 from thinkswitch.engines.vllm_worker import _json_kind  # the worker's own type names (stdlib-only module)
-from thinkswitch.errors import ConfigError
+from thinkswitch.errors import ConfigError, StageError
 
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]  # thinkswitch/engines/ -> the repository root
 # keys thinkswitch sets itself (from model.*): an entry in generation.vllm would contradict them
 RESERVED = {"model": "model.instruct/model.thinking", "tokenizer": "the checkpoint",
             "revision": "model.revision", "tokenizer_revision": "model.revision",
@@ -96,6 +107,36 @@ def check_vllm_options(options: dict) -> list[str]:
     return errors
 
 
+def _model_context(config: Mapping) -> Optional[int]:
+    """The context length vLLM takes when `max_model_len` is unset, where it is plainly the config's
+    `max_position_embeddings` (None when RoPE scaling stretches it: vLLM's own arithmetic then decides)."""
+    for key in ("rope_scaling", "rope_parameters"):
+        rope = config.get(key)
+        if isinstance(rope, dict) and rope.get("rope_type", rope.get("type", "default")) not in ("default", None):
+            return None
+    value = config.get("max_position_embeddings")
+    return value if isinstance(value, int) and value > 0 else None
+
+
+def check_context(options: Mapping, config: Mapping, jobs: Sequence[tuple[str, str, int, int]]) -> list[str]:
+    """`generation.vllm.max_model_len` (unset: the model's context) against the generations of the run, before any
+    engine starts: each (what, its max_new_tokens key, longest chat-formatted prompt in tokens, max_new_tokens)
+    needs prompt + max_new_tokens positions (vLLM refuses a longer prompt and cuts an answer at the limit)."""
+    limit, own = options.get("max_model_len"), True
+    if limit is None:
+        limit, own = _model_context(config), False
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:  # -1: vLLM fits it to memory
+        return []
+    what, key, prompt, new = max(jobs, key=lambda job: job[2] + job[3], default=("", "", 0, 0))
+    if prompt + new <= limit:
+        return []
+    need = f"{what}'s longest prompt ({prompt} tokens) + {key} ({new}) = {prompt + new} tokens"
+    if own:
+        return [f"generation.vllm.max_model_len={limit} is shorter than {need}; set it >= {prompt + new}"]
+    return [f"the model's context ({limit} tokens: generation.vllm.max_model_len is unset) is shorter than {need}; "
+            f"lower {key}"]
+
+
 def engine_args(options: dict, path: str, model_cfg, device) -> dict:
     """EngineArgs for one checkpoint: `generation.vllm` (None values dropped) and what thinkswitch sets."""
     from thinkswitch.engines.models import pick_dtype
@@ -151,8 +192,9 @@ def effective_sampling(sampling: SamplingConfig, gen_config) -> dict:
     return out
 
 
-class WorkerError(RuntimeError):
-    """The vLLM worker failed; the message is the worker's (and the tail of its log)."""
+class WorkerError(StageError):
+    """The vLLM worker failed or died; one line, with vLLM's message if it sent one, naming the worker's log
+    (kept)."""
 
 
 _LIVE: "weakref.WeakSet[_Worker]" = weakref.WeakSet()
@@ -181,6 +223,21 @@ def group_processes(pgid: int) -> list[int]:
     return pids
 
 
+def _end_group(proc: subprocess.Popen, pgid: int) -> None:
+    """SIGTERM, then SIGKILL, what is left of a worker's process group."""
+    for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
+        if not group_processes(pgid):
+            return
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            pass
+
+
 class _Worker:
     """One `.venv-vllm/bin/python -m thinkswitch.engines.vllm_worker` process (its own process group)."""
 
@@ -197,15 +254,9 @@ class _Worker:
                                      start_new_session=True, cwd=str(REPO_ROOT))
         os.close(fd)
         self.pgid = self.proc.pid  # start_new_session: the worker leads its own group
+        self.failed = False
         _LIVE.add(self)
         log.info("vLLM worker pid %d started (log: %s)", self.proc.pid, self.log_path)
-
-    def _log_tail(self, lines: int = 25) -> str:
-        try:
-            text = Path(self.log_path).read_text(errors="replace").splitlines()
-        except OSError:
-            return ""
-        return "\n".join(text[-lines:])
 
     def send(self, **msg) -> None:
         try:
@@ -214,26 +265,33 @@ class _Worker:
         except (BrokenPipeError, OSError):
             self._died()
 
-    def _died(self):
-        self.proc.wait(timeout=30)
-        raise WorkerError(f"the vLLM worker exited (code {self.proc.returncode}); the end of its log "
-                          f"({self.log_path}):\n{self._log_tail()}")
+    def _fail(self, what: str) -> WorkerError:
+        self.failed = True  # its log is kept (`stop`)
+        return WorkerError(f"{what}; its log: {self.log_path}")
 
-    def receive(self, on_progress=None) -> dict:
-        """The next reply that is not a progress report; errors raise WorkerError."""
+    def _died(self):
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pass
+        code = self.proc.returncode
+        how = f"was killed by signal {-code}" if code is not None and code < 0 else f"exited (code {code})"
+        raise self._fail(f"the vLLM worker (pid {self.proc.pid}) {how}")
+
+    def receive(self, on_outputs: Optional[Callable[[list], None]] = None) -> dict:
+        """The next reply that is not an `outputs` event (those go to `on_outputs`); errors raise WorkerError."""
         while True:
             line = self.proc.stdout.readline()
             if not line:
                 self._died()
             msg = json.loads(line)
             event = msg.get("event")
-            if event == "progress":
-                if on_progress:
-                    on_progress(msg["done"], msg["total"])
+            if event == "outputs":
+                if on_outputs is not None:
+                    on_outputs(msg["results"])
                 continue
             if event == "error":
-                raise WorkerError(f"vLLM worker: {msg['message']}\n{msg.get('traceback', '')}\nthe end of its log "
-                                  f"({self.log_path}):\n{self._log_tail()}")
+                raise self._fail(f"vLLM worker: {msg['message']}")
             return msg
 
     def processes(self) -> list[int]:
@@ -253,23 +311,14 @@ class _Worker:
                 self.proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 log.warning("vLLM worker %d did not exit in %.0f s; terminating it", self.proc.pid, timeout)
-        for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):  # stragglers of the group
-            if not self.alive():
-                break
-            try:
-                os.killpg(self.pgid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                self.proc.wait(timeout=wait)
-            except subprocess.TimeoutExpired:
-                pass
-        for stream in (self.proc.stdout,):
-            if stream:
-                stream.close()
+        _end_group(self.proc, self.pgid)
+        if self.proc.stdout:
+            self.proc.stdout.close()
         _LIVE.discard(self)
-        if self.proc.returncode == 0:
+        if self.proc.returncode == 0 and not self.failed:
             Path(self.log_path).unlink(missing_ok=True)
+        else:
+            log.info("vLLM worker log kept: %s", self.log_path)
 
 
 @atexit.register
@@ -288,6 +337,29 @@ def _decode(ids: list[int], eos_ids: set[int], tokenizer, drop: set[str]) -> dic
     return {"output": text, "tokens": len(kept), "stopped": stop is not None}
 
 
+def _generation_config(path: str, model_cfg, tokenizer) -> tuple[Any, set[int]]:
+    """The checkpoint's generation_config.json (transformers' defaults without one) and its EOS ids."""
+    from transformers import GenerationConfig
+
+    try:
+        gen_config = GenerationConfig.from_pretrained(path, revision=model_cfg.revision)
+    except OSError:  # no generation_config.json
+        gen_config = GenerationConfig()
+    eos = gen_config.eos_token_id
+    eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else []) | {tokenizer.eos_token_id}
+    eos_ids.discard(None)
+    return gen_config, eos_ids
+
+
+def _pending(done: Optional[Mapping[int, dict]], prompts: int, n: int) -> tuple[list, list[int]]:
+    """The results `done` holds, by index (None where missing), and the prompts with a sample missing."""
+    results: list[Optional[dict]] = [None] * (prompts * n)
+    for i, r in (done or {}).items():
+        if 0 <= i < len(results):
+            results[i] = r
+    return results, [p for p in range(prompts) if any(results[p * n + s] is None for s in range(n))]
+
+
 class VLLMBackend:
     """Generation by vLLM in a worker process; see the module docstring."""
 
@@ -299,8 +371,6 @@ class VLLMBackend:
 
     @classmethod
     def load(cls, path: str, *, model_cfg, device, gen_cfg) -> "VLLMBackend":
-        from transformers import GenerationConfig
-
         from thinkswitch.engines.models import load_tokenizer
 
         options = dict(gen_cfg.vllm or {})
@@ -309,13 +379,7 @@ class VLLMBackend:
             raise ConfigError("; ".join(errors))
         args = engine_args(options, path, model_cfg, device)
         tokenizer = load_tokenizer(path, model_cfg)
-        try:
-            gen_config = GenerationConfig.from_pretrained(path, revision=model_cfg.revision)
-        except OSError:  # no generation_config.json
-            gen_config = GenerationConfig()
-        eos = gen_config.eos_token_id
-        eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else []) | {tokenizer.eos_token_id}
-        eos_ids.discard(None)
+        gen_config, eos_ids = _generation_config(path, model_cfg, tokenizer)
         worker = _Worker(worker_env(device))
         try:
             worker.send(cmd="load", engine_args=args)
@@ -326,36 +390,49 @@ class VLLMBackend:
         log.info("vLLM %s engine for %s ready in %.1f s", ready.get("vllm_version"), path, ready["seconds"])
         return cls(worker, tokenizer, gen_config, eos_ids, ready["seconds"])
 
-    def generate(self, prompts: Sequence[str], sampling: SamplingConfig, seed: int = 0, desc: str = "generate", *,
-                 n: int = 1) -> list[dict]:
-        """`n` completions per chat-formatted prompt, prompt-major: `output`, `tokens`, `stopped`.
+    def generate(self, prompts: Sequence[str], sampling: SamplingConfig, *, seed: int, n: int = 1,
+                 desc: str = "generate", on_batch: Optional[Callable[[dict[int, dict]], None]] = None,
+                 done: Optional[Mapping[int, dict]] = None) -> list[dict]:
+        """`n` completions per chat-formatted prompt, prompt-major (see `hf.GenerationBackend.generate`).
 
-        Request i is seeded with `seed + i` (its n samples draw from that one generator), so the
-        same seed gives the same outputs whatever else is in the batch.
+        Request i is seeded with `seed + i` (its n samples draw from that one generator), so the same seed gives
+        the same outputs whatever else is in the batch, and a resumed call what an uninterrupted one would have.
+        `done` (results by index, prompt i's sample s at i * n + s) are returned as given; only prompts with a
+        sample missing are sent to the engine. `on_batch` gets each engine step's finished requests, by index.
         """
         from tqdm.auto import tqdm
 
-        if not prompts:
-            return []
-        ids = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        total = len(prompts) * n
+        results, todo = _pending(done, len(prompts), n)
+        if not todo:
+            return results  # type: ignore[return-value]
+        ids = [self.tokenizer(prompts[p], add_special_tokens=False)["input_ids"] for p in todo]
         params = effective_sampling(sampling, self.gen_config) | {"stop_token_ids": sorted(self.eos_ids)}
-        bar = tqdm(total=len(prompts) * n, desc=desc, unit="answer", leave=False)
+        bar = tqdm(total=total, initial=total - len(todo) * n, desc=desc, unit="answer", leave=False)
 
-        def progress(done, total):
-            bar.update(done - bar.n)
+        def finished(batch: list) -> None:
+            new = {}
+            for pos, outs in batch:
+                if len(outs) != n:
+                    raise self.worker._fail(f"vLLM returned {len(outs)} samples for a prompt, expected {n}")
+                p = todo[pos]
+                for s, out in enumerate(outs):
+                    if results[p * n + s] is None:
+                        new[p * n + s] = results[p * n + s] = _decode(out["ids"], self.eos_ids, self.tokenizer,
+                                                                       self.drop)
+            bar.update(len(batch) * n)
+            if on_batch is not None and new:
+                on_batch(new)
 
         try:
-            self.worker.send(cmd="generate", prompts=ids, params=params, seeds=[seed + i for i in range(len(ids))], n=n)
-            result = self.worker.receive(progress)
+            self.worker.send(cmd="generate", prompts=ids, params=params, seeds=[seed + p for p in todo], n=n)
+            self.last_seconds = self.worker.receive(finished)["seconds"]
         finally:
             bar.close()
-        self.last_seconds = result["seconds"]
-        records = []
-        for outs in result["outputs"]:
-            if len(outs) != n:
-                raise WorkerError(f"vLLM returned {len(outs)} samples for a prompt, expected {n}")
-            records.extend(_decode(o["ids"], self.eos_ids, self.tokenizer, self.drop) for o in outs)
-        return records
+        missing = sum(r is None for r in results)
+        if missing:
+            raise self.worker._fail(f"the vLLM worker finished without {missing} of {total} answers")
+        return results  # type: ignore[return-value]
 
     def close(self) -> None:
         """Stop the worker; its exit frees the engine's memory."""

@@ -8,12 +8,15 @@ as a subprocess, one per loaded checkpoint, and talks to it in JSON lines:
     {"cmd": "load", "engine_args"}    {"event": "ready", "seconds", "vllm_version"}
     {"cmd": "generate", "prompts": [token ids], "params": {SamplingParams fields} (or one per prompt),
      "seeds", "n"}
-                                      {"event": "progress", "done", "total"} ... then
-                                      {"event": "result", "outputs": [[{"ids", "finish"}] * n] * prompts}
+                                      {"event": "outputs", "results": [[position, [{"ids", "finish"}] * n]]}
+                                      ... one line per engine step in which requests finished (a request's
+                                      position in "prompts"; its n samples come together), then
+                                      {"event": "result", "seconds", "requests"}
     {"cmd": "close"} or end of input  the process exits, and the engine's memory with it
 
-A failure is answered with {"event": "error", "message", "traceback"}. Everything vLLM prints goes
-to stderr (the parent writes it to a log file): stdout carries only the protocol.
+A failure is answered with {"event": "error", "message"} (its traceback goes to the log). Everything vLLM
+prints goes to stderr (the parent writes it to a log file): stdout carries only the protocol. A worker whose
+parent died (a killed run) exits at its next engine step instead of finishing an answer nobody reads.
 
 `--describe` prints the fields of vLLM's `EngineArgs` with the JSON types each accepts;
 `make install-vllm` saves that as `.venv-vllm/engine_args.json`, which the main process reads to
@@ -27,8 +30,6 @@ import os
 import sys
 import time
 import traceback
-
-PROGRESS_EVERY_S = 0.5
 
 
 def _kinds(annotation) -> list[str]:
@@ -104,25 +105,36 @@ class _Protocol:
         self.out.flush()
 
 
-def _progress_bar(proto: _Protocol, total: int):
-    """A tqdm that vLLM's `LLM.generate(use_tqdm=...)` updates; it reports to the parent instead."""
-    from tqdm import tqdm
+def _params(req: dict) -> list:
+    """One SamplingParams per prompt: the given fields, `n`, the prompt's seed, no text (the parent decodes)."""
+    from vllm import SamplingParams
 
-    class Progress(tqdm):
-        def __init__(self, *args, **kwargs):
-            kwargs.update(file=open(os.devnull, "w"), disable=False)
-            super().__init__(*args, **kwargs)
-            self._sent = 0.0
+    per = req["params"]
+    per = per if isinstance(per, list) else [per] * len(req["prompts"])  # one for all, or one per prompt
+    return [SamplingParams(n=int(req.get("n", 1)), seed=seed, detokenize=False, **p)
+            for seed, p in zip(req["seeds"], per)]
 
-        def update(self, n=1):
-            out = super().update(n)
-            now = time.monotonic()
-            if now - self._sent >= PROGRESS_EVERY_S or self.n >= total:
-                self._sent = now
-                proto.send(event="progress", done=self.n, total=total)
-            return out
 
-    return Progress
+def generate(llm, proto: _Protocol, req: dict) -> None:
+    """`LLM.generate`, step by step: the requests are queued as it queues them (`LLM.enqueue`: final outputs only)
+    and each engine step's finished requests are sent at once instead of all at the end."""
+    engine, parent = llm.llm_engine, os.getppid()
+    t0 = time.perf_counter()
+    ids = llm.enqueue([{"prompt_token_ids": p} for p in req["prompts"]], _params(req), use_tqdm=False)
+    position = {rid.split("-", 1)[0]: pos for pos, rid in enumerate(ids)}  # internal id: "<external>-<random>"
+    try:
+        while engine.has_unfinished_requests():
+            if os.getppid() != parent:  # the run was killed: nobody reads the answers
+                os._exit(1)
+            finished = [[position[out.request_id], [{"ids": list(c.token_ids), "finish": c.finish_reason}
+                                                    for c in sorted(out.outputs, key=lambda c: c.index)]]
+                        for out in engine.step() if out.finished]
+            if finished:
+                proto.send(event="outputs", results=finished)
+    except BaseException:
+        engine.abort_request(ids, internal=True)  # the engine serves the next command with nothing left over
+        raise
+    proto.send(event="result", seconds=time.perf_counter() - t0, requests=len(ids))
 
 
 def serve() -> None:
@@ -146,21 +158,12 @@ def serve() -> None:
             elif cmd == "generate":
                 if llm is None:
                     raise RuntimeError("generate before load")
-                from vllm import SamplingParams
-
-                prompts, n, per = req["prompts"], int(req.get("n", 1)), req["params"]
-                per = per if isinstance(per, list) else [per] * len(prompts)  # one for all, or one per prompt
-                params = [SamplingParams(n=n, seed=seed, detokenize=False, **p) for seed, p in zip(req["seeds"], per)]
-                t0 = time.perf_counter()
-                outs = llm.generate([{"prompt_token_ids": ids} for ids in prompts], params,
-                                    use_tqdm=_progress_bar(proto, len(prompts) * n))
-                result = [[{"ids": list(c.token_ids), "finish": c.finish_reason}
-                           for c in sorted(o.outputs, key=lambda c: c.index)] for o in outs]
-                proto.send(event="result", outputs=result, seconds=time.perf_counter() - t0)
+                generate(llm, proto, req)
             else:
                 raise ValueError(f"unknown command {cmd!r}")
         except Exception as e:  # noqa: BLE001  (reported to the parent, which raises it)
-            proto.send(event="error", message=f"{type(e).__name__}: {e}", traceback=traceback.format_exc())
+            traceback.print_exc()  # into the log the parent keeps
+            proto.send(event="error", message=" ".join(f"{type(e).__name__}: {e}".split()))
             if llm is None:  # a failed load leaves nothing to serve
                 break
     del llm  # shuts the engine (and its processes) down before the interpreter exits

@@ -109,23 +109,11 @@ def remove_partial(out: Path) -> None:
     partial_path(out).unlink(missing_ok=True)
 
 
-def accepts_resume(backend) -> bool:
-    """Whether `backend.generate` takes `on_batch` and `done` (a backend written before them does not: it is called
-    without them and redoes everything)."""
-    import inspect
-
-    try:
-        params = inspect.signature(backend.generate).parameters
-    except (TypeError, ValueError):
-        return False
-    return all(name in params for name in ("on_batch", "done")) or any(
-        p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-
-
 def generate_resumable(backend, prompts, sampling, *, seed: int, n: int, desc: str,
                        partial: Optional[PartialResults]) -> list[dict]:
-    """`backend.generate`, keeping each finished batch in `partial` and skipping what it already holds."""
-    if partial is None or not accepts_resume(backend):
+    """`backend.generate`, keeping each finished batch in `partial` and skipping what it already holds. Every
+    backend takes `on_batch` and `done` (`hf.GenerationBackend`): there is no backend that cannot resume."""
+    if partial is None:
         return backend.generate(prompts, sampling, seed=seed, n=n, desc=desc)
     total = len(prompts) * n
     done = {i: r for i, r in partial.done.items() if 0 <= i < total}
