@@ -1,12 +1,9 @@
 """The stage cache: a sweep over t shares iteration 0's evaluation and iteration 1's generation and
 distillation; changing a key that matters invalidates exactly the stages it affects."""
 
-import os
-import subprocess
-import sys
 
+import cli
 import pytest
-from conftest import CACHE, ROOT
 
 from thinkswitch.store.cache import StageCache, digest
 from thinkswitch.store.digests import digest_outputs
@@ -16,9 +13,7 @@ SMALL = ["iterations=1", "domain.train_prompts=64", "domain.eval_size=100", "tra
 
 
 def thinkswitch(stage_cache, *args):
-    env = {**os.environ, "THINKSWITCH_CACHE": str(CACHE)}
-    return subprocess.run([sys.executable, "-m", "thinkswitch.cli", *args, *SMALL, f"stage_cache={stage_cache}"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    return cli.thinkswitch(*args, *SMALL, f"stage_cache={stage_cache}")
 
 
 @pytest.mark.slow

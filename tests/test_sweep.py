@@ -1,12 +1,12 @@
 """A 2-point t sweep on the testbed, as a user runs it: W&B offline, then the local report."""
 
 import csv
-import os
 import subprocess
 import sys
 
+import cli
 import pytest
-from conftest import CACHE, ROOT, compose
+from conftest import compose
 
 from thinkswitch.store.io import read_json
 
@@ -16,9 +16,7 @@ SMALL = ["iterations=1", "domain.train_prompts=64", "domain.eval_size=100", "tra
 
 
 def thinkswitch(*args, timeout=900):
-    env = {**os.environ, "THINKSWITCH_CACHE": str(CACHE)}
-    return subprocess.run([sys.executable, "-m", "thinkswitch.cli", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return cli.thinkswitch(*args, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
