@@ -13,7 +13,6 @@ inputs are the same (the stage cache).
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from dataclasses import replace
@@ -23,7 +22,7 @@ from typing import Any, Callable
 from thinkswitch import __version__
 from thinkswitch.analysis.records import record, run_summary, summarize
 from thinkswitch.analysis.tracking import Tracker
-from thinkswitch.config import ROLES, ExperimentConfig
+from thinkswitch.config import ROLES, ExperimentConfig, as_plain
 from thinkswitch.setup import Checkpoint, Pair, Run, frozen_library_heap, prepare
 from thinkswitch.stages import distill, evaluate, generate, merge, strip
 from thinkswitch.store.io import parse_size, write_json
@@ -43,14 +42,20 @@ def run_experiment(cfg: ExperimentConfig, on_start: Callable[[], None] = lambda:
     directory is this run's to write (the CLI writes Hydra's files and the log then).
     """
     paths = RunPaths(Path(cfg.run_dir))
-    with RunLock(paths):
-        resuming = check_resume(cfg, paths)
+    with RunLock(paths) as lock:
+        try:
+            resuming = check_resume(cfg, paths)
+        except Exception:
+            lock.leave_as_found()
+            raise
         if not resuming:
             on_start()  # a new directory: nothing in it to protect
         try:
             run = prepare(cfg)
         except Exception as e:  # a new run says why it stopped; an earlier run's directory is left as it was
-            if not resuming:
+            if resuming:
+                lock.leave_as_found()
+            else:
                 paths.record_failure(e, None, "setup", overwrite=False)
             raise
         if resuming:
@@ -62,7 +67,7 @@ def run_experiment(cfg: ExperimentConfig, on_start: Callable[[], None] = lambda:
 def run_loop(run: Run) -> dict:
     """Iteration 0 (the baseline), then `iterations` rounds, each recorded as it ends; then the summary."""
     cfg, t0 = run.cfg, time.perf_counter()
-    tracker = Tracker(cfg.tracking, run.paths.root, dataclasses.asdict(cfg))
+    tracker = Tracker(cfg.tracking, run.paths.root, as_plain(cfg))
     summary = None
     try:
         history: list[dict] = []

@@ -22,6 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
+from thinkswitch.config import as_plain
 from thinkswitch.store.digests import check, hash_file
 from thinkswitch.store.io import atomic_path, read_json, write_json
 
@@ -32,7 +33,7 @@ DONE = "done.json"
 
 def _plain(obj: Any) -> Any:
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return dataclasses.asdict(obj)
+        return as_plain(obj)
     return str(obj)
 
 

@@ -4,7 +4,6 @@ config and only extended when what the next iteration needs is there; and prunin
 
 from __future__ import annotations
 
-import dataclasses
 import fcntl
 import json
 import logging
@@ -17,7 +16,7 @@ from typing import Any, Optional
 
 import yaml
 
-from thinkswitch.config import ExperimentConfig
+from thinkswitch.config import ExperimentConfig, as_plain
 from thinkswitch.errors import ConfigError, RunInUse
 from thinkswitch.store.io import write_text
 from thinkswitch.store.paths import RunPaths
@@ -52,7 +51,7 @@ def check_resume(cfg: ExperimentConfig, run: RunPaths) -> bool:
     if not run.run_config.exists():
         return False
     started = yaml.safe_load(run.run_config.read_text())
-    before, now = _comparable(started), _comparable(dataclasses.asdict(cfg))
+    before, now = _comparable(started), _comparable(as_plain(cfg))
     diffs = [f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in sorted(set(before) | set(now))
              if before.get(k) != now.get(k)]
     if diffs:
@@ -86,7 +85,7 @@ def check_extension(cfg: ExperimentConfig, run: RunPaths) -> None:
 def record_config(cfg: ExperimentConfig, run: RunPaths) -> None:
     """The run's config, written once, when a new run has passed every check (a resume must match it)."""
     if not run.run_config.exists():
-        write_text(run.run_config, yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
+        write_text(run.run_config, yaml.safe_dump(as_plain(cfg), sort_keys=False))
 
 
 def check_writable(run: RunPaths) -> None:
@@ -147,9 +146,19 @@ class RunLock:
     def __init__(self, run: RunPaths):
         self.path = run.lock
         self.fd: Optional[int] = None
+        self.times: Optional[tuple[int, int]] = None  # the directory's (atime, mtime) when we came
+        self.restore_times = False
+
+    def leave_as_found(self) -> None:
+        """A refused start: on release, the directory's times go back to what they were (the lock file we
+        made and removed is no change a user should see)."""
+        self.restore_times = True
 
     def __enter__(self) -> "RunLock":
         try:
+            if self.path.parent.is_dir():
+                st = os.stat(self.path.parent)
+                self.times = (st.st_atime_ns, st.st_mtime_ns)
             self.path.parent.mkdir(parents=True, exist_ok=True)
             while self.fd is None:
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -187,6 +196,11 @@ class RunLock:
             pass
         os.close(self.fd)
         self.fd = None
+        if self.restore_times and self.times:
+            try:
+                os.utime(self.path.parent, ns=self.times)
+            except OSError:
+                pass
 
 
 def _read_holder(fd: int) -> dict:
