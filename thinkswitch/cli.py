@@ -48,12 +48,11 @@ register_configs()
 def _quiet_libraries() -> None:
     """Our own progress bars say what is happening; silence the libraries' per-load bars."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    import datasets
-    import transformers
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")  # read when datasets loads: only a
+    import transformers  # distillation needs it, and a cached one never imports it
 
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
-    datasets.disable_progress_bars()
 
 
 def _skip_disk_full(handle_error):

@@ -121,15 +121,20 @@ def plan_memory(cfg: ExperimentConfig, pair: ModelPair, train: list[dict], evalu
     if cfg.generation.backend != "hf":
         return None
     tokenizer = load_tokenizer(pair.thinking, cfg.model)
-    jobs = [("thinking", train, cfg.generation.samples_per_prompt)] if cfg.method.labels == "thinking" else []
+
+    def token_counts(prompts: list[dict]) -> list[int]:
+        return prompt_token_counts(tokenizer, [chat_prompt(tokenizer, ex["prompt"], cfg.domain.system_prompt)
+                                               for ex in prompts])
+
+    eval_tokens = token_counts(evaluation)  # once: both models answer the same questions
+    jobs = [("thinking", token_counts(train), cfg.generation.samples_per_prompt)] if cfg.method.labels == "thinking" \
+        else []
     plans = [memory.plan_generation_for(
-        pair.thinking, dtype=dtype, device=str(device), config=config, free_bytes=free,
-        prompt_tokens=prompt_token_counts(tokenizer, [chat_prompt(tokenizer, ex["prompt"], cfg.domain.system_prompt)
-                                                      for ex in prompts]),
+        pair.thinking, dtype=dtype, device=str(device), config=config, free_bytes=free, prompt_tokens=tokens,
         samples_per_prompt=samples, max_new_tokens=getattr(cfg.model.sampling, role).max_new_tokens,
         batch_size=cfg.generation.batch_size, key=f"model.sampling.{role}.max_new_tokens")
-        for role, prompts, samples in [*jobs, ("thinking", evaluation, cfg.evaluate.samples),
-                                       ("instruct", evaluation, cfg.evaluate.samples)]]
+        for role, tokens, samples in [*jobs, ("thinking", eval_tokens, cfg.evaluate.samples),
+                                      ("instruct", eval_tokens, cfg.evaluate.samples)]]
     log.info("%s", memory.describe(plans[0]))
     return plans[0].token_budget  # the same for every job: one architecture, one dtype, one device
 
@@ -142,7 +147,7 @@ def frozen_library_heap(cfg: ExperimentConfig) -> Iterator[None]:
     are ~0.5M long-lived objects; frozen, a collection skips them (0.27 s -> 0.01 s per call on the
     testbed), and so do Python's own periodic full collections during training. Unfrozen at the end.
     """
-    modules = ["torch", "transformers"] + (["datasets", "peft", "trl"] if cfg.method.distill else [])
+    modules = ["torch", "transformers"] + (["peft", "trl"] if cfg.method.distill else [])  # datasets: when used
     for name in modules + (["mergekit.merge"] if cfg.method.merge else []):
         importlib.import_module(name)
     gc.collect()
