@@ -23,7 +23,10 @@ def test_a_t_sweep_shares_generation_distillation_and_baseline(testbed_pair, tmp
     assert proc.returncode == 0, proc.stderr[-3000:]
     job0, job1 = sorted((tmp_path / "sweep").glob("[01]_*"))
     assert reused(job0) == set()
-    assert reused(job1) == {"iter_00/evaluate", "iter_01/generate", "iter_01/distill"}
+    # and in iteration 1, the evaluation of the instruct checkpoint (the same in every job): only the merged
+    # thinking checkpoint is evaluated again
+    assert reused(job1) == {"iter_00/evaluate", "iter_01/generate", "iter_01/distill", "iter_01/evaluate_instruct"}
+    assert read_jsonl(job0 / "iter_01" / "eval_instruct.jsonl") == read_jsonl(job1 / "iter_01" / "eval_instruct.jsonl")
     assert read_jsonl(job0 / "iter_01" / "generations.jsonl") == read_jsonl(job1 / "iter_01" / "generations.jsonl")
     assert (job1 / "iter_01" / "instruct" / "model.safetensors").read_bytes() == \
         (job0 / "iter_01" / "instruct" / "model.safetensors").read_bytes()

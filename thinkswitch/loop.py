@@ -25,6 +25,7 @@ from thinkswitch.analysis.tracking import Tracker
 from thinkswitch.config import ROLES, ExperimentConfig, as_plain
 from thinkswitch.setup import Checkpoint, Pair, Run, frozen_library_heap, prepare
 from thinkswitch.stages import distill, evaluate, generate, merge, strip
+from thinkswitch.store.digests import digest_outputs
 from thinkswitch.store.io import parse_size, write_json
 from thinkswitch.store.partial import remove_partial
 from thinkswitch.store.paths import IterationPaths, RunPaths
@@ -137,11 +138,7 @@ def evaluate_pair(run: Run, it: IterationPaths, pair: Pair) -> dict:
     cfg = run.cfg
 
     def both() -> dict:
-        metrics = {key: value for role in ROLES for key, value in evaluate.evaluate(
-            generator=run.generator, checkpoint=getattr(pair, role).path, role=role, examples=run.eval,
-            grader=run.grader, sampling=getattr(cfg.model.sampling, role), samples=cfg.evaluate.samples,
-            system_prompt=cfg.domain.system_prompt, seed=eval_seed(cfg), out=it.eval_results(role),
-            keep_partial=True).items()}  # a crash in the second evaluation keeps the first one's answers
+        metrics = {key: value for role in ROLES for key, value in evaluate_one(run, it, pair, role).items()}
         for role in ROLES:
             remove_partial(it.eval_results(role))
         return metrics
@@ -151,6 +148,27 @@ def evaluate_pair(run: Run, it: IterationPaths, pair: Pair) -> dict:
                              grader_name=cfg.domain.grader, seed=eval_seed(cfg), context=stage_context(run))
     return run.stage(it, "evaluate", both, key=key, outputs=[it.eval_results(role) for role in ROLES],
                      needs=[getattr(pair, role).path for role in ROLES])
+
+
+def evaluate_one(run: Run, it: IterationPaths, pair: Pair, role: str) -> dict:
+    """One checkpoint's evaluation, itself reused from the stage cache when that checkpoint was evaluated
+    the same way before: a `merge.t` sweep's jobs share their distilled instruct checkpoint, so only the
+    merged thinking one is evaluated in each job. Its answers are kept in a partial file until the stage ends
+    (a crash in the second evaluation keeps the first one's)."""
+    cfg, out = run.cfg, it.eval_results(role)
+    key = evaluate.role_cache_key(role=role, checkpoint_id=getattr(pair, role).id, examples=run.eval,
+                                  sampling=getattr(cfg.model.sampling, role), samples=cfg.evaluate.samples,
+                                  grader_name=cfg.domain.grader, seed=eval_seed(cfg), context=stage_context(run))
+    cached = run.stage.cache.restore(key, [out.name], it.root)
+    if cached is not None:
+        log.info("[%s] evaluate %s: reused from the stage cache (key %s)", it.root.name, role, key)
+        return {**cached.metrics, f"cache/evaluate_{role}": 1}
+    metrics = evaluate.evaluate(
+        generator=run.generator, checkpoint=getattr(pair, role).path, role=role, examples=run.eval,
+        grader=run.grader, sampling=getattr(cfg.model.sampling, role), samples=cfg.evaluate.samples,
+        system_prompt=cfg.domain.system_prompt, seed=eval_seed(cfg), out=out, keep_partial=True)
+    run.stage.cache.store(key, [out.name], it.root, metrics, digest_outputs(it.root, [out.name]))
+    return metrics
 
 
 # -- seeds: each stage draws its own random numbers ---------------------------------------------
