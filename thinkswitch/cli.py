@@ -48,8 +48,9 @@ register_configs()
 def _quiet_libraries() -> None:
     """Our own progress bars say what is happening; silence the libraries' per-load bars."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")  # read when datasets loads: only a
-    import transformers  # distillation needs it, and a cached one never imports it
+    # read when datasets loads: only a distillation that runs imports it (a cached job never does)
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    import transformers
 
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
