@@ -9,7 +9,8 @@ and validated by the library itself in :func:`thinkswitch.validate.check_config`
 Each key has one default: here, or (for interpolations such as `run_dir`, and for the choices a
 group option makes, such as the testbed's sampling) in the YAML under `conf/`, never both.
 `cli.py` turns the composed config into these dataclasses once (`OmegaConf.to_object`): the rest
-of the package sees plain typed objects.
+of the package sees plain typed objects. Keys with a fixed set of values are `Choice` enums, so Hydra
+rejects any other value at composition. (Over 300 lines, one job: the schema and its documentation.)
 """
 
 from __future__ import annotations
