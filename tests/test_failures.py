@@ -26,7 +26,7 @@ def test_a_full_disk_in_an_atomic_write_names_the_path_and_the_size(tmp_path, mo
     with pytest.raises(DiskFull) as err:
         io.write_json(tmp_path / "iter_01" / "metrics.json", {"accuracy": 0.5})
     msg = str(err.value)
-    assert msg.startswith(f"{tmp_path / 'iter_01' / 'metrics.json'}: no space left on device (")
+    assert msg.startswith(f"{tmp_path / 'iter_01' / 'metrics.json'}: No space left on device (")
     assert "this write needs 22 bytes" in msg and "\n" not in msg and "Errno" not in msg
     assert isinstance(err.value, OSError) and err.value.exit_code == 1
     assert not [p for p in (tmp_path / "iter_01").iterdir()], "nothing half-written is left"
@@ -34,7 +34,7 @@ def test_a_full_disk_in_an_atomic_write_names_the_path_and_the_size(tmp_path, mo
 
 def test_a_full_disk_while_a_library_writes_a_checkpoint_says_how_much_it_wrote(tmp_path):
     """A library (safetensors, torch) wraps ENOSPC in its own error type; its text still says so."""
-    with pytest.raises(DiskFull, match=r"instruct: no space left on device \(.* free; this write needs more "
+    with pytest.raises(DiskFull, match=r"instruct: No space left on device \(.* free; this write needs more "
                                        r"than the 1\.0 KB it wrote\)"):
         with io.atomic_path(tmp_path / "instruct") as tmp:
             tmp.mkdir()
@@ -48,7 +48,7 @@ def test_the_cli_turns_a_stray_disk_full_error_into_one_line(tmp_path):
     from thinkswitch.cli import known_error
 
     error = known_error(OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "x.safetensors")), "/r")
-    assert isinstance(error, DiskFull) and str(error).startswith(f"{tmp_path / 'x.safetensors'}: no space left")
+    assert isinstance(error, DiskFull) and str(error).startswith(f"{tmp_path / 'x.safetensors'}: No space left")
     with pytest.raises(KeyError):  # anything else keeps its traceback
         known_error(KeyError("a bug"), "/r")
 
@@ -154,3 +154,43 @@ def test_a_refused_resume_leaves_the_run_directory_mtime_alone(tmp_path):
     with pytest.raises(ConfigError, match=r"was started with another config.*merge\.t: 0\.3 -> 0\.5"):
         run_experiment(compose(["merge.t=0.5", "tracking.mode=disabled"], run_dir=str(run_dir)))
     assert os.stat(run_dir).st_mtime_ns == 1_000_000_000 and sorted(p.name for p in run_dir.iterdir()) == before
+
+
+# -- a real full disk, end to end (needs permission to mount a tmpfs: root in a container) -------------------
+@pytest.fixture
+def small_disk(tmp_path):
+    import subprocess
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=7M", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    yield disk
+    subprocess.run(["umount", str(disk)], check=True)
+
+
+@pytest.mark.slow
+def test_a_disk_that_fills_mid_run_is_one_line_and_the_rerun_finishes(testbed_pair, small_disk):
+    import cli
+
+    args = ["iterations=1", "domain.train_prompts=16", "domain.eval_size=16", "trainer.sft.num_train_epochs=1",
+            "tracking.mode=disabled", "stage_cache=null"]
+    run_dir, filler = small_disk / "run", small_disk / "filler"
+    proc = cli.start(*args, run_dir=run_dir)
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if "[iter_01] distill" in line and not filler.exists():  # the disk fills while distillation writes
+            with open(filler, "wb", buffering=0) as f, pytest.raises(OSError):
+                while True:
+                    f.write(bytes(1 << 16))
+    assert proc.wait(timeout=600) == 1
+    out = "".join(lines)
+    assert "Traceback" not in out and "Logging error" not in out
+    errors = [line for line in lines if "error: " in line]
+    assert len(errors) == 1 and "No space left on device" in errors[0] and str(run_dir) in errors[0]
+    assert f"rerun with hydra.run.dir={run_dir}" in errors[0]
+    filler.unlink()
+    again = cli.thinkswitch(*args, run_dir=run_dir, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (run_dir / "summary.json").exists() and (run_dir / "iter_00" / "evaluate.done").exists()

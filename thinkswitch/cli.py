@@ -177,6 +177,7 @@ def known_error(error: Exception, run_dir: str) -> Exception:
 
 
 def _one_line(error: BaseException, run_dir: str, started: bool) -> str:
+    from thinkswitch.errors import DiskFull
     from thinkswitch.store.io import read_json
     from thinkswitch.store.paths import RunPaths
 
@@ -186,6 +187,8 @@ def _one_line(error: BaseException, run_dir: str, started: bool) -> str:
         where = read_json(failed)
         line += (f" [in {where['iteration']} {where['stage']}; finished stages are kept: rerun with "
                  f"hydra.run.dir={run_dir} to resume]")
+    elif started and isinstance(error, DiskFull):  # failed.json could not be written either
+        line += f" [free space, then rerun with hydra.run.dir={run_dir}: finished stages are kept]"
     return line
 
 

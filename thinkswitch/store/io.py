@@ -41,8 +41,7 @@ def disk_full(path: Path, needed: Optional[int] = None, written: int = 0) -> Dis
     free = shutil.disk_usage(where).free
     need = (f"needs {human_size(needed)}" if needed else f"needs more than the {human_size(written)} it wrote"
             if written else "needs more")
-    return DiskFull(errno.ENOSPC, f"{path}: no space left on device ({human_size(free)} free; this write {need}); "
-                                  "free space and rerun in the same run directory: finished stages are kept")
+    return DiskFull(errno.ENOSPC, f"{path}: {NO_SPACE} ({human_size(free)} free; this write {need})")
 
 
 def _bytes_under(path: Path) -> int:
