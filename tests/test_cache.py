@@ -1,12 +1,9 @@
 """The stage cache: a sweep over t shares iteration 0's evaluation and iteration 1's generation and
 distillation; changing a key that matters invalidates exactly the stages it affects."""
 
-import os
-import subprocess
-import sys
 
+import cli
 import pytest
-from conftest import CACHE, ROOT
 
 from thinkswitch.store.cache import StageCache, digest
 from thinkswitch.store.digests import digest_outputs
@@ -16,9 +13,7 @@ SMALL = ["iterations=1", "domain.train_prompts=64", "domain.eval_size=100", "tra
 
 
 def thinkswitch(stage_cache, *args):
-    env = {**os.environ, "THINKSWITCH_CACHE": str(CACHE)}
-    return subprocess.run([sys.executable, "-m", "thinkswitch.cli", *args, *SMALL, f"stage_cache={stage_cache}"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    return cli.thinkswitch(*args, *SMALL, f"stage_cache={stage_cache}")
 
 
 @pytest.mark.slow
@@ -28,7 +23,10 @@ def test_a_t_sweep_shares_generation_distillation_and_baseline(testbed_pair, tmp
     assert proc.returncode == 0, proc.stderr[-3000:]
     job0, job1 = sorted((tmp_path / "sweep").glob("[01]_*"))
     assert reused(job0) == set()
-    assert reused(job1) == {"iter_00/evaluate", "iter_01/generate", "iter_01/distill"}
+    # and in iteration 1, the evaluation of the instruct checkpoint (the same in every job): only the merged
+    # thinking checkpoint is evaluated again
+    assert reused(job1) == {"iter_00/evaluate", "iter_01/generate", "iter_01/distill", "iter_01/evaluate_instruct"}
+    assert read_jsonl(job0 / "iter_01" / "eval_instruct.jsonl") == read_jsonl(job1 / "iter_01" / "eval_instruct.jsonl")
     assert read_jsonl(job0 / "iter_01" / "generations.jsonl") == read_jsonl(job1 / "iter_01" / "generations.jsonl")
     assert (job1 / "iter_01" / "instruct" / "model.safetensors").read_bytes() == \
         (job0 / "iter_01" / "instruct" / "model.safetensors").read_bytes()

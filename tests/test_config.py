@@ -34,6 +34,17 @@ def test_default_is_the_testbed():
         ("domain.train_prompts=1.5", ConfigCompositionException),
         ("model=nope", ConfigCompositionException),  # no such option
         ("trainer.quantize_4bit=maybe", ConfigCompositionException),
+        # enum-like keys: Hydra names the allowed values
+        ("keep_checkpoints=sometimes", ConfigCompositionException),
+        ("merge.base=latest", ConfigCompositionException),
+        ("model.dtype=float8", ConfigCompositionException),
+        ("method.labels=silver", ConfigCompositionException),
+        ("distill.filter=best", ConfigCompositionException),
+        ("distill.target=pretty", ConfigCompositionException),
+        ("domain.source=web", ConfigCompositionException),
+        ("generation.backend=tgi", ConfigCompositionException),
+        ("generation.quantization=int3", ConfigCompositionException),
+        ("tracking.mode=bogus", ConfigCompositionException),
     ],
 )
 def test_composition_rejects(override, error):
@@ -52,7 +63,6 @@ def test_composition_rejects(override, error):
         ("iterations=0", r"iterations: must be >= 1"),
         ("domain.train_prompts=0", r"domain\.train_prompts: must be >= 1"),
         ("domain.eval_size=0", r"domain\.eval_size"),
-        ("merge.base=latest", r"merge\.base"),
         ("domain.grader=nope", r"domain\.grader: unknown grader 'nope'"),
         ("+trainer.lora.rank=8", r"trainer\.lora"),
         ("+trainer.sft.learning_rat=1e-4", r"trainer\.sft"),
@@ -66,11 +76,12 @@ def test_composition_rejects(override, error):
         ("merge.t=[{filter:mlp,value:0.3}]", r"merge\.t: a per-filter list needs a last entry without a filter"),
         ("model.sampling.thinking.top_p=1.5", r"model\.sampling\.thinking\.top_p: must be in \(0, 1\]"),
         ("model.sampling.instruct.max_new_tokens=0", r"model\.sampling\.instruct\.max_new_tokens: must be >= 1"),
-        ("model.dtype=float8", r"model\.dtype: expected one of"),
         ("device=cuda", r"device: cuda asked for, but torch sees no CUDA device"),
         ("trainer.lora.r=0", r"trainer\.lora\.r: must be an integer >= 1, got 0"),
         ("trainer.sft.learning_rate=-1e-4", r"trainer\.sft\.learning_rate: must be > 0"),
         ("num_threads=0", r"num_threads: must be >= 1"),
+        ("cost.gpu_hour_usd=-1", r"cost\.gpu_hour_usd: must be >= 0, got -1"),
+        ("tracking.init_timeout=0", r"tracking\.init_timeout: must be > 0"),
         ("model.instruct=/some/dir", r"model\.instruct: ignored by model=testbed .* use model=local"),
         ("domain.eval.gold_regex='####'", r"domain\.eval\.gold_regex: '####' has 0 groups; it needs exactly one"),
         ("domain.eval.gold_regex='(a)(b)'", r"domain\.eval\.gold_regex: '\(a\)\(b\)' has 2 groups"),
@@ -83,31 +94,148 @@ def test_check_config_names_the_key(override, match):
         check_config(cfg)
 
 
+def test_enum_keys_compare_and_serialise_as_plain_strings():
+    """`Choice` members are the strings they name: code compares them to strings, YAML and JSON see strings."""
+    import json
+
+    import yaml
+
+    from thinkswitch.config import KeepCheckpoints, as_plain
+
+    cfg = compose(["keep_checkpoints=last", "merge.base=initial"])
+    assert cfg.keep_checkpoints is KeepCheckpoints.last and cfg.keep_checkpoints == "last"
+    assert f"{cfg.keep_checkpoints}" == "last" and {"last": 1}[cfg.keep_checkpoints] == 1
+    plain = as_plain(cfg)
+    assert type(plain["keep_checkpoints"]) is str and type(plain["merge"]["base"]) is str
+    assert yaml.safe_load(yaml.safe_dump(plain))["model"]["dtype"] == "auto"
+    assert json.dumps(cfg.merge.base) == '"initial"'
+
+
+def test_stage_cache_keys_see_enums_as_their_strings():
+    """A stage-cache key digests a config section: an enum member hashes as its string, so the keys of
+    runs made before the enums existed still match."""
+    from thinkswitch.store.cache import digest
+
+    cfg = compose()
+    section = {"method": "slerp", "t": 0.1, "base": "current", "dtype": None, "options": {}}
+    assert digest("merge", cfg.merge) == digest("merge", section)
+    assert digest(cfg.model.dtype, cfg.generation.backend) == digest("auto", "hf")
+
+
+@pytest.mark.parametrize("override, env, expected", [
+    ([], None, ("offline", "default")),
+    ([], "disabled", ("disabled", "WANDB_MODE")),
+    (["tracking.mode=online"], "disabled", ("online", "tracking.mode")),  # the config wins over the env
+])
+def test_tracking_mode_precedence(monkeypatch, override, env, expected):
+    from thinkswitch.analysis.tracking import tracking_mode
+
+    if env is None:
+        monkeypatch.delenv("WANDB_MODE", raising=False)
+    else:
+        monkeypatch.setenv("WANDB_MODE", env)
+    assert tracking_mode(compose(override).tracking) == expected
+
+
+def test_a_bad_wandb_mode_in_the_environment_is_a_config_error(monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "bogus")
+    with pytest.raises(ConfigError, match=r"WANDB_MODE: expected one of \['online', 'offline', 'disabled'\], "
+                                          r"got 'bogus'"):
+        check_config(compose())
+    check_config(compose(["tracking.mode=offline"]))  # tracking.mode set: the env is not read
+
+
+@pytest.mark.parametrize("override, shown", [
+    ("keep_checkpoints=sometimes", "Invalid value 'sometimes', expected one of [all, last, none]"),
+    ("tracking.mode=bogus", "expected one of [online, offline, disabled]"),
+    ("model=nope", "Could not find 'model/nope'"),
+])
+def test_cli_prints_a_composition_error_as_one_line(tmp_path, override, shown):
+    from cli import thinkswitch
+
+    proc = thinkswitch(override, run_dir=tmp_path / "run", timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: ") and shown in proc.stderr
+    assert not (tmp_path / "run").exists()
+
+
 def test_every_error_is_reported_at_once():
     with pytest.raises(ConfigError, match=r"^3 errors: iterations: .*; merge\.method: .*; trainer\.lora\.r: "):
         check_config(compose(["iterations=0", "merge.method=slurp", "trainer.lora.r=0"]))
 
 
-def test_one_default_per_key():
-    """A key's default is in the schema or in the YAML of a group's only/default option, never in both."""
-    import dataclasses
+# Overlays, not defaults: a preset pins the paper's setting whatever a group's default becomes; the search
+# space and launchers configure Hydra's plugins, which have no schema here.
+OVERLAYS = ("experiment", "hparams_search", "hydra")
 
+
+def _schema_defaults(schema) -> dict:
+    """A schema dataclass's defaults as plain values (MISSING ones left out; nested dataclasses as dicts)."""
+    import dataclasses
+    from enum import Enum
+
+    out = {}
+    for f in dataclasses.fields(schema):
+        if f.default_factory is not dataclasses.MISSING:
+            value = f.default_factory()
+            out[f.name] = _schema_defaults(type(value)) if dataclasses.is_dataclass(value) else value
+        elif f.default is not dataclasses.MISSING and f.default != "???":
+            out[f.name] = f.default.value if isinstance(f.default, Enum) else f.default
+    return out
+
+
+def _repeats(values: dict, baseline: dict, prefix: str = "") -> list[str]:
+    """Keys of `values` set to what they would be without it (`baseline`), nested keys included."""
+    found = []
+    for key, value in values.items():
+        if key in ("defaults", "hydra") or key not in baseline:
+            continue
+        if isinstance(value, dict) and isinstance(baseline[key], dict):
+            found += _repeats(value, baseline[key], f"{prefix}{key}.")
+        elif value == baseline[key]:
+            found.append(f"{prefix}{key}: {value!r}")
+    return found
+
+
+def _baseline(path: Path) -> dict:
+    """What a YAML file's keys would be without it: its schema's defaults, then the options it extends."""
     import yaml
+    from omegaconf import OmegaConf
 
     from thinkswitch.config import GROUPS, ExperimentConfig
 
-    def set_keys(path):
-        data = yaml.safe_load(path.read_text()) or {}
-        return {k for k in data if k not in ("defaults", "hydra")}
+    group = path.parent.name
+    base = _schema_defaults(ExperimentConfig if path.parent == CONF else GROUPS[group])
+    for parent in (yaml.safe_load(path.read_text()) or {}).get("defaults", []):
+        if isinstance(parent, str) and parent not in ("schema", "thinkswitch_schema", "_self_"):
+            base = OmegaConf.to_container(OmegaConf.merge(base, _values(path.parent / f"{parent}.yaml")))
+    return base
 
-    pairs = [(CONF / "config.yaml", ExperimentConfig)] + [
-        (CONF / group / f"{option}.yaml", GROUPS[group]) for group, option in
-        (("generation", "default"), ("merge", "slerp"), ("evaluate", "default"), ("tracking", "wandb"))]
-    for path, schema in pairs:
-        for f in dataclasses.fields(schema):
-            has_default = f.default is not dataclasses.MISSING and f.default != "???"
-            has_default |= f.default_factory is not dataclasses.MISSING
-            assert not (has_default and f.name in set_keys(path)), f"{f.name}: defaults in {path.name} and the schema"
+
+def _values(path: Path) -> dict:
+    import yaml
+
+    return {k: v for k, v in (yaml.safe_load(path.read_text()) or {}).items() if k not in ("defaults", "hydra")}
+
+
+def test_one_default_per_key():
+    """Every YAML file under conf/ that sets defaults (config.yaml and each group's options) sets only what
+    differs from the schema (or the option it extends): one default per key. The rest are overlays."""
+    files = sorted(CONF.rglob("*.yaml"))
+    checked = [p for p in files if p.relative_to(CONF).parts[0] not in OVERLAYS]
+    from thinkswitch.config import GROUPS
+
+    assert {p.parent.name for p in checked} >= set(GROUPS) and CONF / "config.yaml" in checked
+    repeats = [f"{p.relative_to(CONF)}: {r}" for p in checked for r in _repeats(_values(p), _baseline(p))]
+    assert not repeats, "defaults repeated from the schema:\n" + "\n".join(repeats)
+
+
+def test_the_one_default_check_finds_a_repeat(tmp_path):
+    """The check above can fail: a domain file repeating `train_prompts: 15` is caught."""
+    from thinkswitch.config import DomainConfig
+
+    assert _repeats({"train_prompts": 15, "eval_size": 31, "train": {"split": "train"}},
+                    _schema_defaults(DomainConfig)) == ["train_prompts: 15", "train.split: 'train'"]
 
 
 def test_valid_t_forms_pass():
@@ -116,13 +244,12 @@ def test_valid_t_forms_pass():
 
 
 def test_cli_help_is_fast_and_lists_groups():
-    import subprocess
-    import sys
     import time
 
+    from cli import thinkswitch
+
     t0 = time.perf_counter()
-    out = subprocess.run([sys.executable, "-m", "thinkswitch.cli", "--help"], capture_output=True, text=True,
-                         cwd=Path(CONF).parent, timeout=120)
+    out = thinkswitch("--help", timeout=120)
     assert out.returncode == 0, out.stderr
     for group in ("model", "domain", "trainer", "merge", "generation", "tracking"):
         assert f"{group}:" in out.stdout

@@ -1,12 +1,10 @@
 """The paper's domains on real data: loaders, contamination guard, and the loop on a tiny 2507 pair."""
 
 import json
-import os
-import subprocess
-import sys
 
+import cli
 import pytest
-from conftest import ROOT, SHARED_DATA, compose
+from conftest import SHARED_DATA, compose
 
 from thinkswitch.config import TestbedSpec
 from thinkswitch.data.domains import check_disjoint, load_domain, normalise
@@ -135,13 +133,11 @@ def test_malformed_id_list_names_the_key_and_file(tmp_path, text, match):
 def test_loop_runs_on_the_domain_with_a_tiny_2507_pair(tiny_2507_pair, tmp_path, name, extra):
     instruct, thinking = tiny_2507_pair
     run_dir = tmp_path / "run"
-    proc = subprocess.run(
-        [sys.executable, "-m", "thinkswitch.cli", "model=local", f"model.instruct={instruct}",
-         f"model.thinking={thinking}", f"domain={name}", f"data_dir={SHARED_DATA}", "domain.train_prompts=4",
-         "domain.eval_size=5", "iterations=1", "model.sampling.thinking.max_new_tokens=24",
-         "model.sampling.instruct.max_new_tokens=12", "tracking.mode=disabled", "trainer.sft.num_train_epochs=1",
-         *extra, f"hydra.run.dir={run_dir}"], cwd=ROOT, env=dict(os.environ), capture_output=True, text=True,
-        timeout=600)
+    proc = cli.thinkswitch(
+        "model=local", f"model.instruct={instruct}", f"model.thinking={thinking}", f"domain={name}",
+        f"data_dir={SHARED_DATA}", "domain.train_prompts=4", "domain.eval_size=5", "iterations=1",
+        "model.sampling.thinking.max_new_tokens=24", "model.sampling.instruct.max_new_tokens=12",
+        "tracking.mode=disabled", "trainer.sft.num_train_epochs=1", *extra, run_dir=run_dir, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     summary = read_json(run_dir / "summary.json")
     assert summary["final"]["instruct/n"] == summary["final"]["thinking/n"] == 5

@@ -23,8 +23,6 @@ from thinkswitch.engines.hf import (
     sampling_kwargs,
 )
 
-pytestmark = pytest.mark.slow
-
 
 def test_next_batch_respects_rows_and_the_token_budget():
     lengths = [10, 30, 20, 50, 5]
@@ -103,6 +101,7 @@ class Spy:
         return self.real(input_ids=input_ids, **kwargs)
 
 
+@pytest.mark.slow
 def test_outputs_equal_todays_when_the_budget_does_not_bind(thinking, monkeypatch):
     model, tok, sampling = thinking  # sampled: the same batches and RNG stream give the same outputs
     prompts = _prompts(tok, 8)
@@ -116,6 +115,7 @@ def test_outputs_equal_todays_when_the_budget_does_not_bind(thinking, monkeypatc
     assert len({r["output"] for r in expected}) > 1 and sum(r["stopped"] for r in expected) >= 6
 
 
+@pytest.mark.slow
 def test_a_binding_budget_bounds_every_batch_and_keeps_input_order(thinking, monkeypatch):
     model, tok, sampling = thinking
     greedy = SamplingConfig(do_sample=False, max_new_tokens=sampling.max_new_tokens)
@@ -130,6 +130,7 @@ def test_a_binding_budget_bounds_every_batch_and_keeps_input_order(thinking, mon
     assert [r["output"] for r in got] == [r["output"] for r in one_by_one]  # input order (greedy: same answers)
 
 
+@pytest.mark.slow
 def test_out_of_memory_splits_the_batch_and_caps_later_ones(thinking, monkeypatch):
     model, tok, sampling = thinking
     prompts = _prompts(tok, 16)
@@ -140,6 +141,7 @@ def test_out_of_memory_splits_the_batch_and_caps_later_ones(thinking, monkeypatc
     assert got == expected
 
 
+@pytest.mark.slow
 def test_out_of_memory_mid_run_keeps_finished_batches(thinking, monkeypatch):
     model, tok, sampling = thinking
     prompts = _prompts(tok, 16)
@@ -153,6 +155,7 @@ def test_out_of_memory_mid_run_keeps_finished_batches(thinking, monkeypatch):
     assert all(r is not None and "output" in r for r in got)
 
 
+@pytest.mark.slow
 def test_out_of_memory_on_one_prompt_raises(thinking, monkeypatch):
     model, tok, sampling = thinking
     Spy(model, monkeypatch, oom_above=0)

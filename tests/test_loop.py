@@ -1,12 +1,11 @@
 """The whole loop, as a user runs it: `thinkswitch` on the testbed, one iteration, W&B offline."""
 
-import os
-import subprocess
 import sys
 
+import cli
 import pytest
 import torch
-from conftest import CACHE, ROOT, compose
+from conftest import compose
 from test_stages import tensors
 
 from thinkswitch.store.io import read_json, read_jsonl
@@ -18,10 +17,7 @@ OVERRIDES = ["iterations=1", "domain.train_prompts=16", "domain.eval_size=24", "
 
 
 def run_cli(run_dir, *overrides):
-    env = {**os.environ, "THINKSWITCH_CACHE": str(CACHE)}
-    return subprocess.run([sys.executable, "-m", "thinkswitch.cli", *OVERRIDES, *overrides,
-                           f"hydra.run.dir={run_dir}"], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=900)
+    return cli.thinkswitch(*OVERRIDES, *overrides, run_dir=run_dir)
 
 
 @pytest.fixture(scope="module")

@@ -160,7 +160,8 @@ def test_the_console_script_answers_in_seconds_without_torch():
 @pytest.mark.parametrize("args,message", [
     (["--memory", "8GB"], "--memory and --bandwidth go together"),
     (["--cards", "3080"], "unknown card '3080'"),
-    (["keep_checkpoints=sometimes", "bogus=1"], "Could not override 'bogus'"),
+    (["bogus=1"], "Could not override 'bogus'"),
+    (["keep_checkpoints=sometimes"], "Invalid value 'sometimes', expected one of [all, last, none]"),
 ])
 def test_bad_arguments_get_one_line_and_exit_2(args, message, capsys):
     from thinkswitch.plan.cli import main

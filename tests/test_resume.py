@@ -2,11 +2,10 @@
 
 import os
 import signal
-import subprocess
-import sys
 
+import cli
 import pytest
-from conftest import CACHE, ROOT
+from conftest import ROOT
 
 from thinkswitch.store.io import read_json
 
@@ -14,18 +13,15 @@ pytestmark = pytest.mark.slow
 
 # stage_cache=null: resuming must work from the run directory alone
 ARGS = ["iterations=1", "domain.train_prompts=64", "domain.eval_size=100", "tracking.mode=offline", "stage_cache=null"]
-ENV = {**os.environ, "THINKSWITCH_CACHE": str(CACHE)}
 
 
 def run(run_dir, *extra, base=ARGS):
-    return subprocess.run([sys.executable, "-m", "thinkswitch.cli", *base, *extra, f"hydra.run.dir={run_dir}"],
-                          cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+    return cli.thinkswitch(*base, *extra, run_dir=run_dir, timeout=600)
 
 
 def run_and_kill_at(run_dir, marker: str) -> None:
     """Start a run and SIGKILL it as soon as its log announces `marker` (a stage starting)."""
-    proc = subprocess.Popen([sys.executable, "-m", "thinkswitch.cli", *ARGS, f"hydra.run.dir={run_dir}"],
-                            cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = cli.start(*ARGS, run_dir=run_dir)
     for line in proc.stdout:
         if marker in line:
             os.kill(proc.pid, signal.SIGKILL)
@@ -36,8 +32,8 @@ def run_and_kill_at(run_dir, marker: str) -> None:
 
 def run_killed_after_outputs(run_dir, stage: str) -> None:
     """The worst moment: the stage wrote its outputs, then the process was SIGKILLed before its marker."""
-    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "faulty_cli.py"), f"iter_01/{stage}", *ARGS,
-                           f"hydra.run.dir={run_dir}"], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+    proc = cli.thinkswitch(f"iter_01/{stage}", *ARGS, run_dir=run_dir, script=ROOT / "tests" / "faulty_cli.py",
+                           timeout=600)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
 
 

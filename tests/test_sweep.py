@@ -1,24 +1,20 @@
 """A 2-point t sweep on the testbed, as a user runs it: W&B offline, then the local report."""
 
 import csv
-import os
 import subprocess
 import sys
 
+import cli
 import pytest
-from conftest import CACHE, ROOT, compose
+from conftest import compose
 
 from thinkswitch.store.io import read_json
-
-pytestmark = pytest.mark.slow
 
 SMALL = ["iterations=1", "domain.train_prompts=64", "domain.eval_size=100", "tracking.mode=offline"]
 
 
 def thinkswitch(*args, timeout=900):
-    env = {**os.environ, "THINKSWITCH_CACHE": str(CACHE)}
-    return subprocess.run([sys.executable, "-m", "thinkswitch.cli", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return cli.thinkswitch(*args, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +25,7 @@ def sweep(testbed_pair, tmp_path_factory):
     return sweep_dir
 
 
+@pytest.mark.slow
 def test_each_job_has_its_own_directory_named_by_its_overrides(sweep):
     jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
     assert len(jobs) == 2 and "merge.t=0" in jobs[0] and "merge.t=0.5" in jobs[1]
@@ -37,6 +34,7 @@ def test_each_job_has_its_own_directory_named_by_its_overrides(sweep):
         assert (sweep / job / "summary.json").exists()
 
 
+@pytest.mark.slow
 def test_wandb_runs_share_the_sweep_group_and_are_named_and_tagged(sweep):
     for job in (p for p in sweep.iterdir() if p.is_dir()):
         assert len(list((job / "wandb").glob("offline-run-*/*.wandb"))) == 1
@@ -46,6 +44,7 @@ def test_wandb_runs_share_the_sweep_group_and_are_named_and_tagged(sweep):
         assert run["name"] == job.name.split("_", 1)[1]  # the run's name: its overrides
 
 
+@pytest.mark.slow
 def test_report_reads_the_sweep_back(sweep):
     proc = subprocess.run([sys.executable, "-m", "thinkswitch.analysis.report", str(sweep)], capture_output=True,
                           text=True, timeout=300)
@@ -64,12 +63,14 @@ def test_report_reads_the_sweep_back(sweep):
     assert "final_accuracy_vs_train_prompts.png" in read_json(report / "summary.json")["skipped"]
 
 
+@pytest.mark.slow
 def test_t0_changes_only_the_instruct_model(sweep):
     t0 = read_json(next(sweep.glob("0_*")) / "summary.json")
     # at t=0 the new thinking checkpoint is the old one, evaluated with the same seed: same score
     assert t0["final"]["thinking/correct"] == t0["baseline"]["thinking/correct"]
 
 
+@pytest.mark.slow
 def test_a_failing_job_does_not_stop_the_sweep(testbed_pair, tmp_path):
     proc = thinkswitch("--multirun", "merge.t=1.5,0.2", *SMALL, "tracking.mode=disabled",
                        f"hydra.sweep.dir={tmp_path}")
@@ -81,6 +82,7 @@ def test_a_failing_job_does_not_stop_the_sweep(testbed_pair, tmp_path):
 
 @pytest.mark.parametrize("method, changes", [("merge_only", "thinking"), ("distill_only", "instruct"),
                                              ("gold_oracle", "both")])
+@pytest.mark.slow
 def test_baselines_run_through_the_same_loop(testbed_pair, tmp_path, method, changes):
     proc = thinkswitch(f"method={method}", "merge.t=0.3", *SMALL, "tracking.mode=disabled",
                        f"hydra.run.dir={tmp_path}")
@@ -104,6 +106,7 @@ def test_search_and_launcher_configs_compose():
     assert "LocalLauncher" in compose(["hydra/launcher=submitit_local"], hydra_config=True).hydra.launcher._target_
 
 
+@pytest.mark.slow
 def test_optuna_search_runs(testbed_pair, tmp_path):
     proc = thinkswitch("--multirun", "hparams_search=optuna_t", "hydra.sweeper.n_trials=2", *SMALL,
                        "tracking.mode=disabled", f"hydra.sweep.dir={tmp_path}")
@@ -114,6 +117,7 @@ def test_optuna_search_runs(testbed_pair, tmp_path):
     assert 0.0 <= best["best_params"]["merge.t"] <= 1.0 and 0.0 <= best["best_value"] <= 1.0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("launcher", ["parallel", "submitit_local"])
 def test_launchers_run_a_two_point_sweep(testbed_pair, tmp_path, launcher):
     proc = thinkswitch("--multirun", f"hydra/launcher={launcher}", "merge.t=0.1,0.3", *SMALL,

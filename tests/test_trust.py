@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+import cli
 import pytest
 import yaml
 
@@ -386,11 +387,7 @@ SMALL = ["iterations=1", "domain.train_prompts=64", "domain.eval_size=100", "tra
 
 
 def thinkswitch(run_dir, *extra) -> subprocess.CompletedProcess:
-    from conftest import CACHE
-
-    env = {**os.environ, "THINKSWITCH_CACHE": str(CACHE)}
-    return subprocess.run([sys.executable, "-m", "thinkswitch.cli", *SMALL, *extra, f"hydra.run.dir={run_dir}"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    return cli.thinkswitch(*SMALL, *extra, run_dir=run_dir)
 
 
 def console(proc) -> list[str]:

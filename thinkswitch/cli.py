@@ -48,12 +48,34 @@ register_configs()
 def _quiet_libraries() -> None:
     """Our own progress bars say what is happening; silence the libraries' per-load bars."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    import datasets
+    # read when datasets loads: only a distillation that runs imports it (a cached job never does)
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     import transformers
 
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
-    datasets.disable_progress_bars()
+
+
+def _skip_disk_full(handle_error):
+    """A log file handler's `handleError` that stays quiet when the disk is full: the run then stops with one
+    line on the console saying so, not with logging's `--- Logging error ---` block per record."""
+    def handle(record: logging.LogRecord) -> None:
+        from thinkswitch.store.io import is_disk_full
+
+        error = sys.exc_info()[1]
+        if error is None or not is_disk_full(error):
+            handle_error(record)
+
+    return handle
+
+
+def _quiet_bitsandbytes() -> None:
+    """bitsandbytes warns on import, on every CPU without the optional `kernels` package, that it could not
+    load a faster 4-bit CPU kernel (it falls back to its own). Only that message is dropped."""
+    def not_kernels(record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Failed to load CPU gemm_4bit_forward from kernels-community")
+
+    logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(not_kernels)
 
 
 class HeldLog(logging.Handler):
@@ -66,6 +88,8 @@ class HeldLog(logging.Handler):
         self.records: list[logging.LogRecord] = []
         root = logging.getLogger()
         self.files = [h for h in root.handlers if isinstance(h, logging.FileHandler)]
+        for h in self.files:
+            h.handleError = _skip_disk_full(h.handleError)
         for h in self.files:
             root.removeHandler(h)
         root.addHandler(self)
@@ -149,7 +173,21 @@ def compose(overrides: list[str]) -> ExperimentConfig:
         return to_config(hydra_compose(config_name="config", overrides=["run_dir=unused", *overrides]))
 
 
+def known_error(error: Exception, run_dir: str) -> Exception:
+    """`error` as the project's own (ThinkSwitchError) where it is one: a full disk met outside an atomic
+    write (a library writing a checkpoint) becomes DiskFull naming the file. Anything else is re-raised."""
+    from thinkswitch.errors import ThinkSwitchError
+    from thinkswitch.store.io import disk_full, is_disk_full
+
+    if isinstance(error, ThinkSwitchError):
+        return error
+    if is_disk_full(error):
+        return disk_full(Path(getattr(error, "filename", None) or run_dir))
+    raise error
+
+
 def _one_line(error: BaseException, run_dir: str, started: bool) -> str:
+    from thinkswitch.errors import DiskFull
     from thinkswitch.store.io import read_json
     from thinkswitch.store.paths import RunPaths
 
@@ -159,16 +197,18 @@ def _one_line(error: BaseException, run_dir: str, started: bool) -> str:
         where = read_json(failed)
         line += (f" [in {where['iteration']} {where['stage']}; finished stages are kept: rerun with "
                  f"hydra.run.dir={run_dir} to resume]")
+    elif started and isinstance(error, DiskFull):  # failed.json could not be written either
+        line += f" [free space, then rerun with hydra.run.dir={run_dir}: finished stages are kept]"
     return line
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
-def main(cfg: DictConfig) -> float:
+def run(cfg: DictConfig) -> float:
     """Run one experiment; the return value (final instruct accuracy) is what sweepers optimise."""
     from thinkswitch.analysis.console import iteration_table
-    from thinkswitch.errors import ThinkSwitchError
     from thinkswitch.loop import run_experiment
 
+    _quiet_bitsandbytes()
     start = RunStart(OmegaConf.to_yaml(cfg), HeldLog())
     _name_the_run(cfg)
     try:
@@ -179,14 +219,57 @@ def main(cfg: DictConfig) -> float:
             torch.set_num_threads(experiment.num_threads)
         _quiet_libraries()
         summary = run_experiment(experiment, on_start=start)
-    except ThinkSwitchError as e:
+    except Exception as e:  # noqa: BLE001 - a known error is one line; anything else keeps its traceback
+        e = known_error(e, cfg.run_dir)
         logging.getLogger("thinkswitch.details").error("%s", e, exc_info=True)
         if HydraConfig.get().mode == RunMode.MULTIRUN:
-            raise  # Hydra records the failed job and runs the others
+            raise e  # Hydra records the failed job and runs the others
         log.error("%s", _one_line(e, cfg.run_dir, start.started))
         sys.exit(e.exit_code)
     log.info("results (%s):\n%s", cfg.run_dir, iteration_table(summary["history"], summary.get("paired")))
     return summary["final"]["instruct/accuracy"]
+
+
+def composition_error(error: BaseException) -> str:
+    """Hydra's message for a config it could not compose (a bad override, option or value), and its
+    cause's (OmegaConf: the allowed values, the expected type), on one line."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    text = str(error).split("Config search path:")[0]  # Hydra's search path: plumbing, not the mistake
+    cause = error.__cause__
+    if isinstance(cause, OmegaConfBaseException):  # its first line; the rest is full_key / object_type
+        text += ": " + str(cause).strip().splitlines()[0]
+    return "error: " + " ".join(text.split())
+
+
+def main() -> None:
+    """The `thinkswitch` command. A config Hydra cannot compose (a bad override, option or value) is one line
+    on stderr and exit 2, like every config error; `HYDRA_FULL_ERROR=1` keeps Hydra's own report. Anything
+    else Hydra reports as it always does."""
+    from hydra._internal import utils
+
+    report = utils.run_and_report
+
+    def compact_first(func):
+        return report(lambda: _composition_errors_in_one_line(func))
+
+    utils.run_and_report = compact_first  # Hydra's own runner calls it by this name, in this module
+    try:
+        run()
+    finally:
+        utils.run_and_report = report
+
+
+def _composition_errors_in_one_line(func):
+    from hydra.errors import CompactHydraException
+
+    try:
+        return func()
+    except CompactHydraException as e:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        sys.stderr.write(composition_error(e) + "\n")
+        sys.exit(2)
 
 
 if __name__ == "__main__":

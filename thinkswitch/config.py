@@ -9,17 +9,104 @@ and validated by the library itself in :func:`thinkswitch.validate.check_config`
 Each key has one default: here, or (for interpolations such as `run_dir`, and for the choices a
 group option makes, such as the testbed's sampling) in the YAML under `conf/`, never both.
 `cli.py` turns the composed config into these dataclasses once (`OmegaConf.to_object`): the rest
-of the package sees plain typed objects.
+of the package sees plain typed objects. Keys with a fixed set of values are `Choice` enums, so Hydra
+rejects any other value at composition. (Over 300 lines, one job: the schema and its documentation.)
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any, Dict, List, Optional
 
+import yaml
 from omegaconf import MISSING
 
 ROLES = ("instruct", "thinking")  # the two checkpoints of a pair: model.instruct, model.thinking
+
+
+class Choice(str, Enum):
+    """A key with a fixed set of values. Hydra rejects any other value at composition, naming the allowed
+    ones. Members are strings equal to their names (`cfg.keep_checkpoints == "all"`, f-strings, dict
+    keys and JSON all see the plain value), and `as_plain` turns them into `str` for YAML and W&B."""
+
+    __str__ = str.__str__
+    __format__ = str.__format__
+
+
+class Dtype(Choice):
+    auto = "auto"  # bfloat16 on a GPU that has it, else float32
+    float32 = "float32"
+    bfloat16 = "bfloat16"
+    float16 = "float16"
+
+
+class Source(Choice):
+    testbed = "testbed"  # the testbed's synthetic task
+    data = "data"  # records from files or a dataset (domain.train / domain.eval)
+
+
+class Backend(Choice):
+    hf = "hf"
+    vllm = "vllm"
+    cb = "cb"
+    auto = "auto"
+
+
+class MergeDevice(Choice):
+    auto = "auto"  # on the card when the plan says it fits, else the CPU
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class Quantization(Choice):
+    none = "none"
+    nf4 = "nf4"
+
+
+class MergeBase(Choice):
+    current = "current"  # compound over iterations
+    initial = "initial"  # always from the starting thinking checkpoint
+
+
+class Labels(Choice):
+    thinking = "thinking"  # the thinking model's stripped answers
+    gold = "gold"  # the dataset's own answers
+
+
+class Filter(Choice):
+    none = "none"
+    majority = "majority"
+
+
+class Target(Choice):
+    raw = "raw"
+    canonical = "canonical"
+
+
+class TrackingMode(Choice):
+    online = "online"
+    offline = "offline"
+    disabled = "disabled"
+
+
+class KeepCheckpoints(Choice):
+    all = "all"
+    last = "last"
+    none = "none"
+
+
+# `yaml.safe_dump` writes a Choice as its plain string too (a config dict made with dataclasses.asdict).
+yaml.SafeDumper.add_multi_representer(Choice, lambda dumper, value: dumper.represent_str(value.value))
+
+
+def as_plain(obj: Any) -> Any:
+    """A config dataclass as a dict of plain values (`Choice` members as `str`): for YAML, JSON and W&B."""
+    def plain(value: Any) -> Any:
+        return value.value if isinstance(value, Enum) else value
+
+    return dataclasses.asdict(obj, dict_factory=lambda items: {k: plain(v) for k, v in items})
 
 
 @dataclass
@@ -83,7 +170,7 @@ class ModelConfig:
     instruct: Optional[str] = None
     thinking: Optional[str] = None
     revision: Optional[str] = None
-    dtype: str = "auto"  # auto | float32 | bfloat16 | float16
+    dtype: Dtype = Dtype.auto
     trust_remote_code: bool = False
     testbed: Optional[TestbedSpec] = None
     sampling: SamplingPair = field(default_factory=SamplingPair)
@@ -121,7 +208,7 @@ class DomainConfig:
     """
 
     name: str = MISSING
-    source: str = MISSING  # testbed | data
+    source: Source = MISSING
     grader: str = MISSING  # a name in thinkswitch.data.grading.GRADERS
     train: SourceConfig = field(default_factory=SourceConfig)
     eval: SourceConfig = field(default_factory=SourceConfig)
@@ -139,10 +226,10 @@ class GenerationConfig:
     Sampling settings per mode belong to the model (`model.sampling.thinking` / `.instruct`).
     """
 
-    backend: str = "hf"  # a name in thinkswitch.engines.hf.BACKENDS
-    quantization: str = "none"  # none | nf4: the generation weights in 4-bit NF4 (bitsandbytes), as QLoRA loads them
+    backend: Backend = Backend.hf  # a name in thinkswitch.engines.hf.BACKENDS
     batch_size: int = 64  # prompts per batch (HF backend)
     samples_per_prompt: int = 1  # k thinking samples per training prompt
+    quantization: Quantization = Quantization.none  # generation weights: none | nf4 (4-bit, bitsandbytes)
     vllm: Dict[str, Any] = MISSING  # backend=vllm: vLLM's EngineArgs (defaults in conf/generation/default.yaml)
 
 
@@ -176,7 +263,7 @@ class MergeConfig:
 
     method: str = "slerp"  # a mergekit merge method
     t: Any = 0.1
-    base: str = "current"  # current (compound over iterations) | initial: the thinking checkpoint at t=0
+    base: MergeBase = MergeBase.current
     dtype: Optional[str] = None  # merged dtype; None keeps the checkpoints' dtype
     options: Dict[str, Any] = field(default_factory=dict)  # extra mergekit MergeOptions
 
@@ -193,7 +280,7 @@ class MethodConfig:
     name: str = MISSING
     distill: bool = True
     merge: bool = True
-    labels: str = "thinking"  # thinking | gold
+    labels: Labels = Labels.thinking
 
 
 @dataclass
@@ -208,12 +295,12 @@ class DistillConfig:
     merge_device: after QLoRA, where the adapter is merged into the base reloaded in full precision.
     """
 
-    filter: str = "none"  # none | majority
+    filter: Filter = Filter.none
     min_agreement: float = 0.0  # with majority: the majority share a prompt needs, in [0, 1]
-    target: str = "raw"  # raw | canonical
-    # where QLoRA's adapter is merged into the full-precision base: auto (on the card when it fits, else the
-    # CPU; thinkswitch.engines.distill_memory.choose_merge_device) | cpu | cuda
-    merge_device: str = "auto"
+    target: Target = Target.raw
+    # where QLoRA's adapter is merged into the base reloaded in full precision: auto (on the card when it fits,
+    # else the CPU; thinkswitch.engines.distill_memory.choose_merge_device) | cpu | cuda
+    merge_device: MergeDevice = MergeDevice.auto
 
 
 @dataclass
@@ -237,9 +324,10 @@ class CostConfig:
 
 @dataclass
 class TrackingConfig:
-    """Weights & Biases. `mode` is online, offline or disabled."""
+    """Weights & Biases. `mode` is online, offline or disabled; unset (null), the tracker uses `$WANDB_MODE`
+    when it is set, else offline (`thinkswitch.analysis.tracking.tracking_mode`)."""
 
-    mode: str = "${oc.env:WANDB_MODE,offline}"  # online | offline | disabled
+    mode: Optional[TrackingMode] = None
     project: str = "thinkswitch"
     entity: Optional[str] = None
     group: Optional[str] = None
@@ -270,7 +358,7 @@ class ExperimentConfig:
     cache_dir: str = MISSING
     data_dir: str = MISSING
     stage_cache: Optional[str] = MISSING  # directory of reusable stage outputs (sweeps share work); null: off
-    keep_checkpoints: str = "all"  # all | last | none (only metrics, eval results and adapters stay)
+    keep_checkpoints: KeepCheckpoints = KeepCheckpoints.all  # none: only metrics, eval results and adapters stay
     shard_size: str = "1GB"  # safetensors shard size of the checkpoints a run writes (distilled and merged)
 
 

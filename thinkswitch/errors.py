@@ -29,6 +29,15 @@ class StageError(ThinkSwitchError, RuntimeError):
     """A stage that cannot go on with what it was given (e.g. every generation was dropped)."""
 
 
+class DiskFull(ThinkSwitchError, OSError):
+    """A write that found no space left on its device (`DiskFull(errno.ENOSPC, message)`); the message names
+    the path and the space it needed. An OSError still, so code that tolerates a failed write (the stage
+    cache) goes on tolerating it."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
 class RunInUse(ThinkSwitchError):
     """Another process holds the run directory's lock; the message names it (pid, host, start time)."""
 

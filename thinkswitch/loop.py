@@ -13,7 +13,6 @@ inputs are the same (the stage cache).
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from contextlib import closing
@@ -24,9 +23,10 @@ from typing import Any, Callable
 from thinkswitch import __version__
 from thinkswitch.analysis.records import record, run_summary, summarize
 from thinkswitch.analysis.tracking import Tracker
-from thinkswitch.config import ROLES, ExperimentConfig
+from thinkswitch.config import ROLES, ExperimentConfig, as_plain
 from thinkswitch.setup import Checkpoint, Pair, Run, frozen_library_heap, prepare
 from thinkswitch.stages import distill, evaluate, generate, merge, strip
+from thinkswitch.store.digests import digest_outputs
 from thinkswitch.store.io import parse_size, write_json
 from thinkswitch.store.partial import remove_partial
 from thinkswitch.store.paths import IterationPaths, RunPaths
@@ -44,14 +44,20 @@ def run_experiment(cfg: ExperimentConfig, on_start: Callable[[], None] = lambda:
     directory is this run's to write (the CLI writes Hydra's files and the log then).
     """
     paths = RunPaths(Path(cfg.run_dir))
-    with RunLock(paths):
-        resuming = check_resume(cfg, paths)
+    with RunLock(paths) as lock:
+        try:
+            resuming = check_resume(cfg, paths)
+        except Exception:
+            lock.leave_as_found()
+            raise
         if not resuming:
             on_start()  # a new directory: nothing in it to protect
         try:
             run = prepare(cfg)
         except Exception as e:  # a new run says why it stopped; an earlier run's directory is left as it was
-            if not resuming:
+            if resuming:
+                lock.leave_as_found()
+            else:
                 paths.record_failure(e, None, "setup", overwrite=False)
             raise
         if resuming:
@@ -63,7 +69,7 @@ def run_experiment(cfg: ExperimentConfig, on_start: Callable[[], None] = lambda:
 def run_loop(run: Run) -> dict:
     """Iteration 0 (the baseline), then `iterations` rounds, each recorded as it ends; then the summary."""
     cfg, t0 = run.cfg, time.perf_counter()
-    tracker = Tracker(cfg.tracking, run.paths.root, dataclasses.asdict(cfg))
+    tracker = Tracker(cfg.tracking, run.paths.root, as_plain(cfg))
     summary = None
     try:
         history: list[dict] = []
@@ -135,11 +141,7 @@ def evaluate_pair(run: Run, it: IterationPaths, pair: Pair) -> dict:
     cfg = run.cfg
 
     def both() -> dict:
-        metrics = {key: value for role in ROLES for key, value in evaluate.evaluate(
-            generator=run.generator, checkpoint=getattr(pair, role).path, role=role, examples=run.eval,
-            grader=run.grader, sampling=getattr(cfg.model.sampling, role), samples=cfg.evaluate.samples,
-            system_prompt=cfg.domain.system_prompt, seed=eval_seed(cfg), out=it.eval_results(role),
-            keep_partial=True).items()}  # a crash in the second evaluation keeps the first one's answers
+        metrics = {key: value for role in ROLES for key, value in evaluate_one(run, it, pair, role).items()}
         for role in ROLES:
             remove_partial(it.eval_results(role))
         return metrics
@@ -149,6 +151,27 @@ def evaluate_pair(run: Run, it: IterationPaths, pair: Pair) -> dict:
                              grader_name=cfg.domain.grader, seed=eval_seed(cfg), context=stage_context(run))
     return run.stage(it, "evaluate", both, key=key, outputs=[it.eval_results(role) for role in ROLES],
                      needs=[getattr(pair, role).path for role in ROLES])
+
+
+def evaluate_one(run: Run, it: IterationPaths, pair: Pair, role: str) -> dict:
+    """One checkpoint's evaluation, itself reused from the stage cache when that checkpoint was evaluated
+    the same way before: a `merge.t` sweep's jobs share their distilled instruct checkpoint, so only the
+    merged thinking one is evaluated in each job. Its answers are kept in a partial file until the stage ends
+    (a crash in the second evaluation keeps the first one's)."""
+    cfg, out = run.cfg, it.eval_results(role)
+    key = evaluate.role_cache_key(role=role, checkpoint_id=getattr(pair, role).id, examples=run.eval,
+                                  sampling=getattr(cfg.model.sampling, role), samples=cfg.evaluate.samples,
+                                  grader_name=cfg.domain.grader, seed=eval_seed(cfg), context=stage_context(run))
+    cached = run.stage.cache.restore(key, [out.name], it.root)
+    if cached is not None:
+        log.info("[%s] evaluate %s: reused from the stage cache (key %s)", it.root.name, role, key)
+        return {**cached.metrics, f"cache/evaluate_{role}": 1}
+    metrics = evaluate.evaluate(
+        generator=run.generator, checkpoint=getattr(pair, role).path, role=role, examples=run.eval,
+        grader=run.grader, sampling=getattr(cfg.model.sampling, role), samples=cfg.evaluate.samples,
+        system_prompt=cfg.domain.system_prompt, seed=eval_seed(cfg), out=out, keep_partial=True)
+    run.stage.cache.store(key, [out.name], it.root, metrics, digest_outputs(it.root, [out.name]))
+    return metrics
 
 
 # -- seeds: each stage draws its own random numbers ---------------------------------------------

@@ -174,16 +174,19 @@ def gpu_ids() -> list[str]:
 
 def generation_jobs(cfg: ExperimentConfig, tokenizer, train: list[dict],
                     evaluation: list[dict]) -> list[tuple[str, str, list[int], int]]:
-    """The run's generations, each as (stage, role, its prompts' token counts once chat-formatted, samples)."""
+    """The run's generations, each as (stage, role, its prompts' token counts once chat-formatted, samples).
+    Each prompt set is tokenized once (both models answer the same evaluation questions)."""
     from thinkswitch.engines.chat import chat_prompt
     from thinkswitch.engines.hf import prompt_token_counts
 
-    jobs = [("generate", "thinking", train, cfg.generation.samples_per_prompt)] if cfg.method.labels == "thinking" \
-        else []
-    jobs += [(f"evaluate {role}", role, evaluation, cfg.evaluate.samples) for role in ("thinking", "instruct")]
-    return [(what, role, prompt_token_counts(tokenizer, [chat_prompt(tokenizer, ex["prompt"], cfg.domain.system_prompt)
-                                                         for ex in prompts]), samples)
-            for what, role, prompts, samples in jobs]
+    def counts(prompts: list[dict]) -> list[int]:
+        return prompt_token_counts(tokenizer, [chat_prompt(tokenizer, ex["prompt"], cfg.domain.system_prompt)
+                                               for ex in prompts])
+
+    jobs = [("generate", "thinking", counts(train), cfg.generation.samples_per_prompt)] \
+        if cfg.method.labels == "thinking" else []
+    eval_counts = counts(evaluation)
+    return jobs + [(f"evaluate {role}", role, eval_counts, cfg.evaluate.samples) for role in ("thinking", "instruct")]
 
 
 def plan_memory(cfg: ExperimentConfig, pair: ModelPair, train: list[dict], evaluation: list[dict],
@@ -244,7 +247,7 @@ def frozen_library_heap(cfg: ExperimentConfig) -> Iterator[None]:
     are ~0.5M long-lived objects; frozen, a collection skips them (0.27 s -> 0.01 s per call on the
     testbed), and so do Python's own periodic full collections during training. Unfrozen at the end.
     """
-    modules = ["torch", "transformers"] + (["datasets", "peft", "trl"] if cfg.method.distill else [])
+    modules = ["torch", "transformers"] + (["peft", "trl"] if cfg.method.distill else [])  # datasets: when used
     for name in modules + (["mergekit.merge"] if cfg.method.merge else []):
         importlib.import_module(name)
     gc.collect()

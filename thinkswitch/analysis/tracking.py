@@ -11,15 +11,30 @@ a server that does not answer within `init_timeout` seconds. `disabled` turns W&
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any, Optional
 
 from thinkswitch.config import TrackingConfig
+from thinkswitch.errors import ConfigError
 from thinkswitch.store.io import write_json
 
 log = logging.getLogger(__name__)
 
 MODES = ("online", "offline", "disabled")
+DEFAULT_MODE = "offline"
+
+
+def tracking_mode(cfg: TrackingConfig) -> tuple[str, str]:
+    """The W&B mode and where it came from. Precedence: `tracking.mode` when set (the command line or a
+    config file), else the environment's `WANDB_MODE`, else offline. The value is checked at start-up
+    (`thinkswitch.validate`), before anything is written."""
+    if cfg.mode is not None:
+        return str(cfg.mode), "tracking.mode"
+    env = os.environ.get("WANDB_MODE")
+    if env:
+        return env, "WANDB_MODE"
+    return DEFAULT_MODE, "default"
 SAMPLE_COLUMNS = ["iteration", "model", "prompt", "output", "pred", "gold", "correct", "tokens"]
 TRAINING_COLUMNS = ["iteration", "step", "epoch", "loss", "learning_rate", "grad_norm"]
 
@@ -32,13 +47,14 @@ class Tracker:
         self.mode = "disabled"
         self.samples: list[list[Any]] = []
         self.training: list[list[Any]] = []  # the trainer's per-step logs, a table at the end
-        if cfg.mode not in MODES:
-            raise ValueError(f"tracking.mode: {cfg.mode!r} is not one of {list(MODES)}")
-        if cfg.mode == "disabled":
+        mode, origin = tracking_mode(cfg)
+        if mode not in MODES:
+            raise ConfigError(f"{origin}: {mode!r} is not one of {list(MODES)}")
+        if mode == "disabled":
             return
         id_file = Path(run_dir) / "wandb_run_id"
         run_id = id_file.read_text().strip() if id_file.exists() else None
-        self.run, self.mode = self._init(cfg, run_dir, config, run_id, cfg.mode)
+        self.run, self.mode = self._init(cfg, run_dir, config, run_id, mode)
         if self.run is not None:
             id_file.write_text(self.run.id)
             # which W&B run this is, as W&B itself reports it (to find it in the project page)

@@ -59,6 +59,8 @@ def read_source(src: SourceConfig, key: str) -> list[dict]:
         records, places = [], []
         for f in src.files:
             found, where = read_located(Path(f).expanduser())
+            if not found:
+                raise DataError(f"{key}.files: {Path(f).expanduser()} holds no records (an empty file?)")
             records += found
             places += where
         name = f"{key} ({', '.join(src.files)})"
@@ -66,7 +68,7 @@ def read_source(src: SourceConfig, key: str) -> list[dict]:
         records = load_hf(src.dataset, src.config, src.split, src.revision)
         name = f"{key} ({src.dataset})"
         places = [f"row {i}" for i in range(len(records))]
-    records = map_fields(records, dict(src.fields), name)
+    records = map_fields(records, dict(src.fields), name, places)
     check_unique_ids(records, places, name)
     for ids_key, keep in (("include_ids", True), ("exclude_ids", False)):
         if getattr(src, ids_key):

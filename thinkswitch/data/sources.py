@@ -303,26 +303,29 @@ def _is_saved_dataset(dataset: str) -> bool:
     return path.is_dir() and any((path / name).is_file() for name in _HF_SAVED_MARKERS)
 
 
-def map_fields(records: list[dict], fields: dict[str, str], source: str) -> list[dict]:
+def map_fields(records: list[dict], fields: dict[str, str], source: str,
+               places: list[str] | None = None) -> list[dict]:
     """Records with only our fields: `fields` maps our name to the record's (`a.b` reaches into `a`).
 
     Every output record has an `id` (a string): the mapped field, else the record's own `id`, else its index.
-    Values are kept as they are (lists stay lists).
+    Values are kept as they are (lists stay lists). An error names the record by where it was read: its
+    `places` entry (`file:line`, 1-based, for JSONL and CSV), its origin, else its index in `records`.
     """
     out = []
     for i, record in enumerate(records):
+        where = origin(record) or (places[i] if places else f"record {i}")
         if not isinstance(record, dict):
-            raise DataError(f"{source}: record {i} is not an object (got {type(record).__name__})")
+            raise DataError(f"{source}: {where} is not an object (got {type(record).__name__})")
         row = {}
         for ours, theirs in fields.items():
             found, value = _lookup(record, theirs)
             if not found:
-                raise DataError(f"{source}: record {i}{_id_note(record, fields)} has no field {theirs!r} "
+                raise DataError(f"{source}: {where}{_id_note(record, fields)} has no field {theirs!r} "
                                 f"(for {ours!r}); {value}")
             row[ours] = value
         raw_id = row["id"] if "id" in row else record.get("id", i)
         out.append(Record({"id": str(raw_id), **{k: v for k, v in row.items() if k != "id"}},
-                          origin(record) or f"{source}: record {i}"))
+                          origin(record) or (places[i] if places else f"{source}: record {i}")))
     return out
 
 

@@ -129,6 +129,7 @@ def check_pair(pair: ModelPair) -> None:
         return  # hub ids are checked when they download
     shapes = {key: check_model_dir(ref, key) for key, ref in refs.items()}
     configs = {key: _read_json(Path(ref).expanduser() / "config.json", key) for key, ref in refs.items()}
+    warn_auto_map({key: (refs[key], config) for key, config in configs.items()})
     a, b = configs["model.instruct"], configs["model.thinking"]
     diffs = [f"{k}: {_config_value(a, k)} vs {_config_value(b, k)}"
              for k in SHAPE_KEYS if _config_value(a, k) != _config_value(b, k)]
@@ -142,6 +143,16 @@ def check_pair(pair: ModelPair) -> None:
         more = f" (and {len(diffs) - 3} more)" if len(diffs) > 3 else ""
         raise ConfigError("model.instruct and model.thinking hold different tensors (they must match to be "
                           f"merged): {'; '.join(diffs[:3])}{more}")
+
+
+def warn_auto_map(configs: dict[str, tuple[str, dict]]) -> None:
+    """One warning when the pair's config.json names custom code (`auto_map`): the checkpoints the run
+    writes (distilled, merged) inherit that config.json, but not the .py files it points to."""
+    named = [f"{ref}/config.json ({key})" for key, (ref, config) in configs.items() if config.get("auto_map")]
+    if named:
+        log.warning("%s: auto_map names custom code; the checkpoints this run writes keep auto_map but not "
+                    "the .py files, so load them with trust_remote_code=false (the architecture's own class) "
+                    "or copy those files next to them", ", ".join(named))
 
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")  # what a checkpoint is loaded, trained and merged in

@@ -40,6 +40,13 @@ def cache_key(*, checkpoint_ids: dict[str, str], examples: Sequence[dict], sampl
                   samples, grader_name, seed, RNG_SCHEME, *context)
 
 
+def role_cache_key(*, role: str, checkpoint_id: str, examples: Sequence[dict], sampling: SamplingConfig,
+                   samples: int, grader_name: str, seed: int, context: tuple) -> str:
+    """What determines one checkpoint's results (`evaluate` for one role): `cache_key`'s inputs for that role."""
+    return digest("evaluate-role", role, checkpoint_id, list(examples), sampling, samples, grader_name, seed,
+                  RNG_SCHEME, *context)
+
+
 def evaluate(*, generator: Generator, checkpoint: str, role: str, examples: Sequence[dict], grader: Grader,
              sampling: SamplingConfig, samples: int, system_prompt: Optional[str], seed: int, out: Path,
              keep_partial: bool = False) -> dict:

@@ -28,6 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
+from thinkswitch.config import as_plain
 from thinkswitch.store.digests import check, hash_file
 from thinkswitch.store.io import atomic_path, read_json, write_json
 from thinkswitch.store.locks import HolderLock, check_exclusion, describe, lock_scope
@@ -40,7 +41,7 @@ LOCKS = ".locks"  # under the cache root: a lock file per key being computed
 
 def _plain(obj: Any) -> Any:
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return dataclasses.asdict(obj)
+        return as_plain(obj)
     return str(obj)
 
 

@@ -3,30 +3,66 @@
 from __future__ import annotations
 
 import codecs
+import errno
 import json
 import os
 import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Optional
 
-from thinkswitch.errors import DataError
+from thinkswitch.errors import DataError, DiskFull
 
 # The longest line a run's own JSONL files hold (a generation of 32,768 tokens is ~200 KB).
 MAX_ARTIFACT_LINE = 16 << 20
 
 
+NO_SPACE = os.strerror(errno.ENOSPC)  # "No space left on device": libraries that wrap OSError keep the text
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """ENOSPC, or a library's error that carries its text (safetensors' and torch's file writers)."""
+    return isinstance(error, DiskFull) or (isinstance(error, OSError) and error.errno == errno.ENOSPC) or (
+        NO_SPACE in str(error))
+
+
+def human_size(n: int) -> str:
+    for unit, size in (("GB", 10**9), ("MB", 10**6), ("KB", 10**3)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} bytes"
+
+
+def disk_full(path: Path, needed: Optional[int] = None, written: int = 0) -> DiskFull:
+    """The one-line error for a write to `path` that filled its disk: the space free and the space needed
+    (`needed` when known, else more than the `written` bytes it got down before the disk filled)."""
+    where = next((p for p in [Path(path), *Path(path).parents] if p.exists()), Path("/"))
+    free = shutil.disk_usage(where).free
+    need = (f"needs {human_size(needed)}" if needed else f"needs more than the {human_size(written)} it wrote"
+            if written else "needs more")
+    return DiskFull(errno.ENOSPC, f"{path}: {NO_SPACE} ({human_size(free)} free; this write {need})")
+
+
+def _bytes_under(path: Path) -> int:
+    files = [path] if path.is_file() else path.rglob("*")
+    return sum(f.stat().st_size for f in files if f.is_file())
+
+
 @contextmanager
-def atomic_path(path: Path, replace: bool = True) -> Iterator[Path]:
+def atomic_path(path: Path, replace: bool = True, size: Optional[int] = None) -> Iterator[Path]:
     """Yield a temporary sibling of `path`; rename it onto `path` only if the block succeeds.
 
     Works for files and directories. With `replace=False` an existing `path` wins: what the block
-    wrote is discarded (concurrent writers of the same content, e.g. stage-cache entries).
+    wrote is discarded (concurrent writers of the same content, e.g. stage-cache entries). A block that
+    fills the disk raises `DiskFull` naming `path` and the space it needed (`size` bytes when known).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    except OSError as e:
+        raise disk_full(path, size) if is_disk_full(e) else e from None
     target = tmp / path.name
     try:
         yield target
@@ -40,6 +76,10 @@ def atomic_path(path: Path, replace: bool = True) -> Iterator[Path]:
         if path.is_dir():
             shutil.rmtree(path)
         os.replace(target, path)
+    except Exception as e:
+        if is_disk_full(e) and not isinstance(e, DiskFull):
+            raise disk_full(path, size, _bytes_under(tmp)) from None
+        raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -63,8 +103,9 @@ def parse_size(value: Any) -> int:
 
 
 def write_text(path: Path, text: str) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+    data = text.encode("utf-8")
+    with atomic_path(path, size=len(data)) as tmp:
+        tmp.write_bytes(data)
 
 
 def write_json(path: Path, obj: Any) -> None:

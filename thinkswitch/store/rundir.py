@@ -4,15 +4,15 @@ config and only extended when what the next iteration needs is there; and prunin
 
 from __future__ import annotations
 
-import dataclasses
 import logging
+import os
 import shutil
 from pathlib import Path
 from typing import Any, Optional
 
 import yaml
 
-from thinkswitch.config import ExperimentConfig
+from thinkswitch.config import ExperimentConfig, as_plain
 from thinkswitch.errors import ConfigError, RunInUse
 from thinkswitch.store.io import write_text
 from thinkswitch.store.locks import HolderLock, describe
@@ -48,7 +48,7 @@ def check_resume(cfg: ExperimentConfig, run: RunPaths) -> bool:
     if not run.run_config.exists():
         return False
     started = yaml.safe_load(run.run_config.read_text())
-    before, now = _comparable(started), _comparable(dataclasses.asdict(cfg))
+    before, now = _comparable(started), _comparable(as_plain(cfg))
     diffs = [f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in sorted(set(before) | set(now))
              if before.get(k) != now.get(k)]
     if diffs:
@@ -82,7 +82,7 @@ def check_extension(cfg: ExperimentConfig, run: RunPaths) -> None:
 def record_config(cfg: ExperimentConfig, run: RunPaths) -> None:
     """The run's config, written once, when a new run has passed every check (a resume must match it)."""
     if not run.run_config.exists():
-        write_text(run.run_config, yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
+        write_text(run.run_config, yaml.safe_dump(as_plain(cfg), sort_keys=False))
 
 
 def check_writable(run: RunPaths) -> None:
@@ -143,10 +143,20 @@ class RunLock:
     def __init__(self, run: RunPaths):
         self.path = run.lock
         self.lock: Optional[HolderLock] = None
+        self.times: Optional[tuple[int, int]] = None  # the directory's (atime, mtime) when we came
+        self.restore_times = False
+
+    def leave_as_found(self) -> None:
+        """A refused start: on release, the directory's times go back to what they were (the lock file we
+        made and removed is no change a user should see)."""
+        self.restore_times = True
 
     def __enter__(self) -> "RunLock":
         lock = HolderLock(self.path)
         try:
+            if self.path.parent.is_dir():
+                st = os.stat(self.path.parent)
+                self.times = (st.st_atime_ns, st.st_mtime_ns)
             for attempt in range(3):  # a lock file its last holder removed as we opened it: open it again
                 if lock.acquire():
                     break
@@ -165,3 +175,8 @@ class RunLock:
     def __exit__(self, *exc) -> None:
         self.lock.release(remove=True)
         self.lock = None
+        if self.restore_times and self.times:
+            try:
+                os.utime(self.path.parent, ns=self.times)
+            except OSError:
+                pass
