@@ -52,7 +52,9 @@ def main(argv: Optional[list[str]] = None) -> None:
         sys.exit(2)
     except Exception as e:  # Hydra's composition errors: a bad override
         if type(e).__module__.startswith(("hydra", "omegaconf")):
-            sys.stderr.write(f"error: {' '.join(str(e).split())}\n")
+            from thinkswitch.cli import composition_error
+
+            sys.stderr.write(composition_error(e) + "\n")
             sys.exit(2)
         raise
 
