@@ -155,14 +155,16 @@ def test_generate_labels_writes_raw_outputs(testbed_pair, tmp_path):
     from thinkswitch.config import TestbedSpec
     from thinkswitch.data.testbed_task import task_examples
     from thinkswitch.engines.hf import Generator
-    from thinkswitch.stages.generate import generate_labels
+    from thinkswitch.stages.generate import GenerateInputs, generate_labels
+    from thinkswitch.stages.inputs import Artifact, Engine
 
     cfg = compose(["generation.batch_size=4"])
     examples = task_examples(6, 3, "train", TestbedSpec())
     generator = Generator(model=cfg.model, generation=cfg.generation, device=torch.device("cpu"))
     out = tmp_path / "generations.jsonl"
-    metrics = generate_labels(generator=generator, checkpoint=testbed_pair.thinking, examples=examples,
-                              sampling=cfg.model.sampling.thinking, samples=2, system_prompt=None, seed=0, out=out)
+    metrics = generate_labels(GenerateInputs(
+        checkpoint=Artifact.at(testbed_pair.thinking), examples=tuple(examples), sampling=cfg.model.sampling.thinking,
+        samples=2, system_prompt=None, seed=0, engine=Engine.of(cfg, generator.device), out=out), generator=generator)
     rows = read_jsonl(out)
     assert metrics["generate/outputs"] == len(rows) == 12
     assert [r["id"] for r in rows[:2]] == [examples[0]["id"]] * 2 and [r["sample"] for r in rows[:2]] == [0, 1]
