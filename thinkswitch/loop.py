@@ -1,14 +1,16 @@
 """The ThinkSwitch loop, top to bottom.
 
-Iteration 0 evaluates the starting pair. Each iteration k = 1..K then:
+Iteration 0 evaluates the starting pair (with `iterations=0`, that is the whole run). Each iteration
+k = 1..K then:
   1. generate  the thinking checkpoint answers the training prompts (raw outputs saved)
   2. strip     reasoning traces removed, answer-only pairs kept
   3. distill   the pairs into the instruct checkpoint (LoRA/QLoRA, adapter merged)
   4. merge     new thinking checkpoint = SLERP(thinking, new instruct, t)
   5. evaluate  both new checkpoints on the evaluation set
-and records the iteration. Each stage runs once per run directory (`Run.stage`): rerunning in the
-same directory continues where a previous run stopped, and a sweep's jobs share stages whose
-inputs are the same (the stage cache).
+and records the iteration. Each stage takes one frozen dataclass of its inputs, from which its keys
+derive (`stages.inputs`). Each stage runs once per run directory (`Run.stage`): rerunning in the
+same directory continues where a previous run stopped (a stage whose inputs changed since is redone,
+and the stages built on it), and a sweep's jobs share stages whose inputs are the same (the stage cache).
 """
 
 from __future__ import annotations
