@@ -49,6 +49,12 @@ def test_iterations_0_evaluates_the_starting_pair_and_nothing_else(testbed_pair,
     assert sorted(p.name for p in (tmp_path / "iter_00").glob("*.done")) == ["evaluate.done"]
     assert len(read_jsonl(tmp_path / "iter_00" / "eval_thinking.jsonl")) == 24
 
+    evaluated = (tmp_path / "iter_00" / "evaluate.done").stat().st_mtime_ns
+    proc = run(tmp_path, "iterations=1")  # extended later: iteration 0 is reused
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "iter_00" / "evaluate.done").stat().st_mtime_ns == evaluated
+    assert read_json(tmp_path / "summary.json")["iterations"] == 1 and (tmp_path / "iter_01" / "evaluate.done").exists()
+
 
 def test_killed_mid_evaluation_keeps_its_answers_under_another_memory_plan(testbed_pair, tmp_path):
     weights = os.path.getsize(os.path.join(testbed_pair.thinking, "model.safetensors"))

@@ -153,3 +153,30 @@ def test_keys_are_stable_and_purposes_checked():
     assert stage_key(base) == stage_key(again) and len({stage_key(base, p) for p in PURPOSES}) == 3
     with pytest.raises(ValueError, match="purpose"):
         stage_key(base, "everything")
+
+
+def test_a_partial_file_is_finished_with_the_batching_it_was_begun_with(tmp_path):
+    """The partial key leaves the batching out; the file records it and a resume reuses it (another memory plan)."""
+    import torch
+
+    from thinkswitch.config import GenerationConfig
+    from thinkswitch.engines.hf import Generator
+    from thinkswitch.store.partial import PartialResults
+
+    inputs = dataclasses.replace(BASES[generate.GenerateInputs], out=tmp_path / "generations.jsonl")
+    begun = Generator(model=ModelConfig(name="pair"), generation=GenerationConfig(batch_size=8, vllm={}),
+                      device=torch.device("cpu"), token_budget=616)
+    partial, same = generate.resumable(begun, inputs.out, inputs)
+    assert same is begun
+    partial.append({0: {"output": "a", "tokens": 1}})
+    partial.close()
+
+    now = dataclasses.replace(begun, token_budget=4_327_168)  # this start's plan: more free memory
+    partial, finishing = generate.resumable(now, inputs.out, inputs)
+    assert partial.done == {0: {"output": "a", "tokens": 1}}
+    assert (finishing.token_budget, finishing.generation.batch_size) == (616, 8)
+
+    other = dataclasses.replace(inputs, seed=inputs.seed + 1)  # another key: the file is not reused
+    partial, unchanged = generate.resumable(now, other.out, other)
+    assert partial.done == {} and unchanged is now
+    assert PartialResults(inputs.out, stage_key(inputs, "partial")).done == {}

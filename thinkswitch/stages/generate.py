@@ -44,8 +44,8 @@ def resumable(generator, out: Path, inputs) -> tuple[PartialResults, object]:
     """`out`'s partial file (keyed by `inputs`) and the generator to finish it with: one batching as the run that
     began it, so that the answers still to come are what an uninterrupted run would have drawn."""
     partial = PartialResults(out, stage_key(inputs, "partial"), batching_of(generator))
-    recorded = partial.batching
-    if recorded != batching_of(generator) and isinstance(generator, Generator):
+    recorded = partial.batching or {}
+    if recorded != batching_of(generator) and isinstance(generator, Generator) and recorded.get("batch_size"):
         log.info("%s: finishing with the batching it was begun with (%s; this start planned %s)", partial.path.name,
                  recorded, batching_of(generator))
         generator = replace(generator, token_budget=recorded.get("token_budget"),
