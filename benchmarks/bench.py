@@ -124,7 +124,8 @@ import json, sys, time, torch
 sys.path.insert(0, sys.argv[1] + "/tests")
 from conftest import compose
 from pathlib import Path
-from thinkswitch.stages.distill import distill
+from thinkswitch.stages.distill import DistillInputs, distill
+from thinkswitch.stages.inputs import Artifact, Numerics
 from datasets import Dataset  # noqa: F401  the libraries imported before the clock starts, as in the bare script
 from peft import LoraConfig, PeftModel, prepare_model_for_kbit_training  # noqa: F401
 from trl import SFTConfig, SFTTrainer  # noqa: F401
@@ -134,9 +135,11 @@ cfg = compose([])
 out = Path(sys.argv[4])
 with frozen_library_heap(cfg):  # as run_experiment does once, at start-up
     t0 = time.perf_counter()
-    distill(instruct=sys.argv[2], pairs=Path(sys.argv[3]), trainer=cfg.trainer, model=cfg.model,
-            device=torch.device("cpu"), seed=11, system_prompt=None, adapter_out=out / "adapter",
-            model_out=out / "model", shard_size=parse_size(cfg.shard_size))
+    device = torch.device("cpu")
+    distill(DistillInputs(instruct=Artifact.at(sys.argv[2]), pairs=Artifact.at(sys.argv[3]), trainer=cfg.trainer,
+                          model=cfg.model, seed=11, system_prompt=None, numerics=Numerics.of(cfg, device),
+                          shard_size=parse_size(cfg.shard_size), adapter_out=out / "adapter", model_out=out / "model"),
+            device=device)
     print(json.dumps({"seconds": time.perf_counter() - t0}))
 '''
 
@@ -179,7 +182,8 @@ import torch, yaml  # noqa: F401  imported before the measurement starts
 from mergekit.config import MergeConfiguration
 from mergekit.merge import MergeOptions, run_merge
 from conftest import compose
-from thinkswitch.stages.merge import merge, mergekit_config
+from thinkswitch.stages.inputs import Artifact
+from thinkswitch.stages.merge import MergeInputs, merge, mergekit_config
 cfg = compose(["merge.t=0.3"]).merge
 
 def status():
@@ -202,7 +206,8 @@ sampler = threading.Thread(target=sample, daemon=True)
 sampler.start()
 t0 = time.perf_counter()
 if mode == "ours":
-    merge(thinking=thinking, instruct=instruct, cfg=cfg, out=Path(out), shard_size=int(shard))
+    merge(MergeInputs(thinking=Artifact(thinking, "bench"), instruct=Artifact(instruct, "bench"), cfg=cfg,
+                      shard_size=int(shard), out=Path(out)))
 else:
     config = mergekit_config(cfg, thinking, instruct)
     run_merge(MergeConfiguration.model_validate(config), out, MergeOptions(lazy_unpickle=False, quiet=True,

@@ -243,6 +243,7 @@ def preset(args, pair: dict[str, Path], work: Path, extra: tuple[str, ...] = ())
 
 def check_distill(args, device, cfg, pair, work: Path, report: Report) -> None:
     from thinkswitch.stages import distill
+    from thinkswitch.stages.inputs import Artifact, Numerics
     from thinkswitch.store.io import parse_size, write_jsonl
 
     rng = random.Random(1)
@@ -251,9 +252,10 @@ def check_distill(args, device, cfg, pair, work: Path, report: Report) -> None:
                          "completion": words(rng, args.answer_tokens)} for i in range(args.pairs)])
     out = work / "distilled"
     with Meter(device) as m:
-        metrics = distill.distill(instruct=str(pair["instruct"]), pairs=pairs, trainer=cfg.trainer, model=cfg.model,
-                                  device=device, seed=11, system_prompt=None, adapter_out=out / "adapter",
-                                  model_out=out / "instruct", shard_size=parse_size(cfg.shard_size))
+        metrics = distill.distill(distill.DistillInputs(
+            instruct=Artifact.at(pair["instruct"]), pairs=Artifact.at(pairs), trainer=cfg.trainer, model=cfg.model,
+            seed=11, system_prompt=None, numerics=Numerics.of(cfg, device), shard_size=parse_size(cfg.shard_size),
+            adapter_out=out / "adapter", model_out=out / "instruct"), device=device)
     epochs = cfg.trainer.sft.get("num_train_epochs", 1)
     tokens = args.pairs * (args.answer_tokens + 80) * epochs  # answer + prompt and chat template, per epoch
     report({"check": "distill", "trainer": cfg.trainer.name, "sft": dict(cfg.trainer.sft),
@@ -265,12 +267,14 @@ def check_distill(args, device, cfg, pair, work: Path, report: Report) -> None:
 
 def check_merge(args, device, cfg, pair, work: Path, report: Report) -> None:
     from thinkswitch.stages import merge
+    from thinkswitch.stages.inputs import Artifact
     from thinkswitch.store.io import parse_size
 
     out = work / "merged"
     with Meter(device) as m:
-        metrics = merge.merge(thinking=str(pair["thinking"]), instruct=str(pair["instruct"]), cfg=cfg.merge, out=out,
-                              shard_size=parse_size(cfg.shard_size))
+        metrics = merge.merge(merge.MergeInputs(thinking=Artifact.at(pair["thinking"]),
+                                                instruct=Artifact.at(pair["instruct"]), cfg=cfg.merge,
+                                                shard_size=parse_size(cfg.shard_size), out=out))
     report({"check": "merge", "method": cfg.merge.method, "t": cfg.merge.t, **m.stats, "stage_metrics": metrics,
             "gib": round(sum(f.stat().st_size for f in out.glob("*.safetensors")) / GiB, 3)})
     shutil.rmtree(out, ignore_errors=True)
@@ -280,7 +284,8 @@ def check_generate(args, device, cfg, pair, work: Path, report: Report, name: st
     from thinkswitch.engines.hf import Generator
     from thinkswitch.engines.models import ModelPair
     from thinkswitch.setup import plan_memory
-    from thinkswitch.stages.generate import generate_labels
+    from thinkswitch.stages.generate import GenerateInputs, generate_labels
+    from thinkswitch.stages.inputs import Artifact, Engine
     from thinkswitch.store.io import read_jsonl
 
     rng = random.Random(2)
@@ -290,8 +295,9 @@ def check_generate(args, device, cfg, pair, work: Path, report: Report, name: st
     out = work / "generations.jsonl"
     sampling = cfg.model.sampling.thinking
     with Meter(device) as m:
-        metrics = generate_labels(generator=generator, checkpoint=str(pair["thinking"]), examples=examples,
-                                  sampling=sampling, samples=1, system_prompt=None, seed=0, out=out)
+        metrics = generate_labels(GenerateInputs(
+            checkpoint=Artifact.at(pair["thinking"]), examples=tuple(examples), sampling=sampling, samples=1,
+            system_prompt=None, seed=0, engine=Engine.of(cfg, device), out=out), generator=generator)
     rows = read_jsonl(out)
     tokens = sum(r["tokens"] for r in rows)
     report({"check": name, "backend": cfg.generation.backend, "batch_size": cfg.generation.batch_size,

@@ -21,6 +21,7 @@ def run_distill(root: Path, extra=()) -> dict:
     from thinkswitch.config import TestbedSpec
     from thinkswitch.data.testbed_task import task_examples
     from thinkswitch.setup import resolve_pair
+    from thinkswitch.stages.inputs import Artifact, Numerics
     from thinkswitch.store.io import parse_size, write_jsonl
 
     cfg = compose(["trainer.sft.num_train_epochs=2", "trainer.sft.per_device_train_batch_size=4",
@@ -32,9 +33,11 @@ def run_distill(root: Path, extra=()) -> dict:
     write_jsonl(pairs, [{"id": e["id"], "sample": 0, "prompt": e["prompt"], "completion": e["answer"]}
                         for e in task_examples(16, 7, "train", TestbedSpec())])
     import peft  # noqa: F401  (as run_experiment does: imported before training)
-    return distill.distill(instruct=pair.instruct, pairs=pairs, trainer=cfg.trainer, model=cfg.model,
-                           device=torch.device("cpu"), seed=3, system_prompt=None, adapter_out=root / "adapter",
-                           model_out=root / "instruct", shard_size=parse_size(cfg.shard_size))
+    device = torch.device("cpu")
+    return distill.distill(distill.DistillInputs(
+        instruct=Artifact.at(pair.instruct), pairs=Artifact.at(pairs), trainer=cfg.trainer, model=cfg.model, seed=3,
+        system_prompt=None, numerics=Numerics.of(cfg, device), shard_size=parse_size(cfg.shard_size),
+        adapter_out=root / "adapter", model_out=root / "instruct"), device=device)
 
 
 def kill_at(step: int):

@@ -29,24 +29,22 @@ def run_stage(stage: str, out: Path, backend: str = "hf", generator=None) -> dic
     """The stage as the loop calls it, sampled hot (temperature 1.5: outputs vary with the random numbers): 4 batches
     of 8 on HF. `generator`: one already open (a test's shared vLLM engine), else a Generator of `stage_config`."""
     from thinkswitch.config import TestbedSpec
-    from thinkswitch.data.grading import get_grader
     from thinkswitch.data.testbed_task import task_examples
     from thinkswitch.engines.hf import Generator
     from thinkswitch.setup import resolve_pair
-    from thinkswitch.stages.evaluate import evaluate
-    from thinkswitch.stages.generate import generate_labels
+    from thinkswitch.stages.evaluate import EvaluateInputs, evaluate
+    from thinkswitch.stages.generate import GenerateInputs, generate_labels
+    from thinkswitch.stages.inputs import Artifact, Engine
 
     cfg = stage_config(backend)
     pair = resolve_pair(cfg.model, CACHE)
     generator = generator or Generator(model=cfg.model, generation=cfg.generation, device=torch.device("cpu"))
     examples = task_examples(PROMPTS[stage], 7, "train", TestbedSpec())
+    common = dict(checkpoint=Artifact.at(pair.thinking), examples=tuple(examples), sampling=cfg.model.sampling.thinking,
+                  samples=SAMPLES[stage], system_prompt=None, engine=Engine.of(cfg, generator.device), out=out)
     if stage == "generate":
-        return generate_labels(generator=generator, checkpoint=pair.thinking, examples=examples,
-                               sampling=cfg.model.sampling.thinking, samples=SAMPLES[stage], system_prompt=None,
-                               seed=11, out=out)
-    return evaluate(generator=generator, checkpoint=pair.thinking, role="thinking", examples=examples,
-                    grader=get_grader("last_integer"), sampling=cfg.model.sampling.thinking, samples=SAMPLES[stage],
-                    system_prompt=None, seed=12, out=out)
+        return generate_labels(GenerateInputs(**common, seed=11), generator=generator)
+    return evaluate(EvaluateInputs(**common, role="thinking", grader="last_integer", seed=12), generator=generator)
 
 
 if __name__ == "__main__":

@@ -60,7 +60,7 @@ def test_composition_rejects(override, error):
         ("merge.t=[0.1,2.0]", r"merge\.t\[1\]: 2\.0 is outside"),
         ("merge.t=[{filter:self_attn,value:[0,1.2]},{value:0.5}]", r"merge\.t\[0\]\.value\[1\]"),
         ("merge.t=[{filt:mlp,value:0.3}]", r"merge\.t\[0\]: expected \{filter"),
-        ("iterations=0", r"iterations: must be >= 1"),
+        ("iterations=-1", r"iterations: must be >= 0"),
         ("domain.train_prompts=0", r"domain\.train_prompts: must be >= 1"),
         ("domain.eval_size=0", r"domain\.eval_size"),
         ("domain.grader=nope", r"domain\.grader: unknown grader 'nope'"),
@@ -161,7 +161,7 @@ def test_cli_prints_a_composition_error_as_one_line(tmp_path, override, shown):
 
 def test_every_error_is_reported_at_once():
     with pytest.raises(ConfigError, match=r"^3 errors: iterations: .*; merge\.method: .*; trainer\.lora\.r: "):
-        check_config(compose(["iterations=0", "merge.method=slurp", "trainer.lora.r=0"]))
+        check_config(compose(["iterations=-1", "merge.method=slurp", "trainer.lora.r=0"]))
 
 
 # Overlays, not defaults: a preset pins the paper's setting whatever a group's default becomes; the search

@@ -6,8 +6,8 @@ import pytest
 
 from thinkswitch.analysis.stats import macro_f1
 from thinkswitch.config import SamplingConfig
-from thinkswitch.data.grading import get_grader
-from thinkswitch.stages.evaluate import evaluate
+from thinkswitch.stages.evaluate import EvaluateInputs, evaluate
+from thinkswitch.stages.inputs import Artifact, Engine, Numerics
 from thinkswitch.store.io import read_jsonl
 
 
@@ -35,10 +35,17 @@ class ScriptedBackend:
         yield self
 
 
+ENGINE = Engine(numerics=Numerics(device_type="cpu", dtype="float32"), backend="scripted", batch_size=1)
+
+
+def inputs(examples, role, grader, out, samples=1) -> EvaluateInputs:
+    return EvaluateInputs(checkpoint=Artifact("unused", "unused"), role=role, examples=tuple(examples),
+                          grader=grader, sampling=SamplingConfig(), samples=samples, system_prompt=None, seed=0,
+                          engine=ENGINE, out=out)
+
+
 def run_evaluate(answers, role, out, samples=1):
-    return evaluate(generator=ScriptedBackend(answers), checkpoint="unused", role=role, examples=EXAMPLES,
-                    grader=get_grader("yes_no_maybe"), sampling=SamplingConfig(), samples=samples, system_prompt=None,
-                    seed=0, out=out)
+    return evaluate(inputs(EXAMPLES, role, "yes_no_maybe", out, samples), generator=ScriptedBackend(answers))
 
 
 EXAMPLES = [{"id": f"q{i}", "prompt": f"p{i}", "answer": gold}
@@ -65,7 +72,6 @@ def test_macro_f1_over_samples_and_only_for_label_graders(tmp_path):
     preds = [p for ex in EXAMPLES for p in (ex["answer"], "no")]
     assert m["thinking/macro_f1"] == pytest.approx(macro_f1(golds, preds))
     numeric = [{"id": "a", "prompt": "x", "answer": "7"}]
-    m = evaluate(generator=ScriptedBackend({"x": ["7"]}), checkpoint="unused", role="instruct", examples=numeric,
-                 grader=get_grader("last_integer"), sampling=SamplingConfig(), samples=1, system_prompt=None, seed=0,
-                 out=tmp_path / "n.jsonl")
+    m = evaluate(inputs(numeric, "instruct", "last_integer", tmp_path / "n.jsonl"),
+                 generator=ScriptedBackend({"x": ["7"]}))
     assert m["instruct/accuracy"] == 1.0 and not any("macro_f1" in k or k.startswith("eval/") for k in m)

@@ -68,7 +68,8 @@ def test_a_partial_file_drops_a_torn_line_and_keeps_whole_ones(tmp_path):
     again.append({2: {"output": "c", "tokens": 3}})  # appended after the whole lines, not after the torn piece
     again.close()
     rows = [json.loads(line) for line in partial_path(out).read_text().splitlines()]
-    assert rows[0] == {"partial": "thinkswitch", "key": "k1"} and [r["index"] for r in rows[1:]] == [0, 1, 2]
+    assert rows[0] == {"partial": "thinkswitch", "key": "k1", "batching": None}
+    assert [r["index"] for r in rows[1:]] == [0, 1, 2]
     assert PartialResults(out, key="k1").done[2] == {"output": "c", "tokens": 3}
 
 

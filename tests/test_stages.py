@@ -13,6 +13,27 @@ from thinkswitch.store.io import parse_size, read_jsonl, write_jsonl
 pytestmark = pytest.mark.slow
 
 
+def merge(*, thinking, instruct, cfg, out, shard_size) -> dict:
+    """The merge stage on two checkpoints given by path."""
+    from thinkswitch.stages import merge as stage
+    from thinkswitch.stages.inputs import Artifact
+
+    return stage.merge(stage.MergeInputs(thinking=Artifact.at(thinking), instruct=Artifact.at(instruct), cfg=cfg,
+                                         shard_size=shard_size, out=out))
+
+
+def distill(*, instruct, pairs, trainer, model, device, seed, system_prompt, adapter_out, model_out, shard_size):
+    """The distill stage on a checkpoint and a pairs file given by path."""
+    from thinkswitch.stages import distill as stage
+    from thinkswitch.stages.inputs import Artifact, Numerics
+
+    numerics = Numerics(device_type=device.type, dtype=model.dtype)
+    return stage.distill(stage.DistillInputs(
+        instruct=Artifact.at(instruct), pairs=Artifact.at(pairs), trainer=trainer, model=model, seed=seed,
+        system_prompt=system_prompt, numerics=numerics, shard_size=shard_size, adapter_out=adapter_out,
+        model_out=model_out), device=device)
+
+
 def tensors(path) -> dict:
     out = {}
     for f in sorted(Path(path).glob("*.safetensors")):
@@ -28,7 +49,6 @@ def assert_same_tensors(a: dict, b: dict):
 
 @pytest.mark.parametrize("t", [0.0, 1.0])
 def test_merge_endpoints_equal_the_parents(testbed_pair, tmp_path, t):
-    from thinkswitch.stages.merge import merge
 
     cfg = compose([f"merge.t={t}"])
     out = tmp_path / "merged"
@@ -44,7 +64,6 @@ def test_merged_tensors_are_mergekits_own_slerp(testbed_pair, tmp_path):
     interpolates each tensor as one vector)."""
     from mergekit.merge_methods.slerp import slerp
 
-    from thinkswitch.stages.merge import merge
 
     cfg = compose(["merge.t=0.3"])
     merge(thinking=testbed_pair.thinking, instruct=testbed_pair.instruct, cfg=cfg.merge, out=tmp_path / "m",
@@ -59,7 +78,6 @@ def test_merged_tensors_are_mergekits_own_slerp(testbed_pair, tmp_path):
 def test_merge_keeps_the_thinking_models_files(testbed_pair, tmp_path):
     import yaml
 
-    from thinkswitch.stages.merge import merge
 
     cfg = compose(["merge.t=[{filter:self_attn,value:[0.1,0.9]},{value:0.4}]"])
     out = tmp_path / "merged"
@@ -91,7 +109,6 @@ def _pairs(tmp_path, n=24) -> Path:
 
 @pytest.mark.parametrize("trainer", ["lora", "qlora"])
 def test_distill_changes_instruct_weights(testbed_pair, tmp_path, trainer):
-    from thinkswitch.stages.distill import distill
 
     cfg = compose([f"trainer={trainer}", "trainer.sft.num_train_epochs=1"])
     out, adapter = tmp_path / "instruct", tmp_path / "adapter"
@@ -131,8 +148,6 @@ def test_distilled_and_merged_checkpoints_are_sharded(testbed_pair, tmp_path):
     """`shard_size` splits the checkpoints a run writes; mergekit reads the shards and writes shards."""
     from transformers import AutoModelForCausalLM
 
-    from thinkswitch.stages.distill import distill
-    from thinkswitch.stages.merge import merge
 
     cfg = compose(["trainer.sft.num_train_epochs=1", "merge.t=0.5"])
     out = tmp_path / "instruct"
@@ -155,14 +170,16 @@ def test_generate_labels_writes_raw_outputs(testbed_pair, tmp_path):
     from thinkswitch.config import TestbedSpec
     from thinkswitch.data.testbed_task import task_examples
     from thinkswitch.engines.hf import Generator
-    from thinkswitch.stages.generate import generate_labels
+    from thinkswitch.stages.generate import GenerateInputs, generate_labels
+    from thinkswitch.stages.inputs import Artifact, Engine
 
     cfg = compose(["generation.batch_size=4"])
     examples = task_examples(6, 3, "train", TestbedSpec())
     generator = Generator(model=cfg.model, generation=cfg.generation, device=torch.device("cpu"))
     out = tmp_path / "generations.jsonl"
-    metrics = generate_labels(generator=generator, checkpoint=testbed_pair.thinking, examples=examples,
-                              sampling=cfg.model.sampling.thinking, samples=2, system_prompt=None, seed=0, out=out)
+    metrics = generate_labels(GenerateInputs(
+        checkpoint=Artifact.at(testbed_pair.thinking), examples=tuple(examples), sampling=cfg.model.sampling.thinking,
+        samples=2, system_prompt=None, seed=0, engine=Engine.of(cfg, generator.device), out=out), generator=generator)
     rows = read_jsonl(out)
     assert metrics["generate/outputs"] == len(rows) == 12
     assert [r["id"] for r in rows[:2]] == [examples[0]["id"]] * 2 and [r["sample"] for r in rows[:2]] == [0, 1]

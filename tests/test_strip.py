@@ -3,6 +3,8 @@
 import pytest
 
 from thinkswitch.config import DistillConfig
+from thinkswitch.stages import strip
+from thinkswitch.stages.inputs import Artifact
 from thinkswitch.stages.strip import EMPTY, OK, REOPENED, UNFINISHED, select_pairs, strip_generations, strip_trace
 from thinkswitch.store.io import read_jsonl, write_jsonl
 
@@ -51,8 +53,8 @@ def test_strip_generations_counts_and_drops(tmp_path):
         {"id": "c", "sample": 0, "prompt": "p3", "output": "t</think>"},
         {"id": "d", "sample": 1, "prompt": "p4", "output": "t</think>2<think>x"},
     ])
-    metrics = strip_generations(generations=gens, pairs=tmp_path / "pairs.jsonl", grader_name="last_integer",
-                                cfg=DistillConfig())
+    metrics = strip_generations(strip.StripInputs(generations=Artifact.at(gens), grader="last_integer",
+                                            cfg=DistillConfig(), pairs=tmp_path / "pairs.jsonl"))
     pairs = read_jsonl(tmp_path / "pairs.jsonl")
     assert pairs == [{"id": "a", "sample": 0, "prompt": "p1", "completion": "1", "pred": "1"}]
     assert metrics["strip/generations"] == 4

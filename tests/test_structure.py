@@ -85,12 +85,21 @@ def test_no_function_or_class_over_90_lines():
     assert not long, long
 
 
-def test_stages_take_keyword_arguments_only():
+def test_stages_take_one_frozen_dataclass_of_inputs():
+    """Each stage's one positional argument is its inputs (a frozen dataclass its keys derive from); the tools that
+    run it (a generator, a device) are keyword-only."""
+    import dataclasses
+    import inspect
+    import typing
+
     from thinkswitch.stages import distill, evaluate, generate, merge, strip
 
-    for fn in (generate.generate_labels, strip.strip_generations, distill.distill, merge.merge, evaluate.evaluate):
-        code = fn.__code__
-        assert code.co_argcount == 0 and code.co_kwonlyargcount > 0, fn.__name__
+    for fn in (generate.generate_labels, strip.strip_generations, strip.gold_pairs, distill.distill, merge.merge,
+               evaluate.evaluate, evaluate.evaluate_pair):
+        positional = [p for p in inspect.signature(fn).parameters.values() if p.kind is p.POSITIONAL_OR_KEYWORD]
+        assert [p.name for p in positional] == ["inputs"], fn.__name__
+        kind = typing.get_type_hints(fn)["inputs"]
+        assert dataclasses.is_dataclass(kind) and kind.__dataclass_params__.frozen, fn.__name__
 
 
 def test_no_stage_imports_omegaconf_or_hydra():

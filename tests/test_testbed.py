@@ -60,15 +60,16 @@ def test_the_readme_shows_the_demos_iteration_0(testbed_pair, tmp_path):
     from thinkswitch.config import ROLES
     from thinkswitch.loop import eval_seed
     from thinkswitch.setup import prepare
-    from thinkswitch.stages.evaluate import evaluate
+    from thinkswitch.stages.evaluate import EvaluateInputs, evaluate
 
     cfg = compose(["stage_cache=null"], run_dir=str(tmp_path))
     run = prepare(cfg)
     row = {"iteration": 0}
     for role in ROLES:
-        row |= evaluate(generator=run.generator, checkpoint=getattr(run.start, role).path, role=role,
-                        examples=run.eval, grader=run.grader, sampling=getattr(cfg.model.sampling, role),
-                        samples=1, system_prompt=None, seed=eval_seed(cfg), out=tmp_path / f"{role}.jsonl")
+        row |= evaluate(EvaluateInputs(
+            checkpoint=getattr(run.start, role), role=role, examples=tuple(run.eval), grader=cfg.domain.grader,
+            sampling=getattr(cfg.model.sampling, role), samples=1, system_prompt=None, seed=eval_seed(cfg),
+            engine=run.engine, out=tmp_path / f"{role}.jsonl"), generator=run.generator)
     table = (ROOT / "README.md").read_text().split("<!-- demo-table -->")[1]
     first = next(line for line in table.splitlines() if re.match(r"\s+0 \|", line))
     assert score(row, "instruct") in first and score(row, "thinking") in first, (first, row)

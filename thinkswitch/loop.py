@@ -1,14 +1,16 @@
 """The ThinkSwitch loop, top to bottom.
 
-Iteration 0 evaluates the starting pair. Each iteration k = 1..K then:
+Iteration 0 evaluates the starting pair (with `iterations=0`, that is the whole run). Each iteration
+k = 1..K then:
   1. generate  the thinking checkpoint answers the training prompts (raw outputs saved)
   2. strip     reasoning traces removed, answer-only pairs kept
   3. distill   the pairs into the instruct checkpoint (LoRA/QLoRA, adapter merged)
   4. merge     new thinking checkpoint = SLERP(thinking, new instruct, t)
   5. evaluate  both new checkpoints on the evaluation set
-and records the iteration. Each stage runs once per run directory (`Run.stage`): rerunning in the
-same directory continues where a previous run stopped, and a sweep's jobs share stages whose
-inputs are the same (the stage cache).
+and records the iteration. Each stage takes one frozen dataclass of its inputs, from which its keys
+derive (`stages.inputs`). Each stage runs once per run directory (`Run.stage`): rerunning in the
+same directory continues where a previous run stopped (a stage whose inputs changed since is redone,
+and the stages built on it), and a sweep's jobs share stages whose inputs are the same (the stage cache).
 """
 
 from __future__ import annotations
@@ -17,20 +19,22 @@ import logging
 import time
 from contextlib import closing
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
-from thinkswitch import __version__
 from thinkswitch.analysis.records import record, run_summary, summarize
 from thinkswitch.analysis.tracking import Tracker
 from thinkswitch.config import ROLES, ExperimentConfig, as_plain
-from thinkswitch.setup import Checkpoint, Pair, Run, frozen_library_heap, prepare
+from thinkswitch.setup import Pair, Run, frozen_library_heap, prepare
 from thinkswitch.stages import distill, evaluate, generate, merge, strip
+from thinkswitch.stages.inputs import Artifact, stage_key
 from thinkswitch.store.digests import digest_outputs
 from thinkswitch.store.io import parse_size, write_json
 from thinkswitch.store.partial import remove_partial
 from thinkswitch.store.paths import IterationPaths, RunPaths
 from thinkswitch.store.rundir import RunLock, check_resume
+from thinkswitch.store.runner import output_id
 
 log = logging.getLogger(__name__)
 details = logging.getLogger("thinkswitch.details")  # tracebacks: the CLI sends it to the log file only
@@ -92,84 +96,112 @@ def run_loop(run: Run) -> dict:
 
 def iteration(run: Run, k: int, pair: Pair) -> tuple[dict, Pair]:
     """One round of ThinkSwitch on `pair`; returns the round's metrics and the new pair."""
-    cfg, it, stage = run.cfg, run.paths.iteration(k), run.stage
+    cfg, it = run.cfg, run.paths.iteration(k)
     metrics: dict[str, Any] = {}
     if cfg.method.distill:
         if cfg.method.labels == "thinking":
-            # 1. generate: the thinking checkpoint answers the training prompts
-            metrics |= stage(it, "generate", lambda: generate.generate_labels(
-                generator=run.generator, checkpoint=pair.thinking.path, examples=run.train,
-                sampling=cfg.model.sampling.thinking, samples=cfg.generation.samples_per_prompt,
-                system_prompt=cfg.domain.system_prompt, seed=label_seed(cfg, k), out=it.generations),
-                key=generate.cache_key(thinking_id=pair.thinking.id, examples=run.train,
-                                       sampling=cfg.model.sampling.thinking, samples=cfg.generation.samples_per_prompt,
-                                       seed=label_seed(cfg, k), context=stage_context(run)),
-                outputs=[it.generations], needs=[pair.thinking.path])
-            # 2. strip: reasoning traces removed, answer-only pairs kept
-            metrics |= stage(it, "strip", lambda: strip.strip_generations(
-                generations=it.generations, pairs=it.pairs, grader_name=cfg.domain.grader, cfg=cfg.distill),
-                outputs=[it.pairs], needs=[it.generations])
+            generations = generate_step(run, it, pair.thinking, k, metrics)  # 1. the thinking checkpoint answers
+            pairs = strip_step(run, it, generations, metrics)  # 2. reasoning traces removed
         else:  # the gold_oracle baseline: the dataset's own answers are the labels
-            metrics |= stage(it, "strip", lambda: strip.gold_pairs(
-                examples=run.train, grader_name=cfg.domain.grader, pairs=it.pairs), outputs=[it.pairs])
-        # 3. distill: the pairs into the instruct checkpoint
-        key = distill.cache_key(instruct_id=pair.instruct.id, pairs=it.pairs, trainer=cfg.trainer,
-                                seed=train_seed(cfg, k), context=stage_context(run),
-                                merge_device=cfg.distill.merge_device)
-        metrics |= stage(it, "distill", lambda: distill.distill(
-            instruct=pair.instruct.path, pairs=it.pairs, trainer=cfg.trainer, model=cfg.model,
-            device=run.generator.device, seed=train_seed(cfg, k), system_prompt=cfg.domain.system_prompt,
-            adapter_out=it.adapter, model_out=it.instruct, shard_size=parse_size(cfg.shard_size),
-            merge_device=cfg.distill.merge_device),
-            key=key, outputs=[it.adapter, it.instruct], needs=[pair.instruct.path, it.pairs])
-        pair = replace(pair, instruct=Checkpoint(str(it.instruct), key))
-    if cfg.method.merge:
-        # 4. merge: SLERP from the thinking checkpoint (t=0) toward the instruct one (t=1)
-        merge_base = pair.thinking if cfg.merge.base == "current" else run.start.thinking
-        metrics |= stage(it, "merge", lambda: merge.merge(
-            thinking=merge_base.path, instruct=pair.instruct.path, cfg=cfg.merge, out=it.thinking,
-            shard_size=parse_size(cfg.shard_size)), outputs=[it.thinking], needs=[merge_base.path, pair.instruct.path])
-        pair = replace(pair, thinking=Checkpoint(str(it.thinking),
-                                                 merge.merged_id(cfg.merge, merge_base.id, pair.instruct.id)))
-    # 5. evaluate both checkpoints
-    metrics |= evaluate_pair(run, it, pair)
+            pairs = gold_step(run, it, metrics)
+        pair = replace(pair, instruct=distill_step(run, it, pair.instruct, pairs, k, metrics))  # 3. into instruct
+    if cfg.method.merge:  # 4. SLERP from the thinking checkpoint (t=0) toward the instruct one (t=1)
+        base = pair.thinking if cfg.merge.base == "current" else run.start.thinking
+        pair = replace(pair, thinking=merge_step(run, it, base, pair.instruct, metrics))
+    metrics |= evaluate_pair(run, it, pair)  # 5. both checkpoints on the evaluation set
     return metrics, pair
+
+
+def run_stage(run: Run, it: IterationPaths, name: str, fn: Callable[[Any], dict], inputs: Any, metrics: dict, *,
+              outputs: list[Path], needs: list, cached: bool = True) -> None:
+    """`fn(inputs)` as the stage `name` of iteration `it`, once (`Run.stage`), keyed by its inputs
+    (`stages.inputs.stage_key`); its metrics are added to `metrics`."""
+    metrics |= run.stage(it, name, lambda: fn(inputs), key=stage_key(inputs), inputs=stage_key(inputs, "marker"),
+                         outputs=outputs, needs=needs, cached=cached)
+
+
+def produced(run: Run, it: IterationPaths, stage: str, path: Path) -> Artifact:
+    """An output of a finished stage, as the next stage's input: named by the digest of its files."""
+    return Artifact(str(path), output_id(it, stage, path))
+
+
+def generate_step(run: Run, it: IterationPaths, thinking: Artifact, k: int, metrics: dict) -> Artifact:
+    cfg = run.cfg
+    inputs = generate.GenerateInputs(
+        checkpoint=thinking, examples=tuple(run.train), sampling=cfg.model.sampling.thinking,
+        samples=cfg.generation.samples_per_prompt, system_prompt=cfg.domain.system_prompt, seed=label_seed(cfg, k),
+        engine=run.engine, out=it.generations)
+    run_stage(run, it, "generate", partial(generate.generate_labels, generator=run.generator), inputs, metrics,
+              outputs=[it.generations], needs=[thinking.path])
+    return produced(run, it, "generate", it.generations)
+
+
+def strip_step(run: Run, it: IterationPaths, generations: Artifact, metrics: dict) -> Artifact:
+    inputs = strip.StripInputs(generations=generations, grader=run.cfg.domain.grader, cfg=run.cfg.distill,
+                               pairs=it.pairs)
+    run_stage(run, it, "strip", strip.strip_generations, inputs, metrics, outputs=[it.pairs],
+              needs=[generations.path], cached=False)  # seconds of work: not worth a cache entry
+    return produced(run, it, "strip", it.pairs)
+
+
+def gold_step(run: Run, it: IterationPaths, metrics: dict) -> Artifact:
+    inputs = strip.GoldInputs(examples=tuple(run.train), grader=run.cfg.domain.grader, pairs=it.pairs)
+    run_stage(run, it, "strip", strip.gold_pairs, inputs, metrics, outputs=[it.pairs], needs=[], cached=False)
+    return produced(run, it, "strip", it.pairs)
+
+
+def distill_step(run: Run, it: IterationPaths, instruct: Artifact, pairs: Artifact, k: int, metrics: dict) -> Artifact:
+    cfg = run.cfg
+    inputs = distill.DistillInputs(
+        instruct=instruct, pairs=pairs, trainer=cfg.trainer, model=cfg.model, seed=train_seed(cfg, k),
+        system_prompt=cfg.domain.system_prompt, numerics=run.engine.numerics, shard_size=parse_size(cfg.shard_size),
+        merge_device=cfg.distill.merge_device, adapter_out=it.adapter, model_out=it.instruct)
+    run_stage(run, it, "distill", partial(distill.distill, device=run.generator.device), inputs, metrics,
+              outputs=[it.adapter, it.instruct], needs=[instruct.path, pairs.path])
+    return produced(run, it, "distill", it.instruct)
+
+
+def merge_step(run: Run, it: IterationPaths, thinking: Artifact, instruct: Artifact, metrics: dict) -> Artifact:
+    inputs = merge.MergeInputs(thinking=thinking, instruct=instruct, cfg=run.cfg.merge,
+                               shard_size=parse_size(run.cfg.shard_size), out=it.thinking)
+    run_stage(run, it, "merge", merge.merge, inputs, metrics, outputs=[it.thinking],
+              needs=[thinking.path, instruct.path], cached=False)  # rebuilt, not stored: a checkpoint per job
+    return produced(run, it, "merge", it.thinking)
 
 
 def evaluate_pair(run: Run, it: IterationPaths, pair: Pair) -> dict:
     """Both checkpoints on the evaluation set, as one stage: `instruct/*` and `thinking/*` metrics."""
-    cfg = run.cfg
+    cfg, metrics = run.cfg, {}
 
-    def both() -> dict:
-        metrics = {key: value for role in ROLES for key, value in evaluate_one(run, it, pair, role).items()}
+    def one(role: str) -> evaluate.EvaluateInputs:
+        return evaluate.EvaluateInputs(
+            checkpoint=getattr(pair, role), role=role, examples=tuple(run.eval), grader=cfg.domain.grader,
+            sampling=getattr(cfg.model.sampling, role), samples=cfg.evaluate.samples,
+            system_prompt=cfg.domain.system_prompt, seed=eval_seed(cfg), engine=run.engine, out=it.eval_results(role))
+
+    def both(inputs: evaluate.PairInputs) -> dict:
+        found = {key: value for role in ROLES for key, value in evaluate_one(run, it, getattr(inputs, role)).items()}
         for role in ROLES:
             remove_partial(it.eval_results(role))
-        return metrics
+        return found
 
-    key = evaluate.cache_key(checkpoint_ids={role: getattr(pair, role).id for role in ROLES}, examples=run.eval,
-                             sampling=cfg.model.sampling, samples=cfg.evaluate.samples,
-                             grader_name=cfg.domain.grader, seed=eval_seed(cfg), context=stage_context(run))
-    return run.stage(it, "evaluate", both, key=key, outputs=[it.eval_results(role) for role in ROLES],
-                     needs=[getattr(pair, role).path for role in ROLES])
+    inputs = evaluate.PairInputs(**{role: one(role) for role in ROLES})
+    run_stage(run, it, "evaluate", both, inputs, metrics,
+              outputs=[it.eval_results(role) for role in ROLES], needs=[getattr(pair, role).path for role in ROLES])
+    return metrics
 
 
-def evaluate_one(run: Run, it: IterationPaths, pair: Pair, role: str) -> dict:
+def evaluate_one(run: Run, it: IterationPaths, inputs: evaluate.EvaluateInputs) -> dict:
     """One checkpoint's evaluation, itself reused from the stage cache when that checkpoint was evaluated
     the same way before: a `merge.t` sweep's jobs share their distilled instruct checkpoint, so only the
     merged thinking one is evaluated in each job. Its answers are kept in a partial file until the stage ends
     (a crash in the second evaluation keeps the first one's)."""
-    cfg, out = run.cfg, it.eval_results(role)
-    key = evaluate.role_cache_key(role=role, checkpoint_id=getattr(pair, role).id, examples=run.eval,
-                                  sampling=getattr(cfg.model.sampling, role), samples=cfg.evaluate.samples,
-                                  grader_name=cfg.domain.grader, seed=eval_seed(cfg), context=stage_context(run))
+    key, out = stage_key(inputs), inputs.out
     cached = run.stage.cache.restore(key, [out.name], it.root)
     if cached is not None:
-        log.info("[%s] evaluate %s: reused from the stage cache (key %s)", it.root.name, role, key)
-        return {**cached.metrics, f"cache/evaluate_{role}": 1}
-    metrics = evaluate.evaluate(
-        generator=run.generator, checkpoint=getattr(pair, role).path, role=role, examples=run.eval,
-        grader=run.grader, sampling=getattr(cfg.model.sampling, role), samples=cfg.evaluate.samples,
-        system_prompt=cfg.domain.system_prompt, seed=eval_seed(cfg), out=out, keep_partial=True)
+        log.info("[%s] evaluate %s: reused from the stage cache (key %s)", it.root.name, inputs.role, key)
+        return {**cached.metrics, f"cache/evaluate_{inputs.role}": 1}
+    metrics = evaluate.evaluate(inputs, generator=run.generator, keep_partial=True)
     run.stage.cache.store(key, [out.name], it.root, metrics, digest_outputs(it.root, [out.name]))
     return metrics
 
@@ -189,12 +221,3 @@ def eval_seed(cfg: ExperimentConfig) -> int:
     """Evaluation: the same at every iteration (common random numbers), so a change of score is the
     checkpoints', not the sampler's."""
     return cfg.seed * 1000 + 2
-
-
-def stage_context(run: Run) -> tuple:
-    """What every stage-cache key includes besides the stage's own inputs: the package version and the
-    settings that change numerics (device, dtype, generation backend and batching) or prompts (system)."""
-    cfg = run.cfg
-    return (__version__, run.generator.device.type, cfg.model.dtype, cfg.domain.system_prompt,
-            cfg.generation.batch_size, cfg.generation.backend) + (
-        (cfg.generation.vllm,) if cfg.generation.backend == "vllm" else ())

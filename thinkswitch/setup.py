@@ -27,6 +27,7 @@ from thinkswitch.data.grading import Grader, get_grader
 from thinkswitch.engines.hf import Generator
 from thinkswitch.engines.models import ModelPair, check_pair, pick_device
 from thinkswitch.errors import ConfigError
+from thinkswitch.stages.inputs import Artifact, Engine
 from thinkswitch.store.cache import StageCache, checkpoint_id
 from thinkswitch.store.locks import HolderLock, claim_one
 from thinkswitch.store.paths import RunPaths
@@ -38,17 +39,11 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class Checkpoint:
-    """A checkpoint the run reads or writes: where it is, and its identity (stage-cache keys build on it)."""
-
-    path: str
-    id: str
-
-
-@dataclass(frozen=True)
 class Pair:
-    instruct: Checkpoint
-    thinking: Checkpoint
+    """The two checkpoints of an iteration: where they are, and what they are (stage keys build on their ids)."""
+
+    instruct: Artifact
+    thinking: Artifact
 
 
 @dataclass
@@ -62,6 +57,7 @@ class Run:
     grader: Grader
     start: Pair  # the starting pair (iteration 0)
     generator: Generator
+    engine: Engine  # the settings of `generator` (and device) that change outputs: part of the stages' keys
     stage: StageRunner  # runs a stage once: markers, stage cache, timing, failure location
     device_lock: Optional[HolderLock] = None  # device=auto: this run's GPU, held until close()
 
@@ -107,7 +103,7 @@ def _prepare(cfg: ExperimentConfig, paths: RunPaths, device) -> Run:
     pair = resolve_pair(cfg.model, Path(cfg.cache_dir))
     check_disk(cfg, paths, pair.instruct, pair.thinking)
     token_budget = plan_memory(cfg, pair, train, evaluation, device)
-    start = Pair(*(Checkpoint(p, checkpoint_id(p, cfg.model.revision)) for p in (pair.instruct, pair.thinking)))
+    start = Pair(*(Artifact(p, checkpoint_id(p, cfg.model.revision)) for p in (pair.instruct, pair.thinking)))
     cache = StageCache(Path(cfg.stage_cache).expanduser() if cfg.stage_cache else None)
     cache.turns.check()  # locks in the cache that do not exclude: said, and this run computes alone
     log.info("pair: instruct=%s thinking=%s | %d training prompts, %d evaluation questions | device %s",
@@ -115,7 +111,7 @@ def _prepare(cfg: ExperimentConfig, paths: RunPaths, device) -> Run:
     generator = Generator(model=cfg.model, generation=cfg.generation, device=device, token_budget=token_budget)
     record_config(cfg, paths)  # last: a start refused above is not a run a resume must match
     return Run(cfg=cfg, paths=paths, train=train, eval=evaluation, grader=get_grader(cfg.domain.grader),
-               start=start, generator=generator, stage=StageRunner(cache))
+               start=start, generator=generator, engine=Engine.of(cfg, device), stage=StageRunner(cache))
 
 
 def choose_device(name: str, cache_dir: Path, run_dir: str, gpus: Optional[Sequence[str]] = None):
@@ -183,8 +179,8 @@ def generation_jobs(cfg: ExperimentConfig, tokenizer, train: list[dict],
         return prompt_token_counts(tokenizer, [chat_prompt(tokenizer, ex["prompt"], cfg.domain.system_prompt)
                                                for ex in prompts])
 
-    jobs = [("generate", "thinking", counts(train), cfg.generation.samples_per_prompt)] \
-        if cfg.method.labels == "thinking" else []
+    labels = cfg.method.distill and cfg.iterations and cfg.method.labels == "thinking"
+    jobs = [("generate", "thinking", counts(train), cfg.generation.samples_per_prompt)] if labels else []
     eval_counts = counts(evaluation)
     return jobs + [(f"evaluate {role}", role, eval_counts, cfg.evaluate.samples) for role in ("thinking", "instruct")]
 
@@ -209,7 +205,7 @@ def plan_memory(cfg: ExperimentConfig, pair: ModelPair, train: list[dict], evalu
         return None
     dtype = resolve_dtype(cfg.model.dtype, device.type)
     free = free_memory(str(device))
-    if cfg.method.distill:
+    if cfg.method.distill and cfg.iterations:
         plan = plan_distill(config, dtype=dtype, quantize_4bit=cfg.trainer.quantize_4bit, lora=cfg.trainer.lora,
                             sft=cfg.trainer.sft, bnb=cfg.trainer.bnb, free_bytes=free, device=str(device),
                             merge_device=cfg.distill.merge_device)
@@ -247,8 +243,9 @@ def frozen_library_heap(cfg: ExperimentConfig) -> Iterator[None]:
     are ~0.5M long-lived objects; frozen, a collection skips them (0.27 s -> 0.01 s per call on the
     testbed), and so do Python's own periodic full collections during training. Unfrozen at the end.
     """
-    modules = ["torch", "transformers"] + (["peft", "trl"] if cfg.method.distill else [])  # datasets: when used
-    for name in modules + (["mergekit.merge"] if cfg.method.merge else []):
+    rounds = cfg.iterations > 0  # iterations=0 only evaluates the starting pair
+    modules = ["torch", "transformers"] + (["peft", "trl"] if cfg.method.distill and rounds else [])  # not datasets
+    for name in modules + (["mergekit.merge"] if cfg.method.merge and rounds else []):
         importlib.import_module(name)
     gc.collect()
     gc.freeze()

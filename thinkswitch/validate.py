@@ -60,7 +60,7 @@ def _at_least(key: str, value: Any, low: float) -> Iterator[str]:
 def run_settings(cfg: ExperimentConfig) -> Iterator[str]:
     from thinkswitch.engines.models import check_device, check_dtype
 
-    yield from _at_least("iterations", cfg.iterations, 1)
+    yield from _at_least("iterations", cfg.iterations, 0)
     if cfg.num_threads is not None:
         yield from _at_least("num_threads", cfg.num_threads, 1)
     yield from check_device(cfg.device)

@@ -16,16 +16,16 @@ import gc
 import logging
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from thinkswitch import __version__
-from thinkswitch.config import ModelConfig, TrainerConfig
+from thinkswitch.config import MergeDevice, ModelConfig, TrainerConfig
 from thinkswitch.engines.chat import THINK_CLOSE, THINK_OPEN, chat_prompt
 from thinkswitch.engines.distill_memory import choose_merge_device
 from thinkswitch.engines.models import load_model, load_tokenizer, pick_dtype
 from thinkswitch.errors import DataError
-from thinkswitch.store.cache import checkpoint_id, digest, file_digest
+from thinkswitch.stages.inputs import Artifact, Numerics, keyed_as, output_path, outside, stage_key
 from thinkswitch.store.io import atomic_path, read_json, read_jsonl, write_json, write_jsonl
 from thinkswitch.store.paths import TRAIN_LOG
 
@@ -152,29 +152,48 @@ def bnb_config(cfg: TrainerConfig, dtype):
     return BitsAndBytesConfig(**{**kwargs, **dict(cfg.bnb)})
 
 
-def train_adapter(instruct: str, pairs: list[dict], cfg: TrainerConfig, model_cfg: ModelConfig, device,
-                  seed: int, system_prompt: Optional[str], adapter_out: Path) -> tuple[dict, Any, Any]:
+@dataclass(frozen=True)
+class DistillInputs:
+    """What the distilled checkpoint depends on (its keys, and the key of TRL checkpoints a killed distillation
+    resumes from: `stages.inputs.stage_key`)."""
+
+    instruct: Artifact  # the instruct checkpoint the adapter is trained on
+    pairs: Artifact  # the answer-only pairs (strip's output)
+    trainer: TrainerConfig = keyed_as(trained_settings, why="trainer.checkpoint_minutes and the sft settings "
+                                      "that say when checkpoints are written do not change what is trained")
+    model: ModelConfig = outside(why="loads the checkpoint: its dtype is in `numerics`, its revision in the "
+                                     "instruct checkpoint's id; sampling and the pair's paths are not read here")
+    seed: int  # data order, LoRA init, dropout
+    system_prompt: Optional[str]  # rendered into every training prompt
+    numerics: Numerics
+    shard_size: int = outside(why="how the weights are split into files (shard_size), not what they are; a "
+                                  "resume may change it")
+    adapter_out: Path = output_path()
+    model_out: Path = output_path()
+    merge_device: MergeDevice = MergeDevice.auto  # after QLoRA, where the adapter is merged: a CPU merges a bf16
+    # base in fp32, a GPU in bf16, so the bytes differ
+
+
+def train_adapter(inputs: DistillInputs, pairs: list[dict], device) -> tuple[dict, Any, Any]:
     """Fit a LoRA adapter on (prompt, completion) pairs; completion-only loss.
 
     TRL checkpoints go to `<adapter_out's directory>/.distill_checkpoints/` while it trains (`sft_config`); if one
-    from an interrupted run with the same inputs is there, training resumes from it (`trainer.train(
-    resume_from_checkpoint=...)`: adapter, optimizer, scheduler, RNG and data position restored). They are deleted
-    once the adapter is saved. Saves the adapter to `adapter_out`; returns the train metrics, the trained
-    `PeftModel` and the tokenizer.
+    from an interrupted run with the same inputs (`stage_key(inputs)`) is there, training resumes from it
+    (`trainer.train(resume_from_checkpoint=...)`: adapter, optimizer, scheduler, RNG and data position restored).
+    They are deleted once the adapter is saved. Saves the adapter to `adapter_out`; returns the train metrics, the
+    trained `PeftModel` and the tokenizer.
     """
     from datasets import Dataset
     from peft import LoraConfig, prepare_model_for_kbit_training
     from trl import SFTTrainer
 
+    instruct, cfg, model_cfg, seed = inputs.instruct.path, inputs.trainer, inputs.model, inputs.seed
     tokenizer = load_tokenizer(instruct, model_cfg)
-    dataset = Dataset.from_list(
-        [{"prompt": chat_prompt(tokenizer, p["prompt"], system_prompt), "completion": p["completion"]} for p in pairs]
-    )
+    dataset = Dataset.from_list([{"prompt": chat_prompt(tokenizer, p["prompt"], inputs.system_prompt),
+                                  "completion": p["completion"]} for p in pairs])
     dtype = pick_dtype(model_cfg.dtype, device)
-    work = adapter_out.parent / CHECKPOINTS
-    key = digest("distill-checkpoints", checkpoint_id(instruct, model_cfg.revision), pairs, trained_settings(cfg),
-                 seed, system_prompt, device.type, str(dtype), __version__)
-    resume = last_checkpoint(work, key)
+    work = inputs.adapter_out.parent / CHECKPOINTS
+    resume = last_checkpoint(work, stage_key(inputs))
     args = sft_config(cfg, device, dtype, work, seed)
     quant = bnb_config(cfg, dtype) if cfg.quantize_4bit else None
     model = load_model(instruct, model_cfg, device, quantization_config=quant)
@@ -191,7 +210,7 @@ def train_adapter(instruct: str, pairs: list[dict], cfg: TrainerConfig, model_cf
     if resume is not None:
         log.info("distill: resuming from %s", resume)
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-    with atomic_path(adapter_out) as tmp:
+    with atomic_path(inputs.adapter_out) as tmp:
         trainer.model.save_pretrained(tmp, safe_serialization=True)
         write_jsonl(tmp / TRAIN_LOG, trainer.state.log_history)
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
@@ -253,21 +272,11 @@ def save_checkpoint(model, tokenizer, out: Path, shard_size: int) -> None:
         tokenizer.save_pretrained(tmp)
 
 
-def cache_key(*, instruct_id: str, pairs: Path, trainer: TrainerConfig, seed: int, context: tuple,
-              merge_device: str = "auto") -> str:
-    """What determines the distilled checkpoint: the instruct checkpoint, the pairs (their bytes), the trainer
-    settings, the seed, the context (`loop.stage_context`) and, after QLoRA, `distill.merge_device` (peft merges
-    a bf16 base in fp32 on a CPU, in bf16 on a GPU: the bytes differ)."""
-    merge = (merge_device,) if trainer.quantize_4bit else ()
-    return digest("distill", instruct_id, file_digest(pairs), trained_settings(trainer), seed, *context, *merge)
-
-
-def distill(*, instruct: str, pairs: Path, trainer: TrainerConfig, model: ModelConfig, device, seed: int,
-            system_prompt: Optional[str], adapter_out: Path, model_out: Path, shard_size: int,
-            merge_device: str = "auto") -> dict:
-    """The pairs distilled into `instruct`: the adapter in `adapter_out`, the merged checkpoint in `model_out`
-    (safetensors shards of at most `shard_size` bytes); returns `train/*` metrics. After QLoRA the merge runs
-    where `merge_device` (`distill.merge_device`) says (`merge_device_for`)."""
+def distill(inputs: DistillInputs, *, device) -> dict:
+    """The pairs distilled into `instruct` on `device`: the adapter in `adapter_out`, the merged checkpoint in
+    `model_out` (safetensors shards of at most `shard_size` bytes); returns `train/*` metrics. After QLoRA the
+    merge runs where `inputs.merge_device` (`distill.merge_device`) says (`merge_device_for`)."""
+    pairs, trainer, model = inputs.pairs.path, inputs.trainer, inputs.model
     rows = read_jsonl(pairs)
     if not rows:
         raise DataError(f"{pairs}: no answer-only pairs to distill (every generation was dropped)")
@@ -275,16 +284,15 @@ def distill(*, instruct: str, pairs: Path, trainer: TrainerConfig, model: ModelC
     if tagged:  # an instruct model taught `</think>` starts emitting orphan tags
         raise DataError(f"{pairs}:{tagged[0]}: a target holds a think tag; targets must be answers only")
     t0 = time.perf_counter()
-    metrics, trained, tokenizer = train_adapter(instruct, rows, trainer, model, device, seed, system_prompt,
-                                                adapter_out)
+    metrics, trained, tokenizer = train_adapter(inputs, rows, device)
     if trainer.quantize_4bit:
         trained = None  # free the 4-bit model before the full-precision reload
         gc.collect()
-        merge_on = merge_device_for(merge_device, instruct, adapter_out, model, device)
-        merged = merge_adapter(instruct, adapter_out, model, device, merge_on)
+        merge_on = merge_device_for(inputs.merge_device, inputs.instruct.path, inputs.adapter_out, model, device)
+        merged = merge_adapter(inputs.instruct.path, inputs.adapter_out, model, device, merge_on)
     else:  # the trained model already holds the full-precision base: merge in place, no reload
         merged = trained.merge_and_unload()
-    save_checkpoint(merged, tokenizer, model_out, shard_size)
+    save_checkpoint(merged, tokenizer, inputs.model_out, inputs.shard_size)
     del trained, merged  # both names hold the model; the trainer's reference cycles go with gc.collect
     gc.collect()
     metrics["distill/seconds"] = time.perf_counter() - t0

@@ -8,19 +8,20 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
 from thinkswitch.analysis.stats import label_shares, macro_f1, majority, wilson_interval
-from thinkswitch.config import SamplingConfig, SamplingPair
-from thinkswitch.data.grading import Grader
+from thinkswitch.config import SamplingConfig
+from thinkswitch.data.grading import Grader, get_grader
 from thinkswitch.engines.chat import THINK_CLOSE, chat_prompt
-from thinkswitch.engines.hf import RNG_SCHEME, Generator
-from thinkswitch.stages.generate import partial_key
+from thinkswitch.engines.hf import Generator
+from thinkswitch.stages.generate import resumable
+from thinkswitch.stages.inputs import Artifact, Engine, output_path
 from thinkswitch.stages.strip import strip_trace
-from thinkswitch.store.cache import digest
 from thinkswitch.store.io import write_jsonl
-from thinkswitch.store.partial import PartialResults, generate_resumable
+from thinkswitch.store.partial import generate_resumable, remove_partial
 
 log = logging.getLogger(__name__)
 
@@ -32,41 +33,58 @@ def final_answer(output: str, role: str) -> Optional[str]:
     return output.strip()
 
 
-def cache_key(*, checkpoint_ids: dict[str, str], examples: Sequence[dict], sampling: SamplingPair, samples: int,
-              grader_name: str, seed: int, context: tuple) -> str:
-    """What determines both checkpoints' results: the checkpoints, the questions, sampling, the grader,
-    the seed and the context (`loop.stage_context`)."""
-    return digest("evaluate", checkpoint_ids["instruct"], checkpoint_ids["thinking"], list(examples), sampling,
-                  samples, grader_name, seed, RNG_SCHEME, *context)
+@dataclass(frozen=True)
+class EvaluateInputs:
+    """What one checkpoint's evaluation depends on (its keys: `stages.inputs.stage_key`)."""
+
+    checkpoint: Artifact
+    role: str  # instruct | thinking: how its outputs are read (a thinking model's trace is stripped)
+    examples: tuple  # the evaluation questions, with their gold answers
+    grader: str  # a name in thinkswitch.data.grading.GRADERS
+    sampling: SamplingConfig
+    samples: int  # evaluate.samples
+    system_prompt: Optional[str]
+    seed: int
+    engine: Engine
+    out: Path = output_path()
 
 
-def role_cache_key(*, role: str, checkpoint_id: str, examples: Sequence[dict], sampling: SamplingConfig,
-                   samples: int, grader_name: str, seed: int, context: tuple) -> str:
-    """What determines one checkpoint's results (`evaluate` for one role): `cache_key`'s inputs for that role."""
-    return digest("evaluate-role", role, checkpoint_id, list(examples), sampling, samples, grader_name, seed,
-                  RNG_SCHEME, *context)
+@dataclass(frozen=True)
+class PairInputs:
+    """Both checkpoints' evaluations: the evaluate stage of an iteration (one stage-cache entry)."""
+
+    instruct: EvaluateInputs
+    thinking: EvaluateInputs
 
 
-def evaluate(*, generator: Generator, checkpoint: str, role: str, examples: Sequence[dict], grader: Grader,
-             sampling: SamplingConfig, samples: int, system_prompt: Optional[str], seed: int, out: Path,
-             keep_partial: bool = False) -> dict:
-    """`checkpoint` answers every question `samples` times; grade, save per-question results to `out`,
+def evaluate_pair(inputs: PairInputs, *, generator: Generator) -> dict:
+    """Both checkpoints of a pair, as one stage: `instruct/*` and `thinking/*` metrics. Partial files are removed
+    only when every output is written: a crash in the second evaluation keeps the first one's answers."""
+    both = (inputs.instruct, inputs.thinking)
+    metrics = {key: value for one in both for key, value in evaluate(one, generator=generator,
+                                                                     keep_partial=True).items()}
+    for one in both:
+        remove_partial(one.out)
+    return metrics
+
+
+def evaluate(inputs: EvaluateInputs, *, generator: Generator, keep_partial: bool = False) -> dict:
+    """The checkpoint answers every question `samples` times; grade, save per-question results to `inputs.out`,
     return `<role>/*` metrics.
 
     With `samples` > 1, `accuracy` is avg@n and `maj_accuracy` maj@n; `correct` is then the mean number of
-    questions answered correctly. Answers are kept in `out`'s partial file (`thinkswitch.store.partial`) batch by
-    batch, so a rerun after a crash generates only what is missing; the partial file is removed once `out` is
-    written, unless `keep_partial` (a stage of several evaluations removes them when all are written, so that
-    a crash in the second does not redo the first).
+    questions answered correctly. Answers are kept in the output's partial file (`thinkswitch.store.partial`)
+    batch by batch, so a rerun after a crash generates only what is missing; the partial file is removed once
+    the output is written, unless `keep_partial` (`evaluate_pair` removes them when all are written).
     """
     t0 = time.perf_counter()
+    role, examples, samples, grader = inputs.role, inputs.examples, inputs.samples, get_grader(inputs.grader)
     jobs = [(ex, s) for ex in examples for s in range(samples)]
-    with generator.open(checkpoint) as backend:
-        prompts = [chat_prompt(backend.tokenizer, ex["prompt"], system_prompt) for ex in examples]
-        partial = PartialResults(out, partial_key(f"evaluate {role}", generator, checkpoint, prompts, sampling,
-                                                  samples, seed))
-        gens = generate_resumable(backend, prompts, sampling, seed=seed, n=samples, desc=f"evaluate {role}",
-                                  partial=partial)
+    partial, generator = resumable(generator, inputs.out, inputs)
+    with generator.open(inputs.checkpoint.path) as backend:
+        prompts = [chat_prompt(backend.tokenizer, ex["prompt"], inputs.system_prompt) for ex in examples]
+        gens = generate_resumable(backend, prompts, inputs.sampling, seed=inputs.seed, n=samples,
+                                  desc=f"evaluate {role}", partial=partial)
     rows = []
     for (ex, s), g in zip(jobs, gens):
         answer = final_answer(g["output"], role)
@@ -74,9 +92,15 @@ def evaluate(*, generator: Generator, checkpoint: str, role: str, examples: Sequ
         rows.append({"id": ex["id"], "sample": s, "prompt": ex["prompt"], "gold": ex["answer"], "output": g["output"],
                      "answer": answer, "pred": pred, "correct": bool(correct), "tokens": g["tokens"],
                      "finished": answer is not None})
-    write_jsonl(out, rows)
+    write_jsonl(inputs.out, rows)
     if not keep_partial:
         partial.remove()
+    return scores(rows, inputs, grader, time.perf_counter() - t0)
+
+
+def scores(rows: list[dict], inputs: EvaluateInputs, grader: Grader, seconds: float) -> dict:
+    """`<role>/*` metrics of the graded `rows`."""
+    role, examples, samples = inputs.role, inputs.examples, inputs.samples
     n, trials = len(examples), len(rows)
     hits = sum(r["correct"] for r in rows)
     low, high = wilson_interval(hits, trials)
@@ -88,7 +112,7 @@ def evaluate(*, generator: Generator, checkpoint: str, role: str, examples: Sequ
         f"{role}/accuracy_ci_high": high,
         f"{role}/tokens_per_answer": sum(r["tokens"] for r in rows) / trials if trials else 0.0,
         f"{role}/unfinished": sum(not r["finished"] for r in rows) / trials if trials else 0.0,
-        f"{role}/eval_seconds": time.perf_counter() - t0,
+        f"{role}/eval_seconds": seconds,
     }
     if samples > 1:
         metrics[f"{role}/maj_accuracy"] = majority_accuracy(rows, examples, grader) / n if n else 0.0

@@ -11,12 +11,14 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from thinkswitch.config import MergeConfig
-from thinkswitch.store.cache import digest
+from thinkswitch.stages.inputs import Artifact, output_path, outside
 from thinkswitch.store.io import atomic_path
+from thinkswitch.store.paths import MERGEKIT_YAML
 
 log = logging.getLogger(__name__)
 
@@ -85,17 +87,26 @@ def _first_line(e: Exception) -> str:
     return " ".join(str(e).split())[:300]
 
 
-def merged_id(cfg: MergeConfig, thinking_id: str, instruct_id: str) -> str:
-    """Identity of a merged checkpoint (the stage cache's keys of later stages build on it)."""
-    return digest("merge", cfg, thinking_id, instruct_id)
+@dataclass(frozen=True)
+class MergeInputs:
+    """What the merged checkpoint depends on (its keys: `stages.inputs.stage_key`)."""
+
+    thinking: Artifact  # t=0: the current thinking checkpoint, or the starting one (merge.base=initial)
+    instruct: Artifact  # t=1: the new instruct checkpoint
+    cfg: MergeConfig
+    shard_size: int = outside(why="how the weights are split into files (shard_size), not what they are; a "
+                                  "resume may change it")
+    out: Path = output_path()
 
 
-def merge(*, thinking: str, instruct: str, cfg: MergeConfig, out: Path, shard_size: int) -> dict:
+def merge(inputs: MergeInputs) -> dict:
     """SLERP `thinking` (t=0) toward `instruct` (t=1) into `out`; returns `merge/*` metrics.
 
     mergekit maps one input shard per model at a time and holds one output shard in memory, so peak
     memory follows the shard size (`shard_size`, unless `merge.options.out_shard_size` is set).
     """
+    cfg, out, shard_size = inputs.cfg, inputs.out, inputs.shard_size
+    thinking, instruct = inputs.thinking.path, inputs.instruct.path
     import yaml
     from mergekit.config import MergeConfiguration
     from mergekit.merge import run_merge
@@ -108,7 +119,7 @@ def merge(*, thinking: str, instruct: str, cfg: MergeConfig, out: Path, shard_si
         for name in THINKING_FILES:
             if (Path(thinking) / name).exists():
                 shutil.copy2(Path(thinking) / name, tmp / name)
-        (tmp / "mergekit.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+        (tmp / MERGEKIT_YAML).write_text(yaml.safe_dump(config, sort_keys=False))
     seconds = time.perf_counter() - t0
     log.info("merge: %s t=%s -> %s (%.1fs)", cfg.method, config["parameters"]["t"], out, seconds)
     return {"merge/seconds": seconds}

@@ -18,6 +18,7 @@ from thinkswitch.config import DistillConfig
 from thinkswitch.data.grading import canonical_answer, get_grader
 from thinkswitch.engines.chat import THINK_CLOSE, THINK_OPEN
 from thinkswitch.errors import StageError
+from thinkswitch.stages.inputs import Artifact, output_path
 from thinkswitch.store.io import read_jsonl, write_jsonl
 
 log = logging.getLogger(__name__)
@@ -67,12 +68,32 @@ def select_pairs(rows: list[dict], k: int, grader_name: str, cfg: DistillConfig)
     return rows
 
 
-def strip_generations(*, generations: Path, pairs: Path, grader_name: str, cfg: DistillConfig) -> dict:
+@dataclass(frozen=True)
+class StripInputs:
+    """What the answer-only pairs depend on (their keys: `stages.inputs.stage_key`)."""
+
+    generations: Artifact  # the raw generations (generate's output)
+    grader: str  # extracts the answers the `majority` filter compares and the `canonical` target writes
+    cfg: DistillConfig  # distill.*: the filter and the target form
+    pairs: Path = output_path()
+
+
+@dataclass(frozen=True)
+class GoldInputs:
+    """The gold_oracle baseline's pairs: the dataset's own answers."""
+
+    examples: tuple  # the training prompts with their answers
+    grader: str  # the canonical answer format
+    pairs: Path = output_path()
+
+
+def strip_generations(inputs: StripInputs) -> dict:
     """Read raw generations (JSONL), write the answer-only pairs; return counts of what survived.
 
     Raises StageError when no pair survives (nothing to distill), saying why they were dropped.
     """
-    rows = read_jsonl(generations)
+    pairs, grader_name, cfg = inputs.pairs, inputs.grader, inputs.cfg
+    rows = read_jsonl(inputs.generations.path)
     counts = {OK: 0, UNFINISHED: 0, REOPENED: 0, EMPTY: 0}
     stripped = []
     for row in rows:
@@ -99,8 +120,9 @@ def strip_generations(*, generations: Path, pairs: Path, grader_name: str, cfg: 
             **{f"strip/{k}": counts[k] for k in (UNFINISHED, REOPENED, EMPTY)}}
 
 
-def gold_pairs(*, examples: list[dict], grader_name: str, pairs: Path) -> dict:
+def gold_pairs(inputs: GoldInputs) -> dict:
     """The oracle baseline's labels: the dataset's own answers (canonical format) as training targets."""
+    examples, grader_name, pairs = inputs.examples, inputs.grader, inputs.pairs
     missing = [ex["id"] for ex in examples if ex.get("answer") is None]
     if missing:
         raise StageError(f"method=gold_oracle needs answers for the training prompts; map `answer` in "

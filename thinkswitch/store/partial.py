@@ -3,15 +3,19 @@
 Generation and evaluation append every finished batch to a partial file beside their output
 (`generations.jsonl.partial`, `eval_<role>.jsonl.partial`), flushed and fsynced:
 
-    {"partial": "thinkswitch", "key": "<digest of everything that determines the results>"}
+    {"partial": "thinkswitch", "key": "<digest of the stage's inputs>", "batching": {"batch_size": 64, ...}}
     {"index": 0, "output": "...", "tokens": 48, "stopped": true}
     {"index": 1, ...}
 
 A rerun in the same run directory reads it back (`PartialResults.done`) and generates only what is
-missing. A line cut off by a kill (no newline, or not JSON) and everything after it is dropped (the
-file is truncated there); a file whose header names another key (other checkpoint, prompts, sampling,
-seed, batching, package version) is never reused: it is deleted and the stage starts over. The stage
-writes its final output atomically as before and then removes the partial file.
+missing. The key is derived from the stage's inputs (`stages.inputs.stage_key(inputs, "partial")`: the
+checkpoint, prompts, sampling, samples, seed, dtype, device type, backend, package version, RNG scheme),
+not from how the stage batched: the batching the stage began with is in the header (`batching`), and the
+stage finishes with it (`PartialResults.batching`), so that answers drawn per batch are those of an
+uninterrupted run, whatever the memory plan of the rerun says. A line cut off by a kill (no newline, or
+not JSON) and everything after it is dropped (the file is truncated there); a file whose header names
+another key is never reused: it is deleted and the stage starts over. The stage writes its final output
+atomically as before and then removes the partial file.
 """
 
 from __future__ import annotations
@@ -41,8 +45,9 @@ def partial_path(out: Path) -> Path:
 class PartialResults:
     """The finished results of one output, by index, read back from (and appended to) its partial file."""
 
-    def __init__(self, out: Path, key: str):
+    def __init__(self, out: Path, key: str, batching: Optional[dict] = None):
         self.path, self.key = partial_path(out), key
+        self.batching = batching  # how the results are batched: the header's, when a file is resumed
         self._file = None
         self.done: dict[int, dict] = self._load()
 
@@ -62,6 +67,7 @@ class PartialResults:
                     log.info("%s was written with other settings; not reused", self.path.name)
                     self.path.unlink()
                     return {}
+                self.batching = row.get("batching", self.batching)
             elif not isinstance(row, dict) or not isinstance(row.get("index"), int):
                 break
             else:
@@ -75,7 +81,8 @@ class PartialResults:
             with open(self.path, "r+b") as f:
                 f.truncate(kept)
         if done:
-            log.info("%s: %d results from an earlier run kept", self.path.name, len(done))
+            log.info("%s: kept %d finished results of an earlier run; generating the rest", self.path.name,
+                     len(done))
         return done
 
     def append(self, results: dict[int, dict]) -> None:
@@ -85,7 +92,7 @@ class PartialResults:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._file = open(self.path, "a", encoding="utf-8")
             if new:
-                self._file.write(json.dumps({"partial": HEADER, "key": self.key}) + "\n")
+                self._file.write(json.dumps({"partial": HEADER, "key": self.key, "batching": self.batching}) + "\n")
         self._file.write("".join(json.dumps({"index": i, **r}, ensure_ascii=False) + "\n"
                                  for i, r in sorted(results.items())))
         self._file.flush()

@@ -14,7 +14,8 @@
         instruct/            distilled instruct checkpoint (adapter merged, full precision)
         thinking/            SLERP of thinking and new instruct (+ mergekit.yaml)
         eval_instruct.jsonl  eval_thinking.jsonl  metrics.json
-        <stage>.done         completion markers, written last: metrics and the digests of the outputs
+        <stage>.done         completion markers, written last: metrics, the key of the inputs, the
+                             digests and ids of the outputs
       run.lock               while a process runs in the directory: its pid, host and start time
 """
 
@@ -29,6 +30,10 @@ from thinkswitch.store.io import read_json, write_json
 
 STAGES = ("generate", "strip", "distill", "merge", "evaluate")
 TRAIN_LOG = "train_log.jsonl"  # the trainer's log history, saved beside the adapter
+MERGEKIT_YAML = "mergekit.yaml"  # the resolved mergekit configuration, saved beside the merged weights
+# Files that say how an output was made, not what it is (absolute paths, timings): outside its id
+# (`runner.content_id`), so that the same weights made in another run directory have the same id.
+DESCRIPTIVE = (TRAIN_LOG, MERGEKIT_YAML)
 
 
 @dataclass(frozen=True)
