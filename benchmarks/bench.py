@@ -15,6 +15,8 @@ Prints one line per measurement and the ratios the project's goals are stated in
   vllm      generation.backend=vllm vs hf: tokens/s, ratio and engine start-up, on the testbed and on a
             random ~25M-parameter Qwen3 with ragged answer lengths (benchmarks/bench_vllm.py; skipped
             without `make install-vllm`)
+  cb        continuous batching (generation.backend=cb) vs static HF batches on the same ragged case, one run
+            (benchmarks/bench_cb.py)
 Everything runs on the testbed pair (built once) and on CPU unless a GPU is present; the merge on a
 random 100M-parameter pair of the same architecture.
 """
@@ -372,6 +374,9 @@ def main() -> None:
         from bench_vllm import bench_vllm
 
         bench_vllm(pair, work, args.quick)
+        from bench_cb import bench_cb  # continuous batching / static HF on the ragged case
+
+        bench_cb(work, args.quick)
     print(f"peak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
 
 

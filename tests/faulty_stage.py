@@ -1,5 +1,6 @@
-"""`python tests/faulty_stage.py <generate|evaluate> <out> <batches>`: one multi-batch generation stage on the testbed
-pair, SIGKILLed right after its `<batches>`-th batch was written to the partial file (through its test hook).
+"""`python tests/faulty_stage.py <generate|evaluate> <out> <batches> [override ...]`: one multi-batch generation stage
+on the testbed pair, SIGKILLed right after its `<batches>`-th batch was written to the partial file (through its test
+hook). Overrides (e.g. `generation.backend=cb`) go after the defaults below.
 
 `run_stage` is also what the tests call in-process for the uninterrupted run and for the rerun.
 """
@@ -19,7 +20,7 @@ PROMPTS = {"generate": 16, "evaluate": 16}  # x 2 samples each: 4 batches of 8
 SAMPLES = {"generate": 2, "evaluate": 2}
 
 
-def run_stage(stage: str, out: Path) -> dict:
+def run_stage(stage: str, out: Path, overrides: tuple = ()) -> dict:
     """The stage as the loop calls it, sampled hot (temperature 1.5: outputs vary with the random numbers): 4 batches
     of 8."""
     from thinkswitch.config import TestbedSpec
@@ -30,7 +31,7 @@ def run_stage(stage: str, out: Path) -> dict:
     from thinkswitch.stages.evaluate import evaluate
     from thinkswitch.stages.generate import generate_labels
 
-    cfg = compose([f"generation.batch_size={BATCH_SIZE}", "model.sampling.thinking.temperature=1.5"])
+    cfg = compose([f"generation.batch_size={BATCH_SIZE}", "model.sampling.thinking.temperature=1.5", *overrides])
     pair = resolve_pair(cfg.model, CACHE)
     generator = Generator(model=cfg.model, generation=cfg.generation, device=torch.device("cpu"))
     examples = task_examples(PROMPTS[stage], 7, "train", TestbedSpec())
@@ -53,4 +54,4 @@ if __name__ == "__main__":
             os.kill(os.getpid(), signal.SIGKILL)
 
     partial.AFTER_BATCH.append(kill)
-    run_stage(stage, out)
+    run_stage(stage, out, tuple(sys.argv[4:]))

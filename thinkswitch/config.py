@@ -139,7 +139,8 @@ class GenerationConfig:
     Sampling settings per mode belong to the model (`model.sampling.thinking` / `.instruct`).
     """
 
-    backend: str = "hf"  # a name in thinkswitch.engines.hf.BACKENDS
+    backend: str = "hf"  # hf | cb | vllm | auto (engines.hf.BACKENDS; auto: cb or vllm on CUDA, hf on CPU)
+    quantization: str = "none"  # none | nf4: the checkpoint loaded in 4-bit NF4 (bitsandbytes) for generation
     batch_size: int = 64  # prompts per batch (HF backend)
     samples_per_prompt: int = 1  # k thinking samples per training prompt
     vllm: Dict[str, Any] = MISSING  # backend=vllm: vLLM's EngineArgs (defaults in conf/generation/default.yaml)

@@ -167,8 +167,9 @@ def eval_seed(cfg: ExperimentConfig) -> int:
 
 def stage_context(run: Run) -> tuple:
     """What every stage-cache key includes besides the stage's own inputs: the package version and the
-    settings that change numerics (device, dtype, generation backend and batching) or prompts (system)."""
-    cfg = run.cfg
+    settings that change numerics (device, dtype, generation backend as resolved (`generation.backend=auto`),
+    batching and quantization) or prompts (system)."""
+    cfg, backend, quantization = run.cfg, run.generator.generation.backend, run.generator.generation.quantization
     return (__version__, run.generator.device.type, cfg.model.dtype, cfg.domain.system_prompt,
-            cfg.generation.batch_size, cfg.generation.backend) + (
-        (cfg.generation.vllm,) if cfg.generation.backend == "vllm" else ())
+            cfg.generation.batch_size, backend) + ((cfg.generation.vllm,) if backend == "vllm" else ()) + (
+        (f"quantization={quantization}",) if quantization != "none" else ())

@@ -20,7 +20,7 @@ from typing import Iterator, Optional
 from thinkswitch.config import ExperimentConfig, ModelConfig
 from thinkswitch.data.domains import load_domain
 from thinkswitch.data.grading import Grader, get_grader
-from thinkswitch.engines.hf import Generator
+from thinkswitch.engines.hf import AUTO, Generator, resolve_backend, with_backend
 from thinkswitch.engines.models import ModelPair, check_pair, pick_device
 from thinkswitch.errors import ConfigError
 from thinkswitch.store.cache import StageCache, checkpoint_id
@@ -83,19 +83,23 @@ def prepare(cfg: ExperimentConfig) -> Run:
     train, evaluation = load_domain(cfg.domain, cfg.model)
     pair = resolve_pair(cfg.model, Path(cfg.cache_dir))
     check_disk(cfg, paths, pair.instruct, pair.thinking)
-    token_budget = plan_memory(cfg, pair, train, evaluation, device)
+    backend = resolve_backend(cfg.generation.backend, device.type)
+    if cfg.generation.backend == AUTO:
+        log.info("generation.backend=auto: %s (%s)", backend, "CUDA" if device.type == "cuda" else device.type.upper())
+    generation = with_backend(cfg.generation, backend) if backend != cfg.generation.backend else cfg.generation
+    token_budget = plan_memory(cfg, pair, train, evaluation, device, backend)
     start = Pair(*(Checkpoint(p, checkpoint_id(p, cfg.model.revision)) for p in (pair.instruct, pair.thinking)))
     cache = StageCache(Path(cfg.stage_cache).expanduser() if cfg.stage_cache else None)
     log.info("pair: instruct=%s thinking=%s | %d training prompts, %d evaluation questions | device %s",
              pair.instruct, pair.thinking, len(train), len(evaluation), device)
-    generator = Generator(model=cfg.model, generation=cfg.generation, device=device, token_budget=token_budget)
+    generator = Generator(model=cfg.model, generation=generation, device=device, token_budget=token_budget)
     record_config(cfg, paths)  # last: a start refused above is not a run a resume must match
     return Run(cfg=cfg, paths=paths, train=train, eval=evaluation, grader=get_grader(cfg.domain.grader),
                start=start, generator=generator, stage=StageRunner(cache))
 
 
 def plan_memory(cfg: ExperimentConfig, pair: ModelPair, train: list[dict], evaluation: list[dict],
-                device) -> Optional[int]:
+                device, backend: str = "hf") -> Optional[int]:
     """The memory plan, from the checkpoint's config and the prompts' token counts, before any model loads:
     refuses a generation that cannot fit one sequence (ConfigError with the numbers), logs the batches the
     HF backend will use and an estimate of distillation's peak; returns the HF backend's KV token budget
@@ -118,7 +122,7 @@ def plan_memory(cfg: ExperimentConfig, pair: ModelPair, train: list[dict], evalu
         log.info("%s", memory.describe(plan))
         if plan.warning():
             log.warning("%s", plan.warning())
-    if cfg.generation.backend != "hf":
+    if backend != "hf":  # as resolved (generation.backend=auto)
         return None
     tokenizer = load_tokenizer(pair.thinking, cfg.model)
     jobs = [("thinking", train, cfg.generation.samples_per_prompt)] if cfg.method.labels == "thinking" else []

