@@ -82,11 +82,7 @@ def resolve_backend(name: str, device_type: str) -> str:
 
 def with_backend(generation: GenerationConfig, backend: str) -> GenerationConfig:
     """A copy of `generation` with another `backend` (the run's config itself is left as it was written)."""
-    if dataclasses.is_dataclass(generation):
-        return dataclasses.replace(generation, backend=backend)
-    from omegaconf import OmegaConf
-
-    return OmegaConf.merge(generation, {"backend": backend})  # type: ignore[return-value]
+    return dataclasses.replace(generation, backend=backend)
 
 
 @dataclass(frozen=True)
