@@ -69,8 +69,8 @@ AUTO = "auto"  # generation.backend=auto: chosen by `resolve_backend`
 
 def resolve_backend(name: str, device_type: str) -> str:
     """`generation.backend` as it runs: `auto` is vLLM on CUDA where it is installed (`make install-vllm` wrote
-    `.venv-vllm/engine_args.json`), else continuous batching (`cb`) on CUDA, and `hf` on the CPU (where static
-    batches of `generate` are the fastest engine, `make bench`). Any other name is returned as it is."""
+    `.venv-vllm/engine_args.json`), else continuous batching (`cb`) on CUDA, and `hf` on the CPU (what every CPU
+    result of the project was produced with, so its numbers and stage-cache keys stay). Other names are kept."""
     if name != AUTO:
         return name
     if device_type != "cuda":
