@@ -36,7 +36,7 @@ def _generate(backend: str, checkpoint: str, n_prompts: int, sampling_role: str,
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("role,prompts", [("thinking", 16), ("instruct", 32)])  # 64 each: docs/engines-and-gpus.md
+@pytest.mark.parametrize("role,prompts", [("thinking", 64), ("instruct", 64)])
 def test_greedy_continuous_batching_equals_the_hf_engine(testbed_pair, role, prompts):
     checkpoint = getattr(testbed_pair, role)
     hf = _generate("hf", checkpoint, prompts, role, greedy=True)
