@@ -70,7 +70,7 @@ def ragged_cb(model, tok, prompts: list[str], lengths: list[int]) -> tuple[list[
     hints = WorkloadHints(max_prompt_length=max(map(len, ids)), max_generated_length=max(lengths),
                           num_requests=len(ids))
     t0 = time.perf_counter()
-    cb_config = cache_config(ContinuousBatchingConfig, ids, max(lengths), 0)  # as the cb backend sizes it
+    cb_config = cache_config(ContinuousBatchingConfig, ids, max(lengths), 0, model.device.type)  # as engines.cb
     manager = model.init_continuous_batching(generation_config=config, workload_hints=hints,
                                              continuous_batching_config=cb_config)
     for i, (x, n) in enumerate(zip(ids, lengths)):

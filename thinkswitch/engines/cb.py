@@ -34,11 +34,14 @@ log = logging.getLogger(__name__)
 ATTENTION = "sdpa"  # transformers 5.24 pages it itself (it warns that a `paged|` prefix is no longer needed)
 
 
-def cache_config(config_class, ids, max_new_tokens: int, seed: int, page_size: int = 256):
-    """transformers' ContinuousBatchingConfig, sized for this workload: a paged cache of just the blocks every
-    request needs at once, and a step of at most the prompts' tokens (left alone, transformers gives the cache a
-    share of all free memory, and SDPA attends over all of it with a mask: on a CPU that makes every step slow).
-    `seed` seeds torch once (transformers calls `torch.manual_seed(seed)` when the generation thread starts)."""
+def cache_config(config_class, ids, max_new_tokens: int, seed: int, device_type: str, page_size: int = 256):
+    """transformers' ContinuousBatchingConfig. `seed` seeds torch once (transformers calls `torch.manual_seed(seed)`
+    when the generation thread starts). On CUDA transformers sizes the paged cache from the free memory (its design:
+    requests wait for blocks). On the CPU the cache holds just the blocks every request needs at once, and a step at
+    most the prompts' tokens: left alone, transformers gives the cache a share of all free RAM, and SDPA attends over
+    all of it with a mask, which makes each step take seconds."""
+    if device_type == "cuda":
+        return config_class(seed=seed)
     lengths = [len(x) for x in ids]
     blocks = sum(-(-(n + max_new_tokens) // page_size) for n in lengths) + 1
     return config_class(seed=seed, page_size=page_size, num_blocks=blocks,
@@ -99,7 +102,7 @@ class CBBackend:
         manager = self.model.init_continuous_batching(generation_config=self.generation_config(sampling),
                                                       continuous_batching_config=cache_config(
                                                           ContinuousBatchingConfig, ids.values(),
-                                                          sampling.max_new_tokens, seed),
+                                                          sampling.max_new_tokens, seed, self.model.device.type),
                                                       workload_hints=hints)
         for i, input_ids in ids.items():
             manager.add_request(input_ids, request_id=str(i), max_new_tokens=sampling.max_new_tokens,
