@@ -20,6 +20,8 @@ Prints one line per measurement and the ratios the project's goals are stated in
   vllm      generation.backend=vllm vs hf: tokens/s, ratio and engine start-up, on the testbed and on a
             random ~25M-parameter Qwen3 with ragged answer lengths (benchmarks/bench_vllm.py; skipped
             without `make install-vllm`)
+  cb        continuous batching (generation.backend=cb) vs static HF batches on the same ragged case, one run
+            (benchmarks/bench_cb.py)
 Everything runs on the testbed pair (built once) and on CPU unless a GPU is present; the merge on a
 random 100M-parameter pair of the same architecture.
 """
@@ -388,7 +390,7 @@ def bench_demo(work: Path) -> None:
         line(f"demo: {stage}", sec, "s", "all iterations")
 
 
-SECTIONS = ("generate", "distill", "merge", "demo", "sweep", "parallel", "vllm")
+SECTIONS = ("generate", "distill", "merge", "demo", "sweep", "parallel", "vllm", "cb")
 
 
 def main() -> None:
@@ -419,11 +421,19 @@ def main() -> None:
             "sweep": lambda: bench_sweep(work, points, args.sweep_args),
             "parallel": lambda: bench_parallel(work, points),
             "vllm": lambda: bench_vllm(pair, work, args.quick),
+            "cb": lambda: bench_cb(work, args.quick),  # continuous batching / static HF on the ragged case
         }
         for name in SECTIONS:
             if name in args.only:
                 sections[name]()
     print(f"peak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+
+
+def bench_cb(work: Path, quick: bool) -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from bench_cb import bench_cb as run
+
+    run(work, quick)
 
 
 def bench_vllm(pair, work: Path, quick: bool) -> None:

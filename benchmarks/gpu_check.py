@@ -16,6 +16,10 @@ Checks, in order (`--only` picks some):
   merge     `merge.merge`, the preset's SLERP (t=0.3)
   generate  `generate.generate_labels` through a `Generator` (the HF backend with the run's memory plan),
             `--prompts` prompts, the preset's thinking sampling cut to `--gen-tokens` new tokens
+  cb        continuous batching (generation.backend=cb's engine) against static HF batches on ragged lengths
+            (`--prompts` prompts, greedy, each output of its own length, log-uniform in [gen_tokens / 8,
+            gen_tokens], EOS off; benchmarks/bench_cb.py), in the preset's dtype (bf16 on CUDA) and in NF4
+            (`generation.quantization=nf4`): tokens/s of both, the ratio, peaks, greedy outputs that agree
   cpu_merge the adapter merge on the CPU (`distill.merge_device=cpu`: what an 8 GB card does after QLoRA): a
             random LoRA adapter of the preset's shape merged into the instruct checkpoint reloaded on the CPU in the
             run's dtype, and the merged checkpoint written; time and peak RSS
@@ -61,7 +65,7 @@ SHAPES = {
 DEFAULTS = {"4b": dict(gen_tokens=1024, pairs=15, answer_tokens=1000, loop=[]),
             "tiny": dict(gen_tokens=16, pairs=4, answer_tokens=40,
                          loop=["domain.train_prompts=8", "domain.eval_size=8", "trainer.sft.num_train_epochs=1"])}
-CHECKS = ("loop", "build", "distill", "merge", "generate", "cpu_merge", "nf4", "vllm")
+CHECKS = ("loop", "build", "distill", "merge", "generate", "cb", "cpu_merge", "nf4", "vllm")
 CHARS = "abcdefghijklmnopqrstuvwxyz"  # in the testbed tokenizer's alphabet: one token per character
 
 log = logging.getLogger("gpu_check")
@@ -306,6 +310,37 @@ def check_generate(args, device, cfg, pair, work: Path, report: Report, name: st
             "tokens_per_s": round(tokens / m.seconds, 1), "stage_metrics": metrics})
 
 
+def check_cb(args, device, cfg, pair, work: Path, report: Report) -> None:
+    """Continuous batching vs static HF batches on ragged lengths, in the run's dtype and in NF4 (one row each)."""
+    from bench_cb import ragged_cb, ragged_lengths, ragged_static
+
+    from thinkswitch.engines.models import generation_quantization, load_model, load_tokenizer, pick_dtype
+
+    rng = random.Random(3)
+    tok = load_tokenizer(str(pair["thinking"]), cfg.model)
+    prompts = [words(rng, 100 + 15 * i) + "\nwhat is the sum?" for i in range(args.prompts)]
+    lengths = ragged_lengths(args.prompts, max(2, args.gen_tokens // 8), args.gen_tokens)
+    dtype = pick_dtype(cfg.model.dtype, device)
+    for quantization in ("none", "nf4"):
+        quant = generation_quantization(quantization, dtype)
+        with Meter(device) as static_m:
+            model = load_model(str(pair["thinking"]), cfg.model, device, quant)
+            static, static_s = ragged_static(model, tok, prompts, lengths)
+            del model
+        with Meter(device) as cb_m:
+            model = load_model(str(pair["thinking"]), cfg.model, device, quant, attn_implementation="sdpa")
+            cb, cb_s = ragged_cb(model, tok, prompts, lengths)
+            del model
+        tokens = sum(lengths)
+        report({"check": "cb", "dtype": str(dtype).removeprefix("torch."), "quantization": quantization,
+                "prompts": len(prompts), "lengths": lengths, "tokens": tokens,
+                "static_tokens_per_s": round(tokens / static_s, 1), "cb_tokens_per_s": round(tokens / cb_s, 1),
+                "cb_over_static": round(static_s / cb_s, 3), "full_length": sum(len(r) == n for r, n in
+                                                                                 zip(cb, lengths)),
+                "greedy_equal": sum(a == b for a, b in zip(cb, static)),
+                "static": static_m.stats, "cb": cb_m.stats, "seconds": round(static_m.seconds + cb_m.seconds, 2)})
+
+
 def random_adapter(cfg, pair, out: Path) -> Path:
     """A LoRA adapter of the preset's settings on the instruct checkpoint, with random A and B (a merge that
     changes every adapted weight), saved as training saves one."""
@@ -435,13 +470,13 @@ def main(argv=None) -> int:
     try:
         if "loop" in only:
             attempt("loop", check_loop, args, device, work, report)
-        if {"build", "distill", "merge", "generate", "cpu_merge", "nf4", "vllm"} & set(only):
+        if {"build", "distill", "merge", "generate", "cb", "cpu_merge", "nf4", "vllm"} & set(only):
             pair = attempt("build", build_pair, args, device, work, report)
             if pair is not None:
                 cfg = preset(args, pair, work)
                 with frozen_library_heap(cfg):  # as run_experiment does around a run
                     for name, fn in (("distill", check_distill), ("merge", check_merge),
-                                     ("generate", check_generate), ("cpu_merge", check_cpu_merge),
+                                     ("generate", check_generate), ("cb", check_cb), ("cpu_merge", check_cpu_merge),
                                      ("nf4", check_nf4), ("vllm", check_vllm)):
                         if name in only:
                             attempt(name, fn, args, device, cfg, pair, work / name, report)

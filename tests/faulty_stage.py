@@ -1,6 +1,7 @@
-"""`python tests/faulty_stage.py <generate|evaluate> <out> <batches> [hf|vllm]`: one multi-batch generation stage on
-the testbed pair, SIGKILLed right after its `<batches>`-th batch was written to the partial file (through its test
-hook). On vLLM a "batch" is what one engine step finished (its size varies).
+"""`python tests/faulty_stage.py <generate|evaluate> <out> <batches> [hf|vllm|override ...]`: one multi-batch
+generation stage on the testbed pair, SIGKILLed right after its `<batches>`-th batch was written to the partial
+file (through its test hook). A word without `=` names the backend; overrides (e.g. `generation.backend=cb`) go
+after the defaults below. On vLLM a "batch" is what one engine step finished (its size varies).
 
 `run_stage` is also what the tests call in-process for the uninterrupted run and for the rerun.
 """
@@ -20,12 +21,13 @@ PROMPTS = {"generate": 16, "evaluate": 16}  # x 2 samples each: 4 batches of 8
 SAMPLES = {"generate": 2, "evaluate": 2}
 
 
-def stage_config(backend: str = "hf"):
-    return compose([f"generation.batch_size={BATCH_SIZE}", "model.sampling.thinking.temperature=1.5",
-                    f"generation.backend={backend}"])
+def stage_config(backend: "str | tuple" = "hf"):
+    """The stage's config: `backend` names the backend, or is a tuple of overrides."""
+    extra = (f"generation.backend={backend}",) if isinstance(backend, str) else tuple(backend)
+    return compose([f"generation.batch_size={BATCH_SIZE}", "model.sampling.thinking.temperature=1.5", *extra])
 
 
-def run_stage(stage: str, out: Path, backend: str = "hf", generator=None) -> dict:
+def run_stage(stage: str, out: Path, backend: "str | tuple" = "hf", generator=None) -> dict:
     """The stage as the loop calls it, sampled hot (temperature 1.5: outputs vary with the random numbers): 4 batches
     of 8 on HF. `generator`: one already open (a test's shared vLLM engine), else a Generator of `stage_config`."""
     from thinkswitch.config import TestbedSpec
@@ -49,7 +51,8 @@ def run_stage(stage: str, out: Path, backend: str = "hf", generator=None) -> dic
 
 if __name__ == "__main__":
     stage, out, kill_after = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
-    backend = sys.argv[4] if len(sys.argv) > 4 else "hf"
+    extra = sys.argv[4:]
+    backend = extra[0] if len(extra) == 1 and "=" not in extra[0] else tuple(extra) or "hf"
     batches = []
 
     def kill(path, results):

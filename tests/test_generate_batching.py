@@ -13,9 +13,9 @@ import torch
 from conftest import compose
 
 from thinkswitch.config import SamplingConfig
+from thinkswitch.engines import decoding
 from thinkswitch.engines.chat import chat_prompt
 from thinkswitch.engines.hf import (
-    _eos_ids,
     batch_seed,
     generate_texts,
     next_batch,
@@ -58,7 +58,7 @@ def _prompts(tok, n: int, seed: int = 5) -> list[str]:
 def reference_generate_texts(model, tokenizer, prompts, sampling, batch_size, seed):
     """`generate_texts` as it was before token budgets (commit 69fdcfd), verbatim but for the progress bar and
     the seeding: each batch seeds torch from (seed, its first position), so that a resumed run draws the same."""
-    eos_ids = _eos_ids(model, tokenizer)
+    eos_ids = decoding.eos_ids(model.generation_config, tokenizer)
     drop = {t for t in tokenizer.all_special_tokens if t not in ("<think>", "</think>")}
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     results: list[Optional[dict]] = [None] * len(prompts)

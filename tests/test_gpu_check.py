@@ -21,8 +21,8 @@ def test_gpu_check_runs_on_cpu_at_a_tiny_shape(testbed_pair, tmp_path):
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert (tmp_path / "out" / "gpu_check.jsonl").read_text() == out.read_text()  # and a copy in $OUT
     by = {r["check"]: r for r in rows}
-    assert [r["check"] for r in rows] == ["env", "loop", "build", "build", "distill", "merge", "generate", "cpu_merge",
-                                          "nf4", "vllm", "done"]
+    assert [r["check"] for r in rows] == ["env", "loop", "build", "build", "distill", "merge", "generate", "cb", "cb",
+                                          "cpu_merge", "nf4", "vllm", "done"]
     assert by["done"]["failed"] == [] and not [r for r in rows if "error" in r]
     assert by["env"]["device"] == "cpu" and by["env"]["versions"]["trl"]
     for name in ("loop", "distill", "merge", "generate"):
@@ -40,3 +40,9 @@ def test_gpu_check_runs_on_cpu_at_a_tiny_shape(testbed_pair, tmp_path):
     assert merge["params"] == next(r["params"] for r in rows if r["check"] == "build" and r["model"] == "instruct")
     assert by["nf4"]["skipped"].startswith("CUDA memory only")  # a CPU run
     assert by["vllm"] == {"check": "vllm", "skipped": "not installed", "venv": str(tmp_path / "no-vllm")}
+    cb = [r for r in rows if r["check"] == "cb"]
+    assert [r["quantization"] for r in cb] == ["none", "nf4"] and cb[0]["dtype"] == "float32"
+    for row in cb:  # every request ran to its own length; fp32 greedy on a CPU: identical to static batches
+        assert row["full_length"] == 15 and row["tokens"] == sum(row["lengths"]) and len(set(row["lengths"])) > 3
+        assert row["cb_over_static"] > 0 and row["cb_tokens_per_s"] > 0 and row["static"]["rss_peak_gib"] > 0
+    assert cb[0]["greedy_equal"] == 15

@@ -94,7 +94,7 @@ def test_paper_preset_on_the_papers_8gb_card_fits_with_nf4_and_says_so():
     table = rows(text)
     assert [r[0] for r in table] == ["RTX 3070", "RTX 3070", "H100 SXM"]
     refused, fitted, h100 = table
-    assert refused[1] == "no" and "7.8 MiB free after weights" in text  # bf16: the weights fill the card
+    assert refused[1] == "no" and "the KV pool is 7.0 MiB (7.5 GiB of weights)" in text  # bf16: weights fill the card
     assert fitted[1] == "yes" and "`generation.quantization=nf4`" in fitted[2]
     assert "generation nf4" in fitted[4] and "adapter merge on cpu" in fitted[4]
     assert h100[1] == "yes" and h100[2] == "as configured" and "adapter merge on the card" in h100[4]
@@ -111,7 +111,7 @@ def test_a_card_too_small_for_nf4_weights_is_refused_with_the_reason():
 
     text = plan_text(["experiment=paper_aime"], [custom_card("2GB", "100GB/s")])
     table = rows(text)
-    assert [r[1] for r in table] == ["no", "no"] and "the weights need 2.6 GiB" in text
+    assert [r[1] for r in table] == ["no", "no"] and "the KV pool is 0 B (2.6 GiB of weights)" in text
 
 
 def test_a_big_card_fits_as_configured_and_the_price_is_given():

@@ -226,7 +226,7 @@ class GenerationConfig:
     Sampling settings per mode belong to the model (`model.sampling.thinking` / `.instruct`).
     """
 
-    backend: Backend = Backend.hf  # a name in thinkswitch.engines.hf.BACKENDS
+    backend: Backend = Backend.hf  # hf | cb | vllm | auto (engines.hf.BACKENDS; auto: cb or vllm on CUDA, hf on CPU)
     batch_size: int = 64  # prompts per batch (HF backend)
     samples_per_prompt: int = 1  # k thinking samples per training prompt
     quantization: Quantization = Quantization.none  # generation weights: none | nf4 (4-bit, bitsandbytes)

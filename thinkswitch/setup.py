@@ -24,7 +24,7 @@ from typing import Iterator, Optional, Sequence
 from thinkswitch.config import ExperimentConfig, ModelConfig
 from thinkswitch.data.domains import load_domain
 from thinkswitch.data.grading import Grader, get_grader
-from thinkswitch.engines.hf import Generator
+from thinkswitch.engines.hf import AUTO, Generator, resolve_backend, with_backend
 from thinkswitch.engines.models import ModelPair, check_pair, pick_device
 from thinkswitch.errors import ConfigError
 from thinkswitch.stages.inputs import Artifact, Engine
@@ -102,16 +102,20 @@ def _prepare(cfg: ExperimentConfig, paths: RunPaths, device) -> Run:
     train, evaluation = load_domain(cfg.domain, cfg.model)
     pair = resolve_pair(cfg.model, Path(cfg.cache_dir))
     check_disk(cfg, paths, pair.instruct, pair.thinking)
-    token_budget = plan_memory(cfg, pair, train, evaluation, device)
+    backend = resolve_backend(cfg.generation.backend, device.type)
+    if cfg.generation.backend == AUTO:
+        log.info("generation.backend=auto: %s (%s)", backend, "CUDA" if device.type == "cuda" else device.type.upper())
+    generation = with_backend(cfg.generation, backend) if backend != cfg.generation.backend else cfg.generation
+    token_budget = plan_memory(cfg, pair, train, evaluation, device, backend)
     start = Pair(*(Artifact(p, checkpoint_id(p, cfg.model.revision)) for p in (pair.instruct, pair.thinking)))
     cache = StageCache(Path(cfg.stage_cache).expanduser() if cfg.stage_cache else None)
     cache.turns.check()  # locks in the cache that do not exclude: said, and this run computes alone
     log.info("pair: instruct=%s thinking=%s | %d training prompts, %d evaluation questions | device %s",
              pair.instruct, pair.thinking, len(train), len(evaluation), device)
-    generator = Generator(model=cfg.model, generation=cfg.generation, device=device, token_budget=token_budget)
+    generator = Generator(model=cfg.model, generation=generation, device=device, token_budget=token_budget)
     record_config(cfg, paths)  # last: a start refused above is not a run a resume must match
     return Run(cfg=cfg, paths=paths, train=train, eval=evaluation, grader=get_grader(cfg.domain.grader),
-               start=start, generator=generator, engine=Engine.of(cfg, device), stage=StageRunner(cache))
+               start=start, generator=generator, engine=Engine.of(cfg, device, generation), stage=StageRunner(cache))
 
 
 def choose_device(name: str, cache_dir: Path, run_dir: str, gpus: Optional[Sequence[str]] = None):
@@ -186,7 +190,7 @@ def generation_jobs(cfg: ExperimentConfig, tokenizer, train: list[dict],
 
 
 def plan_memory(cfg: ExperimentConfig, pair: ModelPair, train: list[dict], evaluation: list[dict],
-                device) -> Optional[int]:
+                device, backend: str = "hf") -> Optional[int]:
     """The memory plan, from the checkpoint's config and the prompts' token counts, before any model loads:
     refuses a generation that cannot fit one sequence (ConfigError with the numbers), logs the batches the
     HF backend will use and an estimate of distillation's peak; returns the HF backend's KV token budget
@@ -212,11 +216,11 @@ def plan_memory(cfg: ExperimentConfig, pair: ModelPair, train: list[dict], evalu
         log.info("%s", plan.describe())
         if plan.warning():
             log.warning("%s", plan.warning())
-    if cfg.generation.backend not in ("hf", "vllm"):
+    if backend not in ("hf", "vllm"):  # as resolved (generation.backend=auto); cb plans its own cache
         return None
     tokenizer = load_tokenizer(pair.thinking, cfg.model)
     jobs = generation_jobs(cfg, tokenizer, train, evaluation)
-    if cfg.generation.backend == "vllm":  # vLLM plans its own memory; its context must hold every generation
+    if backend == "vllm":  # vLLM plans its own memory; its context must hold every generation
         from thinkswitch.engines.vllm_backend import check_context
 
         errors = check_context(cfg.generation.vllm, config, [

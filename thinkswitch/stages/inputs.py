@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from thinkswitch import __version__
-from thinkswitch.config import ExperimentConfig
+from thinkswitch.config import ExperimentConfig, GenerationConfig
 from thinkswitch.engines.hf import RNG_SCHEME
 from thinkswitch.store.cache import checkpoint_id, digest, file_digest
 
@@ -110,13 +110,17 @@ class Engine:
     batch_size: int = outside("partial", why="batching: a partial file records the batching it was written "
                                              "with, and a resume reuses it")
     vllm: Optional[dict] = None  # backend=vllm: its EngineArgs (generation.vllm); None for the HF backend
+    quantization: str = "none"  # generation.quantization: the weights generate in NF4 or as loaded
     rng: str = RNG_SCHEME  # how random numbers are drawn (engines.hf.batch_seed)
 
     @classmethod
-    def of(cls, cfg: ExperimentConfig, device) -> "Engine":
-        vllm = dict(cfg.generation.vllm) if cfg.generation.backend == "vllm" else None
-        return cls(numerics=Numerics.of(cfg, device), backend=cfg.generation.backend,
-                   batch_size=cfg.generation.batch_size, vllm=vllm)
+    def of(cls, cfg: ExperimentConfig, device, generation: Optional[GenerationConfig] = None) -> "Engine":
+        """The engine `generation` (default: `cfg.generation`; the run passes it with `auto` resolved) runs."""
+        generation = generation or cfg.generation
+        backend = str(generation.backend)
+        vllm = dict(generation.vllm) if backend == "vllm" else None
+        return cls(numerics=Numerics.of(cfg, device), backend=backend, batch_size=generation.batch_size,
+                   vllm=vllm, quantization=str(generation.quantization))
 
 
 def output_path(why: str = "where the stage writes; not what it computes") -> Any:

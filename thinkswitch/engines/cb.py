@@ -1,0 +1,150 @@
+"""`generation.backend=cb`: continuous batching in this process (transformers' `ContinuousBatchingManager`).
+
+The checkpoint is loaded with SDPA attention, which the manager runs over a paged KV cache; requests take token ids,
+share a paged KV cache sized by transformers from the free memory, and a finished request's slot is refilled at
+once, so ragged generations (long reasoning traces beside short ones) do not wait for the longest of a static
+batch, and no row reserves KV for `max_new_tokens` it does not use. Each request is returned as it finishes:
+`on_batch` gets it then (the stage's partial file fills prompt by prompt; a killed stage resumes with the
+prompts that had not finished).
+
+What it reproduces (tested on CPU with the testbed pair, `tests/test_cb.py`):
+- greedy (`do_sample: false`): the HF backend's outputs, token for token (same decoding, `engines.decoding`);
+  resuming after a kill gives an uninterrupted run's outputs.
+- sampled: torch is seeded once with `seed` (transformers' `ContinuousBatchingConfig.seed`) and every request is
+  queued before the generation thread starts, so the same seed, prompts, settings and machine give the same
+  outputs; another seed gives others. A request's draws depend on which requests run beside it (one random
+  stream for the whole batch), so sampled outputs differ from the HF backend's for the same seed, and a resumed
+  sampled stage draws the prompts it generates anew (valid samples of the same distribution, not the ones an
+  uninterrupted run would have drawn). GPU kernels may add their own nondeterminism.
+"""
+
+from __future__ import annotations
+
+import copy
+import gc
+import logging
+from typing import Callable, Mapping, Optional, Sequence
+
+from thinkswitch.config import GenerationConfig, ModelConfig, SamplingConfig
+from thinkswitch.engines.decoding import decode, drop_tokens, eos_ids
+from thinkswitch.engines.hf import Results, sampling_kwargs
+
+log = logging.getLogger(__name__)
+
+ATTENTION = "sdpa"  # transformers 5.24 pages it itself (it warns that a `paged|` prefix is no longer needed)
+
+
+def cache_config(config_class, ids, max_new_tokens: int, seed: int, device_type: str, page_size: int = 256):
+    """transformers' ContinuousBatchingConfig. `seed` seeds torch once (transformers calls `torch.manual_seed(seed)`
+    when the generation thread starts). On CUDA transformers sizes the paged cache from the free memory (its design:
+    requests wait for blocks). On the CPU the cache holds just the blocks every request needs at once, and a step at
+    most the prompts' tokens: left alone, transformers gives the cache a share of all free RAM, and SDPA attends over
+    all of it with a mask, which makes each step take seconds."""
+    if device_type == "cuda":
+        return config_class(seed=seed)
+    lengths = [len(x) for x in ids]
+    blocks = sum(-(-(n + max_new_tokens) // page_size) for n in lengths) + 1
+    return config_class(seed=seed, page_size=page_size, num_blocks=blocks,
+                        max_batch_tokens=min(8192, sum(lengths) + len(lengths)))
+
+
+class CBBackend:
+    """Continuous batching of transformers on one loaded checkpoint; see the module docstring."""
+
+    def __init__(self, model, tokenizer):
+        self.model, self.tokenizer = model, tokenizer
+        self.eos, self.drop = eos_ids(model.generation_config, tokenizer), drop_tokens(tokenizer)
+
+    def decode(self, ids: list[int]) -> dict:
+        return decode(ids, self.eos, self.tokenizer, self.drop)
+
+    @classmethod
+    def load(cls, path: str, *, model_cfg: ModelConfig, device, gen_cfg: GenerationConfig) -> "CBBackend":
+        from thinkswitch.engines.models import generation_quantization, load_model, load_tokenizer, pick_dtype
+
+        quant = generation_quantization(gen_cfg.quantization, pick_dtype(model_cfg.dtype, device))
+        model = load_model(path, model_cfg, device, quant, attn_implementation=ATTENTION)
+        return cls(model, load_tokenizer(path, model_cfg))
+
+    def generation_config(self, sampling: SamplingConfig):
+        """The checkpoint's generation config with `sampling` over it (as `model.generate` would combine them)."""
+        config = copy.deepcopy(self.model.generation_config)
+        config.update(**sampling_kwargs(sampling))
+        config.eos_token_id = sorted(self.eos)
+        config.pad_token_id = self.tokenizer.pad_token_id
+        config.num_return_sequences = 1  # n samples are n requests (index i * n + s)
+        return config
+
+    def generate(self, prompts: Sequence[str], sampling: SamplingConfig, *, seed: int, n: int = 1,
+                 desc: str = "generate", on_batch: Optional[Callable[[Results], None]] = None,
+                 done: Optional[Mapping[int, dict]] = None) -> list[dict]:
+        """See `GenerationBackend.generate`; each finished request goes to `on_batch` alone."""
+        total = len(prompts) * n
+        results: list[Optional[dict]] = [None] * total
+        for i, r in (done or {}).items():
+            if 0 <= i < total:
+                results[i] = r
+        todo = [i for i in range(total) if results[i] is None]
+        if todo:
+            ids = {i: self.tokenizer(prompts[i // n], add_special_tokens=False)["input_ids"] for i in todo}
+            self._run(ids, sampling, seed, desc, results, on_batch, done=total - len(todo))
+        return results  # type: ignore[return-value]
+
+    def _run(self, ids: dict[int, list[int]], sampling: SamplingConfig, seed: int, desc: str,
+             results: list[Optional[dict]], on_batch: Optional[Callable[[Results], None]], done: int) -> None:
+        """Queue every request, then start the generation thread and collect each request as it finishes."""
+        from tqdm.auto import tqdm
+        from transformers.generation.configuration_utils import ContinuousBatchingConfig
+        from transformers.generation.continuous_batching.continuous_api import WorkloadHints
+
+        hints = WorkloadHints(max_prompt_length=max(len(v) for v in ids.values()),
+                              max_generated_length=sampling.max_new_tokens, num_requests=len(ids))
+        manager = self.model.init_continuous_batching(generation_config=self.generation_config(sampling),
+                                                      continuous_batching_config=cache_config(
+                                                          ContinuousBatchingConfig, ids.values(),
+                                                          sampling.max_new_tokens, seed, self.model.device.type),
+                                                      workload_hints=hints)
+        for i, input_ids in ids.items():
+            manager.add_request(input_ids, request_id=str(i), max_new_tokens=sampling.max_new_tokens,
+                                eos_token_id=sorted(self.eos))
+        bar = tqdm(total=len(results), initial=done, desc=desc, unit="answer", leave=False)
+        failed = True
+        manager.start()
+        try:
+            _collect(manager, set(ids), results, self.decode, on_batch, bar)
+            failed = False
+        finally:
+            bar.close()
+            manager.stop(block=True, timeout=None if not failed else 10, hard_stop=failed)
+            manager.destroy()
+
+    def close(self) -> None:
+        device = getattr(self.model, "device", None)
+        self.model = None
+        gc.collect()
+        if device is not None and device.type == "cuda":
+            import torch
+
+            torch.cuda.empty_cache()
+
+
+def _collect(manager, pending: set[int], results: list[Optional[dict]], decode_ids: Callable[[list[int]], dict],
+             on_batch: Optional[Callable[[Results], None]], bar) -> None:
+    """Each finished request, decoded, into `results` and to `on_batch`, until none is pending."""
+    while pending:
+        out = manager.get_result(timeout=1)
+        if out is None:
+            if not manager.is_running():
+                error = getattr(manager.background_thread_status, "fatal_error", None)
+                raise RuntimeError(f"continuous batching stopped with {len(pending)} requests unfinished: {error}")
+            continue
+        if not out.is_finished():
+            continue
+        if out.error is not None:
+            raise RuntimeError(f"continuous batching: request {out.request_id} failed: {out.error}")
+        i = int(out.request_id)
+        results[i] = decode_ids(out.generated_tokens)
+        pending.discard(i)
+        if on_batch is not None:
+            on_batch({i: results[i]})
+        bar.update(1)
