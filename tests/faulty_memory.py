@@ -8,7 +8,7 @@ import signal
 import sys
 
 from thinkswitch.cli import main
-from thinkswitch.engines import memory
+from thinkswitch.engines import free_memory
 from thinkswitch.store import partial
 
 FREE, TARGET, KILL_AFTER = int(sys.argv.pop(1)), sys.argv.pop(1), int(sys.argv.pop(1))
@@ -23,6 +23,6 @@ def kill_after(path, results) -> None:
 
 
 if __name__ == "__main__":
-    memory.free_memory = lambda device: FREE
+    free_memory.free_memory = lambda device: FREE  # setup.plan_memory imports it when it plans
     partial.AFTER_BATCH.append(kill_after)
     main()
