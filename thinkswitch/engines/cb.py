@@ -21,13 +21,12 @@ What it reproduces (tested on CPU with the testbed pair, `tests/test_cb.py`):
 from __future__ import annotations
 
 import copy
-import gc
 import logging
 from typing import Callable, Mapping, Optional, Sequence
 
 from thinkswitch.config import GenerationConfig, ModelConfig, SamplingConfig
 from thinkswitch.engines.decoding import decode, drop_tokens, eos_ids
-from thinkswitch.engines.hf import Results, sampling_kwargs
+from thinkswitch.engines.hf import Results, release_model, sampling_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -119,13 +118,7 @@ class CBBackend:
             manager.destroy()
 
     def close(self) -> None:
-        device = getattr(self.model, "device", None)
-        self.model = None
-        gc.collect()
-        if device is not None and device.type == "cuda":
-            import torch
-
-            torch.cuda.empty_cache()
+        release_model(self)
 
 
 def _collect(manager, pending: set[int], results: list[Optional[dict]], decode_ids: Callable[[list[int]], dict],

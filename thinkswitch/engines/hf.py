@@ -156,6 +156,15 @@ def next_batch(order: Sequence[int], start: int, rows: int, lengths: Optional[Se
     return batch
 
 
+def release_model(engine) -> None:
+    """Drop `engine.model` and free its memory before the next stage loads one (the engines' `close`)."""
+    device = getattr(engine.model, "device", None)
+    engine.model = None
+    gc.collect()
+    if device is not None and device.type == "cuda":
+        _release_cuda()
+
+
 def _release_cuda() -> None:
     import torch
 
@@ -256,10 +265,4 @@ class HFBackend:
                               token_budget=self.token_budget, on_batch=on_batch, done=done)
 
     def close(self) -> None:
-        device = getattr(self.model, "device", None)
-        self.model = None
-        gc.collect()
-        if device is not None and device.type == "cuda":
-            import torch
-
-            torch.cuda.empty_cache()
+        release_model(self)
