@@ -31,7 +31,6 @@ from thinkswitch.stages import distill, evaluate, generate, merge, strip
 from thinkswitch.stages.inputs import Artifact, stage_key
 from thinkswitch.store.digests import digest_outputs
 from thinkswitch.store.io import parse_size, write_json
-from thinkswitch.store.partial import remove_partial
 from thinkswitch.store.paths import IterationPaths, RunPaths
 from thinkswitch.store.rundir import RunLock, check_resume
 from thinkswitch.store.runner import output_id
@@ -179,14 +178,9 @@ def evaluate_pair(run: Run, it: IterationPaths, pair: Pair) -> dict:
             sampling=getattr(cfg.model.sampling, role), samples=cfg.evaluate.samples,
             system_prompt=cfg.domain.system_prompt, seed=eval_seed(cfg), engine=run.engine, out=it.eval_results(role))
 
-    def both(inputs: evaluate.PairInputs) -> dict:
-        found = {key: value for role in ROLES for key, value in evaluate_one(run, it, getattr(inputs, role)).items()}
-        for role in ROLES:
-            remove_partial(it.eval_results(role))
-        return found
-
     inputs = evaluate.PairInputs(**{role: one(role) for role in ROLES})
-    run_stage(run, it, "evaluate", both, inputs, metrics,
+    stage = partial(evaluate.evaluate_pair, generator=run.generator, each=partial(evaluate_one, run, it))
+    run_stage(run, it, "evaluate", stage, inputs, metrics,
               outputs=[it.eval_results(role) for role in ROLES], needs=[getattr(pair, role).path for role in ROLES])
     return metrics
 

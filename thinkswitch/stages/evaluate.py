@@ -9,8 +9,9 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 from thinkswitch.analysis.stats import label_shares, macro_f1, majority, wilson_interval
 from thinkswitch.config import SamplingConfig
@@ -57,12 +58,15 @@ class PairInputs:
     thinking: EvaluateInputs
 
 
-def evaluate_pair(inputs: PairInputs, *, generator: Generator) -> dict:
-    """Both checkpoints of a pair, as one stage: `instruct/*` and `thinking/*` metrics. Partial files are removed
-    only when every output is written: a crash in the second evaluation keeps the first one's answers."""
+def evaluate_pair(inputs: PairInputs, *, generator: Generator,
+                  each: Optional[Callable[[EvaluateInputs], dict]] = None) -> dict:
+    """Both checkpoints of a pair, as one stage: `instruct/*` and `thinking/*` metrics. `each` evaluates one
+    checkpoint (default: `evaluate`; the loop passes one that reuses a checkpoint's evaluation from the stage
+    cache). Partial files are removed only when every output is written: a crash in the second evaluation keeps
+    the first one's answers."""
+    each = each or partial(evaluate, generator=generator, keep_partial=True)
     both = (inputs.instruct, inputs.thinking)
-    metrics = {key: value for one in both for key, value in evaluate(one, generator=generator,
-                                                                     keep_partial=True).items()}
+    metrics = {key: value for one in both for key, value in each(one).items()}
     for one in both:
         remove_partial(one.out)
     return metrics
