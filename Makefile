@@ -4,6 +4,9 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 TORCH  ?= torch==2.13.0
 ARGS   ?=
+# pytest-xdist workers for `make test`/`test-fast` (each gets cores/JOBS torch threads; 1 runs the suite serially)
+JOBS   ?= 2
+XDIST   = $(if $(filter-out 1,$(JOBS)),-n $(JOBS))
 # vLLM lives in its own venv (it pins an older transformers than thinkswitch); the framework drives
 # it as a subprocess. GPU: make install-vllm VLLM=vllm==0.32.0 VLLM_TORCH= VLLM_REMOVE=
 VLLM_VENV   ?= .venv-vllm
@@ -48,10 +51,10 @@ demo: install  ## run the default experiment: testbed pair, 2 iterations, on CPU
 
 test:  ## run the whole test suite (the vLLM backend's tests included; the two venvs are set up side by side)
 	$(MAKE) -j2 install install-vllm
-	$(BIN)/pytest $(ARGS)
+	$(BIN)/pytest $(XDIST) $(ARGS)
 
 test-fast: install  ## the fast tier: unit tests, no training (about a minute)
-	$(BIN)/pytest -m "not slow" $(ARGS)
+	$(BIN)/pytest $(XDIST) -m "not slow" $(ARGS)
 
 bench: install  ## benchmarks: stages vs the bare libraries, stage-cache speedup (prints ratios)
 	$(BIN)/python benchmarks/bench.py $(ARGS)

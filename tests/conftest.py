@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -15,6 +16,11 @@ os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ["WANDB_MODE"] = "offline"
 os.environ["WANDB_SILENT"] = "true"
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
+# pytest-xdist (`make test` runs two workers): each worker's torch, and the runs it starts, get an equal share of
+# the cores instead of all of them each (oversubscribed, two workers were barely faster than one).
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    _share = max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    os.environ.setdefault("OMP_NUM_THREADS", str(_share))
 # A fresh stage cache per test session: tests decide what is reused, not earlier sessions.
 os.environ["THINKSWITCH_STAGE_CACHE"] = tempfile.mkdtemp(prefix="thinkswitch-stages-")
 
@@ -60,3 +66,41 @@ def tiny_2507_pair(tmp_path_factory):
         train, evaluation = load_domain(cfg.domain, cfg.model)
         prompts += [ex["prompt"] for ex in train + evaluation]
     return build_tiny_pair(tmp_path_factory.mktemp("tiny2507"), prompts)
+
+
+# One uninterrupted `thinkswitch` run on the testbed, shared by the loop, resume and trust tests.
+REFERENCE_ARGS = ["iterations=1", "domain.train_prompts=64", "domain.eval_size=100", "tracking.mode=offline",
+                  "stage_cache=null"]  # stage_cache=null: resuming must work from the run directory alone
+
+
+def made_once(tmp_path_factory, name: str, make) -> Path:
+    """`<session temp>/<name>`, made by `make(path)` once per test session: under pytest-xdist by the first worker
+    that asks, under a file lock, the others waiting for it (`make` writes `<name>/.made` last when it succeeds).
+    Treat the result as read-only: a test that changes it works on a `shutil.copytree` of it."""
+    from filelock import FileLock
+
+    # xdist: the workers' base temp dirs share this session's parent; alone: this session's own base temp
+    root = tmp_path_factory.getbasetemp()
+    root = root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root
+    path = root / name
+    with FileLock(str(root / f"{name}.lock")):
+        if not (path / ".made").exists():
+            shutil.rmtree(path, ignore_errors=True)
+            path.mkdir()
+            make(path)
+            (path / ".made").touch()
+    return path
+
+
+@pytest.fixture(scope="session")
+def reference_run(testbed_pair, tmp_path_factory) -> Path:
+    """The finished run directory of `thinkswitch REFERENCE_ARGS` (once per session, see `made_once`); its
+    console output is `console.txt` beside it."""
+    import cli
+
+    def make(path: Path) -> None:
+        proc = cli.thinkswitch(*REFERENCE_ARGS, run_dir=path / "run", timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        (path / "console.txt").write_text(proc.stdout + proc.stderr)
+
+    return made_once(tmp_path_factory, "reference", make) / "run"

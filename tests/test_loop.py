@@ -1,33 +1,29 @@
-"""The whole loop, as a user runs it: `thinkswitch` on the testbed, one iteration, W&B offline."""
+"""The whole loop, as a user runs it: `thinkswitch` on the testbed, one iteration, W&B offline (the session's
+reference run, conftest.reference_run: 64 training prompts, 100 evaluation questions)."""
 
+import shutil
 import sys
 
 import cli
 import pytest
 import torch
-from conftest import compose
+from conftest import REFERENCE_ARGS, compose
 from test_stages import tensors
 
 from thinkswitch.store.io import read_json, read_jsonl
 
-pytestmark = pytest.mark.slow
-
-OVERRIDES = ["iterations=1", "domain.train_prompts=16", "domain.eval_size=24", "trainer.sft.num_train_epochs=1",
-             "tracking.mode=offline"]
-
-
-def run_cli(run_dir, *overrides):
-    return cli.thinkswitch(*OVERRIDES, *overrides, run_dir=run_dir)
+slow = pytest.mark.slow
+TRAIN, EVAL = 64, 100  # REFERENCE_ARGS' domain.train_prompts and domain.eval_size
+assert f"domain.train_prompts={TRAIN}" in REFERENCE_ARGS and f"domain.eval_size={EVAL}" in REFERENCE_ARGS
 
 
 @pytest.fixture(scope="module")
-def finished_run(testbed_pair, tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("loop") / "run"
-    proc = run_cli(run_dir)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return run_dir, proc
+def finished_run(reference_run):
+    """The reference run's directory and its console output."""
+    return reference_run, (reference_run.parent / "console.txt").read_text()
 
 
+@slow
 def test_artifacts_of_every_stage(finished_run):
     run_dir, _ = finished_run
     for name in ("eval_instruct.jsonl", "eval_thinking.jsonl", "metrics.json", "evaluate.done"):
@@ -43,15 +39,17 @@ def test_artifacts_of_every_stage(finished_run):
     assert (run_dir / ".hydra" / "config.yaml").exists()
 
 
+@slow
 def test_labels_are_stripped_answers(finished_run):
     it = finished_run[0] / "iter_01"
     gens, pairs = read_jsonl(it / "generations.jsonl"), read_jsonl(it / "pairs.jsonl")
-    assert len(gens) == 16 and 0 < len(pairs) <= 16
+    assert len(gens) == TRAIN and 0 < len(pairs) <= TRAIN
     assert all("<think>" not in p["completion"] and "</think>" not in p["completion"] for p in pairs)
     metrics = read_json(it / "metrics.json")
     assert metrics["strip/pairs"] == len(pairs) and metrics["strip/dropped"] == len(gens) - len(pairs)
 
 
+@slow
 def test_metrics_match_the_per_question_results(finished_run):
     run_dir, _ = finished_run
     history = read_jsonl(run_dir / "metrics.jsonl")
@@ -59,9 +57,9 @@ def test_metrics_match_the_per_question_results(finished_run):
     for row in history:
         for role in ("instruct", "thinking"):
             results = read_jsonl(run_dir / f"iter_{row['iteration']:02d}" / f"eval_{role}.jsonl")
-            assert row[f"{role}/n"] == len(results) == 24
+            assert row[f"{role}/n"] == len(results) == EVAL
             assert row[f"{role}/correct"] == sum(r["correct"] for r in results)
-            assert row[f"{role}/tokens_per_answer"] == pytest.approx(sum(r["tokens"] for r in results) / 24)
+            assert row[f"{role}/tokens_per_answer"] == pytest.approx(sum(r["tokens"] for r in results) / EVAL)
     # the thinking checkpoint writes traces: many more tokens per answer than the instruct one
     assert history[0]["thinking/tokens_per_answer"] > 3 * history[0]["instruct/tokens_per_answer"]
     summary = read_json(run_dir / "summary.json")
@@ -72,11 +70,12 @@ def test_metrics_match_the_per_question_results(finished_run):
         step, paired = history[1], summary["paired"][role]
         assert step[f"{role}/change/flips_up"] - step[f"{role}/change/flips_down"] == \
             step[f"{role}/correct"] - history[0][f"{role}/correct"]
-        assert (paired["before"], paired["after"], paired["n"]) == (0, 1, 24)
+        assert (paired["before"], paired["after"], paired["n"]) == (0, 1, EVAL)
         assert paired["delta"] == pytest.approx(summary["delta"][f"{role}/accuracy"])
         assert 0 < paired["p_mcnemar"] <= 1 and paired["ci_low"] <= paired["delta"] <= paired["ci_high"]
 
 
+@slow
 def test_instruct_weights_changed_and_thinking_is_a_merge(finished_run, testbed_pair):
     it = finished_run[0] / "iter_01"
     start, distilled, merged = tensors(testbed_pair.instruct), tensors(it / "instruct"), tensors(it / "thinking")
@@ -85,11 +84,11 @@ def test_instruct_weights_changed_and_thinking_is_a_merge(finished_run, testbed_
     assert any(not torch.equal(thinking[k], merged[k]) for k in thinking)
 
 
+@slow
 def test_wandb_offline_run_and_table(finished_run):
-    run_dir, proc = finished_run
+    run_dir, out = finished_run
     runs = list((run_dir / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
-    out = proc.stdout + proc.stderr
     assert "instruct" in out and "tok/ans" in out  # the results table
     assert "{'loss'" not in out and "'learning_rate'" not in out, "the trainer's log dicts stay off the console"
     log = (run_dir / "thinkswitch.log").read_text()
@@ -97,13 +96,15 @@ def test_wandb_offline_run_and_table(finished_run):
     assert "iteration 1 vs 0: instruct" in out and "* the interval excludes 0" in out  # with paired changes
 
 
-def test_rerun_in_the_same_directory_skips_finished_stages(finished_run):
-    run_dir, _ = finished_run
+@slow
+def test_rerun_in_the_same_directory_skips_finished_stages(finished_run, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished_run[0], run_dir)  # modification times kept
     before = read_json(run_dir / "summary.json")
     markers = {p: p.stat().st_mtime_ns for p in run_dir.glob("iter_*/*.done")}
     outputs = {p: p.stat().st_mtime_ns for p in run_dir.glob("iter_*/*.jsonl")}
     assert len(markers) == 6  # the baseline's evaluation + 5 stages
-    proc = run_cli(run_dir)
+    proc = cli.thinkswitch(*REFERENCE_ARGS, run_dir=run_dir)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert {p: p.stat().st_mtime_ns for p in markers} == markers, "no stage ran again"
     assert {p: p.stat().st_mtime_ns for p in outputs} == outputs, "no stage output was rewritten"

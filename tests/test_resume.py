@@ -5,14 +5,13 @@ import signal
 
 import cli
 import pytest
-from conftest import ROOT
+from conftest import REFERENCE_ARGS, ROOT
 
 from thinkswitch.store.io import read_json
 
 pytestmark = pytest.mark.slow
 
-# stage_cache=null: resuming must work from the run directory alone
-ARGS = ["iterations=1", "domain.train_prompts=64", "domain.eval_size=100", "tracking.mode=offline", "stage_cache=null"]
+ARGS = REFERENCE_ARGS  # the shared reference run's (conftest.reference_run): resumed runs end where it ended
 
 
 def run(run_dir, *extra, base=ARGS):
@@ -38,11 +37,8 @@ def run_killed_after_outputs(run_dir, stage: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def reference(testbed_pair, tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("reference") / "run"
-    proc = run(run_dir)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return read_json(run_dir / "summary.json")
+def reference(reference_run):
+    return read_json(reference_run / "summary.json")
 
 
 @pytest.mark.parametrize("stage, when", [(s, "after outputs") for s in

@@ -7,11 +7,10 @@ import os
 import re
 import shutil
 import signal
-import subprocess
-import sys
 
+import cli
 import pytest
-from conftest import CACHE, ROOT
+from conftest import ROOT
 
 from thinkswitch.store.digests import digest_outputs
 from thinkswitch.store.io import read_json, read_jsonl, write_json
@@ -22,20 +21,17 @@ pytestmark = pytest.mark.slow
 
 ARGS = ["domain.train_prompts=16", "domain.eval_size=24", "generation.batch_size=8", "trainer.sft.num_train_epochs=1",
         "tracking.mode=disabled", "stage_cache=null"]  # stage_cache=null: the run directory alone decides
-ENV = {**os.environ, "THINKSWITCH_CACHE": str(CACHE)}
 
 
-def run(run_dir, *extra, script=("-m", "thinkswitch.cli")):
-    return subprocess.run([sys.executable, *script, *ARGS, *extra, f"hydra.run.dir={run_dir}"], cwd=ROOT, env=ENV,
-                          capture_output=True, text=True, timeout=900)
+def run(run_dir, *extra, script=None):
+    return cli.thinkswitch(*ARGS, *extra, run_dir=run_dir, script=script)
 
 
 def run_low_memory(run_dir, free: int, kill_after: int, *extra):
     """A run on a machine with `free` bytes free (its memory plan binds: smaller batches), SIGKILLed after the
     `kill_after`-th batch of the baseline's thinking evaluation (0: not killed)."""
-    script = (str(ROOT / "tests" / "faulty_memory.py"), str(free), "iter_00/eval_thinking.jsonl.partial",
-              str(kill_after))
-    return run(run_dir, *extra, script=script)
+    return cli.thinkswitch(str(free), "iter_00/eval_thinking.jsonl.partial", str(kill_after), *ARGS, *extra,
+                           run_dir=run_dir, script=ROOT / "tests" / "faulty_memory.py")
 
 
 def test_iterations_0_evaluates_the_starting_pair_and_nothing_else(testbed_pair, tmp_path):

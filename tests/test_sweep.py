@@ -1,12 +1,13 @@
 """A 2-point t sweep on the testbed, as a user runs it: W&B offline, then the local report."""
 
 import csv
+import shutil
 import subprocess
 import sys
 
 import cli
 import pytest
-from conftest import compose
+from conftest import compose, made_once
 
 from thinkswitch.store.io import read_json
 
@@ -17,12 +18,14 @@ def thinkswitch(*args, timeout=900):
     return cli.thinkswitch(*args, timeout=timeout)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def sweep(testbed_pair, tmp_path_factory):
-    sweep_dir = tmp_path_factory.mktemp("sweep") / "t"
-    proc = thinkswitch("--multirun", "merge.t=0,0.5", *SMALL, f"hydra.sweep.dir={sweep_dir}")
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return sweep_dir
+    """A finished two-point sweep (once per session, shared by the xdist workers: conftest.made_once)."""
+    def make(path):
+        proc = thinkswitch("--multirun", "merge.t=0,0.5", *SMALL, f"hydra.sweep.dir={path / 't'}")
+        assert proc.returncode == 0, proc.stderr[-4000:]
+
+    return made_once(tmp_path_factory, "sweep", make) / "t"
 
 
 @pytest.mark.slow
@@ -45,7 +48,8 @@ def test_wandb_runs_share_the_sweep_group_and_are_named_and_tagged(sweep):
 
 
 @pytest.mark.slow
-def test_report_reads_the_sweep_back(sweep):
+def test_report_reads_the_sweep_back(sweep, tmp_path):
+    sweep = shutil.copytree(sweep, tmp_path / sweep.name)  # the report is written into it; the fixture is shared
     proc = subprocess.run([sys.executable, "-m", "thinkswitch.analysis.report", str(sweep)], capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]

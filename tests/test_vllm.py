@@ -18,6 +18,7 @@ import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
+import cli
 import pytest
 import torch
 from conftest import ROOT, compose
@@ -332,9 +333,8 @@ def test_worker_errors_carry_the_workers_message(testbed_pair):
 def test_a_dying_worker_is_one_line_naming_its_kept_log(testbed_pair, tmp_path):
     """`thinkswitch` on vLLM, its worker SIGKILLed once the engine is up (the stage is about to generate or
     generating): one error line naming the worker's log, which exists; no traceback; a non-zero exit."""
-    cmd = [sys.executable, "-m", "thinkswitch.cli", "generation.backend=vllm", "tracking.mode=disabled",
-           "domain.eval_size=64", "domain.train_prompts=16", "iterations=1", f"hydra.run.dir={tmp_path / 'run'}"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = cli.start("generation.backend=vllm", "tracking.mode=disabled", "domain.eval_size=64",
+                     "domain.train_prompts=16", "iterations=1", run_dir=tmp_path / "run")
     lines, worker = [], None
     try:
         for line in proc.stdout:

@@ -215,20 +215,9 @@ def generate_texts(model, tokenizer, prompts: Sequence[str], sampling: SamplingC
             else:
                 idx = next_batch(todo, start, rows, lengths, sampling.max_new_tokens, token_budget)
                 start += len(idx)
-            new = None
-            try:
-                torch.manual_seed(batch_seed(seed, position[idx[0]]))
-                enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True,
-                                add_special_tokens=False).to(model.device)
-                out = model.generate(**enc, **kwargs, pad_token_id=tokenizer.pad_token_id)
-                new = out[:, enc["input_ids"].shape[1]:].tolist()
-            except torch.OutOfMemoryError:
-                if len(idx) == 1:
-                    log.error("%s: out of memory on a single prompt (%d characters)", desc, len(prompts[idx[0]]))
-                    raise
-            if new is None:  # out of memory: split, after the except clause has dropped the traceback's tensors
-                enc = out = None
-                _release_cuda()
+            new = _generate_batch(model, tokenizer, [prompts[i] for i in idx], kwargs,
+                                  batch_seed(seed, position[idx[0]]), desc)
+            if new is None:  # out of memory: split
                 half = (len(idx) + 1) // 2
                 retry += [idx[half:], idx[:half]]  # a stack: the first half runs next
                 rows = min(rows, half)
@@ -242,6 +231,26 @@ def generate_texts(model, tokenizer, prompts: Sequence[str], sampling: SamplingC
             bar.update(len(idx))
     bar.close()
     return results  # type: ignore[return-value]
+
+
+def _generate_batch(model, tokenizer, texts: list[str], kwargs: dict, seed: int, desc: str) -> Optional[list]:
+    """The new token ids of one batch, or None where it ran out of CUDA memory (its memory released); a single
+    prompt that runs out of memory raises."""
+    import torch
+
+    enc = out = None
+    try:
+        torch.manual_seed(seed)
+        enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+        out = model.generate(**enc, **kwargs, pad_token_id=tokenizer.pad_token_id)
+        return out[:, enc["input_ids"].shape[1]:].tolist()
+    except torch.OutOfMemoryError:
+        if len(texts) == 1:
+            log.error("%s: out of memory on a single prompt (%d characters)", desc, len(texts[0]))
+            raise
+    enc = out = None  # out of the except clause (its traceback dropped), the batch's tensors go before the cache
+    _release_cuda()
+    return None
 
 
 class HFBackend:
