@@ -104,6 +104,35 @@ def test_testbed_split_too_small_for_the_count():
     assert len({ex["prompt"] for ex in train}) == 91 and len({ex["prompt"] for ex in evaluation}) == 9
 
 
+def test_a_repeated_testbed_draw_is_the_same_and_its_own_copy():
+    """A multirun's jobs draw the same problems once per process; a job changing its records changes no other's."""
+    spec = TestbedSpec()
+    first = task_examples(50, 3, "eval", spec)
+    first[0]["prompt"] = "changed"
+    again = task_examples(50, 3, "eval", spec)
+    assert again[0]["prompt"] != "changed" and len(again) == 50
+    assert again[1:] == first[1:] and again != task_examples(50, 4, "eval", spec)
+
+
+def test_prompt_token_counts_are_planned_once_per_process(testbed_pair):
+    from thinkswitch import setup
+    from thinkswitch.engines.models import load_tokenizer
+    from thinkswitch.setup import generation_jobs
+
+    cfg = compose(["domain.train_prompts=16", "domain.eval_size=12"])
+    train, evaluation = load_domain(cfg.domain, cfg.model)
+    tokenizer = load_tokenizer(testbed_pair.thinking, cfg.model)
+    first = generation_jobs(cfg, tokenizer, train, evaluation)
+    first[0][2][0] = -1
+    calls = []
+    tokenizer.__class__ = type("Counting", (tokenizer.__class__,), {
+        "__call__": lambda self, *a, **k: calls.append(1) or super(type(self), self).__call__(*a, **k)})
+    again = generation_jobs(cfg, tokenizer, train, evaluation)
+    assert not calls and again[0][2][0] != -1 and [len(j[2]) for j in again] == [16, 12, 12]
+    setup._COUNTED.clear()
+    assert generation_jobs(cfg, tokenizer, train, evaluation) == again and calls, "counted again once forgotten"
+
+
 def test_testbed_capacity_counts_each_split():
     small = TestbedSpec(min_digits=2, max_digits=3)
     assert task_capacity(small, "eval") == 9 + 137 and task_capacity(small, "train") == 91 + 863

@@ -124,6 +124,31 @@ def test_library_heap_is_frozen_for_the_run_only():
     assert gc.get_freeze_count() == before
 
 
+def test_a_multiruns_jobs_keep_the_heap_frozen_and_still_collect_what_a_job_left():
+    import gc
+    import weakref
+
+    from thinkswitch.setup import frozen_library_heap
+
+    class Node:
+        pass
+
+    cfg = compose(["method=merge_only"])
+    assert gc.get_freeze_count() == 0
+    try:
+        with frozen_library_heap(cfg, keep=True):
+            frozen = gc.get_freeze_count()
+        assert gc.get_freeze_count() > frozen // 2 > 50_000, "kept frozen after the job"
+        cycle = Node()
+        cycle.me = cycle  # garbage a job leaves behind, only a collection frees it
+        gone = weakref.ref(cycle)
+        del cycle
+        with frozen_library_heap(cfg, keep=True):  # the next job
+            assert gone() is None, "collected before the heap was frozen again"
+    finally:
+        gc.unfreeze()
+
+
 def test_run_summary_holds_the_paired_tests():
     from thinkswitch.loop import run_summary
 

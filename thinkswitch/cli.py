@@ -218,7 +218,8 @@ def run(cfg: DictConfig) -> float:
 
             torch.set_num_threads(experiment.num_threads)
         _quiet_libraries()
-        summary = run_experiment(experiment, on_start=start)
+        summary = run_experiment(experiment, on_start=start,
+                                 keep_heap_frozen=HydraConfig.get().mode == RunMode.MULTIRUN)
     except Exception as e:  # noqa: BLE001 - a known error is one line; anything else keeps its traceback
         e = known_error(e, cfg.run_dir)
         logging.getLogger("thinkswitch.details").error("%s", e, exc_info=True)

@@ -39,12 +39,14 @@ log = logging.getLogger(__name__)
 details = logging.getLogger("thinkswitch.details")  # tracebacks: the CLI sends it to the log file only
 
 
-def run_experiment(cfg: ExperimentConfig, on_start: Callable[[], None] = lambda: None) -> dict:
+def run_experiment(cfg: ExperimentConfig, on_start: Callable[[], None] = lambda: None, *,
+                   keep_heap_frozen: bool = False) -> dict:
     """Run (or continue) the experiment `cfg` describes; returns the summary.
 
     The run directory has one writer (its lock), and a start that resumes an earlier run writes nothing
     there until it is accepted: its config matches, every check passed. `on_start` is called once the
-    directory is this run's to write (the CLI writes Hydra's files and the log then).
+    directory is this run's to write (the CLI writes Hydra's files and the log then). `keep_heap_frozen`:
+    see `setup.frozen_library_heap` (the CLI sets it for the jobs of a multirun).
     """
     paths = RunPaths(Path(cfg.run_dir))
     with RunLock(paths) as lock:
@@ -65,7 +67,7 @@ def run_experiment(cfg: ExperimentConfig, on_start: Callable[[], None] = lambda:
             raise
         if resuming:
             on_start()
-        with closing(run), frozen_library_heap(cfg):  # closing: the run's GPU is let go
+        with closing(run), frozen_library_heap(cfg, keep=keep_heap_frozen):  # closing: the run's GPU is let go
             return run_loop(run)
 
 

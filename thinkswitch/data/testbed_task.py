@@ -6,6 +6,7 @@ trains the pair on the same problems.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import random
@@ -64,8 +65,21 @@ def task_capacity(spec: TestbedSpec, split: str) -> int:
     return min(total, MAX_TASK_PROMPTS)
 
 
+_DRAWN: dict[tuple, list[dict]] = {}  # task_examples' draws in this process (a multirun's jobs draw the same)
+
+
 def task_examples(n: int, seed: int, split: str, spec: TestbedSpec) -> list[dict]:
-    """n distinct problems as {"id", "prompt", "answer"}; train/eval never share a problem."""
+    """n distinct problems as {"id", "prompt", "answer"}; train/eval never share a problem. Each call returns
+    new dicts; a draw already made in this process is copied, not drawn again."""
+    key = (n, seed, split, dataclasses.astuple(spec))
+    if key not in _DRAWN:
+        if len(_DRAWN) >= 8:
+            _DRAWN.clear()
+        _DRAWN[key] = _draw(n, seed, split, spec)
+    return [dict(ex) for ex in _DRAWN[key]]
+
+
+def _draw(n: int, seed: int, split: str, spec: TestbedSpec) -> list[dict]:
     if split not in ("train", "eval"):
         raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
     if n > (cap := task_capacity(spec, split)):  # the draw below would never end (or fill memory)
