@@ -224,6 +224,7 @@ def bench_overhead(pair, n: int, repeats: int = 3) -> None:
     from thinkswitch.config import TestbedSpec
     from thinkswitch.data.testbed_task import task_examples
     from thinkswitch.engines.chat import chat_prompt
+    from thinkswitch.engines.seeds import request_seeds
     from thinkswitch.engines.vllm_backend import VLLMBackend, effective_sampling, engine_args, vllm_venv, worker_env
 
     cfg = _compose()
@@ -238,7 +239,7 @@ def bench_overhead(pair, n: int, repeats: int = 3) -> None:
         prompts = [chat_prompt(backend.tokenizer, ex["prompt"]) for ex in task_examples(n, 5, "train", TestbedSpec())]
         params = effective_sampling(sampling, backend.gen_config) | {"stop_token_ids": sorted(backend.eos_ids)}
         request = {"engine_args": engine_args(dict(cfg.generation.vllm), pair.thinking, cfg.model, cpu),
-                   "prompts": prompts, "params": params, "seeds": list(range(n)), "warmup": warmup}
+                   "prompts": prompts, "params": params, "seeds": request_seeds(0, range(n)), "warmup": warmup}
 
         def bare_call() -> dict:
             bare_proc.stdin.write(json.dumps(request) + "\n" if not bare_call.sent else "run\n")

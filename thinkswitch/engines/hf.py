@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import gc
-import hashlib
 import importlib
 import logging
 from contextlib import contextmanager
@@ -18,17 +17,12 @@ from typing import Any, Callable, Iterator, Mapping, Optional, Protocol, Sequenc
 
 from tqdm.auto import tqdm
 
-from thinkswitch import __version__
 from thinkswitch.config import GenerationConfig, ModelConfig, SamplingConfig
 from thinkswitch.engines.decoding import decode, drop_tokens, eos_ids
+from thinkswitch.engines.seeds import batch_seed
 from thinkswitch.errors import ConfigError
 
 log = logging.getLogger(__name__)
-
-# How random numbers are drawn (part of every generation's stage-cache key): each batch seeds torch from
-# (seed, its first position), see `batch_seed`. Outputs of sampled generation differ from those of
-# thinkswitch before it, which seeded once per call.
-RNG_SCHEME = "batch-seed-v1"
 
 Results = dict[int, dict]  # finished results by index (prompt-major: prompt i's sample s is i * n + s)
 
@@ -99,12 +93,6 @@ class Generator:
             backend = resolve_backend(AUTO, getattr(self.device, "type", str(self.device)))
             object.__setattr__(self, "generation", with_backend(self.generation, backend))
 
-    def settings(self) -> tuple:
-        """What, besides the checkpoint, prompts, sampling and seed, determines a generation's outputs (the key
-        of its partial file): backend, batching, dtype, quantization, device, package version, RNG scheme."""
-        return (self.generation.backend, self.generation.batch_size, self.token_budget, self.model.dtype,
-                self.generation.quantization, getattr(self.device, "type", str(self.device)), __version__, RNG_SCHEME)
-
     @contextmanager
     def open(self, checkpoint: str) -> Iterator[GenerationBackend]:
         if self.generation.backend not in BACKENDS:
@@ -170,13 +158,6 @@ def _release_cuda() -> None:
 
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-
-
-def batch_seed(seed: int, first: int) -> int:
-    """The torch seed of the batch that starts at position `first` of the length order: a batch's random numbers
-    depend on (seed, where it starts) only, not on the batches before it, so a resumed run draws what an
-    uninterrupted one would have."""
-    return int.from_bytes(hashlib.sha256(f"{seed}:{first}".encode()).digest()[:8], "little") >> 1
 
 
 def generate_texts(model, tokenizer, prompts: Sequence[str], sampling: SamplingConfig, batch_size: int,

@@ -8,8 +8,8 @@ it sends back exactly as the HF backend does (`generate.generate_texts`); `close
 the process exiting is what frees the engine's memory (GPU or CPU) before the next stage.
 
 Resume: the worker streams each request as it finishes; `generate` hands them to `on_batch` (the stage's
-partial file) at once and sends the worker only the prompts `done` lacks. Request i is seeded from
-(seed, i) alone, so a resumed stage ends with what an uninterrupted one would have.
+partial file) at once and sends the worker only the prompts `done` lacks. Request i is seeded from a hash
+of (seed, i) alone, so a resumed stage ends with what an uninterrupted one would have.
 
 Failures: a worker that dies or reports an error raises `WorkerError` (a `StageError`: one line on the
 console) naming the worker's log file, which is then kept; a worker that exits cleanly deletes it.
@@ -38,6 +38,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 from thinkswitch.config import SamplingConfig
 from thinkswitch.engines import decoding  # one decoder for every engine
+from thinkswitch.engines.seeds import request_seeds
 from thinkswitch.engines.vllm_worker import _json_kind  # the worker's own type names (stdlib-only module)
 from thinkswitch.errors import ConfigError, StageError
 
@@ -384,8 +385,9 @@ class VLLMBackend:
                  done: Optional[Mapping[int, dict]] = None) -> list[dict]:
         """`n` completions per chat-formatted prompt, prompt-major (see `hf.GenerationBackend.generate`).
 
-        Request i is seeded with `seed + i` (its n samples draw from that one generator), so the same seed gives
-        the same outputs whatever else is in the batch, and a resumed call what an uninterrupted one would have.
+        Request i is seeded with `seeds.batch_seed(seed, i)` (its n samples draw from that one generator), so the
+        same seed gives the same outputs whatever else is in the batch, a resumed call what an uninterrupted one
+        would have, and runs with other seeds draw streams unrelated to this one's (not shifted copies).
         `done` (results by index, prompt i's sample s at i * n + s) are returned as given; only prompts with a
         sample missing are sent to the engine. `on_batch` gets each engine step's finished requests, by index.
         """
@@ -414,7 +416,7 @@ class VLLMBackend:
                 on_batch(new)
 
         try:
-            self.worker.send(cmd="generate", prompts=ids, params=params, seeds=[seed + p for p in todo], n=n)
+            self.worker.send(cmd="generate", prompts=ids, params=params, seeds=request_seeds(seed, todo), n=n)
             self.last_seconds = self.worker.receive(finished)["seconds"]
         finally:
             bar.close()

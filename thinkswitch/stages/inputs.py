@@ -24,7 +24,7 @@ from typing import Any, Optional
 
 from thinkswitch import __version__
 from thinkswitch.config import ExperimentConfig, GenerationConfig
-from thinkswitch.engines.hf import RNG_SCHEME
+from thinkswitch.engines.seeds import RNG_SCHEME, rng_scheme
 from thinkswitch.store.cache import checkpoint_id, digest, file_digest
 
 PURPOSES = ("cache", "partial", "marker")
@@ -111,7 +111,7 @@ class Engine:
                                              "with, and a resume reuses it")
     vllm: Optional[dict] = None  # backend=vllm: its EngineArgs (generation.vllm); None for the HF backend
     quantization: str = "none"  # generation.quantization: the weights generate in NF4 or as loaded
-    rng: str = RNG_SCHEME  # how random numbers are drawn (engines.hf.batch_seed)
+    rng: str = RNG_SCHEME  # how random numbers are drawn (engines.seeds.rng_scheme)
 
     @classmethod
     def of(cls, cfg: ExperimentConfig, device, generation: Optional[GenerationConfig] = None) -> "Engine":
@@ -120,7 +120,7 @@ class Engine:
         backend = str(generation.backend)
         vllm = dict(generation.vllm) if backend == "vllm" else None
         return cls(numerics=Numerics.of(cfg, device), backend=backend, batch_size=generation.batch_size,
-                   vllm=vllm, quantization=str(generation.quantization))
+                   vllm=vllm, quantization=str(generation.quantization), rng=rng_scheme(backend))
 
 
 def output_path(why: str = "where the stage writes; not what it computes") -> Any:
