@@ -49,7 +49,7 @@ install-vllm: $(VLLM_VENV)/engine_args.json  ## create .venv-vllm: vLLM (CPU bui
 demo: install  ## run the default experiment: testbed pair, 2 iterations, on CPU (ARGS= for overrides)
 	$(BIN)/thinkswitch $(ARGS)
 
-test:  ## run the whole test suite (the vLLM backend's tests included; the two venvs are set up side by side)
+test:  ## run the whole test suite on JOBS=2 pytest-xdist workers (the vLLM backend's tests included; both venvs set up side by side)
 	$(MAKE) -j2 install install-vllm
 	$(BIN)/pytest $(XDIST) $(ARGS)
 
