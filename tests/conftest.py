@@ -55,17 +55,22 @@ def testbed_pair():
 
 @pytest.fixture(scope="session")
 def tiny_2507_pair(tmp_path_factory):
-    """A tiny Qwen3 pair with 2507 conventions, trained on the real AIME and PubMedQA prompts."""
+    """A tiny Qwen3 pair with 2507 conventions, trained on the real AIME and PubMedQA prompts (once per session,
+    see `made_once`): its (instruct, thinking) paths."""
     from tinypair import build_tiny_pair
 
     from thinkswitch.data.domains import load_domain
 
-    prompts = []
-    for name in ("aime_local", "pubmedqa_local"):
-        cfg = compose([f"domain={name}", f"data_dir={SHARED_DATA}", "domain.train_prompts=20"])
-        train, evaluation = load_domain(cfg.domain, cfg.model)
-        prompts += [ex["prompt"] for ex in train + evaluation]
-    return build_tiny_pair(tmp_path_factory.mktemp("tiny2507"), prompts)
+    def make(path: Path) -> None:
+        prompts = []
+        for name in ("aime_local", "pubmedqa_local"):
+            cfg = compose([f"domain={name}", f"data_dir={SHARED_DATA}", "domain.train_prompts=20"])
+            train, evaluation = load_domain(cfg.domain, cfg.model)
+            prompts += [ex["prompt"] for ex in train + evaluation]
+        build_tiny_pair(path, prompts)
+
+    path = made_once(tmp_path_factory, "tiny2507", make)
+    return str(path / "instruct"), str(path / "thinking")
 
 
 # One uninterrupted `thinkswitch` run on the testbed, shared by the loop, resume and trust tests.
