@@ -326,19 +326,24 @@ def _clones(src: Path, dst: Path) -> bool:
         dst.unlink(missing_ok=True)
 
 
+def timed_thinkswitch(*overrides: str) -> float:
+    """Seconds of one `thinkswitch` process (imports included) with `overrides`, on the cached testbed pair."""
+    env = {**os.environ, "THINKSWITCH_CACHE": str(CACHE)}
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "thinkswitch.cli", *overrides], cwd=ROOT, env=env, check=True,
+                   capture_output=True)
+    return time.perf_counter() - t0
+
+
 def bench_sweep(work: Path, points: str, extra: list[str] = (), repeats: int = 2) -> None:
     """A 1-iteration `merge.t` sweep without the stage cache and with a new one, `repeats` times in turn; the
     best time of each (this machine's speed drifts by 10-20% over minutes: the best is the steadiest measure)."""
-    env = {**os.environ, "THINKSWITCH_CACHE": str(CACHE)}
     args = ["--multirun", f"merge.t={points}", "iterations=1", "tracking.mode=disabled", *extra]
     times: dict[str, list[float]] = {"without cache": [], "with cache": []}
     for rep in range(repeats):
         for label, cache in (("without cache", "null"), ("with cache", str(work / f"stages_{rep}"))):
             out = work / f"{label.replace(' ', '_')}_{rep}"
-            t0 = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "thinkswitch.cli", *args, f"stage_cache={cache}",
-                            f"hydra.sweep.dir={out}"], cwd=ROOT, env=env, check=True, capture_output=True)
-            times[label].append(time.perf_counter() - t0)
+            times[label].append(timed_thinkswitch(*args, f"stage_cache={cache}", f"hydra.sweep.dir={out}"))
     n = len(points.split(","))
     for label, runs in times.items():
         line(f"sweep: {n}-point t sweep, {label} (best of {repeats})", min(runs), "s",
@@ -357,17 +362,13 @@ SHARED = ("iter_00/evaluate", "iter_01/generate", "iter_01/distill")  # the stag
 
 def bench_parallel(work: Path, points: str) -> None:
     """A t sweep run 2 jobs at a time (joblib launcher), with a shared stage cache and without."""
-    env = {**os.environ, "THINKSWITCH_CACHE": str(CACHE)}
     n = len(points.split(","))
     args = ["--multirun", "hydra/launcher=parallel", "hydra.launcher.n_jobs=2", "num_threads=1",
             f"merge.t={points}", "iterations=1", "tracking.mode=disabled"]
     times = {}
     for label, cache in (("without cache", "null"), ("with cache", str(work / "parallel_stages"))):
         out = work / f"parallel_{label.replace(' ', '_')}"
-        t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "thinkswitch.cli", *args, f"stage_cache={cache}",
-                        f"hydra.sweep.dir={out}"], cwd=ROOT, env=env, check=True, capture_output=True)
-        times[label] = time.perf_counter() - t0
+        times[label] = timed_thinkswitch(*args, f"stage_cache={cache}", f"hydra.sweep.dir={out}")
         line(f"parallel: {n}-point t sweep, n_jobs=2, {label}", times[label], "s")
         print(f"parallel ({label}): times each shared stage ran over the {n} jobs:", stage_runs(out),
               "(goal: 1 each)" if cache != "null" else "")
@@ -387,11 +388,8 @@ def stage_runs(sweep: Path) -> dict:
 
 def bench_demo(work: Path) -> None:
     """The default experiment (what `make demo` runs, testbed already built), broken down by stage."""
-    env = {**os.environ, "THINKSWITCH_CACHE": str(CACHE)}
-    t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "thinkswitch.cli", "tracking.mode=disabled", "stage_cache=null",
-                    f"hydra.run.dir={work / 'demo'}"], cwd=ROOT, env=env, check=True, capture_output=True)
-    line("demo: wall time (process, imports included)", time.perf_counter() - t0, "s")
+    seconds = timed_thinkswitch("tracking.mode=disabled", "stage_cache=null", f"hydra.run.dir={work / 'demo'}")
+    line("demo: wall time (process, imports included)", seconds, "s")
     summary = json.loads((work / "demo" / "summary.json").read_text())
     for stage, sec in summary["stage_seconds"].items():
         line(f"demo: {stage}", sec, "s", "all iterations")

@@ -25,7 +25,7 @@ import logging
 from typing import Callable, Mapping, Optional, Sequence
 
 from thinkswitch.config import GenerationConfig, ModelConfig, SamplingConfig
-from thinkswitch.engines.decoding import decode, drop_tokens, eos_ids
+from thinkswitch.engines.decoding import decode, drop_tokens, eos_ids, results_from
 from thinkswitch.engines.hf import Results, release_model, sampling_kwargs
 
 log = logging.getLogger(__name__)
@@ -79,10 +79,7 @@ class CBBackend:
                  done: Optional[Mapping[int, dict]] = None) -> list[dict]:
         """See `GenerationBackend.generate`; each finished request goes to `on_batch` alone."""
         total = len(prompts) * n
-        results: list[Optional[dict]] = [None] * total
-        for i, r in (done or {}).items():
-            if 0 <= i < total:
-                results[i] = r
+        results = results_from(done, total)
         todo = [i for i in range(total) if results[i] is None]
         if todo:
             ids = {i: self.tokenizer(prompts[i // n], add_special_tokens=False)["input_ids"] for i in todo}

@@ -1,13 +1,14 @@
 """Generated token ids to records, for every engine (HF static batches, continuous batching, vLLM).
 
-One place decides what an output is: the ids up to the first end-of-sequence token, decoded with the
+One place decides what an output is (and, `results_from`, which results an interrupted call already has):
+the ids up to the first end-of-sequence token, decoded with the
 special tokens removed except the think tags, plus how many tokens were generated (EOS included) and
 whether the generation stopped by itself (False when cut off by `max_new_tokens`).
 """
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping, Optional
 
 from thinkswitch.engines.chat import THINK_CLOSE, THINK_OPEN
 
@@ -36,3 +37,13 @@ def decode(ids: Iterable[int], eos: set[int], tokenizer, drop: set[str]) -> dict
     for tok in drop:
         text = text.replace(tok, "")
     return {"output": text, "tokens": len(kept), "stopped": stop is not None}
+
+
+def results_from(done: Optional[Mapping[int, dict]], total: int) -> list[Optional[dict]]:
+    """The `total` results of a generation call by index: those `done` holds (an interrupted call's, index out of
+    range ignored), None where still to generate."""
+    results: list[Optional[dict]] = [None] * total
+    for i, r in (done or {}).items():
+        if 0 <= i < total:
+            results[i] = r
+    return results

@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterator, Mapping, Optional, Protocol, Sequenc
 from tqdm.auto import tqdm
 
 from thinkswitch.config import GenerationConfig, ModelConfig, SamplingConfig
-from thinkswitch.engines.decoding import decode, drop_tokens, eos_ids
+from thinkswitch.engines.decoding import decode, drop_tokens, eos_ids, results_from
 from thinkswitch.engines.seeds import batch_seed
 from thinkswitch.errors import ConfigError
 
@@ -182,13 +182,12 @@ def generate_texts(model, tokenizer, prompts: Sequence[str], sampling: SamplingC
     eos, drop = eos_ids(model.generation_config, tokenizer), drop_tokens(tokenizer)
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     position = {i: p for p, i in enumerate(order)}
-    done = {i: r for i, r in (done or {}).items() if 0 <= i < len(prompts)}
-    todo = [i for i in order if i not in done]
+    results = results_from(done, len(prompts))
+    todo = [i for i in order if results[i] is None]
     lengths = prompt_token_counts(tokenizer, prompts) if token_budget is not None and prompts else None
-    results: list[Optional[dict]] = [done.get(i) for i in range(len(prompts))]
     kwargs = sampling_kwargs(sampling)
     rows, start, retry = batch_size, 0, []  # retry: halves of a batch that ran out of memory (a stack)
-    bar = tqdm(total=len(prompts), initial=len(done), desc=desc, unit="prompt", leave=False)
+    bar = tqdm(total=len(prompts), initial=len(prompts) - len(todo), desc=desc, unit="prompt", leave=False)
     with torch.inference_mode():
         while retry or start < len(todo):
             if retry:
@@ -219,7 +218,6 @@ def _generate_batch(model, tokenizer, texts: list[str], kwargs: dict, seed: int,
     prompt that runs out of memory raises."""
     import torch
 
-    enc = out = None
     try:
         torch.manual_seed(seed)
         enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)

@@ -330,10 +330,7 @@ def _stop_all() -> None:
 
 def _pending(done: Optional[Mapping[int, dict]], prompts: int, n: int) -> tuple[list, list[int]]:
     """The results `done` holds, by index (None where missing), and the prompts with a sample missing."""
-    results: list[Optional[dict]] = [None] * (prompts * n)
-    for i, r in (done or {}).items():
-        if 0 <= i < len(results):
-            results[i] = r
+    results = decoding.results_from(done, prompts * n)
     return results, [p for p in range(prompts) if any(results[p * n + s] is None for s in range(n))]
 
 
