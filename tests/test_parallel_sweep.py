@@ -13,9 +13,10 @@ import time
 from errno import ENOSYS
 from pathlib import Path
 
+import cli
 import pytest
 import torch
-from conftest import CACHE, ROOT
+from conftest import ROOT
 from test_cache import reused
 
 from thinkswitch.setup import choose_device, gpu_ids
@@ -193,11 +194,8 @@ SMALL = ["iterations=1", "domain.train_prompts=64", "domain.eval_size=100", "tra
 
 @pytest.mark.slow
 def test_a_parallel_t_sweep_computes_each_shared_stage_once(testbed_pair, tmp_path):
-    env = {**os.environ, "THINKSWITCH_CACHE": str(CACHE)}
-    proc = subprocess.run([sys.executable, "-m", "thinkswitch.cli", "--multirun", "hydra/launcher=parallel",
-                           "hydra.launcher.n_jobs=2", "merge.t=0,0.5", *SMALL, f"stage_cache={tmp_path / 'stages'}",
-                           f"hydra.sweep.dir={tmp_path / 'sweep'}"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    proc = cli.thinkswitch("--multirun", "hydra/launcher=parallel", "hydra.launcher.n_jobs=2", "merge.t=0,0.5",
+                           *SMALL, f"stage_cache={tmp_path / 'stages'}", f"hydra.sweep.dir={tmp_path / 'sweep'}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     jobs = sorted((tmp_path / "sweep").glob("[01]_*"))
     assert len(jobs) == 2 and all((j / "summary.json").exists() for j in jobs)
