@@ -41,25 +41,33 @@ def reference(reference_run):
     return read_json(reference_run / "summary.json")
 
 
-@pytest.mark.parametrize("stage, when", [(s, "after outputs") for s in
-                                         ("generate", "strip", "distill", "merge", "evaluate")]
-                         + [("distill", "at start")])
-def test_killed_during_a_stage_then_resumed_matches_an_uninterrupted_run(reference, tmp_path, stage, when):
+STAGES = ("generate", "strip", "distill", "merge", "evaluate")
+
+
+def test_killed_in_every_stage_in_turn_then_resumed_matches_an_uninterrupted_run(reference, tmp_path):
+    """One run directory, SIGKILLed once in each stage of iteration 1: after the stage wrote its outputs and before
+    its marker (the worst moment; distill also as it starts). Each next run resumes it, redoing the killed stage,
+    and is killed in the next one; the last run ends where the uninterrupted reference run ended."""
     run_dir = tmp_path / "run"
-    if when == "at start":
-        run_and_kill_at(run_dir, f"[iter_01] {stage}")
-    else:
-        run_killed_after_outputs(run_dir, stage)
     it = run_dir / "iter_01"
-    assert not (it / f"{stage}.done").exists(), "a killed stage is never marked finished"
-    assert not (run_dir / "summary.json").exists()
+    kills = [(s, "after outputs") for s in STAGES]
+    kills.insert(2, ("distill", "at start"))
+    for i, (stage, when) in enumerate(kills):
+        if when == "at start":
+            run_and_kill_at(run_dir, f"[iter_01] {stage}")
+        else:
+            run_killed_after_outputs(run_dir, stage)
+        assert not (it / f"{stage}.done").exists(), f"{stage} killed {when}: a killed stage is never marked finished"
+        redone = [s for s, _ in kills[:i] if s != stage]
+        assert all((it / f"{s}.done").exists() for s in redone), f"resumed before {stage}: {redone} finished"
+        assert not (run_dir / "summary.json").exists()
     proc = run(run_dir)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert not list(run_dir.rglob("*.tmp")), "temporary artifacts of the killed stage were cleaned up"
+    assert not list(run_dir.rglob("*.tmp")), "temporary artifacts of the killed stages were cleaned up"
     resumed = read_json(run_dir / "summary.json")
     assert resumed["final"] == reference["final"] and resumed["baseline"] == reference["baseline"]
     ids = {p.name.rsplit("-", 1)[1] for p in (run_dir / "wandb").glob("offline-run-*")}
-    assert len(ids) == 1, "the resumed run logs to the same W&B run id"
+    assert len(ids) == 1, "every resumed run logs to the same W&B run id"
 
 
 def test_resume_refuses_a_different_config(reference, tmp_path):
