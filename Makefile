@@ -4,9 +4,10 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 TORCH  ?= torch==2.13.0
 ARGS   ?=
-# pytest-xdist workers for `make test`/`test-fast` (each gets cores/JOBS torch threads; 1 runs the suite serially)
+# pytest-xdist workers for `make test`/`test-fast` (each gets cores/JOBS torch threads; 1 runs the suite serially),
+# handed one test at a time: the slow tests run first (conftest), the quick ones even out the end
 JOBS   ?= 2
-XDIST   = $(if $(filter-out 1,$(JOBS)),-n $(JOBS))
+XDIST   = $(if $(filter-out 1,$(JOBS)),-n $(JOBS) --maxschedchunk 1)
 # vLLM lives in its own venv (it pins an older transformers than thinkswitch); the framework drives
 # it as a subprocess. GPU: make install-vllm VLLM=vllm==0.32.0 VLLM_TORCH= VLLM_REMOVE=
 VLLM_VENV   ?= .venv-vllm

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import tempfile
@@ -29,6 +30,47 @@ CONF = ROOT / "conf"
 SHARED_DATA = ROOT.parent / "shared" / "data"
 # The testbed pair is built once and cached; the demo and the tests share the cache.
 CACHE = Path(os.environ.get("THINKSWITCH_CACHE", "~/.cache/thinkswitch")).expanduser()
+
+
+def pytest_collection_modifyitems(items):
+    """Slow tests first (a stable sort: each module's tests keep their order). With `make test`'s scheduling
+    (pytest-xdist, `--maxschedchunk 1`: each worker is handed one test at a time) the quick tests then fill in
+    at the end and the workers finish together, instead of one running a long test alone at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+# Modules whose tests share one expensive module fixture (test_vllm: a vLLM engine, ~25 s to start on this CPU).
+ONE_WORKER = ("tests/test_vllm.py",)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """pytest-xdist's `load` scheduling, except that the worker handed a test of a `ONE_WORKER` module is handed
+    all of that module's tests with it, in order: its module fixtures are made once, not once per worker.
+    (`--dist loadgroup` would say this with marks, but pytest-xdist 3.8's grouping is a no-op under pytest 9.)"""
+    if config.getvalue("dist") != "load":
+        return None
+    from xdist.scheduler import LoadScheduling
+
+    class Scheduling(LoadScheduling):
+        @functools.cached_property
+        def module(self) -> list[str]:  # of each collected test, by index
+            return [nodeid.split("::")[0] for nodeid in self.collection]
+
+        def _send_tests(self, node, num: int) -> None:
+            module, chosen = self.module, []
+            for index in self.pending[:num]:
+                if module[index] not in ONE_WORKER:
+                    chosen.append(index)
+                elif index not in chosen:  # the first of its module: all of them, in order
+                    chosen += [i for i in self.pending if module[i] == module[index]]
+            if chosen:
+                taken = set(chosen)
+                self.pending[:] = [i for i in self.pending if i not in taken]
+                self.node2pending[node].extend(chosen)
+                node.send_runtest_some(chosen)
+
+    return Scheduling(config, log)
 
 
 def compose(overrides: list[str] = (), run_dir: str = "/tmp/thinkswitch-unused", hydra_config: bool = False):
