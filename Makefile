@@ -16,6 +16,11 @@ VLLM_TORCH  ?= $(TORCH)
 VLLM_REMOVE ?= torchvision torchaudio torchcodec
 
 .DEFAULT_GOAL := help
+# The venvs skip pip's byte-compilation of every file of every package (all of torch, transformers' ~400 model
+# families, vLLM: two thirds of the set-up time); Python compiles what is imported, once, on first import. That
+# needs bytecode writing on in what make runs, whatever the shell says.
+unexport PYTHONDONTWRITEBYTECODE
+PIP_INSTALL = pip install -q --no-compile
 
 help:  ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -23,8 +28,8 @@ help:  ## list the targets
 $(BIN)/thinkswitch: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q $(TORCH)
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/$(PIP_INSTALL) $(TORCH)
+	$(BIN)/$(PIP_INSTALL) -e '.[dev]'
 	@touch $@
 
 install: $(BIN)/thinkswitch  ## create .venv and install thinkswitch (torch CPU wheel first)
@@ -36,8 +41,8 @@ $(VLLM_VENV)/.installed:
 	rm -rf $(VLLM_VENV)
 	$(PYTHON) -m venv $(VLLM_VENV)
 	$(VLLM_VENV)/bin/pip install -q --upgrade pip
-	$(if $(VLLM_TORCH),$(VLLM_VENV)/bin/pip install -q $(VLLM_TORCH))
-	$(VLLM_VENV)/bin/pip install -q $(VLLM)
+	$(if $(VLLM_TORCH),$(VLLM_VENV)/bin/$(PIP_INSTALL) $(VLLM_TORCH))
+	$(VLLM_VENV)/bin/$(PIP_INSTALL) $(VLLM)
 	$(if $(VLLM_REMOVE),$(VLLM_VENV)/bin/pip uninstall -q -y $(VLLM_REMOVE))
 	@touch $@
 
