@@ -145,8 +145,8 @@ def reference_run(testbed_pair, tmp_path_factory) -> Path:
     console output is `console.txt` beside it."""
     import cli
 
-    def make(path: Path) -> None:
-        proc = cli.thinkswitch(*REFERENCE_ARGS, run_dir=path / "run", timeout=600)
+    def make(path: Path) -> None:  # in a new interpreter: the one run that starts as a user's does, imports and all
+        proc = cli.thinkswitch(*REFERENCE_ARGS, run_dir=path / "run", timeout=600, fresh=True)
         assert proc.returncode == 0, proc.stderr[-3000:]
         (path / "console.txt").write_text(proc.stdout + proc.stderr)
 

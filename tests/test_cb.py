@@ -3,9 +3,8 @@ after a SIGKILL mid-stage, `generation.backend=auto`, 4-bit generation, and the 
 
 import dataclasses
 import signal
-import subprocess
-import sys
 
+import cli
 import pytest
 import torch
 from conftest import ROOT, compose
@@ -81,8 +80,7 @@ def test_a_continuous_batching_stage_killed_midway_resumes_with_only_the_missing
     assert len(generated) == total, "continuous batching hands each request to the partial file alone"
 
     out, kill_after = tmp_path / "run" / "generations.jsonl", 10
-    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "faulty_stage.py"), "generate", str(out),
-                           str(kill_after), *GREEDY_CB], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = cli.python(ROOT / "tests" / "faulty_stage.py", "generate", out, kill_after, *GREEDY_CB, timeout=300)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
     assert not out.exists() and len(partial_path(out).read_text().splitlines()) == 1 + kill_after
 

@@ -2,9 +2,8 @@
 remaining steps and ends with an uninterrupted run's adapter."""
 
 import signal
-import subprocess
-import sys
 
+import cli
 import pytest
 import torch
 from conftest import ROOT
@@ -22,8 +21,7 @@ def test_killed_after_a_checkpoint_then_rerun_resumes_and_matches(testbed_pair, 
     assert not (tmp_path / "reference" / CHECKPOINTS).exists(), "checkpoints are deleted with the adapter saved"
 
     root = tmp_path / "run"
-    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "faulty_distill.py"), str(root), str(KILL_AT)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    proc = cli.python(ROOT / "tests" / "faulty_distill.py", root, KILL_AT, timeout=600)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
     assert not (root / "adapter").exists()
     assert sorted(p.name for p in (root / CHECKPOINTS).glob("checkpoint-*")) == [f"checkpoint-{SAVE_STEPS}"]

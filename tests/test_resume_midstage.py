@@ -4,9 +4,8 @@ batches. The partial file's format: torn lines dropped, other settings never reu
 
 import json
 import signal
-import subprocess
-import sys
 
+import cli
 import pytest
 from conftest import ROOT
 from faulty_stage import BATCH_SIZE, PROMPTS, SAMPLES, run_stage
@@ -34,8 +33,7 @@ def test_killed_between_batches_then_rerun_equals_an_uninterrupted_run(stage, tm
     assert len(expected) == total and len({r["output"] for r in expected}) > PROMPTS[stage]  # sampled: varied
 
     out = tmp_path / "run" / f"{stage}.jsonl"
-    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "faulty_stage.py"), stage, str(out), "2"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = cli.python(ROOT / "tests" / "faulty_stage.py", stage, out, 2, timeout=300)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
     assert not out.exists(), "a killed stage never writes its final output"
     lines = partial_path(out).read_text().splitlines()
