@@ -2,10 +2,11 @@
 testbed pair's cache (conftest.CACHE) and the session's environment (offline, its own stage cache).
 
 The process is forked from this worker's zygote (tests/zygote.py), which has made the imports every run makes
-(~7 s each on this CPU, ~55 runs in the suite); it is otherwise what `python -m thinkswitch.cli` starts: its own
-pid, streams, cwd, environment, exit status and signals. A run whose environment differs from the session's
-(`env=`, or a test that changed os.environ) is a fresh interpreter, as is every run where `THINKSWITCH_TEST_FORK=0`
-or Unix sockets cannot carry file descriptors."""
+(~7 s a run on this CPU, ~60 runs in the suite) and checked that a forked child can run torch; it is otherwise
+what `python -m thinkswitch.cli` starts: its own pid, streams, cwd, environment, exit status and signals. A new
+interpreter starts instead for `fresh=True` (the shared reference run: one cold start, as a user's, imports and
+what they print included), for a run whose environment differs from the session's (`env=`, or a test that changed
+os.environ), and for every run if `THINKSWITCH_TEST_FORK=0` or the zygote cannot start (a warning says why)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -52,9 +54,10 @@ def python(*args: str, env: Optional[dict] = None, timeout: float = 900, fresh: 
         -> subprocess.CompletedProcess:
     """`python <args>` (`-m <module> ...` or `<script> ...`) from the repository root, to the end."""
     argv, environ = [sys.executable, *map(str, args)], environment(**(env or {}))
-    if fresh or not _zygote_serves(environ):
+    zygote = None if fresh else _zygote_for(environ)
+    if zygote is None:
         return subprocess.run(argv, cwd=ROOT, env=environ, capture_output=True, text=True, timeout=timeout)
-    proc = Forked(argv, environ, merge_stderr=False)
+    proc = Forked(zygote, argv, environ, merge_stderr=False)
     out, err = [], []
     readers = [threading.Thread(target=lambda f, into: into.append(f.read()), args=(f, into), daemon=True)
                for f, into in ((proc.stdout, out), (proc.stderr, err))]
@@ -75,17 +78,18 @@ def python(*args: str, env: Optional[dict] = None, timeout: float = 900, fresh: 
 def start(*overrides: str, run_dir: Optional[Path] = None) -> subprocess.Popen | Forked:
     """Start it; its stdout and stderr together, line by line, on `.stdout`."""
     argv, environ = command(*overrides, run_dir=run_dir), environment()
-    if not _zygote_serves(environ):
+    zygote = _zygote_for(environ)
+    if zygote is None:
         return subprocess.Popen(argv, cwd=ROOT, env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True)
-    return Forked(argv, environ, merge_stderr=True)
+    return Forked(zygote, argv, environ, merge_stderr=True)
 
 
 class Forked:
     """A child of the zygote, with the parts of `subprocess.Popen` the tests use: `pid`, text `stdout` (and
     `stderr`), `poll()`, `wait(timeout)`, `kill()`, `returncode` (negative: the signal that ended it)."""
 
-    def __init__(self, argv: list[str], env: dict[str, str], merge_stderr: bool):
+    def __init__(self, zygote: str, argv: list[str], env: dict[str, str], merge_stderr: bool):
         script = None if argv[1] == "-m" else argv[1]
         request = {"argv": argv[3:] if script is None else argv[2:], "module": None if script else argv[2],
                    "script": script, "cwd": str(ROOT), "env": env}
@@ -93,7 +97,7 @@ class Forked:
         err_r, err_w = (None, out_w) if merge_stderr else os.pipe()
         stdin = os.open(os.devnull, os.O_RDONLY)
         self.conn = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        self.conn.connect(_zygote())
+        self.conn.connect(zygote)
         try:
             socket.send_fds(self.conn, [json.dumps(request).encode()], [stdin, out_w, err_w])
         finally:
@@ -126,36 +130,44 @@ class Forked:
             os.kill(self.pid, signal.SIGKILL)
 
 
-_ZYGOTE: dict = {}
+_ZYGOTE: dict = {}  # this worker's: proc, path (its socket), where (its directory); or unusable (why)
 
 
-def _zygote_serves(env: dict[str, str]) -> bool:
-    """Whether a run with `env` can be forked from the zygote (its environment is the session's)."""
+def _zygote_for(env: dict[str, str]) -> Optional[str]:
+    """The socket of the zygote that can fork a run with `env` (its environment must be the session's), or None:
+    the run starts a new interpreter."""
     if os.environ.get("THINKSWITCH_TEST_FORK", "1") == "0" or not hasattr(socket, "send_fds") \
-            or not hasattr(socket, "SOCK_SEQPACKET"):
-        return False
+            or not hasattr(socket, "SOCK_SEQPACKET") or "unusable" in _ZYGOTE:
+        return None
     ignore = {"PYTEST_CURRENT_TEST", "TORCHINDUCTOR_CACHE_DIR"}  # set by pytest; by torch when imported
-    return {k: v for k, v in env.items() if k not in ignore} == \
-        {k: v for k, v in SESSION_ENV.items() if k not in ignore}
+    if {k: v for k, v in env.items() if k not in ignore} != {k: v for k, v in SESSION_ENV.items() if k not in ignore}:
+        return None
+    if "proc" not in _ZYGOTE or _ZYGOTE["proc"].poll() is not None:  # first use, or it died: (re)start it
+        _start_zygote()
+    return _ZYGOTE.get("path")
 
 
-def _zygote() -> str:
-    """The socket of this process's zygote, started on first use (its imports take ~7 s)."""
-    if "path" not in _ZYGOTE:
-        where = Path(tempfile.mkdtemp(prefix="thinkswitch-zygote-"))
-        path, log = where / "socket", where / "zygote.log"
-        with open(log, "w") as f:
-            proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "zygote.py"), str(path)], cwd=ROOT,
-                                    env=SESSION_ENV, stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 300
-        while not path.exists():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError(f"the test zygote did not start; its log: {log}\n{log.read_text()[-3000:]}")
-            time.sleep(0.05)
-        _ZYGOTE.update(path=str(path), proc=proc)
-        atexit.register(_stop, proc, where)
-    return _ZYGOTE["path"]
+def _start_zygote() -> None:
+    """Start this worker's zygote and wait for its socket (its imports take ~7 s). If it exits instead (its
+    check that forked children can run torch failed, say), runs start new interpreters, with a warning."""
+    if "proc" in _ZYGOTE:
+        _stop(_ZYGOTE.pop("proc"), _ZYGOTE.pop("where"))
+    where = Path(tempfile.mkdtemp(prefix="thinkswitch-zygote-"))
+    path, log = where / "socket", where / "zygote.log"
+    with open(log, "w") as f:
+        proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "zygote.py"), str(path)], cwd=ROOT,
+                                env=SESSION_ENV, stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT)
+    atexit.register(_stop, proc, where)
+    _ZYGOTE.update(proc=proc, where=where)
+    deadline = time.monotonic() + 300
+    while not path.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            _ZYGOTE["unusable"] = f"the test zygote did not start; its log ({log}):\n{log.read_text()[-3000:]}"
+            warnings.warn(_ZYGOTE["unusable"] + "\nthinkswitch runs start new interpreters", stacklevel=3)
+            return
+        time.sleep(0.05)
+    _ZYGOTE["path"] = str(path)
 
 
 def _stop(proc: subprocess.Popen, where: Path) -> None:

@@ -14,8 +14,10 @@ import json
 import os
 import runpy
 import select
+import signal
 import socket
 import sys
+import time
 
 
 def preload() -> None:
@@ -33,6 +35,26 @@ def preload() -> None:
 
     import thinkswitch.loop  # noqa: F401
     import thinkswitch.setup  # noqa: F401
+
+
+def forked_torch_runs() -> bool:
+    """Whether a forked child can run torch on several threads: not if this process had started GNU OpenMP's
+    thread pool (a parallel op in an import), whose threads a child does not have: it would hang."""
+    pid = os.fork()
+    if pid == 0:
+        import torch
+
+        x, m = torch.ones(4_000_000), torch.ones(512, 512)
+        os._exit(0 if (x + 1).sum().item() == 8_000_000 and (m @ m)[0, 0].item() == 512 else 1)
+    deadline = time.monotonic() + 20  # a healthy child takes well under a second
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status) == 0
+        time.sleep(0.02)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    return False
 
 
 def reap(children: dict[int, socket.socket]) -> None:
@@ -107,4 +129,6 @@ def run(request: dict) -> None:
 
 if __name__ == "__main__":
     preload()
+    if not forked_torch_runs():
+        sys.exit("a forked child cannot run torch here (it hangs or fails): no zygote")
     run(serve(sys.argv[1]))  # in a child: exits as a Python process does (atexit, flushed streams)
