@@ -17,8 +17,9 @@ VLLM_REMOVE ?= torchvision torchaudio torchcodec
 
 .DEFAULT_GOAL := help
 # The venvs skip pip's byte-compilation of every file of every package (all of torch, transformers' ~400 model
-# families, vLLM: two thirds of the set-up time); Python compiles what is imported, once, on first import. That
-# needs bytecode writing on in what make runs, whatever the shell says.
+# families, vLLM: two thirds of the set-up time); Python compiles what is imported, once, on first import (the
+# install imports what a run needs, so that a first run is not the slower one). That needs bytecode writing on in
+# what make runs, whatever the shell says.
 unexport PYTHONDONTWRITEBYTECODE
 PIP_INSTALL = pip install -q --no-compile
 
@@ -30,6 +31,7 @@ $(BIN)/thinkswitch: pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/$(PIP_INSTALL) $(TORCH)
 	$(BIN)/$(PIP_INSTALL) -e '.[dev]'
+	$(BIN)/python -c 'import thinkswitch.loop, thinkswitch.setup, mergekit.merge, trl, wandb, datasets'
 	@touch $@
 
 install: $(BIN)/thinkswitch  ## create .venv and install thinkswitch (torch CPU wheel first)
