@@ -63,13 +63,16 @@ def python(*args: str, env: Optional[dict] = None, timeout: float = 900, fresh: 
                for f, into in ((proc.stdout, out), (proc.stderr, err))]
     for reader in readers:
         reader.start()
+    deadline = time.monotonic() + timeout
     try:
         proc.wait(timeout)
+        for reader in readers:  # to the end of its streams, which a process it started may hold open
+            reader.join(max(0.0, deadline - time.monotonic()))
+            if reader.is_alive():
+                raise subprocess.TimeoutExpired(argv, timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
         raise
-    for reader in readers:
-        reader.join()
     proc.stdout.close()
     proc.stderr.close()
     return subprocess.CompletedProcess(argv, proc.returncode, "".join(out), "".join(err))
