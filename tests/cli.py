@@ -53,49 +53,40 @@ def thinkswitch(*overrides: str, run_dir: Optional[Path] = None, script: Optiona
 def python(*args: str, env: Optional[dict] = None, timeout: float = 900, fresh: bool = False) \
         -> subprocess.CompletedProcess:
     """`python <args>` (`-m <module> ...` or `<script> ...`) from the repository root, to the end."""
-    argv, environ = [sys.executable, *map(str, args)], environment(**(env or {}))
-    zygote = None if fresh else _zygote_for(environ)
-    if zygote is None:
-        return subprocess.run(argv, cwd=ROOT, env=environ, capture_output=True, text=True, timeout=timeout)
-    proc = Forked(zygote, argv, environ, merge_stderr=False)
-    out, err = [], []
-    readers = [threading.Thread(target=lambda f, into: into.append(f.read()), args=(f, into), daemon=True)
-               for f, into in ((proc.stdout, out), (proc.stderr, err))]
-    for reader in readers:
-        reader.start()
-    deadline = time.monotonic() + timeout
+    proc = _launch([str(a) for a in args], environment(**(env or {})), merge_stderr=False, fresh=fresh)
     try:
-        proc.wait(timeout)
-        for reader in readers:  # to the end of its streams, which a process it started may hold open
-            reader.join(max(0.0, deadline - time.monotonic()))
-            if reader.is_alive():
-                raise subprocess.TimeoutExpired(argv, timeout)
+        out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
         raise
-    proc.stdout.close()
-    proc.stderr.close()
-    return subprocess.CompletedProcess(argv, proc.returncode, "".join(out), "".join(err))
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 def start(*overrides: str, run_dir: Optional[Path] = None) -> subprocess.Popen | Forked:
     """Start it; its stdout and stderr together, line by line, on `.stdout`."""
-    argv, environ = command(*overrides, run_dir=run_dir), environment()
-    zygote = _zygote_for(environ)
+    return _launch(command(*overrides, run_dir=run_dir)[1:], environment(), merge_stderr=True)
+
+
+def _launch(args: list[str], env: dict[str, str], merge_stderr: bool, fresh: bool = False) \
+        -> subprocess.Popen | Forked:
+    """`python <args>` forked from the zygote when it can be, else a new interpreter; text stdout and stderr."""
+    zygote = None if fresh else _zygote_for(env)
     if zygote is None:
-        return subprocess.Popen(argv, cwd=ROOT, env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True)
-    return Forked(zygote, argv, environ, merge_stderr=True)
+        return subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE, text=True)
+    return Forked(zygote, args, env, merge_stderr)
 
 
 class Forked:
-    """A child of the zygote, with the parts of `subprocess.Popen` the tests use: `pid`, text `stdout` (and
-    `stderr`), `poll()`, `wait(timeout)`, `kill()`, `returncode` (negative: the signal that ended it)."""
+    """A child of the zygote, with the parts of `subprocess.Popen` the tests use: `pid`, `args`, text `stdout` (and
+    `stderr`), `poll()`, `wait(timeout)`, `communicate(timeout)`, `kill()`, `returncode` (negative: the signal that
+    ended it)."""
 
-    def __init__(self, zygote: str, argv: list[str], env: dict[str, str], merge_stderr: bool):
-        script = None if argv[1] == "-m" else argv[1]
-        request = {"argv": argv[3:] if script is None else argv[2:], "module": None if script else argv[2],
-                   "script": script, "cwd": str(ROOT), "env": env}
+    def __init__(self, zygote: str, args: list[str], env: dict[str, str], merge_stderr: bool):
+        self.args = [sys.executable, *args]
+        module = args[1] if args[0] == "-m" else None
+        request = {"module": module, "script": None if module else args[0], "argv": args[2:] if module else args[1:],
+                   "cwd": str(ROOT), "env": env}
         out_r, out_w = os.pipe()
         err_r, err_w = (None, out_w) if merge_stderr else os.pipe()
         stdin = os.open(os.devnull, os.O_RDONLY)
@@ -111,13 +102,31 @@ class Forked:
         self.stderr = io.open(err_r, "r") if err_r is not None else None
         self.returncode: Optional[int] = None
 
+    def communicate(self, timeout: Optional[float] = None) -> tuple[str, Optional[str]]:
+        """Its streams read to the end (which a process it started may hold open) and its exit awaited."""
+        streams = [f for f in (self.stdout, self.stderr) if f is not None]
+        texts: dict = {}
+        readers = [threading.Thread(target=lambda f: texts.__setitem__(f, f.read()), args=(f,), daemon=True)
+                   for f in streams]
+        for reader in readers:
+            reader.start()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self.wait(timeout)
+        for reader in readers:
+            reader.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            if reader.is_alive():
+                raise subprocess.TimeoutExpired(self.args, timeout)
+        for f in streams:
+            f.close()
+        return texts[self.stdout], texts.get(self.stderr) if self.stderr else None
+
     def wait(self, timeout: Optional[float] = None) -> int:
         if self.returncode is None:
             self.conn.settimeout(timeout)
             try:
                 reply = self.conn.recv(64)
             except TimeoutError:
-                raise subprocess.TimeoutExpired(str(self.pid), timeout) from None
+                raise subprocess.TimeoutExpired(self.args, timeout) from None
             self.returncode = int(reply)
             self.conn.close()
         return self.returncode
@@ -142,18 +151,23 @@ def _zygote_for(env: dict[str, str]) -> Optional[str]:
     if os.environ.get("THINKSWITCH_TEST_FORK", "1") == "0" or not hasattr(socket, "send_fds") \
             or not hasattr(socket, "SOCK_SEQPACKET") or "unusable" in _ZYGOTE:
         return None
-    ignore = {"PYTEST_CURRENT_TEST", "TORCHINDUCTOR_CACHE_DIR"}  # set by pytest; by torch when imported
-    if {k: v for k, v in env.items() if k not in ignore} != {k: v for k, v in SESSION_ENV.items() if k not in ignore}:
+    if _comparable(env) != _comparable(SESSION_ENV):
         return None
     if "proc" not in _ZYGOTE or _ZYGOTE["proc"].poll() is not None:  # first use, or it died: (re)start it
         _start_zygote()
     return _ZYGOTE.get("path")
 
 
+def _comparable(env: dict[str, str]) -> dict[str, str]:
+    """`env` without what pytest sets per test and torch sets when imported."""
+    return {k: v for k, v in env.items() if k not in ("PYTEST_CURRENT_TEST", "TORCHINDUCTOR_CACHE_DIR")}
+
+
 def _start_zygote() -> None:
     """Start this worker's zygote and wait for its socket (its imports take ~7 s). If it exits instead (its
     check that forked children can run torch failed, say), runs start new interpreters, with a warning."""
     if "proc" in _ZYGOTE:
+        _ZYGOTE.pop("path", None)
         _stop(_ZYGOTE.pop("proc"), _ZYGOTE.pop("where"))
     where = Path(tempfile.mkdtemp(prefix="thinkswitch-zygote-"))
     path, log = where / "socket", where / "zygote.log"

@@ -76,7 +76,8 @@ def reap(children: dict[int, socket.socket]) -> None:
 
 
 def serve(path: str) -> dict:
-    """Fork a child per request until told to stop or orphaned; returns, in each child, that child's request."""
+    """Fork a child per request until killed (at the pytest worker's exit) or orphaned; returns, in each
+    child, that child's request."""
     parent = os.getppid()
     server = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     server.bind(path + ".tmp")
@@ -91,8 +92,6 @@ def serve(path: str) -> dict:
         conn, _ = server.accept()
         message, fds, _, _ = socket.recv_fds(conn, 1 << 20, 3)
         request = json.loads(message)
-        if request.get("stop"):
-            break
         sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()
