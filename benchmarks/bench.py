@@ -50,10 +50,9 @@ def line(name: str, value: float, unit: str, note: str = "") -> None:
 
 
 def compose(overrides):
-    sys.path.insert(0, str(ROOT / "tests"))
-    from conftest import compose as _compose
+    from thinkswitch.cli import compose as cli_compose
 
-    return _compose(overrides)
+    return cli_compose(overrides)
 
 
 def bench_generate(pair, n: int) -> None:
@@ -61,8 +60,9 @@ def bench_generate(pair, n: int) -> None:
 
     from thinkswitch.config import TestbedSpec
     from thinkswitch.data.testbed_task import task_examples
+    from thinkswitch.engines.base import sampling_kwargs
     from thinkswitch.engines.chat import chat_prompt
-    from thinkswitch.engines.hf import generate_texts, sampling_kwargs
+    from thinkswitch.engines.hf import generate_texts
     from thinkswitch.engines.models import load_model, load_tokenizer
 
     cfg = compose([])
@@ -123,8 +123,7 @@ print(json.dumps({"seconds": time.perf_counter() - t0}))
 
 OURS_SFT = r'''
 import json, sys, time, torch
-sys.path.insert(0, sys.argv[1] + "/tests")
-from conftest import compose
+from thinkswitch.cli import compose
 from pathlib import Path
 from thinkswitch.stages.distill import DistillInputs, distill
 from thinkswitch.stages.inputs import Artifact, Numerics
@@ -178,12 +177,11 @@ def bench_distill(pair, work: Path, n: int) -> None:
 MERGE = r'''
 import json, sys, threading, time
 from pathlib import Path
-sys.path.insert(0, sys.argv[1] + "/tests")
 mode, thinking, instruct, out, shard = sys.argv[2:7]
 import torch, yaml  # noqa: F401  imported before the measurement starts
 from mergekit.config import MergeConfiguration
 from mergekit.merge import MergeOptions, run_merge
-from conftest import compose
+from thinkswitch.cli import compose
 from thinkswitch.stages.inputs import Artifact
 from thinkswitch.stages.merge import MergeInputs, merge, mergekit_config
 cfg = compose(["merge.t=0.3"]).merge

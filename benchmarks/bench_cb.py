@@ -111,11 +111,9 @@ def _line(name, value, unit, note=""):
 def bench_cb(work: Path, quick: bool) -> None:
     """Static HF vs continuous batching on the ragged case, in this process (CPU, the model's dtype)."""
     import torch
-
-    sys.path.insert(0, str(ROOT / "tests"))
     from bench_vllm import make_random_qwen3
-    from conftest import compose
 
+    from thinkswitch.cli import compose
     from thinkswitch.config import TestbedSpec
     from thinkswitch.data.testbed_task import task_examples
     from thinkswitch.engines.chat import chat_prompt

@@ -44,8 +44,7 @@ def _line(name, value, unit, note=""):
 
 
 def _compose(overrides=()):
-    sys.path.insert(0, str(ROOT / "tests"))
-    from conftest import compose
+    from thinkswitch.cli import compose
 
     return compose(list(overrides))
 
@@ -225,7 +224,8 @@ def bench_overhead(pair, n: int, repeats: int = 3) -> None:
     from thinkswitch.data.testbed_task import task_examples
     from thinkswitch.engines.chat import chat_prompt
     from thinkswitch.engines.seeds import request_seeds
-    from thinkswitch.engines.vllm_backend import VLLMBackend, effective_sampling, engine_args, vllm_venv, worker_env
+    from thinkswitch.engines.vllm_backend import VLLMBackend, effective_sampling, worker_env
+    from thinkswitch.engines.vllm_options import engine_args, vllm_venv
 
     cfg = _compose()
     sampling, cpu, warmup = cfg.model.sampling.thinking, torch.device("cpu"), cfg.generation.batch_size
@@ -275,7 +275,7 @@ def bench_overhead(pair, n: int, repeats: int = 3) -> None:
 
 
 def bench_vllm(pair, work: Path, quick: bool) -> None:
-    from thinkswitch.engines.vllm_backend import vllm_venv
+    from thinkswitch.engines.vllm_options import vllm_venv
 
     if not (vllm_venv() / "bin" / "python").exists():
         print(f"vllm: skipped ({vllm_venv()} not found; `make install-vllm`)")

@@ -72,14 +72,10 @@ log = logging.getLogger("gpu_check")
 
 
 def compose(overrides: list[str], run_dir: Path):
-    """The experiment config exactly as `thinkswitch` composes it, as typed dataclasses."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
+    """The experiment config exactly as `thinkswitch` composes it (`thinkswitch.cli.compose`), in `run_dir`."""
+    from thinkswitch.cli import compose as cli_compose
 
-    from thinkswitch.cli import to_config
-
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return to_config(hydra_compose(config_name="config", overrides=[f"run_dir={run_dir}", *overrides]))
+    return cli_compose(overrides, run_dir=str(run_dir))
 
 
 class Report:
@@ -285,9 +281,9 @@ def check_merge(args, device, cfg, pair, work: Path, report: Report) -> None:
 
 
 def check_generate(args, device, cfg, pair, work: Path, report: Report, name: str = "generate") -> None:
-    from thinkswitch.engines.hf import Generator
+    from thinkswitch.engines.base import Generator
     from thinkswitch.engines.models import ModelPair
-    from thinkswitch.setup import plan_memory
+    from thinkswitch.sizing.run_plan import plan_memory
     from thinkswitch.stages.generate import GenerateInputs, generate_labels
     from thinkswitch.stages.inputs import Artifact, Engine
     from thinkswitch.store.io import read_jsonl
@@ -385,7 +381,7 @@ def check_nf4(args, device, cfg, pair, work: Path, report: Report) -> None:
     from transformers import BitsAndBytesConfig
 
     from thinkswitch.engines.models import load_model, load_tokenizer
-    from thinkswitch.engines.weights import checkpoint_tensors, generation_weight_bytes
+    from thinkswitch.sizing.weights import checkpoint_tensors, generation_weight_bytes
 
     path = str(pair["thinking"])
     tok = load_tokenizer(path, cfg.model)
@@ -409,7 +405,7 @@ def check_nf4(args, device, cfg, pair, work: Path, report: Report) -> None:
 
 
 def check_vllm(args, device, cfg, pair, work: Path, report: Report) -> None:
-    from thinkswitch.engines.vllm_backend import vllm_venv
+    from thinkswitch.engines.vllm_options import vllm_venv
 
     if not (vllm_venv() / "bin" / "python").exists():
         report({"check": "vllm", "skipped": "not installed", "venv": str(vllm_venv())})

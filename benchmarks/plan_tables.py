@@ -2,7 +2,7 @@
 
 Each block sits between `<!-- thinkswitch-plan ARGS -->` and `<!-- /thinkswitch-plan -->`, where ARGS are the
 command's arguments (`experiment=paper_aime --cards 3070,h100`); the block is what `thinkswitch-plan ARGS`
-prints. `tests/test_plan.py` regenerates every block and compares it with the page.
+prints. `tests/plan/test_plan.py` regenerates every block and compares it with the page.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from thinkswitch.engines.cards import card  # noqa: E402
 from thinkswitch.plan.cli import ALL_CARDS  # noqa: E402
 from thinkswitch.plan.render import plan_text  # noqa: E402
+from thinkswitch.sizing.cards import card  # noqa: E402
 
 PAGE = ROOT / "docs" / "engines-and-gpus.md"
 PAGES = (ROOT / "README.md", PAGE)

@@ -2,7 +2,7 @@
 
 Without RUN_DIR it runs the default experiment (`thinkswitch`, as `make demo` does) in a temporary
 directory first. The table (the run's own console table) replaces the block between the README's
-`<!-- demo-table -->` markers; `tests/test_testbed.py` checks its iteration-0 row against the code.
+`<!-- demo-table -->` markers; `tests/testbed/test_testbed.py` checks its iteration-0 row against the code.
 """
 
 from __future__ import annotations

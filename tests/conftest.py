@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import functools
 import os
-import shutil
 import tempfile
 from pathlib import Path
 
 import pytest
+
+from tests.support.paths import CACHE, SHARED_DATA
+from tests.support.shared import REFERENCE_ARGS, compose, made_once
 
 # Never reach a hub; W&B writes offline runs only.
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -25,11 +27,6 @@ if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
 # A fresh stage cache per test session: tests decide what is reused, not earlier sessions.
 os.environ["THINKSWITCH_STAGE_CACHE"] = tempfile.mkdtemp(prefix="thinkswitch-stages-")
 
-ROOT = Path(__file__).resolve().parents[1]
-CONF = ROOT / "conf"
-SHARED_DATA = ROOT.parent / "shared" / "data"
-# The testbed pair is built once and cached; the demo and the tests share the cache.
-CACHE = Path(os.environ.get("THINKSWITCH_CACHE", "~/.cache/thinkswitch")).expanduser()
 
 
 def pytest_collection_modifyitems(items):
@@ -40,7 +37,7 @@ def pytest_collection_modifyitems(items):
 
 
 # Modules whose tests share one expensive module fixture (test_vllm: a vLLM engine, ~25 s to start on this CPU).
-ONE_WORKER = ("tests/test_vllm.py",)
+ONE_WORKER = ("tests/engines/test_vllm.py",)
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -73,19 +70,6 @@ def pytest_xdist_make_scheduler(config, log):
     return Scheduling(config, log)
 
 
-def compose(overrides: list[str] = (), run_dir: str = "/tmp/thinkswitch-unused", hydra_config: bool = False):
-    """The experiment config exactly as `thinkswitch` composes it (schemas included), as the typed
-    dataclasses the package sees (`hydra_config=True`: Hydra's raw DictConfig, with its `hydra` node)."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    from thinkswitch.cli import to_config
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = hydra_compose(config_name="config", overrides=[f"run_dir={run_dir}", *overrides],
-                            return_hydra_config=hydra_config)
-    return cfg if hydra_config else to_config(cfg)
-
-
 @pytest.fixture(scope="session")
 def testbed_pair():
     """The built-in testbed pair (built on first use, ~2-3 min on 2 cores, then cached)."""
@@ -99,8 +83,7 @@ def testbed_pair():
 def tiny_2507_pair(tmp_path_factory):
     """A tiny Qwen3 pair with 2507 conventions, trained on the real AIME and PubMedQA prompts (once per session,
     see `made_once`): its (instruct, thinking) paths."""
-    from tinypair import build_tiny_pair
-
+    from tests.support.tinypair import build_tiny_pair
     from thinkswitch.data.domains import load_domain
 
     def make(path: Path) -> None:
@@ -115,35 +98,11 @@ def tiny_2507_pair(tmp_path_factory):
     return str(path / "instruct"), str(path / "thinking")
 
 
-# One uninterrupted `thinkswitch` run on the testbed, shared by the loop, resume and trust tests.
-REFERENCE_ARGS = ["iterations=1", "domain.train_prompts=64", "domain.eval_size=100", "tracking.mode=offline",
-                  "stage_cache=null"]  # stage_cache=null: resuming must work from the run directory alone
-
-
-def made_once(tmp_path_factory, name: str, make) -> Path:
-    """`<session temp>/<name>`, made by `make(path)` once per test session: under pytest-xdist by the first worker
-    that asks, under a file lock, the others waiting for it (`<name>/.made` is written once `make` returns).
-    Treat the result as read-only: a test that changes it works on a `shutil.copytree` of it."""
-    from filelock import FileLock
-
-    # xdist: the workers' base temp dirs share this session's parent; alone: this session's own base temp
-    root = tmp_path_factory.getbasetemp()
-    root = root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root
-    path = root / name
-    with FileLock(str(root / f"{name}.lock")):
-        if not (path / ".made").exists():
-            shutil.rmtree(path, ignore_errors=True)
-            path.mkdir()
-            make(path)
-            (path / ".made").touch()
-    return path
-
-
 @pytest.fixture(scope="session")
 def reference_run(testbed_pair, tmp_path_factory) -> Path:
     """The finished run directory of `thinkswitch REFERENCE_ARGS` (once per session, see `made_once`); its
     console output is `console.txt` beside it."""
-    import cli
+    from tests.support import cli
 
     def make(path: Path) -> None:  # in a new interpreter: the one run that starts as a user's does, imports and all
         proc = cli.thinkswitch(*REFERENCE_ARGS, run_dir=path / "run", timeout=600, fresh=True)

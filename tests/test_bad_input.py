@@ -5,8 +5,8 @@ import math
 import shutil
 
 import pytest
-from conftest import compose
 
+from tests.support.shared import compose
 from thinkswitch.engines.models import ModelPair, check_model_dir, check_pair, is_local
 from thinkswitch.store.paths import RunPaths
 from thinkswitch.store.rundir import check_disk, check_resume, check_writable, record_config

@@ -3,9 +3,10 @@
 from pathlib import Path
 
 import pytest
-from conftest import CONF, compose
 from hydra.errors import ConfigCompositionException
 
+from tests.support.paths import CONF
+from tests.support.shared import compose
 from thinkswitch.validate import ConfigError, check_config
 
 GROUP_OPTIONS = [(p.parent.name, p.stem) for p in sorted(CONF.glob("*/*.yaml"))]
@@ -151,7 +152,7 @@ def test_a_bad_wandb_mode_in_the_environment_is_a_config_error(monkeypatch):
     ("model=nope", "Could not find 'model/nope'"),
 ])
 def test_cli_prints_a_composition_error_as_one_line(tmp_path, override, shown):
-    from cli import thinkswitch
+    from tests.support.cli import thinkswitch
 
     proc = thinkswitch(override, run_dir=tmp_path / "run", timeout=120)
     assert proc.returncode == 2
@@ -246,7 +247,7 @@ def test_valid_t_forms_pass():
 def test_cli_help_is_fast_and_lists_groups():
     import time
 
-    from cli import thinkswitch
+    from tests.support.cli import thinkswitch
 
     t0 = time.perf_counter()
     out = thinkswitch("--help", timeout=120)

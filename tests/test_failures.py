@@ -9,8 +9,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import SHARED_DATA, compose
 
+from tests.support.paths import SHARED_DATA
+from tests.support.shared import compose
 from thinkswitch.errors import ConfigError, DataError, DiskFull
 from thinkswitch.store import io
 
@@ -92,8 +93,7 @@ def test_only_bitsandbytes_kernels_warning_is_silenced(caplog):
 
 
 def test_a_pair_with_auto_map_is_said_once(tmp_path, caplog):
-    from test_bad_input import fake_checkpoint
-
+    from tests.test_bad_input import fake_checkpoint
     from thinkswitch.engines.models import ModelPair, check_pair
 
     auto_map = {"AutoModelForCausalLM": "modeling_custom.CustomForCausalLM"}
@@ -171,7 +171,7 @@ def small_disk(tmp_path):
 
 @pytest.mark.slow
 def test_a_disk_that_fills_mid_run_is_one_line_and_the_rerun_finishes(testbed_pair, small_disk):
-    import cli
+    from tests.support import cli
 
     args = ["iterations=1", "domain.train_prompts=16", "domain.eval_size=16", "trainer.sft.num_train_epochs=1",
             "tracking.mode=disabled", "stage_cache=null"]

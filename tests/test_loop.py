@@ -4,12 +4,12 @@ reference run, conftest.reference_run: 64 training prompts, 100 evaluation quest
 import shutil
 import sys
 
-import cli
 import pytest
 import torch
-from conftest import REFERENCE_ARGS, compose
-from test_stages import tensors
 
+from tests.stages.test_stages import tensors
+from tests.support import cli
+from tests.support.shared import REFERENCE_ARGS, compose
 from thinkswitch.store.io import read_json, read_jsonl
 
 slow = pytest.mark.slow

@@ -13,13 +13,13 @@ import time
 from errno import ENOSYS
 from pathlib import Path
 
-import cli
 import pytest
 import torch
-from conftest import ROOT
-from test_cache import reused
 
-from thinkswitch.setup import choose_device, gpu_ids
+from tests.store.test_cache import reused
+from tests.support import cli
+from tests.support.paths import ROOT
+from thinkswitch.engines.devices import choose_device, gpu_ids
 from thinkswitch.store.cache import StageCache
 from thinkswitch.store.digests import digest_outputs
 from thinkswitch.store.locks import check_exclusion, lock_scope

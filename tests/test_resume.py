@@ -3,10 +3,10 @@
 import os
 import signal
 
-import cli
 import pytest
-from conftest import REFERENCE_ARGS, ROOT
 
+from tests.support import cli
+from tests.support.shared import REFERENCE_ARGS
 from thinkswitch.store.io import read_json
 
 pytestmark = pytest.mark.slow
@@ -31,7 +31,7 @@ def run_and_kill_at(run_dir, marker: str) -> None:
 
 def run_killed_after_outputs(run_dir, stage: str) -> None:
     """The worst moment: the stage wrote its outputs, then the process was SIGKILLed before its marker."""
-    proc = cli.thinkswitch(f"iter_01/{stage}", *ARGS, run_dir=run_dir, script=ROOT / "tests" / "faulty_cli.py",
+    proc = cli.thinkswitch(f"iter_01/{stage}", *ARGS, run_dir=run_dir, module="tests.support.faulty_cli",
                            timeout=600)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
 

@@ -8,10 +8,9 @@ import re
 import shutil
 import signal
 
-import cli
 import pytest
-from conftest import ROOT
 
+from tests.support import cli
 from thinkswitch.store.digests import digest_outputs
 from thinkswitch.store.io import read_json, read_jsonl, write_json
 from thinkswitch.store.partial import partial_path
@@ -23,15 +22,15 @@ ARGS = ["domain.train_prompts=16", "domain.eval_size=24", "generation.batch_size
         "tracking.mode=disabled", "stage_cache=null"]  # stage_cache=null: the run directory alone decides
 
 
-def run(run_dir, *extra, script=None):
-    return cli.thinkswitch(*ARGS, *extra, run_dir=run_dir, script=script)
+def run(run_dir, *extra, module=None):
+    return cli.thinkswitch(*ARGS, *extra, run_dir=run_dir, module=module)
 
 
 def run_low_memory(run_dir, free: int, kill_after: int, *extra):
     """A run on a machine with `free` bytes free (its memory plan binds: smaller batches), SIGKILLed after the
     `kill_after`-th batch of the baseline's thinking evaluation (0: not killed)."""
     return cli.thinkswitch(str(free), "iter_00/eval_thinking.jsonl.partial", str(kill_after), *ARGS, *extra,
-                           run_dir=run_dir, script=ROOT / "tests" / "faulty_memory.py")
+                           run_dir=run_dir, module="tests.support.faulty_memory")
 
 
 def test_iterations_0_evaluates_the_starting_pair_and_nothing_else(testbed_pair, tmp_path):

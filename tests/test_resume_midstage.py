@@ -5,11 +5,10 @@ batches. The partial file's format: torn lines dropped, other settings never reu
 import json
 import signal
 
-import cli
 import pytest
-from conftest import ROOT
-from faulty_stage import BATCH_SIZE, PROMPTS, SAMPLES, run_stage
 
+from tests.support import cli
+from tests.support.faulty_stage import BATCH_SIZE, PROMPTS, SAMPLES, run_stage
 from thinkswitch.store import partial
 from thinkswitch.store.io import read_jsonl
 from thinkswitch.store.partial import PartialResults, partial_path
@@ -33,7 +32,7 @@ def test_killed_between_batches_then_rerun_equals_an_uninterrupted_run(stage, tm
     assert len(expected) == total and len({r["output"] for r in expected}) > PROMPTS[stage]  # sampled: varied
 
     out = tmp_path / "run" / f"{stage}.jsonl"
-    proc = cli.python(ROOT / "tests" / "faulty_stage.py", stage, out, 2, timeout=300)
+    proc = cli.python("-m", "tests.support.faulty_stage", stage, out, 2, timeout=300)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
     assert not out.exists(), "a killed stage never writes its final output"
     lines = partial_path(out).read_text().splitlines()

@@ -12,7 +12,8 @@ LAYERS = (
     ("store",),  # run directory, paths, markers, stage cache, digests, partial results, atomic I/O
     ("data",),  # domains, sources, graders, the testbed task
     ("analysis",),  # statistics, records, tracking, report
-    ("engines",),  # generation engines, model loading, memory plans, chat format
+    ("engines",),  # generation engines, their common ground, model loading, devices, chat format
+    ("sizing",),  # memory, time and price arithmetic before anything loads; the run's memory plan
     ("stages",),  # generate, strip, distill, merge, evaluate
     ("testbed",),  # building and shipping the built-in pair
     ("validate", "setup", "loop", "cli", "plan"),  # the entry points and what they compose
@@ -95,6 +96,11 @@ def test_no_module_over_300_lines_without_a_reason():
         if len(text.splitlines()) > 310 and "Over 300 lines" not in (ast.get_docstring(ast.parse(text)) or ""):
             long.append(f"{path.relative_to(PACKAGE)} ({len(text.splitlines())} lines)")
     assert not long, long
+
+
+def test_no_module_over_400_lines():
+    sizes = {path.relative_to(PACKAGE): len(path.read_text().splitlines()) for path in PACKAGE.rglob("*.py")}
+    assert not {str(p): n for p, n in sizes.items() if n > 400}
 
 
 def test_stages_take_one_frozen_dataclass_of_inputs():

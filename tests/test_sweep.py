@@ -5,10 +5,10 @@ import shutil
 import subprocess
 import sys
 
-import cli
 import pytest
-from conftest import compose, made_once
 
+from tests.support import cli
+from tests.support.shared import compose, made_once
 from thinkswitch.store.io import read_json
 
 SMALL = ["iterations=1", "domain.train_prompts=64", "domain.eval_size=100", "tracking.mode=offline"]

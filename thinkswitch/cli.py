@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import Sequence
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -163,14 +164,17 @@ def to_config(cfg: DictConfig) -> ExperimentConfig:
         raise ConfigError(f"{getattr(e, 'full_key', '') or 'config'}: {e.msg if hasattr(e, 'msg') else e}") from None
 
 
-def compose(overrides: list[str]) -> ExperimentConfig:
+def compose(overrides: Sequence[str] = (), run_dir: str = "unused", hydra_config: bool = False):
     """The config `thinkswitch <overrides>` would run, composed with Hydra's compose API from `conf/`, as typed
-    dataclasses; no run starts and nothing is written (`run_dir` is a placeholder). `thinkswitch-plan` uses it."""
+    dataclasses (`hydra_config=True`: Hydra's raw DictConfig, with its `hydra` node); no run starts and nothing is
+    written (`run_dir`: a placeholder unless given). `thinkswitch-plan`, the tests and the benchmarks use it."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return to_config(hydra_compose(config_name="config", overrides=["run_dir=unused", *overrides]))
+        cfg = hydra_compose(config_name="config", overrides=[f"run_dir={run_dir}", *overrides],
+                            return_hydra_config=hydra_config)
+    return cfg if hydra_config else to_config(cfg)
 
 
 def known_error(error: Exception, run_dir: str) -> Exception:

@@ -226,7 +226,7 @@ class GenerationConfig:
     Sampling settings per mode belong to the model (`model.sampling.thinking` / `.instruct`).
     """
 
-    backend: Backend = Backend.hf  # hf | cb | vllm | auto (engines.hf.BACKENDS; auto: cb or vllm on CUDA, hf on CPU)
+    backend: Backend = Backend.hf  # hf | cb | vllm | auto (engines.base.BACKENDS; auto: cb or vllm on CUDA, hf on CPU)
     batch_size: int = 64  # prompts per batch (HF backend)
     samples_per_prompt: int = 1  # k thinking samples per training prompt
     quantization: Quantization = Quantization.none  # generation weights: none | nf4 (4-bit, bitsandbytes)
@@ -299,7 +299,7 @@ class DistillConfig:
     min_agreement: float = 0.0  # with majority: the majority share a prompt needs, in [0, 1]
     target: Target = Target.raw
     # where QLoRA's adapter is merged into the base reloaded in full precision: auto (on the card when it fits,
-    # else the CPU; thinkswitch.engines.distill_memory.choose_merge_device) | cpu | cuda
+    # else the CPU; thinkswitch.sizing.distill_memory.choose_merge_device) | cpu | cuda
     merge_device: MergeDevice = MergeDevice.auto
 
 

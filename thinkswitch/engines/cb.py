@@ -7,7 +7,7 @@ batch, and no row reserves KV for `max_new_tokens` it does not use. Each request
 `on_batch` gets it then (the stage's partial file fills prompt by prompt; a killed stage resumes with the
 prompts that had not finished).
 
-What it reproduces (tested on CPU with the testbed pair, `tests/test_cb.py`):
+What it reproduces (tested on CPU with the testbed pair, `tests/engines/test_cb.py`):
 - greedy (`do_sample: false`): the HF backend's outputs, token for token (same decoding, `engines.decoding`);
   resuming after a kill gives an uninterrupted run's outputs.
 - sampled: torch is seeded once with `seed` (transformers' `ContinuousBatchingConfig.seed`) and every request is
@@ -25,8 +25,8 @@ import logging
 from typing import Callable, Mapping, Optional, Sequence
 
 from thinkswitch.config import GenerationConfig, ModelConfig, SamplingConfig
+from thinkswitch.engines.base import Results, release_model, sampling_kwargs
 from thinkswitch.engines.decoding import decode, drop_tokens, eos_ids, results_from
-from thinkswitch.engines.hf import Results, release_model, sampling_kwargs
 
 log = logging.getLogger(__name__)
 

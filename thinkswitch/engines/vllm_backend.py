@@ -14,18 +14,16 @@ of (seed, i) alone, so a resumed stage ends with what an uninterrupted one would
 Failures: a worker that dies or reports an error raises `WorkerError` (a `StageError`: one line on the
 console) naming the worker's log file, which is then kept; a worker that exits cleanly deletes it.
 
-Engine settings are `generation.vllm.*`, passed to vLLM's `EngineArgs`; `check_vllm_options`
-validates them against the field list `make install-vllm` saved, without importing vLLM, and
-`check_context` checks `max_model_len` against the run's prompts at setup.
+Engine settings are `generation.vllm.*`, passed to vLLM's `EngineArgs`; they are checked and completed in the
+main process by `engines.vllm_options`.
 
-(Over 300 lines: the option checks, the worker process and the backend are the one place that knows how
-thinkswitch talks to vLLM; split, each part would import the others' details.)
+(Over 300 lines: the worker process and the backend that drives it are one conversation; split, each part would
+import the other's details.)
 """
 
 from __future__ import annotations
 
 import atexit
-import difflib
 import json
 import logging
 import os
@@ -39,124 +37,10 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 from thinkswitch.config import SamplingConfig
 from thinkswitch.engines import decoding  # one decoder for every engine
 from thinkswitch.engines.seeds import request_seeds
-from thinkswitch.engines.vllm_worker import _json_kind  # the worker's own type names (stdlib-only module)
+from thinkswitch.engines.vllm_options import REPO_ROOT, _missing_venv, check_vllm_options, engine_args, vllm_venv
 from thinkswitch.errors import ConfigError, StageError
 
 log = logging.getLogger(__name__)
-
-REPO_ROOT = Path(__file__).resolve().parents[2]  # thinkswitch/engines/ -> the repository root
-# keys thinkswitch sets itself (from model.*): an entry in generation.vllm would contradict them
-RESERVED = {"model": "model.instruct/model.thinking", "tokenizer": "the checkpoint",
-            "revision": "model.revision", "tokenizer_revision": "model.revision",
-            "trust_remote_code": "model.trust_remote_code"}
-CPU_KV_CACHE_DEFAULT = 2 * 1024**3  # vLLM's CPU default reserves gpu_memory_utilization of all RAM
-
-
-def vllm_venv() -> Path:
-    """`.venv-vllm` at the repository root, or `$THINKSWITCH_VLLM_VENV`."""
-    return Path(os.environ.get("THINKSWITCH_VLLM_VENV") or REPO_ROOT / ".venv-vllm")
-
-
-def _missing_venv() -> str:
-    return (f"generation.backend=vllm: vLLM is not installed ({vllm_venv()}/bin/python not found); run "
-            f"`make install-vllm` in {REPO_ROOT} (GPU: `make install-vllm VLLM=vllm==<version> VLLM_TORCH=`)")
-
-
-def engine_fields() -> dict[str, list[str]]:
-    """EngineArgs field -> the JSON kinds it accepts, as `make install-vllm` recorded them."""
-    venv = vllm_venv()
-    if not (venv / "bin" / "python").exists():
-        raise ConfigError(_missing_venv())
-    spec = venv / "engine_args.json"
-    if not spec.is_file():
-        raise ConfigError(f"generation.backend=vllm: {spec} is missing (an interrupted install?); run "
-                          f"`make install-vllm` in {REPO_ROOT}")
-    return json.loads(spec.read_text())["fields"]
-
-
-def check_vllm_options(options: dict) -> list[str]:
-    """Errors in `generation.vllm` (each naming `generation.vllm.<key>`), or [] when it can work.
-
-    Runs in the main process without importing vLLM: unknown keys (with the closest field names),
-    keys thinkswitch sets itself, and values of a type the EngineArgs field does not take.
-    Raises ConfigError when vLLM is not installed at all.
-    """
-    fields = engine_fields()
-    errors = []
-    for key, value in options.items():
-        name = f"generation.vllm.{key}"
-        if key in RESERVED:
-            errors.append(f"{name}: set by thinkswitch from {RESERVED[key]}; remove it")
-            continue
-        if key not in fields:
-            close = difflib.get_close_matches(key, list(fields), n=3)
-            hint = f"; did you mean {', '.join(close)}?" if close else ""
-            errors.append(f"{name}: not an option of vLLM's EngineArgs{hint}")
-            continue
-        kinds, kind = fields[key], _json_kind(value)
-        if key == "kv_cache_memory_bytes" and kind == "str":  # a size: "2GB" (thinkswitch.store.io.parse_size)
-            from thinkswitch.store.io import parse_size
-
-            try:
-                parse_size(value)
-            except ValueError as e:
-                errors.append(f"{name}: {e}")
-            continue
-        if value is None or "any" in kinds or kind in kinds or (kind == "int" and "float" in kinds):
-            continue
-        errors.append(f"{name}: expected {' or '.join(kinds)}, got {value!r}")
-    return errors
-
-
-def _model_context(config: Mapping) -> Optional[int]:
-    """The context length vLLM takes when `max_model_len` is unset, where it is plainly the config's
-    `max_position_embeddings` (None when RoPE scaling stretches it: vLLM's own arithmetic then decides)."""
-    for key in ("rope_scaling", "rope_parameters"):
-        rope = config.get(key)
-        if isinstance(rope, dict) and rope.get("rope_type", rope.get("type", "default")) not in ("default", None):
-            return None
-    value = config.get("max_position_embeddings")
-    return value if isinstance(value, int) and value > 0 else None
-
-
-def check_context(options: Mapping, config: Mapping, jobs: Sequence[tuple[str, str, int, int]]) -> list[str]:
-    """`generation.vllm.max_model_len` (unset: the model's context) against the generations of the run, before any
-    engine starts: each (what, its max_new_tokens key, longest chat-formatted prompt in tokens, max_new_tokens)
-    needs prompt + max_new_tokens positions (vLLM refuses a longer prompt and cuts an answer at the limit)."""
-    limit, own = options.get("max_model_len"), True
-    if limit is None:
-        limit, own = _model_context(config), False
-    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:  # -1: vLLM fits it to memory
-        return []
-    what, key, prompt, new = max(jobs, key=lambda job: job[2] + job[3], default=("", "", 0, 0))
-    if prompt + new <= limit:
-        return []
-    need = f"{what}'s longest prompt ({prompt} tokens) + {key} ({new}) = {prompt + new} tokens"
-    if own:
-        return [f"generation.vllm.max_model_len={limit} is shorter than {need}; set it >= {prompt + new}"]
-    return [f"the model's context ({limit} tokens: generation.vllm.max_model_len is unset) is shorter than {need}; "
-            f"lower {key}"]
-
-
-def engine_args(options: dict, path: str, model_cfg, device) -> dict:
-    """EngineArgs for one checkpoint: `generation.vllm` (None values dropped) and what thinkswitch sets."""
-    from thinkswitch.engines.models import pick_dtype
-    from thinkswitch.store.io import parse_size
-
-    args = {k: v for k, v in options.items() if v is not None}
-    args.update(model=str(path), revision=model_cfg.revision, trust_remote_code=bool(model_cfg.trust_remote_code))
-    if "dtype" not in args:  # the same dtype as the HF backend (`model.dtype`; float32 on CPU)
-        args["dtype"] = str(pick_dtype(model_cfg.dtype, device)).removeprefix("torch.")
-    if isinstance(args.get("kv_cache_memory_bytes"), str):
-        args["kv_cache_memory_bytes"] = parse_size(args["kv_cache_memory_bytes"])
-    if device.type == "cpu":
-        if "kv_cache_memory_bytes" not in args and not os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
-            args["kv_cache_memory_bytes"] = CPU_KV_CACHE_DEFAULT
-        # vLLM 0.32 on CPU fails on seeded requests whose prompt is prefilled in chunks ("CPU
-        # Generator does not use offset": it rewinds the generator, which only CUDA's can do)
-        args.setdefault("enable_chunked_prefill", False)
-    return args
-
 
 def worker_env(device) -> dict:
     """Environment of the worker. The engine runs inside the worker process (no EngineCore

@@ -6,8 +6,8 @@
 
 Takes the overrides a run takes and composes the config as `thinkswitch` would (`cli.compose`: no run starts,
 nothing is written), then plans it per card before anything loads: the shape from the checkpoint's config.json
-(the paper's hub ids: the copy in `engines.shapes.KNOWN_CONFIGS`), memory by the run's own plans
-(`engines.memory`, `engines.distill_memory`), time by `engines.timing`, whose assumptions are printed with the
+(the paper's hub ids: the copy in `sizing.shapes.KNOWN_CONFIGS`), memory by the run's own plans
+(`sizing.memory`, `sizing.distill_memory`), time by `sizing.timing`, whose assumptions are printed with the
 numbers. Where the run as configured does not fit a card, the plan names the overrides that make it fit and
 plans the run with them. Prints Markdown. Estimates, not measurements; torch is never imported.
 

@@ -7,11 +7,11 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from thinkswitch.engines.cards import card, custom_card
-from thinkswitch.engines.timing import Assumptions, calibrate
 from thinkswitch.errors import ConfigError
 from thinkswitch.plan import __doc__ as DOC
 from thinkswitch.plan.render import plan_text
+from thinkswitch.sizing.cards import card, custom_card
+from thinkswitch.sizing.timing import Assumptions, calibrate
 
 ALL_CARDS = ("3070", "4090", "l4", "a100-80", "h100", "h200")
 

@@ -1,5 +1,5 @@
 """One card, one config: whether the run fits (the run's own memory plans) and its hours per stage (the
-time model of `thinkswitch.engines.timing`); `fit` finds the overrides that make a run fit a card."""
+time model of `thinkswitch.sizing.timing`); `fit` finds the overrides that make a run fit a card."""
 
 from __future__ import annotations
 
@@ -8,18 +8,18 @@ from pathlib import Path
 from typing import Optional
 
 from thinkswitch.config import ExperimentConfig
-from thinkswitch.engines.cards import Card
-from thinkswitch.engines.distill_memory import plan_distill
-from thinkswitch.engines.memory import continuous_kv_pool_bytes, plan_generation, vllm_kv_pool_bytes
-from thinkswitch.engines.shapes import fmt_bytes, kv_bytes_per_token, load_config, resolve_dtype
-from thinkswitch.engines.timing import (
+from thinkswitch.errors import ConfigError
+from thinkswitch.sizing.cards import Card
+from thinkswitch.sizing.distill_memory import plan_distill
+from thinkswitch.sizing.memory import continuous_kv_pool_bytes, plan_generation, vllm_kv_pool_bytes
+from thinkswitch.sizing.shapes import fmt_bytes, kv_bytes_per_token, load_config, resolve_dtype
+from thinkswitch.sizing.timing import (
     Assumptions,
     continuous_decode,
     static_decode,
     training_seconds,
 )
-from thinkswitch.engines.weights import checkpoint_tensors, generation_weight_bytes, param_count, weight_bytes
-from thinkswitch.errors import ConfigError
+from thinkswitch.sizing.weights import checkpoint_tensors, generation_weight_bytes, param_count, weight_bytes
 
 ENGINES = {"hf": "static", "cb": "continuous", "auto": "continuous", "vllm": "vllm"}  # generation.backend
 ENGINE_NAMES = {"static": "HF generate, static batches", "continuous": "continuous batching (paged KV)",
@@ -114,7 +114,7 @@ def generation_jobs(cfg: ExperimentConfig) -> list[Job]:
 
 def decode_seconds(job: Job, engine: str, slots: int, model: Model, card: Card, a: Assumptions) -> float:
     kw = dict(sequences=job.sequences, prompt=a.prompt_tokens, max_new=job.max_new,
-              weight_read=weight_bytes(model.tensors, model.dtype),  # NF4 read at bf16 size (engines.timing)
+              weight_read=weight_bytes(model.tensors, model.dtype),  # NF4 read at bf16 size (sizing.timing)
               kv_per_token=kv_bytes_per_token(model.config, model.dtype), bandwidth=card.bandwidth,
               efficiency=a.efficiency, overhead=a.overhead(engine))
     if engine == "static":

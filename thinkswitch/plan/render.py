@@ -6,11 +6,11 @@ from pathlib import Path
 from typing import Optional
 
 from thinkswitch.config import ExperimentConfig
-from thinkswitch.engines.cards import CARD_NOTE, Card
-from thinkswitch.engines.shapes import fmt_bytes, kv_bytes_per_token
-from thinkswitch.engines.timing import Assumptions, describe_assumptions
-from thinkswitch.engines.weights import generation_weight_bytes, param_count, weight_bytes
 from thinkswitch.plan.fit import ENGINE_NAMES, HOURS, CardPlan, Model, fit, load_model_shape
+from thinkswitch.sizing.cards import CARD_NOTE, Card
+from thinkswitch.sizing.shapes import fmt_bytes, kv_bytes_per_token
+from thinkswitch.sizing.timing import Assumptions, describe_assumptions
+from thinkswitch.sizing.weights import generation_weight_bytes, param_count, weight_bytes
 
 
 def headline(cfg: ExperimentConfig, model: Model, overrides: list[str]) -> list[str]:

@@ -22,9 +22,9 @@ from typing import Any, Optional
 
 from thinkswitch.config import MergeDevice, ModelConfig, TrainerConfig
 from thinkswitch.engines.chat import THINK_CLOSE, THINK_OPEN, chat_prompt
-from thinkswitch.engines.distill_memory import choose_merge_device
 from thinkswitch.engines.models import load_model, load_tokenizer, pick_dtype
 from thinkswitch.errors import DataError
+from thinkswitch.sizing.distill_memory import choose_merge_device
 from thinkswitch.stages.inputs import Artifact, Numerics, keyed_as, output_path, outside, stage_key
 from thinkswitch.store.io import atomic_path, read_json, read_jsonl, write_json, write_jsonl
 from thinkswitch.store.paths import TRAIN_LOG
@@ -233,8 +233,8 @@ def merge_device_for(setting: str, instruct: str, adapter: Path, model_cfg: Mode
     the run's dtype plus the adapter fit its free memory now (the 4-bit model freed), else the CPU. Logged."""
     import torch
 
-    from thinkswitch.engines.free_memory import free_memory
-    from thinkswitch.engines.weights import checkpoint_tensors, weight_bytes
+    from thinkswitch.sizing.free_memory import free_memory
+    from thinkswitch.sizing.weights import checkpoint_tensors, weight_bytes
 
     need = free = 0
     if device.type == "cuda" and setting == "auto":

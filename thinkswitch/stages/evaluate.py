@@ -16,8 +16,8 @@ from typing import Callable, Optional, Sequence
 from thinkswitch.analysis.stats import label_shares, macro_f1, majority, wilson_interval
 from thinkswitch.config import SamplingConfig
 from thinkswitch.data.grading import Grader, get_grader
+from thinkswitch.engines.base import Generator
 from thinkswitch.engines.chat import THINK_CLOSE, chat_prompt
-from thinkswitch.engines.hf import Generator
 from thinkswitch.stages.generate import resumable
 from thinkswitch.stages.inputs import Artifact, Engine, output_path
 from thinkswitch.stages.strip import strip_trace

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Optional
 
 from thinkswitch.config import SamplingConfig
+from thinkswitch.engines.base import Generator
 from thinkswitch.engines.chat import chat_prompt
-from thinkswitch.engines.hf import Generator
 from thinkswitch.stages.inputs import Artifact, Engine, output_path, stage_key
 from thinkswitch.store.io import write_jsonl
 from thinkswitch.store.partial import PartialResults, generate_resumable

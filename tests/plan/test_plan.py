@@ -1,0 +1,200 @@
+"""`thinkswitch-plan`: fits per card from the run's own memory plans, the time model, calibration, the docs' tables."""
+
+import json
+import re
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.support.paths import ROOT
+from thinkswitch.errors import ConfigError
+from thinkswitch.sizing.cards import CARDS, card, card_for_device_name, custom_card, parse_amount
+from thinkswitch.sizing.shapes import QWEN3_4B_2507, GiB, kv_bytes_per_token
+from thinkswitch.sizing.timing import (
+    Assumptions,
+    calibrate,
+    continuous_decode,
+    overhead_from,
+    static_decode,
+    step_seconds,
+)
+
+KV = kv_bytes_per_token(QWEN3_4B_2507, "bfloat16")
+DECODE = dict(prompt=512, max_new=32768, weight_read=8 * 10**9, kv_per_token=KV, bandwidth=3.35e12, efficiency=0.7,
+              overhead=0.03)
+
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+try:
+    import plan_tables  # benchmarks/plan_tables.py: regenerates the docs' plan blocks
+finally:
+    sys.path.remove(str(ROOT / "benchmarks"))
+
+
+def plan(*args: str) -> str:
+    return plan_tables.plan_for(" ".join(args))
+
+
+# --- the time model ---------------------------------------------------------------------------------------------
+
+def test_static_batches_wait_for_the_longest_trace_continuous_ones_refill():
+    static = static_decode(sequences=15, rows=8, **DECODE)
+    continuous = continuous_decode(sequences=15, slots=8, **DECODE)
+    assert continuous.seconds < static.seconds
+    # static: two batches (8, 7 rows), each lasting b/(b+1) of max_new_tokens
+    assert static.steps == int(8 / 9 * 32768 + 7 / 8 * 32768)
+    # continuous: 15 x 16,384 tokens at 8 at once plus a drain of one mean trace
+    assert continuous.steps == int(15 * 16384 / 8 + 16384)
+    one = static_decode(sequences=1, rows=1, **DECODE)
+    assert one.steps == 16384 and one.seconds == pytest.approx(
+        16384 * step_seconds(8e9 + (512 + 16384 / 2) * KV, 3.35e12, 0.7, 0.03))
+    # every sequence with a slot: the longest of them
+    assert continuous_decode(sequences=15, slots=64, **DECODE).steps == int(15 / 16 * 32768)
+
+
+def test_decode_time_falls_with_bandwidth_and_rises_with_the_overhead():
+    slow = static_decode(sequences=15, rows=8, **{**DECODE, "bandwidth": 448e9})
+    fast = static_decode(sequences=15, rows=8, **DECODE)
+    eager = static_decode(sequences=15, rows=8, **{**DECODE, "overhead": 0.1})
+    assert slow.seconds > fast.seconds and eager.seconds > fast.seconds
+
+
+def test_overhead_from_a_measurement_inverts_the_step_time():
+    per_step_bytes = 8e9 + 8 * (250 + 512) * KV
+    seconds = step_seconds(per_step_bytes, 4.8e12, 0.7, 0.021)
+    measured = 8 / seconds  # tokens/s at 8 sequences at once
+    assert overhead_from(measured, concurrency=8, weight_read=8e9, kv_read=8 * (250 + 512) * KV, bandwidth=4.8e12,
+                         efficiency=0.7) == pytest.approx(0.021)
+
+
+def test_cards_and_amounts():
+    assert card("H100") is CARDS["h100"] and card_for_device_name("NVIDIA H200") is CARDS["h200"]
+    assert card_for_device_name("NVIDIA GeForce RTX 3070") is CARDS["3070"] and card_for_device_name("TPU") is None
+    assert parse_amount("8GB", "bytes") == 8 * GiB and parse_amount("448GB/s", "bandwidth") == 448e9
+    assert parse_amount("40TFLOPS", "flops") == 40e12
+    with pytest.raises(ValueError, match="expected an amount like"):
+        parse_amount("8 apples", "bytes")
+    with pytest.raises(ValueError, match="unknown card '3080'"):
+        card("3080")
+    mine = custom_card("8GB", "448GB/s")
+    assert mine.memory_bytes == CARDS["3070"].memory_bytes and mine.bf16_flops == pytest.approx(40.6e12)
+
+
+# --- plans ------------------------------------------------------------------------------------------------------
+
+def rows(text: str) -> list[list[str]]:
+    return [[c.strip() for c in line.strip("|").split("|")] for line in text.splitlines()
+            if line.startswith("| ") and not line.startswith(("| card", "| ---"))]
+
+
+def test_paper_preset_on_the_papers_8gb_card_fits_with_nf4_and_says_so():
+    text = plan("experiment=paper_aime", "--cards", "3070,h100")
+    table = rows(text)
+    assert [r[0] for r in table] == ["RTX 3070", "RTX 3070", "H100 SXM"]
+    refused, fitted, h100 = table
+    assert refused[1] == "no" and "the KV pool is 7.0 MiB (7.5 GiB of weights)" in text  # bf16: weights fill the card
+    assert fitted[1] == "yes" and "`generation.quantization=nf4`" in fitted[2]
+    assert "generation nf4" in fitted[4] and "adapter merge on cpu" in fitted[4]
+    assert h100[1] == "yes" and h100[2] == "as configured" and "adapter merge on the card" in h100[4]
+    for row in (fitted, h100):
+        hours = [float(x) for x in row[6:12]]
+        assert all(h > 0 for h in hours) and float(row[12]) > 0
+        assert hours[5] == pytest.approx(hours[3] + 2 * hours[4], abs=0.15)  # iteration 0's evaluation + 2 iterations
+    assert float(fitted[11]) > float(h100[11])  # the small card is slower
+    assert "efficiency 0.7 of peak bandwidth" in text and "(assumed, not calibrated)" in text
+
+
+def test_a_card_too_small_for_nf4_weights_is_refused_with_the_reason():
+    from thinkswitch.plan.render import plan_text
+
+    text = plan_text(["experiment=paper_aime"], [custom_card("2GB", "100GB/s")])
+    table = rows(text)
+    assert [r[1] for r in table] == ["no", "no"] and "the KV pool is 0 B (2.6 GiB of weights)" in text
+
+
+def test_a_big_card_fits_as_configured_and_the_price_is_given():
+    from thinkswitch.plan.render import plan_text
+
+    text = plan_text(["experiment=paper_aime", "cost.gpu_hour_usd=1.0"], [CARDS["h200"]])
+    (row,) = rows(text)
+    assert row[1] == "yes" and row[2] == "as configured" and float(row[12]) == pytest.approx(float(row[11]), abs=0.06)
+    assert "run hours x 1.00 USD per card-hour (given)" in text
+
+
+def test_calibration_from_a_gpu_check_file(tmp_path):
+    params = 3_600_000_000
+    kv_read = 8 * (250 + 512) * KV
+    tokens_per_s = 8 / step_seconds(2 * params + kv_read, 4.8e12, 0.7, 0.012)
+    rows_ = [{"check": "env", "gpu": "NVIDIA H200"}, {"check": "build", "params": params},
+             {"check": "generate", "backend": "hf", "batch_size": 8, "prompts": 15, "tokens": 15 * 1024,
+              "tokens_per_s": tokens_per_s},
+             {"check": "distill", "tokens_per_s": 2000.0}]
+    path = tmp_path / "gpu_check.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows_))
+    a = calibrate(path, Assumptions())
+    assert a.static_overhead == pytest.approx(0.012, abs=1e-5)
+    assert a.mfu == pytest.approx(2000 * 6 * params / 989e12, abs=1e-4)
+    assert a.continuous_overhead == Assumptions.continuous_overhead  # not measured: still assumed
+    assert "calibrated from gpu_check.jsonl on NVIDIA H200" in a.source
+    path.write_text(json.dumps({"check": "env", "gpu": "Some GPU"}) + "\n")
+    with pytest.raises(ValueError, match="not in the card table"):
+        calibrate(path, Assumptions())
+
+
+# --- the console script -----------------------------------------------------------------------------------------
+
+def test_the_console_script_answers_in_seconds_without_torch():
+    code = ("import sys; from thinkswitch.plan.cli import main; main(['experiment=paper_aime', '--cards', "
+            "'3070,h100']); assert 'torch' not in sys.modules, 'torch imported'")
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    seconds = time.perf_counter() - t0
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    line = next(r for r in proc.stdout.splitlines() if r.startswith("| RTX 3070 | yes"))
+    assert "generation.quantization=nf4" in line and re.search(r"\| \d+\.\d \| \d+\.\d\d \|$", line)
+    assert seconds < 30  # seconds, not minutes (about 1.5 s here)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--memory", "8GB"], "--memory and --bandwidth go together"),
+    (["--cards", "3080"], "unknown card '3080'"),
+    (["bogus=1"], "Could not override 'bogus'"),
+    (["keep_checkpoints=sometimes"], "Invalid value 'sometimes', expected one of [all, last, none]"),
+])
+def test_bad_arguments_get_one_line_and_exit_2(args, message, capsys):
+    from thinkswitch.plan.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_model_without_a_config_is_a_config_error():
+    from thinkswitch.plan.render import plan_text
+
+    with pytest.raises(ConfigError, match="model.thinking"):
+        plan_text(["model=local", "model.instruct=/nowhere/i", "model.thinking=/nowhere/t"], [CARDS["h100"]])
+
+
+# --- the docs ---------------------------------------------------------------------------------------------------
+
+def test_docs_plans_are_what_thinkswitch_plan_prints():
+    """docs/engines-and-gpus.md's plan blocks come from `thinkswitch-plan`, unedited
+    (`python benchmarks/plan_tables.py` regenerates them)."""
+    found = plan_tables.blocks(plan_tables.PAGE.read_text())
+    assert [args for args, _ in found] == ["experiment=paper_aime --cards 3070,h100",
+                                           "experiment=paper_aime generation.backend=cb --cards 3070,h100",
+                                           "experiment=paper_aime"]
+    for args, body in found:
+        assert body == plan_tables.plan_for(args), f"stale plan block ({args}): python benchmarks/plan_tables.py"
+
+
+def test_readme_shows_the_plan_for_the_papers_card_and_an_h100():
+    """The README's answer to "can I run the paper on my 8 GB card?" is `thinkswitch-plan`'s, unedited."""
+    found = plan_tables.blocks((plan_tables.ROOT / "README.md").read_text())
+    assert [args for args, _ in found] == ["experiment=paper_aime --cards 3070,h100"]
+    assert found[0][1] == plan_tables.plan_for(found[0][0]), "stale plan block: python benchmarks/plan_tables.py"

@@ -1,0 +1,89 @@
+"""The run's memory plan at start: its generation jobs (each stage's prompts, chat-formatted and counted) sized
+against the device before any model loads (`plan_memory`, called by `setup`)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Optional
+
+from thinkswitch.config import ExperimentConfig
+from thinkswitch.engines.models import ModelPair
+from thinkswitch.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+_COUNTED: dict[tuple, list[int]] = {}  # prompt token counts by (tokenizer, system prompt, prompts)
+
+
+def generation_jobs(cfg: ExperimentConfig, tokenizer, train: list[dict],
+                    evaluation: list[dict]) -> list[tuple[str, str, list[int], int]]:
+    """The run's generations, each as (stage, role, its prompts' token counts once chat-formatted, samples).
+    Each prompt set is tokenized once (both models answer the same evaluation questions), and once per process
+    (`_COUNTED`: a multirun's jobs plan the same prompts)."""
+    from thinkswitch.engines.base import prompt_token_counts
+    from thinkswitch.engines.chat import chat_prompt
+
+    def counts(prompts: list[dict]) -> list[int]:
+        key = (tokenizer.name_or_path, len(tokenizer), str(tokenizer.chat_template), cfg.domain.system_prompt,
+               tuple(ex["prompt"] for ex in prompts))
+        if key not in _COUNTED:
+            if len(_COUNTED) >= 8:
+                _COUNTED.clear()
+            _COUNTED[key] = prompt_token_counts(
+                tokenizer, [chat_prompt(tokenizer, ex["prompt"], cfg.domain.system_prompt) for ex in prompts])
+        return list(_COUNTED[key])
+
+    labels = cfg.method.distill and cfg.iterations and cfg.method.labels == "thinking"
+    jobs = [("generate", "thinking", counts(train), cfg.generation.samples_per_prompt)] if labels else []
+    eval_counts = counts(evaluation)
+    return jobs + [(f"evaluate {role}", role, eval_counts, cfg.evaluate.samples) for role in ("thinking", "instruct")]
+
+
+def plan_memory(cfg: ExperimentConfig, pair: ModelPair, train: list[dict], evaluation: list[dict],
+                device, backend: str = "hf") -> Optional[int]:
+    """The memory plan, from the checkpoint's config and the prompts' token counts, before any model loads:
+    refuses a generation that cannot fit one sequence (ConfigError with the numbers), logs the batches the
+    HF backend will use and an estimate of distillation's peak; returns the HF backend's KV token budget
+    (None when the backend plans its own memory, or the checkpoint's config is not at hand). On vLLM: refuses a
+    `generation.vllm.max_model_len` shorter than a prompt + its max_new_tokens (`engines.vllm_options.check_context`)."""
+    from thinkswitch.engines.models import load_tokenizer
+    from thinkswitch.sizing import memory
+    from thinkswitch.sizing.distill_memory import plan_distill
+    from thinkswitch.sizing.free_memory import free_memory
+    from thinkswitch.sizing.shapes import load_config, resolve_dtype
+
+    try:
+        config = load_config(pair.thinking)
+    except ValueError:
+        log.info("memory plan: no config.json for %s before it downloads; not planned", pair.thinking)
+        return None
+    dtype = resolve_dtype(cfg.model.dtype, device.type)
+    free = free_memory(str(device))
+    if cfg.method.distill and cfg.iterations:
+        plan = plan_distill(config, dtype=dtype, quantize_4bit=cfg.trainer.quantize_4bit, lora=cfg.trainer.lora,
+                            sft=cfg.trainer.sft, bnb=cfg.trainer.bnb, free_bytes=free, device=str(device),
+                            merge_device=cfg.distill.merge_device)
+        log.info("%s", plan.describe())
+        if plan.warning():
+            log.warning("%s", plan.warning())
+    if backend not in ("hf", "vllm"):  # as resolved (generation.backend=auto); cb plans its own cache
+        return None
+    tokenizer = load_tokenizer(pair.thinking, cfg.model)
+    jobs = generation_jobs(cfg, tokenizer, train, evaluation)
+    if backend == "vllm":  # vLLM plans its own memory; its context must hold every generation
+        from thinkswitch.engines.vllm_options import check_context
+
+        errors = check_context(cfg.generation.vllm, config, [
+            (what, f"model.sampling.{role}.max_new_tokens", max(counts, default=0),
+             getattr(cfg.model.sampling, role).max_new_tokens) for what, role, counts, _ in jobs])
+        if errors:
+            raise ConfigError("; ".join(errors))
+        return None
+    plans = [memory.plan_generation_for(
+        pair.thinking, dtype=dtype, device=str(device), config=config, free_bytes=free, prompt_tokens=counts,
+        samples_per_prompt=samples, max_new_tokens=getattr(cfg.model.sampling, role).max_new_tokens,
+        batch_size=cfg.generation.batch_size, key=f"model.sampling.{role}.max_new_tokens",
+        quantization=cfg.generation.quantization)
+        for _, role, counts, samples in jobs]
+    log.info("%s", plans[0].describe())
+    return plans[0].token_budget  # the same for every job: one architecture, one dtype, one device

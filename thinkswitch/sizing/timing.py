@@ -1,0 +1,195 @@
+"""The time model of `thinkswitch-plan`: estimated seconds per stage on a card, with every assumption named.
+
+- **Decode is memory-bandwidth bound.** One decode step reads the weights once and the KV cache of every
+  active sequence: seconds per step = (weight bytes + KV bytes read) / bandwidth / efficiency + a per-step
+  overhead of the engine (kernel launches, Python, sampling: the same on every card, so it is not folded
+  into the efficiency, which would make a factor measured on a fast card wrong on a slow one by several
+  times). Calibration (`calibrate`) sets the overhead from a measured step time, the efficiency staying the
+  stated share of peak bandwidth. Prefill is not counted (prompts are short next to the traces). NF4
+  weights are read at their bf16 size (bitsandbytes dequantizes them for the matmul): 4-bit saves memory
+  here, not time.
+- **Ragged lengths.** Output lengths are assumed uniform between 0 and `max_new_tokens` (mean half of it).
+  Static batches (HF `generate`) run until their longest member ends (expected b/(b+1) of `max_new_tokens`
+  for b rows) and keep every row in the batch; continuous batching refills a finished slot at once, so it
+  runs the total tokens at full concurrency plus a drain of about one mean trace.
+- **Distillation** is compute bound: trained tokens x 6 x parameters (forward, backward through the frozen
+  base, the forward again under activation checkpointing; 4 x without it) / (bf16 FLOP/s x MFU).
+- **Loads, the adapter merge and the SLERP merge** move checkpoint bytes at the disk's bandwidth.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+GB = 10**9
+
+
+@dataclass(frozen=True)
+class Assumptions:
+    """The time model's constants; `source` says whether they are assumed or calibrated (and from what)."""
+
+    efficiency: float = 0.7  # share of peak bandwidth a decode step's reads reach
+    # seconds per decode step besides the reads, per engine: HF generate and transformers' continuous batching
+    # run eagerly (36 layers of kernel launches and Python: ~25 steps/s for a 4B model on a 2 TB/s card, the
+    # figure this project assumed before measuring); vLLM replays CUDA graphs
+    static_overhead: float = 0.030
+    continuous_overhead: float = 0.030
+    vllm_overhead: float = 0.003
+    mfu: float = 0.25  # QLoRA training: share of the card's bf16 FLOP/s reached (dequantization, small batches)
+    disk_bandwidth: float = 1 * GB  # bytes/s for loading and writing checkpoints
+    prompt_tokens: int = 512  # longest prompt (memory), and the prompt of every sequence (time)
+    answer_tokens: int = 1000  # a stripped answer (distillation pairs)
+    source: str = "assumed, not calibrated"
+
+    def overhead(self, engine: str) -> float:
+        return {"static": self.static_overhead, "continuous": self.continuous_overhead,
+                "vllm": self.vllm_overhead}[engine]
+
+    def calibrated(self, source: str, **factors: float) -> "Assumptions":
+        return replace(self, source=source, **factors)
+
+
+@dataclass(frozen=True)
+class Decode:
+    """A generation job's estimate."""
+
+    seconds: float
+    steps: int  # decode steps in all
+    concurrency: float  # sequences decoded per step, on average
+
+    def describe(self) -> str:
+        return f"{self.steps:,} steps x {self.concurrency:.1f} sequences"
+
+
+def step_seconds(nbytes: float, bandwidth: float, efficiency: float, overhead: float) -> float:
+    """One decode step: its reads over the bandwidth reached, plus the engine's overhead."""
+    return nbytes / (bandwidth * efficiency) + overhead
+
+
+def static_decode(*, sequences: int, rows: int, prompt: int, max_new: int, weight_read: int, kv_per_token: int,
+                  bandwidth: float, efficiency: float, overhead: float) -> Decode:
+    """Static batches of `rows`: each lasts its expected longest trace (b/(b+1) of `max_new`) with all its b rows
+    decoding (finished rows keep their KV and their step)."""
+    seconds = steps = tokens = 0.0
+    left = sequences
+    while left > 0:
+        b = min(rows, left)
+        t = b / (b + 1) * max_new
+        per_step = weight_read + b * (prompt + t / 2) * kv_per_token
+        seconds += t * step_seconds(per_step, bandwidth, efficiency, overhead)
+        steps += t
+        tokens += b * t
+        left -= b
+    return Decode(seconds, int(steps), tokens / steps if steps else 0.0)
+
+
+def continuous_decode(*, sequences: int, slots: int, prompt: int, max_new: int, weight_read: int, kv_per_token: int,
+                      bandwidth: float, efficiency: float, overhead: float) -> Decode:
+    """Continuous batching with `slots` sequences at once: the total tokens (mean max_new / 2 each) at full
+    concurrency plus a drain of one mean trace, or, when every sequence has a slot, the longest trace. An active
+    sequence holds on average prompt + max_new / 3 tokens (a random step of a uniform length)."""
+    if sequences == 0:
+        return Decode(0.0, 0, 0.0)
+    total = sequences * max_new / 2
+    if slots >= sequences:
+        steps = sequences / (sequences + 1) * max_new
+    else:
+        steps = total / slots + max_new / 2
+    active = total / steps
+    per_step = weight_read + active * (prompt + max_new / 3) * kv_per_token
+    return Decode(steps * step_seconds(per_step, bandwidth, efficiency, overhead), int(steps), active)
+
+
+def training_seconds(*, tokens: int, params: int, flops: float, mfu: float, checkpointing: bool = True) -> float:
+    """Trained tokens x (6 or 4) x parameters / (FLOP/s x MFU)."""
+    return tokens * (6 if checkpointing else 4) * params / (flops * mfu)
+
+
+def transfer_seconds(nbytes: float, bandwidth: float) -> float:
+    return nbytes / bandwidth
+
+
+def overhead_from(tokens_per_s: float, *, concurrency: float, weight_read: int, kv_read: float, bandwidth: float,
+                  efficiency: float) -> float:
+    """The per-step overhead a measurement implies: the measured step time less its reads at `efficiency` of the
+    bandwidth (never < 0)."""
+    return max(concurrency / tokens_per_s - (weight_read + kv_read) / (bandwidth * efficiency), 0.0)
+
+
+def mfu_from(tokens_per_s: float, *, params: int, flops: float, checkpointing: bool = True) -> float:
+    return tokens_per_s * (6 if checkpointing else 4) * params / flops
+
+
+def ceil_div(a: int, b: int) -> int:
+    return math.ceil(a / b) if b else 0
+
+
+def describe_assumptions(a: Assumptions) -> list[str]:
+    """The time model's assumptions, one Markdown bullet each, as the plan prints them."""
+    return [
+        "- decode is memory-bandwidth bound: seconds per step = (weights + the KV cache of every active sequence) "
+        "/ bandwidth / efficiency + the engine's overhead per step; prefill not counted; NF4 weights read at "
+        "their bf16 size (bitsandbytes dequantizes them: 4-bit saves memory, not time).",
+        f"- efficiency {a.efficiency:.2g} of peak bandwidth; overhead per step: static HF batches "
+        f"{a.static_overhead * 1000:.1f} ms, continuous batching {a.continuous_overhead * 1000:.1f} ms, vLLM "
+        f"{a.vllm_overhead * 1000:.1f} ms; distillation MFU {a.mfu:.3g} ({a.source}).",
+        "- ragged lengths: outputs uniform between 0 and max_new_tokens (mean half); a static batch of b lasts "
+        "b/(b+1) of max_new_tokens with all b rows decoding; continuous batching runs the total tokens at full "
+        "concurrency plus a drain of one mean trace (or the longest trace when every sequence has a slot).",
+        f"- prompts of {a.prompt_tokens} tokens (memory: the longest; time: every one); stripped answers of "
+        f"{a.answer_tokens} tokens; distillation: trained tokens x 6 x parameters (4 without activation "
+        "checkpointing) / (bf16 FLOP/s x MFU).",
+        f"- loads, the adapter merge (read the base, write the merged checkpoint) and the SLERP merge (read two, "
+        f"write one) at {a.disk_bandwidth / GB:.0f} GB/s of disk; a run: iteration 0's evaluation, then every "
+        "iteration's generate, distill, merge, evaluate.",
+    ]
+
+
+def read_rows(path: Path) -> list[dict]:
+    try:
+        return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"--calibrate {path}: not a gpu-check JSON-lines file ({e})") from None
+
+
+def calibrate(path: Path, a: Assumptions) -> Assumptions:
+    """Per-step overheads and MFU from a `make gpu-check` output: its `generate` rows (tokens/s at a known batch,
+    every output at full length) give the decode overhead of their backend's batching mode, its `distill` row
+    (trained tokens/s over the whole stage, loads included: a lower bound) the MFU. Run at Qwen3-4B's body shape
+    (the `build` rows give its parameters) on a card of the table (the `env` row names it)."""
+    from thinkswitch.sizing.cards import card_for_device_name
+    from thinkswitch.sizing.shapes import QWEN3_4B_2507, kv_bytes_per_token
+
+    rows = read_rows(path)
+    env = next((r for r in rows if r.get("check") == "env"), {})
+    card = card_for_device_name(env.get("gpu") or "")
+    if card is None:
+        raise ValueError(f"--calibrate {path}: the GPU {env.get('gpu')!r} is not in the card table")
+    params = next((r["params"] for r in rows if r.get("check") == "build" and "params" in r), None)
+    if params is None:
+        raise ValueError(f"--calibrate {path}: no build row (the checkpoint's parameters)")
+    kv = kv_bytes_per_token(QWEN3_4B_2507, "bfloat16")
+    factors, used = {}, []
+    for row in rows:
+        mode = {"hf": "static", "cb": "continuous", "vllm": "vllm"}.get(row.get("backend", ""))
+        if row.get("error") or not row.get("tokens_per_s") or mode is None or row.get("quantization") == "nf4":
+            continue
+        prompts, new = row["prompts"], row["tokens"] / row["prompts"]
+        at_once = row.get("concurrency") or (min(row.get("batch_size") or prompts, prompts) if mode == "static"
+                                             else prompts)
+        kv_read = at_once * (row.get("prompt_tokens", 250) + new / 2) * kv
+        factors.setdefault(f"{mode}_overhead", overhead_from(
+            row["tokens_per_s"], concurrency=at_once, weight_read=2 * params, kv_read=kv_read,
+            bandwidth=card.bandwidth, efficiency=a.efficiency))
+        used.append(f"{row['check']} {row['tokens_per_s']:,.0f} tokens/s")
+    distill = next((r for r in rows if r.get("check") == "distill" and r.get("tokens_per_s")), None)
+    if distill:
+        factors["mfu"] = mfu_from(distill["tokens_per_s"], params=params, flops=card.bf16_flops)
+        used.append(f"distill {distill['tokens_per_s']:,.0f} tokens/s")
+    if not factors:
+        raise ValueError(f"--calibrate {path}: no generate or distill measurement in it")
+    return a.calibrated(f"calibrated from {Path(path).name} on {env['gpu']}: {', '.join(used)}; the others assumed",
+                        **{k: round(v, 5) for k, v in factors.items()})
