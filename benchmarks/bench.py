@@ -131,7 +131,7 @@ from datasets import Dataset  # noqa: F401  the libraries imported before the cl
 from peft import LoraConfig, PeftModel, prepare_model_for_kbit_training  # noqa: F401
 from trl import SFTConfig, SFTTrainer  # noqa: F401
 from thinkswitch.store.io import parse_size
-from thinkswitch.setup import frozen_library_heap
+from thinkswitch.loop import frozen_library_heap
 cfg = compose([])
 out = Path(sys.argv[4])
 with frozen_library_heap(cfg):  # as run_experiment does once, at start-up
@@ -355,7 +355,8 @@ def bench_sweep(work: Path, points: str, extra: list[str] = (), repeats: int = 2
     print("sweep (with cache), seconds by stage over all jobs:", {k: round(v, 1) for k, v in stages.items()})
 
 
-SHARED = ("iter_00/evaluate", "iter_01/generate", "iter_01/distill")  # the stages a t sweep's jobs share
+SHARED = ("iter_00/evaluate_instruct", "iter_00/evaluate_thinking", "iter_01/generate", "iter_01/distill",
+          "iter_01/evaluate_instruct")  # the stages a t sweep's jobs share
 
 
 def bench_parallel(work: Path, points: str) -> None:

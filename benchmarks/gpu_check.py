@@ -445,7 +445,7 @@ def main(argv=None) -> int:
         os.environ.setdefault(name, "1")  # no hub: everything is local
     os.environ.setdefault("WANDB_MODE", "disabled")
     from thinkswitch.engines.models import pick_device
-    from thinkswitch.setup import frozen_library_heap
+    from thinkswitch.loop import frozen_library_heap
 
     device = pick_device(args.device)
     outs = [args.out] + ([Path(os.environ["OUT"]) / "gpu_check.jsonl"] if os.environ.get("OUT") else [])

@@ -113,7 +113,7 @@ def test_stages_take_one_frozen_dataclass_of_inputs():
     from thinkswitch.stages import distill, evaluate, generate, merge, strip
 
     for fn in (generate.generate_labels, strip.strip_generations, strip.gold_pairs, distill.distill, merge.merge,
-               evaluate.evaluate, evaluate.evaluate_pair):
+               evaluate.evaluate):
         positional = [p for p in inspect.signature(fn).parameters.values() if p.kind is p.POSITIONAL_OR_KEYWORD]
         assert [p.name for p in positional] == ["inputs"], fn.__name__
         kind = typing.get_type_hints(fn)["inputs"]

@@ -10,24 +10,21 @@ Nothing here trains or generates; a bad input fails here, before any model loads
 
 from __future__ import annotations
 
-import gc
-import importlib
 import logging
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
-from thinkswitch.config import ExperimentConfig, ModelConfig
+from thinkswitch.config import Backend, ExperimentConfig, ModelConfig
 from thinkswitch.data.domains import load_domain
-from thinkswitch.data.grading import Grader, get_grader
-from thinkswitch.engines.base import AUTO, Generator, resolve_backend, with_backend
+from thinkswitch.engines.base import Generator, resolve_backend, with_backend
 from thinkswitch.engines.devices import choose_device
 from thinkswitch.engines.models import ModelPair, check_pair
 from thinkswitch.errors import ConfigError
 from thinkswitch.sizing.run_plan import plan_memory
 from thinkswitch.stages.inputs import Artifact, Engine
 from thinkswitch.store.cache import StageCache, checkpoint_id
+from thinkswitch.store.io import parse_size
 from thinkswitch.store.locks import HolderLock
 from thinkswitch.store.paths import RunPaths
 from thinkswitch.store.rundir import check_disk, check_writable, record_config
@@ -53,11 +50,11 @@ class Run:
     paths: RunPaths
     train: list[dict]  # training prompts (their answers are never labels)
     eval: list[dict]  # evaluation questions with gold answers
-    grader: Grader
     start: Pair  # the starting pair (iteration 0)
     generator: Generator
     engine: Engine  # the settings of `generator` (and device) that change outputs: part of the stages' keys
     stage: StageRunner  # runs a stage once: markers, stage cache, timing, failure location
+    shard_size: int  # bytes: the safetensors shard size of the checkpoints the run writes (`shard_size`, parsed)
     device_lock: Optional[HolderLock] = None  # device=auto: this run's GPU, held until close()
 
     def close(self) -> None:
@@ -102,7 +99,7 @@ def _prepare(cfg: ExperimentConfig, paths: RunPaths, device) -> Run:
     pair = resolve_pair(cfg.model, Path(cfg.cache_dir))
     check_disk(cfg, paths, pair.instruct, pair.thinking)
     backend = resolve_backend(cfg.generation.backend, device.type)
-    if cfg.generation.backend == AUTO:
+    if cfg.generation.backend == Backend.auto:
         log.info("generation.backend=auto: %s (%s)", backend, "CUDA" if device.type == "cuda" else device.type.upper())
     generation = with_backend(cfg.generation, backend) if backend != cfg.generation.backend else cfg.generation
     token_budget = plan_memory(cfg, pair, train, evaluation, device, backend)
@@ -113,29 +110,6 @@ def _prepare(cfg: ExperimentConfig, paths: RunPaths, device) -> Run:
              pair.instruct, pair.thinking, len(train), len(evaluation), device)
     generator = Generator(model=cfg.model, generation=generation, device=device, token_budget=token_budget)
     record_config(cfg, paths)  # last: a start refused above is not a run a resume must match
-    return Run(cfg=cfg, paths=paths, train=train, eval=evaluation, grader=get_grader(cfg.domain.grader),
-               start=start, generator=generator, engine=Engine.of(cfg, device, generation), stage=StageRunner(cache))
-
-
-@contextmanager
-def frozen_library_heap(cfg: ExperimentConfig, keep: bool = False) -> Iterator[None]:
-    """Import the libraries the stages use, collect once and `gc.freeze()` what is alive, for the run.
-
-    The stages call `gc.collect()` to free a model before the next one loads. The imported libraries
-    are ~0.5M long-lived objects; frozen, a collection skips them (0.27 s -> 0.01 s per call on the
-    testbed), and so do Python's own periodic full collections during training. Unfrozen at the end,
-    unless `keep` (the jobs of a multirun, one after another in one process): then the next job's collection
-    walks only what this job left alive, not the libraries again (0.27 s a job on the testbed).
-    """
-    rounds = cfg.iterations > 0  # iterations=0 only evaluates the starting pair
-    modules = ["torch", "transformers"] + (["peft", "trl"] if cfg.method.distill and rounds else [])  # not datasets
-    for name in modules + (["mergekit.merge"] if cfg.method.merge and rounds else []):
-        importlib.import_module(name)
-    gc.collect()
-    gc.freeze()
-    try:
-        yield
-    finally:
-        if not keep:
-            gc.unfreeze()
-
+    return Run(cfg=cfg, paths=paths, train=train, eval=evaluation, start=start, generator=generator,
+               engine=Engine.of(cfg, device, generation), stage=StageRunner(cache),
+               shard_size=parse_size(cfg.shard_size))

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from thinkswitch.config import DistillConfig, MergeConfig, ModelConfig, SamplingConfig, TrainerConfig
-from thinkswitch.stages import distill, evaluate, generate, merge, strip
+from thinkswitch.stages import answer, distill, evaluate, generate, merge, strip
 from thinkswitch.stages.inputs import PURPOSES, Artifact, Engine, Numerics, stage_key
 
 ENGINE = Engine(numerics=Numerics(device_type="cpu", dtype="auto"), backend="hf", batch_size=8)
@@ -38,8 +38,6 @@ BASES = {
                                          instruct=Artifact("/run/instruct", "id-new"), cfg=MergeConfig(t=0.3),
                                          shard_size=1 << 30, out=Path("/run/thinking")),
     evaluate.EvaluateInputs: evaluate_inputs("thinking"),
-    evaluate.PairInputs: evaluate.PairInputs(instruct=evaluate_inputs("instruct"),
-                                             thinking=evaluate_inputs("thinking")),
 }
 
 # Parts of a field entering the keys through a transform (`inputs.keyed_as`), left out on purpose: the trainer's
@@ -166,17 +164,32 @@ def test_a_partial_file_is_finished_with_the_batching_it_was_begun_with(tmp_path
     inputs = dataclasses.replace(BASES[generate.GenerateInputs], out=tmp_path / "generations.jsonl")
     begun = Generator(model=ModelConfig(name="pair"), generation=GenerationConfig(batch_size=8, vllm={}),
                       device=torch.device("cpu"), token_budget=616)
-    partial, same = generate.resumable(begun, inputs.out, inputs)
+    partial, same = answer.resumable(begun, inputs.out, inputs)
     assert same is begun
     partial.append({0: {"output": "a", "tokens": 1}})
     partial.close()
 
     now = dataclasses.replace(begun, token_budget=4_327_168)  # this start's plan: more free memory
-    partial, finishing = generate.resumable(now, inputs.out, inputs)
+    partial, finishing = answer.resumable(now, inputs.out, inputs)
     assert partial.done == {0: {"output": "a", "tokens": 1}}
     assert (finishing.token_budget, finishing.generation.batch_size) == (616, 8)
 
     other = dataclasses.replace(inputs, seed=inputs.seed + 1)  # another key: the file is not reused
-    partial, unchanged = generate.resumable(now, other.out, other)
+    partial, unchanged = answer.resumable(now, other.out, other)
     assert partial.done == {} and unchanged is now
     assert PartialResults(inputs.out, stage_key(inputs, "partial")).done == {}
+
+
+def test_inputs_say_what_their_stage_reads_and_writes():
+    """The runner's `needs` are the Artifact fields' paths, its `outputs` the `output_path()` fields, in order."""
+    from thinkswitch.stages.inputs import needs_of, outputs_of
+
+    trained = BASES[distill.DistillInputs]
+    assert needs_of(trained) == ["/ckpt/instruct", "/run/pairs.jsonl"]
+    assert outputs_of(trained) == [Path("/run/adapter"), Path("/run/instruct")]
+    assert needs_of(BASES[strip.GoldInputs]) == [] and outputs_of(BASES[strip.GoldInputs]) == [Path("/run/pairs.jsonl")]
+    assert needs_of(BASES[merge.MergeInputs]) == ["/ckpt/thinking", "/run/instruct"]
+    for kind, inputs in BASES.items():
+        assert outputs_of(inputs), f"{kind.__name__} names what its stage writes"
+        assert all(stage_key(inputs) == stage_key(dataclasses.replace(inputs, **{f.name: Path("/elsewhere")}))
+                   for f in dataclasses.fields(inputs) if f.metadata.get("output")), "outputs are outside the keys"

@@ -22,8 +22,10 @@ import yaml
 
 from tests.support import cli
 from tests.support.shared import REFERENCE_ARGS
+from thinkswitch.config import Role
 from thinkswitch.errors import ConfigError, DataError, RunInUse, StageError
 from thinkswitch.store import cache as cache_module
+from thinkswitch.store import paths
 from thinkswitch.store.cache import StageCache
 from thinkswitch.store.digests import check, digest_outputs
 from thinkswitch.store.io import read_json, read_jsonl
@@ -344,7 +346,8 @@ def finished_run_files(root: Path, keep: str, iterations: int = 1) -> RunPaths:
     run.run_config.write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
     for k in range(iterations + 1):
         run.iteration(k).root.mkdir()
-        run.iteration(k).mark_done("evaluate", {"metrics": {}})
+        for role in Role:
+            run.iteration(k).mark_done(paths.Stage.evaluation(role), {"metrics": {}})
     return run
 
 

@@ -5,7 +5,7 @@ change formats the reports share: `191/500 38.2% [34.0%, 42.5%]`, `+15.0 [+11.0,
 from __future__ import annotations
 
 from thinkswitch.analysis.stats import CHANGE_FIELDS, excludes_zero, wilson_interval
-from thinkswitch.config import ROLES
+from thinkswitch.config import Role
 
 SCORE_FIELDS = ("correct", "n", "accuracy", "ci_low", "ci_high", "tokens_per_answer")
 
@@ -56,9 +56,9 @@ def iteration_table(history: list[dict], paired: dict | None = None) -> str:
     """Iteration x {instruct, thinking}: correct/n, accuracy [95% CI], tokens per answer and, when the rows
     have them, the paired change from the previous iteration; `paired` (summary.json's block) adds a line
     per checkpoint for the change from iteration 0."""
-    cells = [[score(row, r) for r in ROLES] for row in history]
+    cells = [[score(row, r) for r in Role] for row in history]
     width = max(len(c) for row in cells for c in row)
-    changes = [[format_change(_row_change(row, r)) for r in ROLES] for row in history]
+    changes = [[format_change(_row_change(row, r)) for r in Role] for row in history]
     cw = max((len(c) for row in changes for c in row), default=0)
     extra = f" {'change':<{cw}}" if cw else ""
     header = f"iter | {'instruct':<{width}} tok/ans{extra} | {'thinking':<{width}} tok/ans{extra}".rstrip()
@@ -69,12 +69,12 @@ def iteration_table(history: list[dict], paired: dict | None = None) -> str:
                      f"{think:<{width}} {row['thinking/tokens_per_answer']:7.1f}{f' {ct:<{cw}}' if cw else ''}"
                      .rstrip())
     finals = []
-    for role in ROLES:
+    for role in Role:
         c = (paired or {}).get(role)
         if c and c.get("delta") is not None:
             finals.append(f"{role} {format_change(c, pad=False)} (McNemar p={c['p_mcnemar']:.3g})")
     if finals:
-        lines.append(f"iteration {paired[ROLES[0]].get('after', history[-1]['iteration'])} vs 0: "
+        lines.append(f"iteration {paired[Role.instruct].get('after', history[-1]['iteration'])} vs 0: "
                      + "; ".join(finals))
     if cw or finals:
         lines.append(CHANGE_LEGEND)
