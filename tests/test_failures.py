@@ -93,7 +93,7 @@ def test_only_bitsandbytes_kernels_warning_is_silenced(caplog):
 
 
 def test_a_pair_with_auto_map_is_said_once(tmp_path, caplog):
-    from tests.test_bad_input import fake_checkpoint
+    from tests.support.checkpoints import fake_checkpoint
     from thinkswitch.engines.models import ModelPair, check_pair
 
     auto_map = {"AutoModelForCausalLM": "modeling_custom.CustomForCausalLM"}

@@ -7,8 +7,8 @@ import sys
 import pytest
 import torch
 
-from tests.stages.test_stages import tensors
 from tests.support import cli
+from tests.support.checkpoints import tensors
 from tests.support.shared import REFERENCE_ARGS, compose
 from thinkswitch.store.io import read_json, read_jsonl
 from thinkswitch.store.paths import Stage

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.shared import compose
+from tests.support.stage_inputs import stage_inputs
 from thinkswitch.config import DistillConfig, MergeConfig, ModelConfig, SamplingConfig, TrainerConfig
 from thinkswitch.stages import answer, distill, evaluate, generate, merge, strip
 from thinkswitch.stages.inputs import PURPOSES, Artifact, Engine, Numerics, stage_key
@@ -16,27 +18,37 @@ EXAMPLES = ({"id": "a", "prompt": "1+2", "answer": "3"}, {"id": "b", "prompt": "
 SAMPLING = SamplingConfig(do_sample=True, temperature=0.7, max_new_tokens=32)
 
 
+CFG = compose()  # the default config: the fields no test below states come from it, as the loop takes them
+
+
+def inputs(kind, **given):
+    """`kind` on the default config, its checkpoints and files named by hand (no file is read)."""
+    common = dict(engine=ENGINE, numerics=ENGINE.numerics, grader="last_integer", system_prompt="Be brief.")
+    fields = {f.name for f in dataclasses.fields(kind)}
+    return stage_inputs(kind, CFG, **{k: v for k, v in common.items() if k in fields and k not in given}, **given)
+
+
 def evaluate_inputs(role: str) -> evaluate.EvaluateInputs:
-    return evaluate.EvaluateInputs(checkpoint=Artifact(f"/ckpt/{role}", f"id-{role}"), role=role, examples=EXAMPLES,
-                                   grader="last_integer", sampling=SAMPLING, samples=2, system_prompt="Be brief.",
-                                   seed=2, engine=ENGINE, out=Path(f"/run/iter_01/eval_{role}.jsonl"))
+    return inputs(evaluate.EvaluateInputs, checkpoint=Artifact(f"/ckpt/{role}", f"id-{role}"), role=role,
+                  examples=EXAMPLES, sampling=SAMPLING, samples=2, seed=2, out=Path(f"/run/iter_01/eval_{role}.jsonl"))
 
 
 BASES = {
-    generate.GenerateInputs: generate.GenerateInputs(
-        checkpoint=Artifact("/ckpt/thinking", "id-thinking"), examples=EXAMPLES, sampling=SAMPLING, samples=2,
-        system_prompt="Be brief.", seed=10, engine=ENGINE, out=Path("/run/iter_01/generations.jsonl")),
-    strip.StripInputs: strip.StripInputs(generations=Artifact("/run/iter_01/generations.jsonl", "id-gens"),
-                                         grader="last_integer", cfg=DistillConfig(), pairs=Path("/run/pairs.jsonl")),
-    strip.GoldInputs: strip.GoldInputs(examples=EXAMPLES, grader="last_integer", pairs=Path("/run/pairs.jsonl")),
-    distill.DistillInputs: distill.DistillInputs(
-        instruct=Artifact("/ckpt/instruct", "id-instruct"), pairs=Artifact("/run/pairs.jsonl", "id-pairs"),
+    generate.GenerateInputs: inputs(generate.GenerateInputs, checkpoint=Artifact("/ckpt/thinking", "id-thinking"),
+                                    examples=EXAMPLES, sampling=SAMPLING, samples=2, seed=10,
+                                    out=Path("/run/iter_01/generations.jsonl")),
+    strip.StripInputs: inputs(strip.StripInputs, generations=Artifact("/run/iter_01/generations.jsonl", "id-gens"),
+                              cfg=DistillConfig(), pairs=Path("/run/pairs.jsonl")),
+    strip.GoldInputs: inputs(strip.GoldInputs, examples=EXAMPLES, pairs=Path("/run/pairs.jsonl")),
+    distill.DistillInputs: inputs(
+        distill.DistillInputs, instruct=Artifact("/ckpt/instruct", "id-instruct"),
+        pairs=Artifact("/run/pairs.jsonl", "id-pairs"),
         trainer=TrainerConfig(name="lora", sft={"learning_rate": 1e-4, "save_steps": 5}, lora={"r": 8}),
-        model=ModelConfig(name="pair"), seed=11, system_prompt=None, numerics=ENGINE.numerics, shard_size=1 << 30,
+        model=ModelConfig(name="pair"), seed=11, system_prompt=None, shard_size=1 << 30,
         adapter_out=Path("/run/adapter"), model_out=Path("/run/instruct")),
-    merge.MergeInputs: merge.MergeInputs(thinking=Artifact("/ckpt/thinking", "id-thinking"),
-                                         instruct=Artifact("/run/instruct", "id-new"), cfg=MergeConfig(t=0.3),
-                                         shard_size=1 << 30, out=Path("/run/thinking")),
+    merge.MergeInputs: inputs(merge.MergeInputs, thinking=Artifact("/ckpt/thinking", "id-thinking"),
+                              instruct=Artifact("/run/instruct", "id-new"), cfg=MergeConfig(t=0.3),
+                              shard_size=1 << 30, out=Path("/run/thinking")),
     evaluate.EvaluateInputs: evaluate_inputs("thinking"),
 }
 
