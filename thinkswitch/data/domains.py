@@ -65,7 +65,7 @@ def read_source(src: SourceConfig, key: str) -> list[dict]:
             places += where
         name = f"{key} ({', '.join(src.files)})"
     else:
-        records = load_hf(src.dataset, src.config, src.split, src.revision)
+        records = load_hf(src.dataset, src.config, src.split, src.revision, f"{key}.dataset")
         name = f"{key} ({src.dataset})"
         places = [f"row {i}" for i in range(len(records))]
     records = map_fields(records, dict(src.fields), name, places)
