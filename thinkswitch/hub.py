@@ -40,7 +40,7 @@ def snapshot(repo: str, revision: Optional[str], patterns: tuple[str, ...], key:
              what: Optional[str] = None, advice: Optional[tuple[str, ...]] = None) -> Path:
     """The local snapshot of `repo` at `revision` holding `patterns` (downloaded if online and missing); `what`
     names it in errors, `advice`: the patterns the `hf download` command in an error names (default `patterns`)."""
-    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub import snapshot_download
     from huggingface_hub.errors import (
         GatedRepoError,
         IncompleteSnapshotError,
@@ -55,14 +55,21 @@ def snapshot(repo: str, revision: Optional[str], patterns: tuple[str, ...], key:
         path = snapshot_download(repo, revision=revision, repo_type="dataset" if dataset else "model",
                                  allow_patterns=list(patterns))
     except (LocalEntryNotFoundError, IncompleteSnapshotError):
-        where = "the hub is offline (HF_HUB_OFFLINE=1)" if constants.HF_HUB_OFFLINE else "the hub cannot be reached"
-        raise error(f"{key}: {what} is not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and {where}; "
-                    f"download it once where the hub is reachable (e.g. a login node, same HF_HOME): "
-                    f"{hf_command(repo, revision, patterns if advice is None else advice, dataset)}") from None
+        raise not_cached(key, what, hf_command(repo, revision, patterns if advice is None else advice, dataset),
+                         error) from None
     except (RepositoryNotFoundError, GatedRepoError, RevisionNotFoundError) as e:
         raise error(f"{key}: {what}: {type(e).__name__} ({' '.join(str(e).split())[:200]})") from None
     log.debug("%s: %s -> %s", key, what, path)
     return Path(path)
+
+
+def not_cached(key: str, what: str, command: str, error: type = ConfigError) -> Exception:
+    """The one line for what the hub cache lacks: what, where the cache is, and the command that fills it."""
+    from huggingface_hub import constants
+
+    where = "the hub is offline (HF_HUB_OFFLINE=1)" if constants.HF_HUB_OFFLINE else "the hub cannot be reached"
+    return error(f"{key}: {what} is not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and {where}; download "
+                 f"it once where the hub is reachable (e.g. a login node, same HF_HOME): {command}")
 
 
 def resolve_model(ref: str, revision: Optional[str], key: str) -> str:
@@ -72,6 +79,10 @@ def resolve_model(ref: str, revision: Optional[str], key: str) -> str:
     if is_local(ref):
         return ref
     path = str(snapshot(ref, revision, MODEL_FILES, key))
+    if not (Path(path) / "config.json").is_file() or not any(Path(path).glob("*.safetensors")):
+        # offline, the hub's cache cannot tell a partial snapshot (no listing of the repo was kept): said here
+        raise not_cached(key, f"model {ref} (its config.json and *.safetensors weights)",
+                         hf_command(ref, revision, MODEL_FILES))
     log.info("%s: %s%s -> %s (the hub cache)", key, ref, f" at {revision}" if revision else "", path)
     return path
 
@@ -97,6 +108,8 @@ def dataset_files(repo: str, config: Optional[str], split: str, revision: Option
         files = sorted(DataFilesList.from_patterns(patterns or [], base_path=str(root))) if patterns else []
     except FileNotFoundError:
         files = []
+    if not files and patterns:  # a partial snapshot (offline, the cache cannot tell)
+        raise not_cached(key, what, hf_command(repo, revision, (README, *patterns), dataset=True), DataError)
     builders = {BUILDERS.get(Path(f).suffix.lower()) for f in files}
     if not files or None in builders or len(builders) > 1:
         raise DataError(f"{where}: expected data files of one kind ({', '.join(BUILDERS)}) for {patterns} in "
