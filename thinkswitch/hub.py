@@ -73,11 +73,7 @@ def not_cached(key: str, what: str, command: str, error: type = ConfigError) -> 
 
 
 def resolve_model(ref: str, revision: Optional[str], key: str) -> str:
-    """A model's local directory: `ref` itself when it is one, else its hub snapshot (the files a run needs)."""
-    from thinkswitch.engines.models import is_local
-
-    if is_local(ref):
-        return ref
+    """A hub model's local snapshot directory, holding the files a run needs."""
     path = str(snapshot(ref, revision, MODEL_FILES, key))
     if not (Path(path) / "config.json").is_file() or not any(Path(path).glob("*.safetensors")):
         # offline, the hub's cache cannot tell a partial snapshot (no listing of the repo was kept): said here

@@ -82,7 +82,9 @@ def resolve_pair(cfg: ModelConfig, cache_dir: Path) -> ModelPair:
         raise ConfigError("model.instruct and model.thinking must both be set (a hub id or a local directory)")
     from thinkswitch.hub import resolve_model
 
-    pair = ModelPair(*(resolve_model(getattr(cfg, role), cfg.revision, f"model.{role}") for role in ROLES))
+    refs = [getattr(cfg, role) for role in ROLES]
+    pair = ModelPair(*(ref if is_local(ref) else resolve_model(ref, cfg.revision, f"model.{role}")
+                       for ref, role in zip(refs, ROLES)))
     check_pair(pair)
     return pair
 
