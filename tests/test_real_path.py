@@ -103,6 +103,19 @@ def test_datasets_resolve_to_their_config_split_with_the_hub_fields(hub, tmp_pat
         load_hf("qiaojin/PubMedQA", "pqa_unlabeled", "train")
 
 
+def test_the_merge_stage_takes_local_directories_only(testbed_pair, tmp_path):
+    from thinkswitch.errors import StageError
+    from thinkswitch.stages.inputs import Artifact
+    from thinkswitch.stages.merge import MergeInputs, merge
+
+    cfg = compose(["experiment=paper_aime"]).merge
+    with pytest.raises(StageError, match=r"^merge: the thinking checkpoint Qwen/Qwen3-4B-Thinking-2507 is not a local "
+                                         r"directory$"):
+        merge(MergeInputs(thinking=Artifact(THINKING, "id"), instruct=Artifact.at(testbed_pair.instruct), cfg=cfg,
+                          shard_size=1 << 30, out=tmp_path / "merged"))
+    assert not (tmp_path / "merged").exists()
+
+
 @pytest.fixture(scope="module")
 def hub_home(tiny_2507_pair, tmp_path_factory) -> Path:
     """The offline cache of the paper's ids (once per session)."""
