@@ -10,7 +10,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "thinkswitch"
 LAYERS = (
     ("errors", "config"),  # the vocabulary: error types and the typed config schema
     ("store",),  # run directory, paths, markers, stage cache, digests, partial results, atomic I/O
-    ("data",),  # domains, sources, graders, the testbed task
+    ("data", "hub"),  # domains, sources, graders, the testbed task; hub ids resolved to the hub cache
     ("analysis",),  # statistics, records, tracking, report
     ("engines",),  # generation engines, their common ground, model loading, devices, chat format
     ("sizing",),  # memory, time and price arithmetic before anything loads; the run's memory plan

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from thinkswitch.config import Backend, ExperimentConfig, ModelConfig
+from thinkswitch.config import Backend, ExperimentConfig, ModelConfig, Role
 from thinkswitch.data.domains import load_domain
 from thinkswitch.engines.base import Generator, resolve_backend, with_backend
 from thinkswitch.engines.devices import choose_device
-from thinkswitch.engines.models import ModelPair, check_pair
+from thinkswitch.engines.models import ModelPair, check_pair, is_local
 from thinkswitch.errors import ConfigError
 from thinkswitch.sizing.run_plan import plan_memory
 from thinkswitch.stages.inputs import Artifact, Engine
@@ -65,7 +65,10 @@ class Run:
 
 
 def resolve_pair(cfg: ModelConfig, cache_dir: Path) -> ModelPair:
-    """The starting pair: the built-in testbed (built once, cached) or the configured paths/ids."""
+    """The starting pair as local directories: the built-in testbed (built once, cached), or the configured
+    paths, a hub id resolved here, once, to its snapshot in the hub cache (`thinkswitch.hub`, at `model.revision`:
+    downloaded if missing; offline, a missing id is one line saying what to download). Every stage then reads
+    the local directory; the stage keys stay those of the id and revision (`start_pair`)."""
     if cfg.testbed is not None:
         from thinkswitch.testbed.build import build_testbed
 
@@ -73,9 +76,23 @@ def resolve_pair(cfg: ModelConfig, cache_dir: Path) -> ModelPair:
         return ModelPair(str(root / "instruct"), str(root / "thinking"))
     if not cfg.instruct or not cfg.thinking:
         raise ConfigError("model.instruct and model.thinking must both be set (a hub id or a local directory)")
-    pair = ModelPair(cfg.instruct, cfg.thinking)
+    from thinkswitch.hub import resolve_model
+
+    refs = [getattr(cfg, role) for role in Role]
+    pair = ModelPair(*(ref if is_local(ref) else resolve_model(ref, cfg.revision, f"model.{role}")
+                       for ref, role in zip(refs, Role)))
     check_pair(pair)
     return pair
+
+
+def start_pair(cfg: ModelConfig, pair: ModelPair) -> Pair:
+    """The starting pair as artifacts: each checkpoint's local directory, identified by its hub id and revision
+    (a hub model, wherever its cache is) or by its files (a local directory)."""
+    def artifact(role: Role) -> Artifact:
+        path, ref = getattr(pair, role), getattr(cfg, role)
+        return Artifact(path, checkpoint_id(ref if ref and not is_local(ref) else path, cfg.revision))
+
+    return Pair(*(artifact(role) for role in Role))
 
 
 def prepare(cfg: ExperimentConfig) -> Run:
@@ -103,7 +120,7 @@ def _prepare(cfg: ExperimentConfig, paths: RunPaths, device) -> Run:
         log.info("generation.backend=auto: %s (%s)", backend, "CUDA" if device.type == "cuda" else device.type.upper())
     generation = with_backend(cfg.generation, backend) if backend != cfg.generation.backend else cfg.generation
     token_budget = plan_memory(cfg, pair, train, evaluation, device, backend)
-    start = Pair(*(Artifact(p, checkpoint_id(p, cfg.model.revision)) for p in (pair.instruct, pair.thinking)))
+    start = start_pair(cfg.model, pair)
     cache = StageCache(Path(cfg.stage_cache).expanduser() if cfg.stage_cache else None)
     cache.turns.check()  # locks in the cache that do not exclude: said, and this run computes alone
     log.info("pair: instruct=%s thinking=%s | %d training prompts, %d evaluation questions | device %s",
