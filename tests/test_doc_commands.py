@@ -49,7 +49,7 @@ def shown_commands() -> list[tuple[str, str, str]]:
     return found
 
 
-COMMANDS = shown_commands()
+COMMANDS = list({(c, e): (w, c, e) for w, c, e in reversed(shown_commands())}.values())[::-1]  # each once: its first
 
 
 def test_the_pages_show_commands():

@@ -20,7 +20,7 @@ from thinkswitch.errors import ConfigError, DataError
 from thinkswitch.store.cache import checkpoint_id
 from thinkswitch.store.io import read_json, read_jsonl
 
-SMALL = ["model.sampling.thinking.max_new_tokens=32", "model.sampling.instruct.max_new_tokens=8",
+SMALL = ["model.sampling.thinking.max_new_tokens=24", "model.sampling.instruct.max_new_tokens=8",
          "trainer.sft.num_train_epochs=1", "tracking.mode=disabled"]
 
 
@@ -171,3 +171,19 @@ def test_every_method_merges_on_hub_ids_over_two_iterations_from_the_initial_bas
             assert (merged / name).read_bytes() == (start / name).read_bytes(), (method, name)
     assert not (ROOT / "Qwen").exists()
     shutil.rmtree(sweep)  # checkpoints: not kept past the test
+
+
+@pytest.mark.parametrize("card, config, split, patterns", [
+    ("- config_name: only\n  data_files: data/*.parquet", None, "train", ["data/*.parquet"]),
+    ("- config_name: a\n  data_files:\n  - split: test\n    path: [x/*.parquet, y/*.parquet]\n"
+     "- config_name: b\n  default: true\n  data_files:\n  - split: train\n    path: b/*", None, "train", ["b/*"]),
+    ("- config_name: a\n  data_files:\n  - split: test\n    path: [x/*.parquet, y/*.parquet]", "a", "test",
+     ["x/*.parquet", "y/*.parquet"]),
+])
+def test_a_dataset_cards_configs_name_the_files_of_a_split(tmp_path, card, config, split, patterns):
+    from thinkswitch.hub import _config_patterns
+
+    (tmp_path / "README.md").write_text(f"---\nconfigs:\n{card}\n---\n# a card\n")
+    assert _config_patterns(tmp_path / "README.md", config, split, "where") == patterns
+    (tmp_path / "README.md").write_text("# a card without configs\n")
+    assert _config_patterns(tmp_path / "README.md", None, split, "where") is None

@@ -124,7 +124,10 @@ def _config_patterns(card: Path, config: Optional[str], split: str, where: str) 
             raise DataError(f"{where}: the dataset card declares no configs (set the config to null)")
         return None
     names = [c.get("config_name", "default") for c in configs]
-    chosen = next((c for c in configs if c.get("config_name", "default") == (config or "default")), None)
+    if config is None:  # as datasets picks the default: marked `default: true`, named `default`, or the only one
+        marked = [n for n, c in zip(names, configs) if c.get("default")] or [n for n in names if n == "default"]
+        config = (marked or names)[0] if marked or len(names) == 1 else "default"
+    chosen = next((c for c, name in zip(configs, names) if name == config), None)
     if chosen is None:
         raise DataError(f"{where}: no config {config!r}; the dataset has {names}")
     data = chosen.get("data_files", [])
