@@ -207,19 +207,23 @@ def run(cfg: DictConfig) -> float:
     """Run one experiment; the return value (final instruct accuracy) is what sweepers optimise."""
     from thinkswitch.analysis.console import iteration_table
     from thinkswitch.loop import run_experiment
+    from thinkswitch.stopping import Stopped, stop_on_signals
 
     _quiet_bitsandbytes()
     start = RunStart(OmegaConf.to_yaml(cfg), HeldLog())
     _name_the_run(cfg)
     try:
-        experiment = to_config(cfg)
-        if experiment.num_threads is not None and experiment.num_threads >= 1:
-            import torch
+        with stop_on_signals():
+            experiment = to_config(cfg)
+            if experiment.num_threads is not None and experiment.num_threads >= 1:
+                import torch
 
-            torch.set_num_threads(experiment.num_threads)
-        _quiet_libraries()
-        summary = run_experiment(experiment, on_start=start,
-                                 keep_heap_frozen=HydraConfig.get().mode == RunMode.MULTIRUN)
+                torch.set_num_threads(experiment.num_threads)
+            _quiet_libraries()
+            summary = run_experiment(experiment, on_start=start,
+                                     keep_heap_frozen=HydraConfig.get().mode == RunMode.MULTIRUN)
+    except Stopped as e:  # SIGTERM, Ctrl-C: one line, like a known error (`thinkswitch.stopping`)
+        _stopped(e, cfg.run_dir, start.started)
     except Exception as e:  # noqa: BLE001 - a known error is one line; anything else keeps its traceback
         e = known_error(e, cfg.run_dir)
         logging.getLogger("thinkswitch.details").error("%s", e, exc_info=True)
@@ -229,6 +233,22 @@ def run(cfg: DictConfig) -> float:
         sys.exit(e.exit_code)
     log.info("results (%s):\n%s", cfg.run_dir, iteration_table(summary["history"], summary.get("paired")))
     return summary["final"]["instruct/accuracy"]
+
+
+def _stopped(error, run_dir: str, started: bool) -> None:
+    """A run stopped by a signal: its traceback to the log file, one line naming where it stopped, exit 128 + the
+    signal (in a multirun, the job fails as with any error)."""
+    from thinkswitch.stopping import stopped_line
+    from thinkswitch.store.io import read_json
+    from thinkswitch.store.paths import RunPaths
+
+    logging.getLogger("thinkswitch.details").error("%s", error, exc_info=True)
+    if HydraConfig.get().mode == RunMode.MULTIRUN:
+        raise error
+    failed = RunPaths(Path(run_dir)).failed
+    where = (read_json(failed) if failed.exists() else {"stage": "setup"}) if started else None
+    log.error("%s", stopped_line(error, run_dir, where))
+    sys.exit(error.exit_code)
 
 
 def composition_error(error: BaseException) -> str:

@@ -52,14 +52,14 @@ def run_experiment(cfg: ExperimentConfig, on_start: Callable[[], None] = lambda:
     with RunLock(paths) as lock:
         try:
             resuming = check_resume(cfg, paths)
-        except Exception:
+        except BaseException:  # an error, or a stop (SIGTERM, Ctrl-C)
             lock.leave_as_found()
             raise
         if not resuming:
             on_start()  # a new directory: nothing in it to protect
         try:
             run = prepare(cfg)
-        except Exception as e:  # a new run says why it stopped; an earlier run's directory is left as it was
+        except BaseException as e:  # a new run says why it stopped; an earlier run's directory is left as it was
             if resuming:
                 lock.leave_as_found()
             else:
