@@ -15,7 +15,7 @@ LAYERS = (
     ("engines",),  # generation engines, model loading, memory plans, chat format
     ("stages",),  # generate, strip, distill, merge, evaluate
     ("testbed",),  # building and shipping the built-in pair
-    ("validate", "setup", "loop", "cli", "plan", "stopping"),  # the entry points and what they compose
+    ("validate", "setup", "loop", "cli", "plan", "stopping", "sweep_jobs"),  # the entry points and what they compose
 )
 LAYER_OF = {name: i for i, names in enumerate(LAYERS) for name in names}
 

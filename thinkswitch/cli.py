@@ -277,6 +277,10 @@ def main() -> None:
     utils.run_and_report = compact_first  # Hydra's own runner calls it by this name, in this module
     try:
         check_sweep_points(sys.argv[1:])
+        if sweep_points(sys.argv[1:]):
+            from thinkswitch.sweep_jobs import isolate_parallel_jobs
+
+            isolate_parallel_jobs()  # one job's death fails that job only
         run()
     finally:
         utils.run_and_report = report
@@ -325,6 +329,8 @@ def check_sweep_points(args: list[str]) -> None:
 def _composition_errors_in_one_line(func):
     from hydra.errors import CompactHydraException
 
+    from thinkswitch.errors import ThinkSwitchError
+
     try:
         return func()
     except CompactHydraException as e:
@@ -332,6 +338,9 @@ def _composition_errors_in_one_line(func):
             raise
         sys.stderr.write(composition_error(e) + "\n")
         sys.exit(2)
+    except ThinkSwitchError as e:  # a multirun's failed job (its traceback is in its own log)
+        sys.stderr.write(f"error: {e}\n")
+        sys.exit(e.exit_code)
 
 
 if __name__ == "__main__":
