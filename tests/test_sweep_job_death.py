@@ -10,11 +10,11 @@ import pytest
 
 
 def job_processes() -> list[int]:
-    """This machine's `python -m thinkswitch.sweep_jobs` children (one per running sweep job)."""
+    """This machine's `python -m thinkswitch.cli_sweeps` children (one per running sweep job)."""
     pids = []
     for d in Path("/proc").iterdir():
         try:
-            if d.name.isdigit() and b"thinkswitch.sweep_jobs" in (d / "cmdline").read_bytes():
+            if d.name.isdigit() and b"thinkswitch.cli_sweeps" in (d / "cmdline").read_bytes():
                 pids.append(int(d.name))
         except OSError:
             continue

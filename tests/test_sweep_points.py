@@ -3,7 +3,7 @@ and no job runs (nothing is written)."""
 
 import cli
 
-from thinkswitch.cli import sweep_points
+from thinkswitch.cli_sweeps import sweep_points
 
 
 def test_a_sweep_with_one_bad_point_is_refused_in_one_line_before_any_job(tmp_path):

@@ -1,4 +1,5 @@
-"""`thinkswitch`: the Hydra entry point. Hydra and OmegaConf live here and nowhere else.
+"""`thinkswitch`: the Hydra entry point. Hydra and OmegaConf live here (and in `cli_sweeps`, the multirun's
+checks and jobs) and nowhere else.
 
 The composed config becomes typed dataclasses (`thinkswitch.config`) once, here; a known error
 (`ThinkSwitchError`: a bad key, file or value, a stage that cannot go on) prints one line and
@@ -276,54 +277,13 @@ def main() -> None:
 
     utils.run_and_report = compact_first  # Hydra's own runner calls it by this name, in this module
     try:
-        check_sweep_points(sys.argv[1:])
-        if sweep_points(sys.argv[1:]):
-            from thinkswitch.sweep_jobs import isolate_parallel_jobs
+        from thinkswitch.cli_sweeps import check_sweep_points, isolate_parallel_jobs
 
+        if check_sweep_points(sys.argv[1:], compose, composition_error):  # every point, before the first job
             isolate_parallel_jobs()  # one job's death fails that job only
         run()
     finally:
         utils.run_and_report = report
-
-
-HYDRA_VALUE_FLAGS = ("--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd", "--experimental-rerun")
-
-
-def sweep_points(args: list[str]) -> list[list[str]]:
-    """The overrides of each job of `thinkswitch --multirun <args>` as the basic sweeper expands them (Hydra's own
-    keys left out); none where it is not a multirun or another sweeper expands it."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    if "--multirun" not in args and "-m" not in args:
-        return []
-    overrides, skip = [], False
-    for arg in args:
-        if not skip and not arg.startswith("-"):
-            overrides.append(arg)
-        skip = arg in HYDRA_VALUE_FLAGS
-    if any(o.lstrip("+~").startswith("hydra/sweeper") for o in overrides):
-        return []
-    batches = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(overrides), None)
-    return [[o for o in job if not o.lstrip("+~").startswith(("hydra.", "hydra/"))] for batch in batches
-            for job in batch]
-
-
-def check_sweep_points(args: list[str]) -> None:
-    """Every point of a multirun composed and validated (`validate.check_config`) before the first job starts: one
-    that cannot run is one line naming it, exit 2, and no job runs."""
-    from hydra.errors import HydraException
-
-    from thinkswitch.errors import ThinkSwitchError
-    from thinkswitch.validate import check_config
-
-    for point in sweep_points(args):
-        try:
-            check_config(compose(point))
-        except (ThinkSwitchError, HydraException) as e:
-            why = composition_error(e).removeprefix("error: ") if isinstance(e, HydraException) else e
-            sys.stderr.write(f"error: sweep point {' '.join(point)}: {why} (no job was started)\n")
-            sys.exit(getattr(e, "exit_code", 2))
 
 
 def _composition_errors_in_one_line(func):

@@ -1,10 +1,10 @@
-"""`hydra/launcher=parallel`: each job of a sweep runs in a process of its own, so one job's death fails that job
-only.
+"""A multirun's checks and jobs: every point validated before the first job starts (`check_sweep_points`); with
+`hydra/launcher=parallel`, each job in a process of its own, so one job's death fails that job only.
 
 hydra-joblib-launcher runs each job in a loky worker; a job SIGKILLed there (out of memory, a scheduler, a user)
 takes the worker down, and loky then fails the whole pool (`TerminatedWorkerError`): jobs that were running
 beside it are lost too. `isolate_parallel_jobs` (called by the CLI for a multirun) makes the launcher's worker run
-each job in a child process (`python -m thinkswitch.sweep_jobs`, handed what the worker was handed) and wait for
+each job in a child process (`python -m thinkswitch.cli_sweeps`, handed what the worker was handed) and wait for
 it: a child that dies is that job's failure (`JobDied`, naming it), the worker lives on, and the other jobs run
 to their end. What a job returns, or the error it failed with, comes back as before.
 """
@@ -19,6 +19,48 @@ import tempfile
 from pathlib import Path
 
 from thinkswitch.errors import ThinkSwitchError
+
+HYDRA_VALUE_FLAGS = ("--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd", "--experimental-rerun")
+
+
+def sweep_points(args: list[str]) -> list[list[str]]:
+    """The overrides of each job of `thinkswitch --multirun <args>` as the basic sweeper expands them (Hydra's own
+    keys left out); none where it is not a multirun or another sweeper expands it."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    if "--multirun" not in args and "-m" not in args:
+        return []
+    overrides, skip = [], False
+    for arg in args:
+        if not skip and not arg.startswith("-"):
+            overrides.append(arg)
+        skip = arg in HYDRA_VALUE_FLAGS
+    if any(o.lstrip("+~").startswith("hydra/sweeper") for o in overrides):
+        return []
+    batches = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(overrides), None)
+    return [[o for o in job if not o.lstrip("+~").startswith(("hydra.", "hydra/"))] for batch in batches
+            for job in batch]
+
+
+def check_sweep_points(args: list[str], compose, describe) -> bool:
+    """Every point of a multirun composed (`compose`: the CLI's) and validated (`validate.check_config`) before the
+    first job starts: one that cannot run is one line naming it (`describe`: a Hydra error's line), exit 2, and no
+    job runs. Whether `args` are a multirun's the basic sweeper expands."""
+    from hydra.errors import HydraException
+
+    from thinkswitch.errors import ThinkSwitchError
+    from thinkswitch.validate import check_config
+
+    points = sweep_points(args)
+    for point in points:
+        try:
+            check_config(compose(point))
+        except (ThinkSwitchError, HydraException) as e:
+            why = describe(e).removeprefix("error: ") if isinstance(e, HydraException) else e
+            sys.stderr.write(f"error: sweep point {' '.join(point)}: {why} (no job was started)\n")
+            sys.exit(getattr(e, "exit_code", 2))
+    return bool(points)
 
 
 class JobDied(ThinkSwitchError):
@@ -43,7 +85,7 @@ def run_isolated(idx, overrides, *rest):
     with tempfile.TemporaryDirectory(prefix="thinkswitch-job-") as tmp:
         request, reply = Path(tmp) / "request.pkl", Path(tmp) / "reply.pkl"
         request.write_bytes(cloudpickle.dumps((idx, overrides, *rest)))
-        code = subprocess.call([sys.executable, "-m", "thinkswitch.sweep_jobs", str(request), str(reply)])
+        code = subprocess.call([sys.executable, "-m", "thinkswitch.cli_sweeps", str(request), str(reply)])
         if reply.exists():
             return cloudpickle.loads(reply.read_bytes())
     how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
