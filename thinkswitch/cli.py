@@ -187,28 +187,12 @@ def known_error(error: Exception, run_dir: str) -> Exception:
     raise error
 
 
-def _one_line(error: BaseException, run_dir: str, started: bool) -> str:
-    from thinkswitch.errors import DiskFull
-    from thinkswitch.store.io import read_json
-    from thinkswitch.store.paths import RunPaths
-
-    line = f"error: {error}"
-    failed = RunPaths(Path(run_dir)).failed
-    if started and failed.exists() and read_json(failed).get("iteration"):
-        where = read_json(failed)
-        line += (f" [in {where['iteration']} {where['stage']}; finished stages are kept: rerun with "
-                 f"hydra.run.dir={run_dir} to resume]")
-    elif started and isinstance(error, DiskFull):  # failed.json could not be written either
-        line += f" [free space, then rerun with hydra.run.dir={run_dir}: finished stages are kept]"
-    return line
-
-
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def run(cfg: DictConfig) -> float:
     """Run one experiment; the return value (final instruct accuracy) is what sweepers optimise."""
     from thinkswitch.analysis.console import iteration_table
     from thinkswitch.loop import run_experiment
-    from thinkswitch.stopping import Stopped, stop_on_signals
+    from thinkswitch.stopping import Stopped, error_line, stop_on_signals
 
     _quiet_bitsandbytes()
     start = RunStart(OmegaConf.to_yaml(cfg), HeldLog())
@@ -230,7 +214,7 @@ def run(cfg: DictConfig) -> float:
         logging.getLogger("thinkswitch.details").error("%s", e, exc_info=True)
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             raise e  # Hydra records the failed job and runs the others
-        log.error("%s", _one_line(e, cfg.run_dir, start.started))
+        log.error("%s", error_line(e, cfg.run_dir, start.started))
         sys.exit(e.exit_code)
     log.info("results (%s):\n%s", cfg.run_dir, iteration_table(summary["history"], summary.get("paired")))
     return summary["final"]["instruct/accuracy"]
@@ -301,6 +285,13 @@ def _composition_errors_in_one_line(func):
     except ThinkSwitchError as e:  # a multirun's failed job (its traceback is in its own log)
         sys.stderr.write(f"error: {e}\n")
         sys.exit(e.exit_code)
+    except OSError as e:  # Hydra making the run directory or its log file (read-only, a file in the way, full)
+        if os.environ.get("HYDRA_FULL_ERROR") == "1" or e.filename is None:
+            raise
+        what = {FileExistsError: "exists and is not a directory", NotADirectoryError: "is under a file, not a "
+                "directory"}.get(type(e), f"cannot be written ({e.strerror})")
+        sys.stderr.write(f"error: run_dir: {e.filename} {what}; choose another with hydra.run.dir=...\n")
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from thinkswitch.engines.hf import AUTO, Generator, resolve_backend, with_backen
 from thinkswitch.engines.models import ModelPair, check_pair, pick_device
 from thinkswitch.errors import ConfigError
 from thinkswitch.stages.inputs import Artifact, Engine
+from thinkswitch.stages.merge import check_filters as merge_filters
 from thinkswitch.store.cache import StageCache, checkpoint_id
 from thinkswitch.store.locks import HolderLock, claim_one
 from thinkswitch.store.paths import RunPaths
@@ -102,6 +103,8 @@ def _prepare(cfg: ExperimentConfig, paths: RunPaths, device) -> Run:
     train, evaluation = load_domain(cfg.domain, cfg.model)
     pair = resolve_pair(cfg.model, Path(cfg.cache_dir))
     check_disk(cfg, paths, pair.instruct, pair.thinking)
+    if cfg.method.merge and (errors := merge_filters(cfg.merge, pair.thinking)):
+        raise ConfigError("; ".join(errors))
     backend = resolve_backend(cfg.generation.backend, device.type)
     if cfg.generation.backend == AUTO:
         log.info("generation.backend=auto: %s (%s)", backend, "CUDA" if device.type == "cuda" else device.type.upper())

@@ -1,4 +1,6 @@
-"""SIGTERM (a scheduler's stop: SLURM, Kubernetes and `kill` send it first) and SIGINT (Ctrl-C) end a run like a
+"""How a run that ends early says so, in one line: a known error (`error_line`), or a stop by a signal.
+
+SIGTERM (a scheduler's stop: SLURM, Kubernetes and `kill` send it first) and SIGINT (Ctrl-C) end a run like a
 known error: `Stopped` is raised in the main thread, so every `finally` and `with` on the way out runs (the stage's
 partial file closed, a vLLM worker stopped, `failed.json` written, the run lock released); the CLI then prints one
 line naming where the run stopped and how to resume, and exits 128 + the signal (143, 130). The traceback goes to
@@ -9,6 +11,7 @@ from __future__ import annotations
 import signal
 import threading
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Iterator, Optional
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -63,3 +66,20 @@ def stopped_line(error: Stopped, run_dir: str, where: Optional[dict]) -> str:
     else:
         line += f" in {where.get('stage', 'setup')}"
     return line + f"; finished stages are kept: rerun with hydra.run.dir={run_dir} to resume"
+
+
+def error_line(error: BaseException, run_dir: str, started: bool) -> str:
+    """The one line of a known error: where the run stopped and how to resume, once it had started."""
+    from thinkswitch.errors import DiskFull
+    from thinkswitch.store.io import read_json
+    from thinkswitch.store.paths import RunPaths
+
+    line = f"error: {error}"
+    failed = RunPaths(Path(run_dir)).failed
+    if started and failed.exists() and read_json(failed).get("iteration"):
+        where = read_json(failed)
+        line += (f" [in {where['iteration']} {where['stage']}; finished stages are kept: rerun with "
+                 f"hydra.run.dir={run_dir} to resume]")
+    elif started and isinstance(error, DiskFull):  # failed.json could not be written either
+        line += f" [free space, then rerun with hydra.run.dir={run_dir}: finished stages are kept]"
+    return line

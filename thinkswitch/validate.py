@@ -229,6 +229,21 @@ def trainer(cfg: ExperimentConfig) -> Iterator[str]:
         yield f"trainer.sft: {' '.join(str(e).split())}"
 
 
+def merge_device(cfg: ExperimentConfig) -> Iterator[str]:
+    """`distill.merge_device` only where it applies: after QLoRA (a LoRA adapter is merged in place, where it
+    trained), and `cuda` only on a run that is on CUDA."""
+    from thinkswitch.engines.models import check_device, pick_device
+
+    setting = str(getattr(cfg.distill.merge_device, "value", cfg.distill.merge_device))
+    if setting == "auto" or not cfg.method.distill:
+        return
+    if not cfg.trainer.quantize_4bit:
+        yield (f"distill.merge_device={setting}: applies after QLoRA only (trainer.quantize_4bit); trainer="
+               f"{cfg.trainer.name} merges the adapter in place, where it trained; leave it at auto")
+    elif setting == "cuda" and not check_device(cfg.device) and pick_device(cfg.device).type != "cuda":
+        yield f"distill.merge_device=cuda: the run's device is {pick_device(cfg.device).type} (device={cfg.device})"
+
+
 def tracking_and_cost(cfg: ExperimentConfig) -> Iterator[str]:
     """The W&B mode as the tracker will resolve it (`tracking.mode`, else `$WANDB_MODE`), and the price."""
     from thinkswitch.analysis.tracking import MODES, tracking_mode
@@ -245,4 +260,4 @@ def tracking_and_cost(cfg: ExperimentConfig) -> Iterator[str]:
 CHECKS: tuple[tuple[Callable[[ExperimentConfig], Iterator[str]], bool], ...] = (
     (run_settings, False), (device, True), (model_and_domain, False), (sampling_ranges, False), (sampling, True),
     (generation_sizes, False), (generation, True), (method_and_labels, False), (merge_t, False), (merge, True),
-    (trainer_values, False), (trainer, True), (tracking_and_cost, False))
+    (trainer_values, False), (trainer, True), (merge_device, True), (tracking_and_cost, False))
