@@ -29,12 +29,14 @@ def test_gumbel_choice_depends_on_the_row_seed_only_and_follows_the_distribution
 
 
 @pytest.mark.slow
-def test_a_sampled_continuous_batching_stage_killed_midway_resumes_byte_identical(tmp_path, monkeypatch):
+def test_a_sampled_continuous_batching_stage_killed_midway_resumes_byte_identical(tmp_path, monkeypatch, capfd):
     generated: list[int] = []
     monkeypatch.setattr(partial, "AFTER_BATCH", [lambda path, results: generated.extend(results)])
     total = PROMPTS["generate"] * SAMPLES["generate"]
     reference = tmp_path / "reference" / "generations.jsonl"
+    capfd.readouterr()
     run_stage("generate", reference, SAMPLED_CB)
+    assert "ContinuousBatchingLogger - INFO" not in capfd.readouterr().err, "transformers' INFO lines are quiet"
     assert len({line for line in reference.read_text().splitlines()}) == total, "sampled hot: outputs vary"
 
     out, kill_after = tmp_path / "run" / "generations.jsonl", 11

@@ -48,6 +48,7 @@ def test_sigterm_and_ctrl_c_in_two_stages_then_resumed_equals_an_uninterrupted_r
     assert (run_dir / "iter_01" / "generate.done").exists()
     proc = cli.thinkswitch(*REFERENCE_ARGS, run_dir=run_dir, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "FutureWarning" not in proc.stdout + proc.stderr, "this run distilled, without a library's FutureWarning"
     assert not (run_dir / "failed.json").exists()
     for name in ("eval_instruct.jsonl", "eval_thinking.jsonl", "pairs.jsonl", "generations.jsonl"):
         assert (run_dir / "iter_01" / name).read_bytes() == (reference_run / "iter_01" / name).read_bytes(), name

@@ -28,7 +28,7 @@ from thinkswitch.analysis.tracking import Tracker
 from thinkswitch.config import ROLES, ExperimentConfig, as_plain
 from thinkswitch.setup import Pair, Run, frozen_library_heap, prepare
 from thinkswitch.stages import distill, evaluate, generate, merge, strip
-from thinkswitch.stages.inputs import Artifact, stage_key
+from thinkswitch.stages.inputs import Artifact, field_keys, stage_key
 from thinkswitch.store.digests import digest_outputs
 from thinkswitch.store.io import parse_size, write_json
 from thinkswitch.store.paths import IterationPaths, RunPaths
@@ -118,7 +118,7 @@ def run_stage(run: Run, it: IterationPaths, name: str, fn: Callable[[Any], dict]
     """`fn(inputs)` as the stage `name` of iteration `it`, once (`Run.stage`), keyed by its inputs
     (`stages.inputs.stage_key`); its metrics are added to `metrics`."""
     metrics |= run.stage(it, name, lambda: fn(inputs), key=stage_key(inputs), inputs=stage_key(inputs, "marker"),
-                         outputs=outputs, needs=needs, cached=cached)
+                         fields=field_keys(inputs), outputs=outputs, needs=needs, cached=cached)
 
 
 def produced(run: Run, it: IterationPaths, stage: str, path: Path) -> Artifact:

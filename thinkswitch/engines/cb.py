@@ -60,6 +60,9 @@ class CBBackend:
     def load(cls, path: str, *, model_cfg: ModelConfig, device, gen_cfg: GenerationConfig) -> "CBBackend":
         from thinkswitch.engines.models import generation_quantization, load_model, load_tokenizer, pick_dtype
 
+        # transformers' continuous batching logs ~35 INFO lines a run (cache sizes, warm-up, each stop) through a
+        # logger of its own that prints to stderr; its warnings and errors still show
+        logging.getLogger("ContinuousBatchingLogger").setLevel(logging.WARNING)
         quant = generation_quantization(gen_cfg.quantization, pick_dtype(model_cfg.dtype, device))
         model = load_model(path, model_cfg, device, quant, attn_implementation=ATTENTION)
         return cls(model, load_tokenizer(path, model_cfg))
