@@ -1,4 +1,5 @@
-"""`thinkswitch`: the Hydra entry point. Hydra and OmegaConf live here and nowhere else.
+"""`thinkswitch`: the Hydra entry point. Hydra and OmegaConf live here (and in `cli_sweeps`, the multirun's
+checks and jobs) and nowhere else.
 
 The composed config becomes typed dataclasses (`thinkswitch.config`) once, here; a known error
 (`ThinkSwitchError`: a bad key, file or value, a stage that cannot go on) prints one line and
@@ -191,49 +192,53 @@ def known_error(error: Exception, run_dir: str) -> Exception:
     raise error
 
 
-def _one_line(error: BaseException, run_dir: str, started: bool) -> str:
-    from thinkswitch.errors import DiskFull
-    from thinkswitch.store.io import read_json
-    from thinkswitch.store.paths import RunPaths
-
-    line = f"error: {error}"
-    failed = RunPaths(Path(run_dir)).failed
-    if started and failed.exists() and read_json(failed).get("iteration"):
-        where = read_json(failed)
-        line += (f" [in {where['iteration']} {where['stage']}; finished stages are kept: rerun with "
-                 f"hydra.run.dir={run_dir} to resume]")
-    elif started and isinstance(error, DiskFull):  # failed.json could not be written either
-        line += f" [free space, then rerun with hydra.run.dir={run_dir}: finished stages are kept]"
-    return line
-
-
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def run(cfg: DictConfig) -> float:
     """Run one experiment; the return value (final instruct accuracy) is what sweepers optimise."""
     from thinkswitch.analysis.console import iteration_table
     from thinkswitch.loop import run_experiment
+    from thinkswitch.stopping import Stopped, error_line, stop_on_signals
 
     _quiet_bitsandbytes()
     start = RunStart(OmegaConf.to_yaml(cfg), HeldLog())
     _name_the_run(cfg)
     try:
-        experiment = to_config(cfg)
-        if experiment.num_threads is not None and experiment.num_threads >= 1:
-            import torch
+        with stop_on_signals():
+            experiment = to_config(cfg)
+            if experiment.num_threads is not None and experiment.num_threads >= 1:
+                import torch
 
-            torch.set_num_threads(experiment.num_threads)
-        _quiet_libraries()
-        summary = run_experiment(experiment, on_start=start,
-                                 keep_heap_frozen=HydraConfig.get().mode == RunMode.MULTIRUN)
+                torch.set_num_threads(experiment.num_threads)
+            _quiet_libraries()
+            summary = run_experiment(experiment, on_start=start,
+                                     keep_heap_frozen=HydraConfig.get().mode == RunMode.MULTIRUN)
+    except Stopped as e:  # SIGTERM, Ctrl-C: one line, like a known error (`thinkswitch.stopping`)
+        _stopped(e, cfg.run_dir, start.started)
     except Exception as e:  # noqa: BLE001 - a known error is one line; anything else keeps its traceback
         e = known_error(e, cfg.run_dir)
         logging.getLogger("thinkswitch.details").error("%s", e, exc_info=True)
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             raise e  # Hydra records the failed job and runs the others
-        log.error("%s", _one_line(e, cfg.run_dir, start.started))
+        log.error("%s", error_line(e, cfg.run_dir, start.started))
         sys.exit(e.exit_code)
     log.info("results (%s):\n%s", cfg.run_dir, iteration_table(summary["history"], summary.get("paired")))
     return summary["final"]["instruct/accuracy"]
+
+
+def _stopped(error, run_dir: str, started: bool) -> None:
+    """A run stopped by a signal: its traceback to the log file, one line naming where it stopped, exit 128 + the
+    signal (in a multirun, the job fails as with any error)."""
+    from thinkswitch.stopping import stopped_line
+    from thinkswitch.store.io import read_json
+    from thinkswitch.store.paths import RunPaths
+
+    logging.getLogger("thinkswitch.details").error("%s", error, exc_info=True)
+    if HydraConfig.get().mode == RunMode.MULTIRUN:
+        raise error
+    failed = RunPaths(Path(run_dir)).failed
+    where = (read_json(failed) if failed.exists() else {"stage": "setup"}) if started else None
+    log.error("%s", stopped_line(error, run_dir, where))
+    sys.exit(error.exit_code)
 
 
 def composition_error(error: BaseException) -> str:
@@ -261,6 +266,10 @@ def main() -> None:
 
     utils.run_and_report = compact_first  # Hydra's own runner calls it by this name, in this module
     try:
+        from thinkswitch.cli_sweeps import check_sweep_points, isolate_parallel_jobs
+
+        if check_sweep_points(sys.argv[1:], compose, composition_error):  # every point, before the first job
+            isolate_parallel_jobs()  # one job's death fails that job only
         run()
     finally:
         utils.run_and_report = report
@@ -269,12 +278,24 @@ def main() -> None:
 def _composition_errors_in_one_line(func):
     from hydra.errors import CompactHydraException
 
+    from thinkswitch.errors import ThinkSwitchError
+
     try:
         return func()
     except CompactHydraException as e:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         sys.stderr.write(composition_error(e) + "\n")
+        sys.exit(2)
+    except ThinkSwitchError as e:  # a multirun's failed job (its traceback is in its own log)
+        sys.stderr.write(f"error: {e}\n")
+        sys.exit(e.exit_code)
+    except OSError as e:  # Hydra making the run directory or its log file (read-only, a file in the way, full)
+        if os.environ.get("HYDRA_FULL_ERROR") == "1" or e.filename is None:
+            raise
+        what = {FileExistsError: "exists and is not a directory", NotADirectoryError: "is under a file, not a "
+                "directory"}.get(type(e), f"cannot be written ({e.strerror})")
+        sys.stderr.write(f"error: run_dir: {e.filename} {what}; choose another with hydra.run.dir=...\n")
         sys.exit(2)
 
 

@@ -31,7 +31,7 @@ from thinkswitch.analysis.tracking import Tracker
 from thinkswitch.config import ExperimentConfig, Labels, MergeBase, Role, as_plain
 from thinkswitch.setup import Pair, Run, prepare
 from thinkswitch.stages import distill, evaluate, generate, merge, strip
-from thinkswitch.stages.inputs import Artifact, needs_of, outputs_of, stage_key
+from thinkswitch.stages.inputs import Artifact, field_keys, needs_of, outputs_of, stage_key
 from thinkswitch.store.io import write_json
 from thinkswitch.store.paths import IterationPaths, RunPaths, Stage
 from thinkswitch.store.rundir import RunLock, check_resume
@@ -54,14 +54,14 @@ def run_experiment(cfg: ExperimentConfig, on_start: Callable[[], None] = lambda:
     with RunLock(paths) as lock:
         try:
             resuming = check_resume(cfg, paths)
-        except Exception:
+        except BaseException:  # an error, or a stop (SIGTERM, Ctrl-C)
             lock.leave_as_found()
             raise
         if not resuming:
             on_start()  # a new directory: nothing in it to protect
         try:
             run = prepare(cfg)
-        except Exception as e:  # a new run says why it stopped; an earlier run's directory is left as it was
+        except BaseException as e:  # a new run says why it stopped; an earlier run's directory is left as it was
             if resuming:
                 lock.leave_as_found()
             else:
@@ -124,7 +124,7 @@ def run_step(run: Run, it: IterationPaths, stage: Stage, fn: Callable[[Any], dic
     (`stages.inputs.stage_key`), which also say what it reads and writes (`needs_of`, `outputs_of`). Returns its
     metrics. `cached=False`: not worth a stage-cache entry."""
     return run.stage(it, stage, lambda: fn(inputs), key=stage_key(inputs), inputs=stage_key(inputs, "marker"),
-                     outputs=outputs_of(inputs), needs=needs_of(inputs), cached=cached)
+                     fields=field_keys(inputs), outputs=outputs_of(inputs), needs=needs_of(inputs), cached=cached)
 
 
 def produced(it: IterationPaths, stage: Stage, path: Path) -> Artifact:

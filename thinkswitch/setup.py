@@ -23,6 +23,7 @@ from thinkswitch.engines.models import ModelPair, check_pair, is_local
 from thinkswitch.errors import ConfigError
 from thinkswitch.sizing.run_plan import plan_memory
 from thinkswitch.stages.inputs import Artifact, Engine
+from thinkswitch.stages.merge import check_filters as merge_filters
 from thinkswitch.store.cache import StageCache, checkpoint_id
 from thinkswitch.store.io import parse_size
 from thinkswitch.store.locks import HolderLock
@@ -115,6 +116,8 @@ def _prepare(cfg: ExperimentConfig, paths: RunPaths, device) -> Run:
     train, evaluation = load_domain(cfg.domain, cfg.model)
     pair = resolve_pair(cfg.model, Path(cfg.cache_dir))
     check_disk(cfg, paths, pair.instruct, pair.thinking)
+    if cfg.method.merge and (errors := merge_filters(cfg.merge, pair.thinking)):
+        raise ConfigError("; ".join(errors))
     backend = resolve_backend(cfg.generation.backend, device.type)
     if cfg.generation.backend == Backend.auto:
         log.info("generation.backend=auto: %s (%s)", backend, "CUDA" if device.type == "cuda" else device.type.upper())

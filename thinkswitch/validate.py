@@ -20,9 +20,11 @@ from thinkswitch.store.io import parse_size
 __all__ = ["ConfigError", "check_config"]
 
 
-def check_config(cfg: ExperimentConfig) -> None:
-    """Raise one ConfigError listing every value that cannot work (one per line)."""
-    errors = [e for check in CHECKS for e in check(cfg)]
+def check_config(cfg: ExperimentConfig, *, libraries: bool = True) -> None:
+    """Raise one ConfigError listing every value that cannot work (one per line). `libraries=False`: the checks
+    that import no library (no torch, TRL, peft, mergekit): the values' own ranges, what `thinkswitch-plan` checks
+    in its second (the run checks the rest when it starts)."""
+    errors = [e for check, needs_libraries in CHECKS if libraries or not needs_libraries for e in check(cfg)]
     if errors:
         raise ConfigError("; ".join(errors) if len(errors) == 1 else f"{len(errors)} errors: " + "; ".join(errors))
 
@@ -58,12 +60,11 @@ def _at_least(key: str, value: Any, low: float) -> Iterator[str]:
 
 
 def run_settings(cfg: ExperimentConfig) -> Iterator[str]:
-    from thinkswitch.engines.models import check_device, check_dtype
+    from thinkswitch.engines.models import check_dtype
 
     yield from _at_least("iterations", cfg.iterations, 0)
     if cfg.num_threads is not None:
         yield from _at_least("num_threads", cfg.num_threads, 1)
-    yield from check_device(cfg.device)
     yield from check_dtype(cfg.model.dtype)
     try:
         parse_size(cfg.shard_size)
@@ -105,15 +106,26 @@ def _gold_regex(pattern: Any, key: str) -> Iterator[str]:
                "e.g. '####\\s*(-?\\d+)'; write other groups as (?:...)")
 
 
+def device(cfg: ExperimentConfig) -> Iterator[str]:
+    from thinkswitch.engines.models import check_device
+
+    yield from check_device(cfg.device)
+
+
+def sampling_ranges(cfg: ExperimentConfig) -> Iterator[str]:
+    """The ranges transformers' GenerationConfig leaves open, for each mode."""
+    for role in ("thinking", "instruct"):
+        yield from _sampling_ranges(f"model.sampling.{role}", getattr(cfg.model.sampling, role))
+
+
 def sampling(cfg: ExperimentConfig) -> Iterator[str]:
-    """Each mode's sampling, as transformers' GenerationConfig validates it, plus the ranges it leaves open."""
+    """Each mode's sampling, as transformers' GenerationConfig validates it."""
     from transformers import GenerationConfig
 
     from thinkswitch.engines.base import sampling_kwargs
 
     for role in ("thinking", "instruct"):
         key, s = f"model.sampling.{role}", getattr(cfg.model.sampling, role)
-        yield from _sampling_ranges(key, s)
         try:
             GenerationConfig(**{k: v for k, v in sampling_kwargs(s).items() if v is not None}).validate(strict=True)
         except ValueError as e:
@@ -134,15 +146,23 @@ def _sampling_ranges(key: str, s: SamplingConfig) -> Iterator[str]:
         yield f"{key}.min_p: must be in [0, 1], got {s.min_p}"
 
 
-def generation(cfg: ExperimentConfig) -> Iterator[str]:
-    from thinkswitch.engines.base import AUTO, BACKENDS, resolve_backend
-    from thinkswitch.engines.models import QUANTIZATIONS, check_device, pick_device
+def generation_sizes(cfg: ExperimentConfig) -> Iterator[str]:
+    from thinkswitch.engines.base import AUTO, BACKENDS
+    from thinkswitch.engines.models import QUANTIZATIONS
 
     for key in ("batch_size", "samples_per_prompt"):
         yield from _at_least(f"generation.{key}", getattr(cfg.generation, key), 1)
     if cfg.generation.backend not in (*BACKENDS, AUTO):
         yield f"generation.backend: unknown backend {cfg.generation.backend!r}; known: {sorted(BACKENDS)} or {AUTO}"
     yield from _one_of("generation.quantization", cfg.generation.quantization, QUANTIZATIONS)
+    yield from _at_least("evaluate.samples", cfg.evaluate.samples, 1)
+
+
+def generation(cfg: ExperimentConfig) -> Iterator[str]:
+    """The engine's options as it resolves on this machine (vLLM's, checked without importing vLLM)."""
+    from thinkswitch.engines.base import resolve_backend
+    from thinkswitch.engines.models import check_device, pick_device
+
     device = "cuda" if not check_device(cfg.device) and pick_device(cfg.device).type == "cuda" else "cpu"
     if resolve_backend(cfg.generation.backend, device) == "vllm":  # checked without importing vLLM (.venv-vllm)
         from thinkswitch.engines.vllm_options import check_vllm_options
@@ -152,7 +172,6 @@ def generation(cfg: ExperimentConfig) -> Iterator[str]:
                    "generation.backend=hf or cb for NF4 generation on the CPU, or generation.quantization=none")
         else:
             yield from check_vllm_options(dict(cfg.generation.vllm))
-    yield from _at_least("evaluate.samples", cfg.evaluate.samples, 1)
 
 
 def method_and_labels(cfg: ExperimentConfig) -> Iterator[str]:
@@ -162,12 +181,14 @@ def method_and_labels(cfg: ExperimentConfig) -> Iterator[str]:
         yield f"distill.min_agreement: must be in [0, 1], got {cfg.distill.min_agreement}"
 
 
+def merge_t(cfg: ExperimentConfig) -> Iterator[str]:
+    yield from _t(cfg.merge.t)
+
+
 def merge(cfg: ExperimentConfig) -> Iterator[str]:
     from thinkswitch.stages import merge as merge_stage
 
-    t_errors = list(_t(cfg.merge.t))
-    yield from t_errors
-    if not t_errors:
+    if not list(_t(cfg.merge.t)):
         yield from merge_stage.check(cfg.merge, parse_size(cfg.shard_size) if _size_ok(cfg.shard_size) else 10**9)
 
 
@@ -179,6 +200,19 @@ def _size_ok(value: Any) -> bool:
         return False
 
 
+def trainer_values(cfg: ExperimentConfig) -> Iterator[str]:
+    if not cfg.method.distill:
+        return
+    lora, sft = cfg.trainer.lora, cfg.trainer.sft
+    if "r" in lora and (not isinstance(lora["r"], int) or lora["r"] < 1):
+        yield f"trainer.lora.r: must be an integer >= 1, got {lora['r']!r}"
+    for key in ("learning_rate", "num_train_epochs"):
+        if key in sft and isinstance(sft[key], Number) and sft[key] <= 0:
+            yield f"trainer.sft.{key}: must be > 0, got {sft[key]}"
+    if cfg.trainer.checkpoint_minutes < 0:
+        yield f"trainer.checkpoint_minutes: must be >= 0 (0: no checkpoints), got {cfg.trainer.checkpoint_minutes}"
+
+
 def trainer(cfg: ExperimentConfig) -> Iterator[str]:
     """peft's LoraConfig and TRL's SFTConfig built from the pass-through dicts (they validate themselves)."""
     if not cfg.method.distill:
@@ -187,21 +221,29 @@ def trainer(cfg: ExperimentConfig) -> Iterator[str]:
     from trl import SFTConfig
 
     lora, sft = cfg.trainer.lora, cfg.trainer.sft
-    if "r" in lora and (not isinstance(lora["r"], int) or lora["r"] < 1):
-        yield f"trainer.lora.r: must be an integer >= 1, got {lora['r']!r}"
     try:
         LoraConfig(**lora)
     except (TypeError, ValueError) as e:
         yield f"trainer.lora: {e}"
-    for key in ("learning_rate", "num_train_epochs"):
-        if key in sft and isinstance(sft[key], Number) and sft[key] <= 0:
-            yield f"trainer.sft.{key}: must be > 0, got {sft[key]}"
-    if cfg.trainer.checkpoint_minutes < 0:
-        yield f"trainer.checkpoint_minutes: must be >= 0 (0: no checkpoints), got {cfg.trainer.checkpoint_minutes}"
     try:  # names and types only: precision flags are checked against the device when training starts
         SFTConfig(**{**sft, "output_dir": "unused", "report_to": [], "bf16": False, "fp16": False})
     except (TypeError, ValueError) as e:
         yield f"trainer.sft: {' '.join(str(e).split())}"
+
+
+def merge_device(cfg: ExperimentConfig) -> Iterator[str]:
+    """`distill.merge_device` only where it applies: after QLoRA (a LoRA adapter is merged in place, where it
+    trained), and `cuda` only on a run that is on CUDA."""
+    from thinkswitch.engines.models import check_device, pick_device
+
+    setting = str(getattr(cfg.distill.merge_device, "value", cfg.distill.merge_device))
+    if setting == "auto" or not cfg.method.distill:
+        return
+    if not cfg.trainer.quantize_4bit:
+        yield (f"distill.merge_device={setting}: applies after QLoRA only (trainer.quantize_4bit); trainer="
+               f"{cfg.trainer.name} merges the adapter in place, where it trained; leave it at auto")
+    elif setting == "cuda" and not check_device(cfg.device) and pick_device(cfg.device).type != "cuda":
+        yield f"distill.merge_device=cuda: the run's device is {pick_device(cfg.device).type} (device={cfg.device})"
 
 
 def tracking_and_cost(cfg: ExperimentConfig) -> Iterator[str]:
@@ -216,5 +258,8 @@ def tracking_and_cost(cfg: ExperimentConfig) -> Iterator[str]:
         yield from _at_least("cost.gpu_hour_usd", cfg.cost.gpu_hour_usd, 0)
 
 
-CHECKS: tuple[Callable[[ExperimentConfig], Iterator[str]], ...] = (
-    run_settings, model_and_domain, sampling, generation, method_and_labels, merge, trainer, tracking_and_cost)
+# (check, whether it imports a library: torch, transformers, TRL, peft, mergekit), in the order errors are listed
+CHECKS: tuple[tuple[Callable[[ExperimentConfig], Iterator[str]], bool], ...] = (
+    (run_settings, False), (device, True), (model_and_domain, False), (sampling_ranges, False), (sampling, True),
+    (generation_sizes, False), (generation, True), (method_and_labels, False), (merge_t, False), (merge, True),
+    (trainer_values, False), (trainer, True), (merge_device, True), (tracking_and_cost, False))

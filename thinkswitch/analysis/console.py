@@ -69,13 +69,13 @@ def iteration_table(history: list[dict], paired: dict | None = None) -> str:
                      f"{think:<{width}} {row['thinking/tokens_per_answer']:7.1f}{f' {ct:<{cw}}' if cw else ''}"
                      .rstrip())
     finals = []
+    after = ((paired or {}).get(Role.instruct) or {}).get("after", history[-1]["iteration"] if history else 0)
     for role in Role:
         c = (paired or {}).get(role)
-        if c and c.get("delta") is not None:
+        if c and c.get("delta") is not None and after != 0:  # iterations=0: nothing to compare with itself
             finals.append(f"{role} {format_change(c, pad=False)} (McNemar p={c['p_mcnemar']:.3g})")
     if finals:
-        lines.append(f"iteration {paired[Role.instruct].get('after', history[-1]['iteration'])} vs 0: "
-                     + "; ".join(finals))
+        lines.append(f"iteration {after} vs 0: " + "; ".join(finals))
     if cw or finals:
         lines.append(CHANGE_LEGEND)
     return "\n".join(lines)

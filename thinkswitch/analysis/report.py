@@ -16,6 +16,7 @@ from pathlib import Path
 from thinkswitch.analysis.plots import PLOTS, plot_final, plot_iterations
 from thinkswitch.analysis.runs import find_runs, load_run
 from thinkswitch.analysis.tables import markdown_table, points_markdown, points_table, runs_table, to_csv
+from thinkswitch.errors import ThinkSwitchError
 from thinkswitch.store.io import write_json, write_text
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,13 @@ def main(argv: list[str] | None = None) -> int:
         written = write_report(args.path, args.out)
     except FileNotFoundError as e:
         log.error("%s", e)
+        return 1
+    except ThinkSwitchError as e:  # a torn or malformed metrics.jsonl, ...: the file and line, not a traceback
+        log.error("%s", e)
+        return e.exit_code
+    except OSError as e:  # the report's directory is read-only, full, ...
+        log.error("cannot write the report to %s: %s (choose another place with --out)",
+                  args.out or args.path / "report", e.strerror or e)
         return 1
     listing = "".join(f"{name}: {p}\n" for name, p in written.items())
     tables = [written[name].read_text(encoding="utf-8") for name in ("runs.md", "points.md") if name in written]

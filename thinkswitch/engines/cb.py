@@ -10,12 +10,11 @@ prompts that had not finished).
 What it reproduces (tested on CPU with the testbed pair, `tests/engines/test_cb.py`):
 - greedy (`do_sample: false`): the HF backend's outputs, token for token (same decoding, `engines.decoding`);
   resuming after a kill gives an uninterrupted run's outputs.
-- sampled: torch is seeded once with `seed` (transformers' `ContinuousBatchingConfig.seed`) and every request is
-  queued before the generation thread starts, so the same seed, prompts, settings and machine give the same
-  outputs; another seed gives others. A request's draws depend on which requests run beside it (one random
-  stream for the whole batch), so sampled outputs differ from the HF backend's for the same seed, and a resumed
-  sampled stage draws the prompts it generates anew (valid samples of the same distribution, not the ones an
-  uninterrupted run would have drawn). GPU kernels may add their own nondeterminism.
+- sampled: each request's tokens are drawn from (seed, its index, the token's position) alone
+  (`engines.cb_sampling`), as the vLLM engine seeds each request: the same seed, prompts, settings and machine give
+  the same outputs whatever runs beside a request, another seed gives others, and a stage killed midway and
+  resumed ends with an uninterrupted run's outputs. Sampled outputs differ from the HF backend's for the same seed
+  (another scheme: `seeds.CB_RNG_SCHEME`). GPU kernels may add their own nondeterminism.
 """
 
 from __future__ import annotations
@@ -61,6 +60,9 @@ class CBBackend:
     def load(cls, path: str, *, model_cfg: ModelConfig, device, gen_cfg: GenerationConfig) -> "CBBackend":
         from thinkswitch.engines.models import generation_quantization, load_model, load_tokenizer, pick_dtype
 
+        # transformers' continuous batching logs ~35 INFO lines a run (cache sizes, warm-up, each stop) through a
+        # logger of its own that prints to stderr; its warnings and errors still show
+        logging.getLogger("ContinuousBatchingLogger").setLevel(logging.WARNING)
         quant = generation_quantization(gen_cfg.quantization, pick_dtype(model_cfg.dtype, device))
         model = load_model(path, model_cfg, device, quant, attn_implementation=ATTENTION)
         return cls(model, load_tokenizer(path, model_cfg))
@@ -100,6 +102,10 @@ class CBBackend:
                                                           ContinuousBatchingConfig, ids.values(),
                                                           sampling.max_new_tokens, seed, self.model.device.type),
                                                       workload_hints=hints)
+        if sampling.do_sample:
+            from thinkswitch.engines.cb_sampling import seed_requests
+
+            seed_requests(manager, seed)
         for i, input_ids in ids.items():
             manager.add_request(input_ids, request_id=str(i), max_new_tokens=sampling.max_new_tokens,
                                 eos_token_id=sorted(self.eos))

@@ -299,6 +299,9 @@ class VLLMBackend:
         try:
             self.worker.send(cmd="generate", prompts=ids, params=params, seeds=request_seeds(seed, todo), n=n)
             self.last_seconds = self.worker.receive(finished)["seconds"]
+        except KeyboardInterrupt:  # Ctrl-C, SIGTERM (`stopping`): the busy worker would not read `close` soon
+            self.worker.stop(timeout=2.0)
+            raise
         finally:
             bar.close()
         missing = sum(r is None for r in results)

@@ -9,6 +9,7 @@ from typing import Optional
 
 from thinkswitch.errors import ConfigError
 from thinkswitch.plan import __doc__ as DOC
+from thinkswitch.plan.calibration import check_rows
 from thinkswitch.plan.render import plan_text
 from thinkswitch.sizing.cards import card, custom_card
 from thinkswitch.sizing.timing import Assumptions, calibrate
@@ -30,7 +31,14 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
                    "factors and MFU from its measurements")
     p.add_argument("--prompt-tokens", type=int, default=Assumptions.prompt_tokens)
     p.add_argument("--answer-tokens", type=int, default=Assumptions.answer_tokens)
-    return p.parse_args(argv)
+    args = p.parse_intermixed_args(argv)  # overrides before, between or after the options
+    bad = [f"{flag}: must be > 0, got {value}" for flag, value in
+           (("--prompt-tokens", args.prompt_tokens), ("--answer-tokens", args.answer_tokens)) if value < 1]
+    if args.usd_per_hour is not None and not args.usd_per_hour >= 0:
+        bad.append(f"--usd-per-hour: must be >= 0, got {args.usd_per_hour}")
+    if bad:
+        p.exit(2, f"error: {'; '.join(bad)}\n")
+    return args
 
 
 def main(argv: Optional[list[str]] = None) -> None:
@@ -45,6 +53,7 @@ def main(argv: Optional[list[str]] = None) -> None:
             cards = [card(k) for k in ("3070", "4090", "l4", "a100-80", "h100", "h200")]
         a = Assumptions(prompt_tokens=args.prompt_tokens, answer_tokens=args.answer_tokens)
         if args.calibrate:
+            check_rows(args.calibrate)
             a = calibrate(args.calibrate, a)
         sys.stdout.write(plan_text(args.overrides, cards, a, args.usd_per_hour))
     except (ConfigError, ValueError) as e:

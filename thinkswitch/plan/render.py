@@ -87,8 +87,10 @@ def plan_text(overrides: list[str], cards: list[Card], a: Assumptions = Assumpti
               usd: Optional[float] = None) -> str:
     """The plan of `thinkswitch <overrides>` on `cards`, as printed."""
     from thinkswitch.cli import compose
+    from thinkswitch.validate import check_config
 
     cfg = compose(overrides)
+    check_config(cfg, libraries=False)  # the run's own checks of its values (the libraries' when it starts)
     model = load_model_shape(cfg)
     usd = usd if usd is not None else cfg.cost.gpu_hour_usd
     plans = [p for c in cards for p in fit(cfg, model, c, a, usd)]

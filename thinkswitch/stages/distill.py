@@ -16,6 +16,7 @@ import gc
 import logging
 import shutil
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -284,7 +285,9 @@ def distill(inputs: DistillInputs, *, device) -> dict:
     if tagged:  # an instruct model taught `</think>` starts emitting orphan tags
         raise DataError(f"{pairs}:{tagged[0]}: a target holds a think tag; targets must be answers only")
     t0 = time.perf_counter()
-    metrics, trained, tokenizer = train_adapter(inputs, rows, device)
+    with warnings.catch_warnings():  # peft reads transformers' deprecated alias on every distillation
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        metrics, trained, tokenizer = train_adapter(inputs, rows, device)
     if trainer.quantize_4bit:
         trained = None  # free the 4-bit model before the full-precision reload
         gc.collect()

@@ -74,6 +74,12 @@ def stage_key(inputs: Any, purpose: str = "cache") -> str:
     return digest(KEY_SCHEME, type(inputs).__name__, key_value(inputs, purpose))
 
 
+def field_keys(inputs: Any, purpose: str = "marker") -> dict[str, str]:
+    """Each field's part of `stage_key(inputs, purpose)`, by name: what a marker records to say which input
+    changed."""
+    return {name: digest(KEY_SCHEME, name, value) for name, value in key_value(inputs, purpose).items()}
+
+
 @dataclass(frozen=True)
 class Artifact:
     """A checkpoint or file a stage reads: where it is, and what it is (keys build on `id`)."""

@@ -84,6 +84,32 @@ def check(cfg: MergeConfig, shard_size: int) -> list[str]:
     return errors
 
 
+def check_filters(cfg: MergeConfig, checkpoint: str) -> list[str]:
+    """Errors for per-filter `merge.t` entries whose filter matches no tensor of `checkpoint` (mergekit applies a
+    filter to the tensors whose name contains it; one that matches none leaves every tensor at the default
+    value, silently), each with the closest part of a tensor name. Reads safetensors headers only."""
+    import difflib
+
+    from thinkswitch.engines.weights import checkpoint_tensors
+
+    filters = [(i, x["filter"]) for i, x in enumerate(cfg.t if isinstance(cfg.t, list) else [])
+               if isinstance(x, dict) and x.get("filter") not in (None, "*")]
+    if not filters:
+        return []
+    try:
+        names = [name for name, _ in checkpoint_tensors(checkpoint)[0]]
+    except ValueError:  # a hub id whose config is not at hand: mergekit applies the filters as they are
+        return []
+    parts = sorted({p for name in names for p in name.split(".") if not p.isdigit()})
+    errors = []
+    for i, f in filters:
+        if not any(str(f) in name for name in names):
+            close = difflib.get_close_matches(str(f), parts, n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]!r}?" if close else f" (names look like {names[len(names) // 2]!r})"
+            errors.append(f"merge.t[{i}].filter: {f!r} matches no tensor of {checkpoint}{hint}")
+    return errors
+
+
 def _first_line(e: Exception) -> str:
     return " ".join(str(e).split())[:300]
 

@@ -4,7 +4,7 @@ Generation and evaluation append every finished batch to a partial file beside t
 (`generations.jsonl.partial`, `eval_<role>.jsonl.partial`), flushed and fsynced:
 
     {"partial": "thinkswitch", "key": "<digest of the stage's inputs>", "batching": {"batch_size": 64, ...}}
-    {"index": 0, "output": "...", "tokens": 48, "stopped": true}
+    {"index": 0, "batch": 2, "output": "...", "tokens": 48, "stopped": true}
     {"index": 1, ...}
 
 A rerun in the same run directory reads it back (`PartialResults.done`) and generates only what is
@@ -12,9 +12,11 @@ missing. The key is derived from the stage's inputs (`stages.inputs.stage_key(in
 checkpoint, prompts, sampling, samples, seed, dtype, device type, backend, package version, RNG scheme),
 not from how the stage batched: the batching the stage began with is in the header (`batching`), and the
 stage finishes with it (`PartialResults.batching`), so that answers drawn per batch are those of an
-uninterrupted run, whatever the memory plan of the rerun says. A line cut off by a kill (no newline, or
-not JSON) and everything after it is dropped (the file is truncated there); a file whose header names
-another key is never reused: it is deleted and the stage starts over. The stage writes its final output
+uninterrupted run, whatever the memory plan of the rerun says. Each batch's first row records its size
+(`"batch": 2`); a line cut off by a kill (no newline, or not JSON: a full disk, a host crash) drops its whole
+batch and everything after it (the file is truncated there), so the rerun draws that batch again as it was
+batched. A file whose header names another key is never reused: it is deleted and the stage starts over (one
+whose header is unreadable too, with a warning). The stage writes its final output
 atomically as before and then removes the partial file.
 """
 
@@ -55,29 +57,21 @@ class PartialResults:
         if not self.path.exists():
             return {}
         data = self.path.read_bytes()
-        done: dict[int, dict] = {}
-        kept = 0  # bytes of whole, valid lines
-        for lineno, raw in enumerate(data.split(b"\n")[:-1]):  # the piece after the last newline is torn or empty
-            try:
-                row = json.loads(raw)
-            except ValueError:
-                break
-            if lineno == 0:
-                if not isinstance(row, dict) or row.get("partial") != HEADER or row.get("key") != self.key:
-                    log.info("%s was written with other settings; not reused", self.path.name)
-                    self.path.unlink()
-                    return {}
-                self.batching = row.get("batching", self.batching)
-            elif not isinstance(row, dict) or not isinstance(row.get("index"), int):
-                break
-            else:
-                done[row.pop("index")] = row
-            kept += len(raw) + 1
-        if kept == 0:  # not even a whole header
+        lines = data.split(b"\n")[:-1]  # the piece after the last newline is torn or empty
+        header = _json(lines[0]) if lines else None
+        if not isinstance(header, dict) or header.get("partial") != HEADER:
+            log.warning("%s: its header is unreadable (%s); not reused, the stage starts over", self.path.name,
+                        "cut off" if not lines else "not a thinkswitch partial file")
             self.path.unlink()
             return {}
+        if header.get("key") != self.key:
+            log.info("%s was written with other settings; not reused", self.path.name)
+            self.path.unlink()
+            return {}
+        self.batching = header.get("batching", self.batching)
+        done, kept = _whole_batches(lines[1:], len(lines[0]) + 1)
         if kept < len(data):
-            log.info("%s: dropped %d bytes of an unfinished line", self.path.name, len(data) - kept)
+            log.info("%s: dropped %d bytes of an unfinished batch", self.path.name, len(data) - kept)
             with open(self.path, "r+b") as f:
                 f.truncate(kept)
         if done:
@@ -93,8 +87,9 @@ class PartialResults:
             self._file = open(self.path, "a", encoding="utf-8")
             if new:
                 self._file.write(json.dumps({"partial": HEADER, "key": self.key, "batching": self.batching}) + "\n")
-        self._file.write("".join(json.dumps({"index": i, **r}, ensure_ascii=False) + "\n"
-                                 for i, r in sorted(results.items())))
+        rows = [{"index": i, **r} for i, r in sorted(results.items())]
+        rows[0] = {"index": rows[0]["index"], "batch": len(rows), **results[rows[0]["index"]]}
+        self._file.write("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
         self._file.flush()
         os.fsync(self._file.fileno())
         self.done.update(results)
@@ -110,6 +105,34 @@ class PartialResults:
         """The final output is written: the partial file is no longer needed."""
         self.close()
         self.path.unlink(missing_ok=True)
+
+
+def _json(raw: bytes):
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None
+
+
+def _whole_batches(lines: list[bytes], offset: int) -> tuple[dict[int, dict], int]:
+    """The results of the whole batches among `lines` (a batch's first row records its size, `"batch": n`), and the
+    bytes up to the end of the last whole one (from `offset`, the header's). A batch cut off by a kill (a torn or
+    missing row) is dropped whole: the stage redraws it with its batching, as an uninterrupted run drew it."""
+    done: dict[int, dict] = {}
+    batch: dict[int, dict] = {}
+    expected, kept, pos = 0, offset, offset
+    for raw in lines:
+        row = _json(raw)
+        if not isinstance(row, dict) or not isinstance(row.get("index"), int):
+            break
+        pos += len(raw) + 1
+        if not batch:
+            expected = row.pop("batch", 1)  # rows without a size: batches of one
+        batch[row.pop("index")] = row
+        if len(batch) == expected:
+            done.update(batch)
+            batch, kept = {}, pos
+    return done, kept
 
 
 def generate_resumable(backend, prompts, sampling, *, seed: int, n: int, desc: str,

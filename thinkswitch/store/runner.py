@@ -41,16 +41,16 @@ class StageRunner:
 
     def __call__(self, it: IterationPaths, stage: str, fn: Callable[[], dict], *, key: Optional[str] = None,
                  inputs: Optional[str] = None, outputs: Sequence[Path] = (), needs: Sequence[str | Path] = (),
-                 cached: bool = True) -> dict:
+                 cached: bool = True, fields: Optional[dict] = None) -> dict:
         """The stage's metrics: from its marker (same `inputs` key, outputs verified), from the stage cache
         (`key`, unless not `cached`: its `outputs` are restored), or from running `fn` (which reads `needs`: the
         run's own files among them must exist); the marker, with the inputs' key and the outputs' digests and
-        ids, is written last."""
+        ids, is written last (and `fields`, each input's part of the key: to say which one changed)."""
         self.where = (it.root.name, stage)
         names = [Path(p).name for p in outputs]
         problem = None
         if it.is_done(stage):
-            problem = changed_inputs(it, stage, inputs) or self.verify(it, stage, names)
+            problem = changed_inputs(it, stage, inputs, fields) or self.verify(it, stage, names)
             if problem is None:
                 return it.done_info(stage)["metrics"]
             log.warning("[%s] %s: %s; the stage is redone", it.root.name, stage, problem)
@@ -77,7 +77,7 @@ class StageRunner:
                 if shared:
                     self.cache.store(shared, names, it.root, metrics, digests)
         it.mark_done(stage, {"metrics": metrics, "outputs": names, "digests": digests, "inputs": inputs,
-                             "ids": {name: content_id(digests, name) for name in names}})
+                             "ids": {name: content_id(digests, name) for name in names}, "input_fields": fields})
         return metrics
 
     def verify(self, it: IterationPaths, stage: str, names: list[str]) -> Optional[str]:
@@ -116,16 +116,22 @@ class StageRunner:
                                  f"new run directory ({run_root})")
 
 
-def changed_inputs(it: IterationPaths, stage: str, inputs: Optional[str]) -> Optional[str]:
-    """Why a finished stage's inputs are not those it was computed from, or None (they are, or the marker
-    was written by a version that did not record them)."""
+def changed_inputs(it: IterationPaths, stage: str, inputs: Optional[str], fields: Optional[dict] = None) \
+        -> Optional[str]:
+    """Why a finished stage's inputs are not those it was computed from, naming those that changed where the
+    marker records each one's key (`fields`), or None (they are, or the marker was written by a version that did
+    not record them)."""
     try:
-        recorded = it.done_info(stage).get("inputs")
+        info = it.done_info(stage)
+        recorded, was = info.get("inputs"), info.get("input_fields") or {}
     except (OSError, ValueError, AttributeError):
         return None  # `verify` says what is wrong with the marker
     if inputs is None or recorded is None or recorded == inputs:
         return None
-    return "its inputs changed since it ran (an earlier stage was redone, or an input was replaced)"
+    changed = sorted(k for k in set(was) | set(fields or {}) if was.get(k) != (fields or {}).get(k))
+    which = f"its input{'s' if len(changed) > 1 else ''} {', '.join(changed)} changed" if was and fields and changed \
+        else "its inputs changed"
+    return f"{which} since it ran (an earlier stage was redone, or an input was replaced)"
 
 
 def output_id(it: IterationPaths, stage: str, output: Path) -> str:

@@ -1,0 +1,47 @@
+"""A parallel sweep (`hydra/launcher=parallel`) whose job is SIGKILLed mid-stage: that job fails, alone, in one line
+naming it; the job beside it (waiting on the stage the dead one held) takes the stage over and finishes."""
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from tests.support import cli
+
+
+def job_processes() -> list[int]:
+    """This machine's `python -m thinkswitch.cli_sweeps` children (one per running sweep job)."""
+    pids = []
+    for d in Path("/proc").iterdir():
+        try:
+            if d.name.isdigit() and b"thinkswitch.cli_sweeps" in (d / "cmdline").read_bytes():
+                pids.append(int(d.name))
+        except OSError:
+            continue
+    return pids
+
+
+@pytest.mark.slow
+def test_a_killed_job_fails_alone_and_the_other_finishes(testbed_pair, tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = cli.start("--multirun", "hydra/launcher=parallel", "hydra.launcher.n_jobs=2", "merge.t=0.1,0.5",
+                     "iterations=0", "domain.eval_size=16", "tracking.mode=disabled",
+                     f"stage_cache={tmp_path / 'stages'}", f"hydra.sweep.dir={sweep}")
+    before, lines, killed = set(job_processes()), [], None
+    for line in proc.stdout:
+        lines.append(line)
+        if killed is None and "[iter_00] evaluate" in line:
+            mine = sorted(set(job_processes()) - before)
+            if mine:
+                killed = mine[0]
+                os.kill(killed, signal.SIGKILL)
+    proc.wait(timeout=300)
+    out = "".join(lines)
+    assert killed and proc.returncode == 1, out[-3000:]
+    assert "TerminatedWorkerError" not in out and "Traceback" not in out, out[-3000:]
+    [error] = [line for line in lines if line.startswith("error: ")]
+    assert "was killed by SIGKILL before it finished; the other jobs ran on" in error, error
+    finished = [d for d in sweep.iterdir() if (d / "summary.json").exists()]
+    assert len(finished) == 1, "the job beside the dead one ran to its end"
+    assert ("merge.t=0.5" if "merge.t=0.1" in error else "merge.t=0.1") in finished[0].name, "the other one"

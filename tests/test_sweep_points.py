@@ -1,0 +1,24 @@
+"""Every point of a multirun is validated before the first job starts: a bad one is one line naming it, exit 2,
+and no job runs (nothing is written)."""
+
+from tests.support import cli
+from thinkswitch.cli_sweeps import sweep_points
+
+
+def test_a_sweep_with_one_bad_point_is_refused_in_one_line_before_any_job(tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = cli.thinkswitch("--multirun", "merge.t=0.1,1.5", "tracking.mode=disabled", f"hydra.sweep.dir={sweep}")
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    lines = (proc.stdout + proc.stderr).strip().splitlines()
+    assert lines == ["error: sweep point merge.t=1.5 tracking.mode=disabled: merge.t: 1.5 is outside [0, 1] "
+                     "(no job was started)"]
+    assert not sweep.exists(), "no job started"
+
+
+def test_the_points_are_those_the_basic_sweeper_runs_without_hydras_own_keys():
+    args = ["--multirun", "-cn", "config", "hydra/launcher=parallel", "hydra.launcher.n_jobs=2", "merge.t=0.1,0.3",
+            "seed=range(1,3)"]
+    assert sorted(sweep_points(args)) == sorted([["merge.t=0.1", "seed=1"], ["merge.t=0.1", "seed=2"],
+                                                 ["merge.t=0.3", "seed=1"], ["merge.t=0.3", "seed=2"]])
+    assert sweep_points(["merge.t=0.1"]) == [], "not a multirun"
+    assert sweep_points(["-m", "hydra/sweeper=optuna", "merge.t=interval(0,1)"]) == [], "another sweeper expands it"

@@ -1,0 +1,79 @@
+"""`generation.backend=cb`, sampled: each request draws its tokens from (seed, its index, the token's position)
+alone, as the vLLM engine seeds each request, so a resumed stage ends with what an uninterrupted one would have.
+
+transformers' continuous batching samples every request of a step from one torch random stream
+(`torch.multinomial` over the batch), so a request's tokens depend on which requests run beside it. `seed_requests`
+appends `SeededSampler` to the manager's logits processors: it picks each request's next token by the Gumbel-max
+trick (argmax of log-probabilities plus Gumbel noise), with the noise of every vocabulary entry computed by an
+integer hash of (the row's seed, the entry) on the device (no host round trip: capturable in a CUDA graph), and
+hands transformers' sampler a distribution that holds only that token. The row's seed is
+`seeds.token_seed(seed, request index, how many tokens the request has been given)`, counted on the host as
+transformers prepares each step. Greedy decoding is left as it was (`argmax`).
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers.generation.continuous_batching.cb_logits_processors import ContinuousBatchingLogitsProcessor
+
+from thinkswitch.engines.seeds import token_seed
+
+_MASK = 0xFFFFFFFF
+
+
+def _hash32(x: torch.Tensor) -> torch.Tensor:
+    """murmur3's 32-bit finaliser on int64 tensors holding values below 2**32 (products wrap; the mask keeps the
+    low 32 bits, which wrapping leaves as they are)."""
+    x = x ^ (x >> 16)
+    x = (x * 0x85EBCA6B) & _MASK
+    x = x ^ (x >> 13)
+    x = (x * 0xC2B2AE35) & _MASK
+    return x ^ (x >> 16)
+
+
+def gumbel_choice(scores: torch.Tensor, row_seeds: torch.Tensor) -> torch.Tensor:
+    """The token each row of `scores` ([rows, vocab], logits after the warpers) draws from softmax(scores), with
+    random numbers that depend on the row's seed only: argmax(log softmax + Gumbel(hash(seed, entry)))."""
+    vocab = torch.arange(scores.size(-1), device=scores.device, dtype=torch.int64)
+    mixed = (row_seeds.to(torch.int64).unsqueeze(-1) * 0x9E3779B1 + vocab * 0x7FEB352D) & _MASK
+    u = (_hash32(_hash32(mixed)).to(torch.float64) + 0.5) / 2.0**32  # uniform in (0, 1)
+    gumbel = -torch.log(-torch.log(u))
+    return torch.argmax(torch.log_softmax(scores.to(torch.float64), dim=-1) + gumbel, dim=-1)
+
+
+class SeededSampler(ContinuousBatchingLogitsProcessor):
+    """The last logits processor of a sampled continuous batching run: see the module docstring."""
+
+    supported_kwargs: dict[str, type] = {}
+    ignored_kwargs: tuple[str, ...] = ()
+
+    def __init__(self, seed: int):
+        self.seed = seed
+        self.given: dict[str, int] = {}  # tokens each request has been given a seed for
+
+    def fill_defaults(self, int32_tensor: torch.Tensor) -> None:
+        int32_tensor.fill_(0)
+
+    def prepare_tensor_args(self, requests_with_new_token) -> torch.Tensor:
+        seeds = []
+        for request in requests_with_new_token:
+            rid = request.state.request_id
+            step = self.given.get(rid, 0)
+            self.given[rid] = step + 1
+            index = int(rid) if rid.isdigit() else sum(rid.encode())  # transformers' warm-up requests are named
+            seeds.append(token_seed(self.seed, index, step))
+        return torch.tensor(seeds, dtype=torch.int32, device="cpu")
+
+    def __call__(self, scores: torch.Tensor, tensor_arg: torch.Tensor) -> torch.Tensor:
+        chosen = gumbel_choice(scores, tensor_arg[: scores.size(0)])
+        out = torch.full_like(scores, float("-inf"))
+        return out.scatter_(-1, chosen.unsqueeze(-1), 0.0)  # one token left: transformers' sampler must take it
+
+
+def seed_requests(manager, seed: int) -> None:
+    """Make a sampled manager draw each request's tokens from (seed, request index, position): see the module
+    docstring. Before `manager.start()` (the batch processor takes the processor list when it starts)."""
+    processors = manager.logit_processor
+    processors.logits_processor.append(SeededSampler(seed))
+    processors.tensors_required += 1
+    processors.do_processing = True
