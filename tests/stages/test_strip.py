@@ -5,7 +5,7 @@ import pytest
 from thinkswitch.config import DistillConfig
 from thinkswitch.stages import strip
 from thinkswitch.stages.inputs import Artifact
-from thinkswitch.stages.strip import EMPTY, OK, REOPENED, UNFINISHED, select_pairs, strip_generations, strip_trace
+from thinkswitch.stages.strip import Status, select_pairs, strip_generations, strip_trace
 from thinkswitch.store.io import read_jsonl, write_jsonl
 
 
@@ -13,28 +13,28 @@ from thinkswitch.store.io import read_jsonl, write_jsonl
     "text, answer, status",
     [
         # Qwen3-2507 thinking: `<think>` is in the prompt, the output holds only `</think>`
-        ("6+0=6,+4=10\n</think>\n\n10", "10", OK),
+        ("6+0=6,+4=10\n</think>\n\n10", "10", Status.ok),
         # older Qwen3 style: both tags in the output
-        ("<think>\nlet me add\n</think>\n\nThe answer is 12.", "The answer is 12.", OK),
+        ("<think>\nlet me add\n</think>\n\nThe answer is 12.", "The answer is 12.", Status.ok),
         # several closings: split on the last one
-        ("a</think>b</think>  final ", "final", OK),
+        ("a</think>b</think>  final ", "final", Status.ok),
         # a trace mentioning the tag literally, then the real close
-        ("I should write </think> at the end.\n</think>\n42", "42", OK),
-        ("</think>42", "42", OK),
-        ("\n</think>\n\n\\boxed{7}\n", "\\boxed{7}", OK),
-        ("résumé </think> ✓ 答案 5", "✓ 答案 5", OK),
+        ("I should write </think> at the end.\n</think>\n42", "42", Status.ok),
+        ("</think>42", "42", Status.ok),
+        ("\n</think>\n\n\\boxed{7}\n", "\\boxed{7}", Status.ok),
+        ("résumé </think> ✓ 答案 5", "✓ 答案 5", Status.ok),
         # cut off by max_new_tokens: never closed
-        ("6+0=6,+4=10,+1=", None, UNFINISHED),
-        ("<think>\nstill thinking", None, UNFINISHED),
-        ("", None, UNFINISHED),
-        ("42", None, UNFINISHED),
-        ("<think></think", None, UNFINISHED),
+        ("6+0=6,+4=10,+1=", None, Status.unfinished),
+        ("<think>\nstill thinking", None, Status.unfinished),
+        ("", None, Status.unfinished),
+        ("42", None, Status.unfinished),
+        ("<think></think", None, Status.unfinished),
         # closed, then reopened without closing
-        ("x</think>42<think>more", None, REOPENED),
-        ("</think><think>", None, REOPENED),
+        ("x</think>42<think>more", None, Status.reopened),
+        ("</think><think>", None, Status.reopened),
         # closed but nothing after it
-        ("trace</think>", None, EMPTY),
-        ("trace</think>\n\n  \n", None, EMPTY),
+        ("trace</think>", None, Status.empty),
+        ("trace</think>\n\n  \n", None, Status.empty),
     ],
 )
 def test_strip_trace(text, answer, status):
@@ -106,7 +106,7 @@ _pieces = st.lists(st.one_of(st.text(max_size=30), st.sampled_from(["<think>", "
 @settings(max_examples=300, deadline=None)
 def test_strip_never_raises_and_never_leaves_a_tag(text):
     result = strip_trace(text)
-    assert result.status in (OK, UNFINISHED, REOPENED, EMPTY)
+    assert isinstance(result.status, Status) and (result.answer is not None) == (result.status == Status.ok)
     if result.answer is not None:
         assert "<think>" not in result.answer and "</think>" not in result.answer and result.answer.strip()
 

@@ -211,7 +211,7 @@ def test_a_read_only_stage_cache_does_not_fail_the_run(reference, tmp_path):
     stages.mkdir()
     undo = make_read_only(stages)
     try:
-        run_dir = copy_of(reference, tmp_path, "iter_01/evaluate")
+        run_dir = copy_of(reference, tmp_path, "iter_01/evaluate_instruct", "iter_01/evaluate_thinking")
         proc = resume(run_dir, f"stage_cache={stages}")
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert (proc.stdout + proc.stderr).count("stage cache: cannot store stages in") == 1
@@ -235,7 +235,7 @@ def test_a_damaged_cache_entry_is_recomputed_by_the_next_job(reference, tmp_path
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout + proc.stderr
     assert f"stage cache: entry {entry.name} is damaged (instruct/model.safetensors: content differs" in out
-    assert "reused from the stage cache" not in out, "recomputed"
+    assert "distill: reused from the stage cache" not in out, "recomputed"
     assert read_json(second / "iter_01" / "metrics.json").get("cache/distill") is None
     shard_now = second / "iter_01" / "instruct" / "model.safetensors"
     assert shard_now.read_bytes() == (reference / "iter_01" / "instruct" / "model.safetensors").read_bytes()

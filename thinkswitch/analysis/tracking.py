@@ -15,14 +15,13 @@ import os
 from pathlib import Path
 from typing import Any, Optional
 
-from thinkswitch.config import TrackingConfig
+from thinkswitch.config import TrackingConfig, TrackingMode
 from thinkswitch.errors import ConfigError
 from thinkswitch.store.io import write_json
 
 log = logging.getLogger(__name__)
 
-MODES = ("online", "offline", "disabled")
-DEFAULT_MODE = "offline"
+DEFAULT_MODE = TrackingMode.offline.value
 
 
 def tracking_mode(cfg: TrackingConfig) -> tuple[str, str]:
@@ -44,13 +43,13 @@ class Tracker:
 
     def __init__(self, cfg: TrackingConfig, run_dir: Path, config: dict[str, Any]):
         self.run = None
-        self.mode = "disabled"
+        self.mode = TrackingMode.disabled.value
         self.samples: list[list[Any]] = []
         self.training: list[list[Any]] = []  # the trainer's per-step logs, a table at the end
         mode, origin = tracking_mode(cfg)
-        if mode not in MODES:
-            raise ConfigError(f"{origin}: {mode!r} is not one of {list(MODES)}")
-        if mode == "disabled":
+        if mode not in TrackingMode.values():
+            raise ConfigError(f"{origin}: {mode!r} is not one of {TrackingMode.values()}")
+        if mode == TrackingMode.disabled:
             return
         id_file = Path(run_dir) / "wandb_run_id"
         run_id = id_file.read_text().strip() if id_file.exists() else None
@@ -74,12 +73,12 @@ class Tracker:
         try:
             return wandb.init(mode=mode, **kwargs), mode
         except Exception as e:  # noqa: BLE001 - any failure to reach W&B must not stop the run
-            if mode != "online":
+            if mode != TrackingMode.online:
                 log.warning("W&B could not start (%s: %s); tracking disabled", type(e).__name__, e)
-                return None, "disabled"
+                return None, TrackingMode.disabled.value
             log.warning("W&B online could not start (%s: %s); logging offline instead. "
                         "Upload later with `wandb sync %s/wandb/offline-run-*`.", type(e).__name__, e, run_dir)
-            return Tracker._init(cfg, run_dir, config, run_id, "offline")
+            return Tracker._init(cfg, run_dir, config, run_id, TrackingMode.offline.value)
 
     def log(self, iteration: int, metrics: dict[str, Any]) -> None:
         if self.run is None:

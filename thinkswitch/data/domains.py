@@ -12,7 +12,7 @@ import unicodedata
 from pathlib import Path
 from typing import Iterator, Optional
 
-from thinkswitch.config import DomainConfig, ModelConfig, SourceConfig
+from thinkswitch.config import DomainConfig, ModelConfig, Source, SourceConfig
 from thinkswitch.data.grading import gold_format, read_gold
 from thinkswitch.data.sources import check_unique_ids, load_hf, map_fields, origin, read_ids, read_located, sample
 from thinkswitch.errors import DataError
@@ -22,9 +22,9 @@ log = logging.getLogger(__name__)
 
 def load_domain(cfg: DomainConfig, model_cfg: ModelConfig) -> tuple[list[dict], list[dict]]:
     """(training examples, evaluation examples), checked for overlap."""
-    if cfg.source == "testbed":
+    if cfg.source == Source.testbed:
         train, evaluation = _testbed(cfg, model_cfg)
-    elif cfg.source == "data":
+    elif cfg.source == Source.data:
         train = _split(cfg, cfg.train, "train", cfg.train_prompts, "train_prompts")
         evaluation = _split(cfg, cfg.eval, "eval", cfg.eval_size, "eval_size")
     else:

@@ -1,8 +1,9 @@
 """Generation engines' common ground: what the stages need from an engine and how one is chosen.
 
 Generation (label generation and evaluation) goes through a small `GenerationBackend`, chosen by
-`generation.backend` (`BACKENDS`): Hugging Face `generate` (`engines.hf`), batched by prompt length; continuous
-batching (`engines.cb`); vLLM (`engines.vllm_backend`); `auto` picks one for the device (`resolve_backend`).
+`generation.backend` (`config.Backend`; `BACKENDS` says where each is): Hugging Face `generate` (`engines.hf`),
+batched by prompt length; continuous batching (`engines.cb`); vLLM (`engines.vllm_backend`); `auto` picks one for
+the device (`resolve_backend`).
 `Generator` opens the configured one on a checkpoint.
 """
 
@@ -16,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Mapping, Optional, Protocol, Sequence
 
-from thinkswitch.config import GenerationConfig, ModelConfig, SamplingConfig
+from thinkswitch.config import Backend, GenerationConfig, ModelConfig, SamplingConfig
 from thinkswitch.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -52,23 +53,23 @@ class GenerationBackend(Protocol):
         ...
 
 
-# backend name -> "module:class", imported when used (a backend may need an optional install)
-BACKENDS = {"hf": "thinkswitch.engines.hf:HFBackend", "cb": "thinkswitch.engines.cb:CBBackend",
-            "vllm": "thinkswitch.engines.vllm_backend:VLLMBackend"}
-AUTO = "auto"  # generation.backend=auto: chosen by `resolve_backend`
+# each backend (but `auto`, which `resolve_backend` turns into one of them) -> "module:class", imported when used (a
+# backend may need an optional install)
+BACKENDS = {Backend.hf: "thinkswitch.engines.hf:HFBackend", Backend.cb: "thinkswitch.engines.cb:CBBackend",
+            Backend.vllm: "thinkswitch.engines.vllm_backend:VLLMBackend"}
 
 
-def resolve_backend(name: str, device_type: str) -> str:
+def resolve_backend(name: str, device_type: str) -> Backend:
     """`generation.backend` as it runs: `auto` is vLLM on CUDA where it is installed (`make install-vllm` wrote
     `.venv-vllm/engine_args.json`), else continuous batching (`cb`) on CUDA, and `hf` on the CPU (what every CPU
     result of the project was produced with, so its numbers and stage-cache keys stay). Other names are kept."""
-    if name != AUTO:
-        return name
+    if name != Backend.auto:
+        return Backend(name)
     if device_type != "cuda":
-        return "hf"
+        return Backend.hf
     from thinkswitch.engines.vllm_options import vllm_venv
 
-    return "vllm" if (vllm_venv() / "engine_args.json").is_file() else "cb"
+    return Backend.vllm if (vllm_venv() / "engine_args.json").is_file() else Backend.cb
 
 
 def with_backend(generation: GenerationConfig, backend: str) -> GenerationConfig:
@@ -86,15 +87,15 @@ class Generator:
     token_budget: Optional[int] = None  # KV tokens a batch may hold (the memory plan; HF backend)
 
     def __post_init__(self):  # generation.backend=auto: the backend it resolves to on this device
-        if self.generation.backend == AUTO:
-            backend = resolve_backend(AUTO, getattr(self.device, "type", str(self.device)))
+        if self.generation.backend == Backend.auto:
+            backend = resolve_backend(Backend.auto, getattr(self.device, "type", str(self.device)))
             object.__setattr__(self, "generation", with_backend(self.generation, backend))
 
     @contextmanager
     def open(self, checkpoint: str) -> Iterator[GenerationBackend]:
         if self.generation.backend not in BACKENDS:
             raise ConfigError(f"generation.backend: unknown backend {self.generation.backend!r}; "
-                              f"known: {sorted(BACKENDS)}")
+                              f"known: {[b.value for b in BACKENDS]}")
         module, name = BACKENDS[self.generation.backend].split(":")
         backend_class = getattr(importlib.import_module(module), name)
         backend = backend_class.load(checkpoint, model_cfg=self.model, device=self.device, gen_cfg=self.generation)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from thinkswitch.config import ModelConfig
+from thinkswitch.config import Dtype, ModelConfig, Quantization
 from thinkswitch.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -155,9 +155,6 @@ def warn_auto_map(configs: dict[str, tuple[str, dict]]) -> None:
                     "or copy those files next to them", ", ".join(named))
 
 
-DTYPES = ("auto", "float32", "bfloat16", "float16")  # what a checkpoint is loaded, trained and merged in
-
-
 def check_device(name: str) -> list[str]:
     """Errors for `device`: a known name, and a CUDA device only where one exists."""
     import torch
@@ -176,8 +173,8 @@ def check_device(name: str) -> list[str]:
 
 
 def check_dtype(name: str) -> list[str]:
-    if name not in DTYPES:
-        return [f"model.dtype: expected one of {list(DTYPES)}, got {name!r}"]
+    if name not in Dtype.values():  # what a checkpoint is loaded, trained and merged in
+        return [f"model.dtype: expected one of {Dtype.values()}, got {name!r}"]
     return []
 
 
@@ -193,13 +190,13 @@ def pick_dtype(name: str, device) -> Any:
     """`auto`: bf16 on a GPU that supports it, else float32 (CPU kernels are fastest in fp32)."""
     import torch
 
-    if name == "auto":
+    if name == Dtype.auto:
         if device.type == "cuda" and torch.cuda.is_bf16_supported():
             return torch.bfloat16
         return torch.float32
-    if name not in DTYPES:
-        raise ConfigError(f"model.dtype: expected one of {list(DTYPES)}, got {name!r}")
-    return getattr(torch, name)
+    if name not in Dtype.values():
+        raise ConfigError(f"model.dtype: expected one of {Dtype.values()}, got {name!r}")
+    return getattr(torch, str(name))
 
 
 def load_tokenizer(path: str, cfg: ModelConfig):
@@ -212,16 +209,13 @@ def load_tokenizer(path: str, cfg: ModelConfig):
     return tok
 
 
-QUANTIZATIONS = ("none", "nf4")  # generation.quantization
-
-
 def generation_quantization(name: str, dtype) -> Optional[Any]:
     """`generation.quantization`: None for `none`; for `nf4` the bitsandbytes 4-bit NF4 config generation loads
     the checkpoint with (linear layers in NF4, computing in the run's `dtype`; embeddings and LM head unquantized)."""
-    if name == "none":
+    if name == Quantization.none:
         return None
-    if name != "nf4":
-        raise ConfigError(f"generation.quantization: expected one of {list(QUANTIZATIONS)}, got {name!r}")
+    if name != Quantization.nf4:
+        raise ConfigError(f"generation.quantization: expected one of {Quantization.values()}, got {name!r}")
     from transformers import BitsAndBytesConfig
 
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype)

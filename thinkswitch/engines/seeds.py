@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 
+from thinkswitch.config import Backend
+
 # How random numbers are drawn (part of every generation's stage-cache key): each batch seeds torch from
 # (seed, its first position), see `batch_seed`. Outputs of sampled generation differ from those of
 # thinkswitch before it, which seeded once per call.
@@ -18,7 +20,7 @@ CB_RNG_SCHEME = "cb-token-hash-v1"
 
 def rng_scheme(backend: str) -> str:
     """How the engine `backend` (as resolved) draws its random numbers: part of its results' keys."""
-    return {"vllm": VLLM_RNG_SCHEME, "cb": CB_RNG_SCHEME}.get(backend, RNG_SCHEME)
+    return {Backend.vllm: VLLM_RNG_SCHEME, Backend.cb: CB_RNG_SCHEME}.get(backend, RNG_SCHEME)
 
 
 def batch_seed(seed: int, first: int) -> int:

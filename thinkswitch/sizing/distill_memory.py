@@ -13,11 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping, Optional, Sequence
 
+from thinkswitch.config import MergeDevice
 from thinkswitch.errors import ConfigError
 from thinkswitch.sizing.shapes import Shape, dtype_bytes, fmt_bytes, layout_notes
 from thinkswitch.sizing.weights import Tensor, config_tensors, lora_param_count, nf4_weight_bytes, weight_bytes
 
-MERGE_DEVICES = ("auto", "cpu", "cuda")  # distill.merge_device
 MERGE_MARGIN = 0.1  # share of the free memory the merge leaves unused (the allocator, the adapter's own tensors)
 
 
@@ -29,14 +29,14 @@ def choose_merge_device(setting: str, *, device_type: str, merge_bytes: int, fre
     the CPU; `cpu` / `cuda`: as asked. A run that is not on CUDA merges where it runs; `cuda` there is a
     ConfigError. Pure arithmetic: the numbers come from the caller (`plan_distill`, or the stage measuring
     the card's free memory after the 4-bit model is freed)."""
-    if setting not in MERGE_DEVICES:
-        raise ConfigError(f"distill.merge_device: expected one of {list(MERGE_DEVICES)}, got {setting!r}")
+    if setting not in MergeDevice.values():
+        raise ConfigError(f"distill.merge_device: expected one of {MergeDevice.values()}, got {setting!r}")
     if device_type != "cuda":
-        if setting == "cuda":
+        if setting == MergeDevice.cuda:
             raise ConfigError(f"distill.merge_device=cuda: the run's device is {device_type}, not CUDA")
         return device_type, f"the run is on {device_type}"
-    if setting != "auto":
-        return setting, f"distill.merge_device={setting}"
+    if setting != MergeDevice.auto:
+        return str(setting), f"distill.merge_device={setting}"
     need, room = fmt_bytes(merge_bytes), fmt_bytes(free_bytes * (1 - margin))
     if merge_bytes <= free_bytes * (1 - margin):
         return "cuda", f"the full-precision base with the adapter ({need}) fits the card ({room} usable)"
@@ -118,7 +118,7 @@ class DistillPlan:
 def plan_distill(config: Mapping, *, dtype: str, quantize_4bit: bool, lora: Mapping, sft: Mapping,
                  free_bytes: int, device: str = "cpu", tensors: Optional[Sequence[Tensor]] = None,
                  bnb: Optional[Mapping] = None, optimizer_state_bytes: int = 8,
-                 merge_device: str = "auto") -> DistillPlan:
+                 merge_device: MergeDevice = MergeDevice.auto) -> DistillPlan:
     """Estimate the distill stage: base weights (4-bit NF4 or `dtype`) + LoRA weights + their gradients and
     optimizer states (fp32; AdamW: 8 bytes per parameter) + activations at `sft.max_length` x
     `sft.per_device_train_batch_size` (with or without activation checkpointing). `lora`, `sft` and `bnb` are

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Optional, Sequence, Union
 
+from thinkswitch.config import Quantization
 from thinkswitch.errors import ConfigError
 from thinkswitch.sizing.free_memory import free_memory
 from thinkswitch.sizing.shapes import GiB, fmt_bytes, kv_bytes_per_token, layout_notes, load_config
@@ -37,7 +38,7 @@ class GenerationPlan:
     batch_size: int  # rows of a batch of the longest prompts
     token_budget: int  # KV tokens one batch may hold: rows x (longest prompt + max_new_tokens) <= this
     notes: tuple[str, ...] = ()
-    quantization: str = "none"  # generation.quantization: the weights' format
+    quantization: Quantization = Quantization.none  # generation.quantization: the weights' format
 
     @property
     def available_bytes(self) -> int:
@@ -64,8 +65,9 @@ class GenerationPlan:
 
     def describe(self) -> str:
         """One paragraph for the log."""
+        quantized = f" ({self.quantization})" if self.quantization != Quantization.none else ""
         text = (f"generation memory plan on {self.device}: {fmt_bytes(self.free_bytes)} free, weights "
-                f"{fmt_bytes(self.weight_bytes)}" + (f" ({self.quantization})" if self.quantization != "none" else "")
+                f"{fmt_bytes(self.weight_bytes)}" + quantized
                 + f", KV cache {fmt_bytes(self.kv_bytes_per_token)}/token, "
                 f"{fmt_bytes(self.sequence_bytes)} per sequence ({self.longest_prompt} prompt + "
                 f"{self.max_new_tokens} new tokens); KV budget {self.token_budget:,} tokens "
@@ -80,7 +82,7 @@ class GenerationPlan:
 def plan_generation(*, kv_bytes_per_token: int, prompt_tokens: Sequence[int], max_new_tokens: int,
                     samples_per_prompt: int = 1, free_bytes: int, weight_bytes: int = 0, batch_size: int,
                     device: str = "cpu", margin: float = 0.1, key: str = "model.sampling.thinking.max_new_tokens",
-                    notes: Sequence[str] = (), quantization: str = "none") -> GenerationPlan:
+                    notes: Sequence[str] = (), quantization: Quantization = Quantization.none) -> GenerationPlan:
     """The largest batch that fits, as a KV-token budget; `batch_size` is an upper bound.
 
     `free_bytes` is the device's free memory before the weights load; what is left after `weight_bytes`,
@@ -92,7 +94,7 @@ def plan_generation(*, kv_bytes_per_token: int, prompt_tokens: Sequence[int], ma
     if not 0 <= margin < 1:
         raise ValueError(f"margin must be in [0, 1), got {margin}")
     longest = max(prompt_tokens, default=0)
-    nf4 = ", generation.quantization=nf4" if quantization == "none" else ""
+    nf4 = ", generation.quantization=nf4" if quantization == Quantization.none else ""
     if weight_bytes >= free_bytes:
         raise ConfigError(f"the weights need {fmt_bytes(weight_bytes)}; {fmt_bytes(free_bytes)} free on {device}; "
                           f"use a device with more free memory{nf4 and ' or generation.quantization=nf4'}")
@@ -120,7 +122,7 @@ def plan_generation_for(ref: Union[str, Path], *, dtype: str, device: str, promp
                         max_new_tokens: int, batch_size: int, samples_per_prompt: int = 1,
                         config: Optional[Mapping] = None, free_bytes: Optional[int] = None, margin: float = 0.1,
                         key: str = "model.sampling.thinking.max_new_tokens",
-                        quantization: str = "none") -> GenerationPlan:
+                        quantization: Quantization = Quantization.none) -> GenerationPlan:
     """`plan_generation` for a checkpoint (a local directory, or a hub id with `config`): KV bytes per token
     from its config, weights from its safetensors headers (else its config; in NF4 with `quantization="nf4"`),
     free memory measured now unless given. `dtype` is the resolved load dtype (`resolve_dtype`)."""

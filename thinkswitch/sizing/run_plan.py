@@ -6,11 +6,14 @@ from __future__ import annotations
 import logging
 from typing import Optional
 
-from thinkswitch.config import ExperimentConfig
+from thinkswitch.config import Backend, ExperimentConfig, Labels, Role
 from thinkswitch.engines.models import ModelPair
 from thinkswitch.errors import ConfigError
 
 log = logging.getLogger(__name__)
+# The order a plan lists the checkpoints' generation jobs in: the thinking checkpoint's first (its traces bound the
+# memory), as `thinkswitch-plan`'s tables always have.
+PLAN_ORDER = (Role.thinking, Role.instruct)
 
 _COUNTED: dict[tuple, list[int]] = {}  # prompt token counts by (tokenizer, system prompt, prompts)
 
@@ -33,19 +36,20 @@ def generation_jobs(cfg: ExperimentConfig, tokenizer, train: list[dict],
                 tokenizer, [chat_prompt(tokenizer, ex["prompt"], cfg.domain.system_prompt) for ex in prompts])
         return list(_COUNTED[key])
 
-    labels = cfg.method.distill and cfg.iterations and cfg.method.labels == "thinking"
-    jobs = [("generate", "thinking", counts(train), cfg.generation.samples_per_prompt)] if labels else []
+    labels = cfg.method.distill and cfg.iterations and cfg.method.labels == Labels.thinking
+    jobs = [("generate", Role.thinking, counts(train), cfg.generation.samples_per_prompt)] if labels else []
     eval_counts = counts(evaluation)
-    return jobs + [(f"evaluate {role}", role, eval_counts, cfg.evaluate.samples) for role in ("thinking", "instruct")]
+    return jobs + [(f"evaluate {role}", role, eval_counts, cfg.evaluate.samples) for role in PLAN_ORDER]
 
 
 def plan_memory(cfg: ExperimentConfig, pair: ModelPair, train: list[dict], evaluation: list[dict],
-                device, backend: str = "hf") -> Optional[int]:
+                device, backend: Backend = Backend.hf) -> Optional[int]:
     """The memory plan, from the checkpoint's config and the prompts' token counts, before any model loads:
     refuses a generation that cannot fit one sequence (ConfigError with the numbers), logs the batches the
     HF backend will use and an estimate of distillation's peak; returns the HF backend's KV token budget
     (None when the backend plans its own memory, or the checkpoint's config is not at hand). On vLLM: refuses a
-    `generation.vllm.max_model_len` shorter than a prompt + its max_new_tokens (`vllm_options.check_context`)."""
+    `generation.vllm.max_model_len` shorter than a prompt + its max_new_tokens
+    (`engines.vllm_options.check_context`)."""
     from thinkswitch.engines.models import load_tokenizer
     from thinkswitch.sizing import memory
     from thinkswitch.sizing.distill_memory import plan_distill
@@ -66,11 +70,11 @@ def plan_memory(cfg: ExperimentConfig, pair: ModelPair, train: list[dict], evalu
         log.info("%s", plan.describe())
         if plan.warning():
             log.warning("%s", plan.warning())
-    if backend not in ("hf", "vllm"):  # as resolved (generation.backend=auto); cb plans its own cache
+    if backend not in (Backend.hf, Backend.vllm):  # as resolved (generation.backend=auto); cb plans its own cache
         return None
     tokenizer = load_tokenizer(pair.thinking, cfg.model)
     jobs = generation_jobs(cfg, tokenizer, train, evaluation)
-    if backend == "vllm":  # vLLM plans its own memory; its context must hold every generation
+    if backend == Backend.vllm:  # vLLM plans its own memory; its context must hold every generation
         from thinkswitch.engines.vllm_options import check_context
 
         errors = check_context(cfg.generation.vllm, config, [

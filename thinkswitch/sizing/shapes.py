@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
+from thinkswitch.config import Dtype
+
 GiB = 2**30
 
 DTYPE_BYTES = {"float64": 8, "float32": 4, "float": 4, "bfloat16": 2, "float16": 2, "half": 2,
@@ -47,10 +49,10 @@ def dtype_bytes(dtype: Any) -> int:
 def resolve_dtype(name: str, device: str, bf16_supported: bool = True) -> str:
     """The dtype a model is loaded in, as `thinkswitch.engines.models.pick_dtype` picks it (`auto`: bfloat16 on a GPU
     that supports it, else float32), without importing torch."""
-    if name != "auto":
+    if name != Dtype.auto:
         dtype_bytes(name)  # a known name
-        return name
-    return "bfloat16" if device.startswith("cuda") and bf16_supported else "float32"
+        return str(name)
+    return Dtype.bfloat16.value if device.startswith("cuda") and bf16_supported else Dtype.float32.value
 
 
 def fmt_bytes(n: float) -> str:

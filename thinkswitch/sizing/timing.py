@@ -24,6 +24,8 @@ import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from thinkswitch.config import Quantization
+
 GB = 10**9
 
 
@@ -175,7 +177,8 @@ def calibrate(path: Path, a: Assumptions) -> Assumptions:
     factors, used = {}, []
     for row in rows:
         mode = {"hf": "static", "cb": "continuous", "vllm": "vllm"}.get(row.get("backend", ""))
-        if row.get("error") or not row.get("tokens_per_s") or mode is None or row.get("quantization") == "nf4":
+        nf4 = row.get("quantization") == Quantization.nf4
+        if row.get("error") or not row.get("tokens_per_s") or mode is None or nf4:
             continue
         prompts, new = row["prompts"], row["tokens"] / row["prompts"]
         at_once = row.get("concurrency") or (min(row.get("batch_size") or prompts, prompts) if mode == "static"

@@ -15,11 +15,11 @@ import struct
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 
+from thinkswitch.config import Quantization
 from thinkswitch.sizing.shapes import Shape, dtype_bytes, is_moe, load_config
 
 NF4_BLOCK = 64  # bitsandbytes' 4-bit block size (Params4bit default)
 NF4_DOUBLE_QUANT_BLOCK = 256  # the blocks of absmax scales quantized again (bnb_4bit_use_double_quant)
-QUANTIZATIONS = ("none", "nf4")  # generation.quantization
 
 Tensor = tuple[str, tuple[int, ...]]  # (name, shape)
 
@@ -133,13 +133,13 @@ def lora_param_count(tensors: Iterable[Tensor], r: int, target_modules: Any = "a
     return total
 
 
-def generation_weight_bytes(tensors: Iterable[Tensor], dtype: Any, quantization: str = "none",
+def generation_weight_bytes(tensors: Iterable[Tensor], dtype: Any, quantization: Quantization = Quantization.none,
                             double_quant: bool = False) -> int:
     """The weights a generation engine holds: every tensor in `dtype` (`none`), or with `nf4` the linear
     weights in NF4 and the rest (embeddings, norms, LM head) in `dtype`, as bitsandbytes loads them
     (`double_quant` off: BitsAndBytesConfig's default, the larger of the two)."""
-    if quantization == "none":
+    if quantization == Quantization.none:
         return weight_bytes(tensors, dtype)
-    if quantization == "nf4":
+    if quantization == Quantization.nf4:
         return nf4_weight_bytes(tensors, double_quant, rest_dtype=dtype)
-    raise ValueError(f"generation.quantization: expected one of {list(QUANTIZATIONS)}, got {quantization!r}")
+    raise ValueError(f"generation.quantization: expected one of {Quantization.values()}, got {quantization!r}")

@@ -238,7 +238,7 @@ def merge_device_for(setting: str, instruct: str, adapter: Path, model_cfg: Mode
     from thinkswitch.sizing.weights import checkpoint_tensors, weight_bytes
 
     need = free = 0
-    if device.type == "cuda" and setting == "auto":
+    if device.type == "cuda" and setting == MergeDevice.auto:
         torch.cuda.empty_cache()
         try:
             tensors, _ = checkpoint_tensors(instruct)

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from thinkswitch import __version__
-from thinkswitch.config import ExperimentConfig, GenerationConfig
+from thinkswitch.config import Backend, ExperimentConfig, GenerationConfig, Quantization
 from thinkswitch.engines.seeds import RNG_SCHEME, rng_scheme
 from thinkswitch.store.cache import checkpoint_id, digest, file_digest
 
@@ -119,7 +119,7 @@ class Engine:
     batch_size: int = outside("partial", why="batching: a partial file records the batching it was written "
                                              "with, and a resume reuses it")
     vllm: Optional[dict] = None  # backend=vllm: its EngineArgs (generation.vllm); None for the HF backend
-    quantization: str = "none"  # generation.quantization: the weights generate in NF4 or as loaded
+    quantization: str = Quantization.none.value  # generation.quantization: the weights generate in NF4 or as loaded
     rng: str = RNG_SCHEME  # how random numbers are drawn (engines.seeds.rng_scheme)
 
     @classmethod
@@ -127,7 +127,7 @@ class Engine:
         """The engine `generation` (default: `cfg.generation`; the run passes it with `auto` resolved) runs."""
         generation = generation or cfg.generation
         backend = str(generation.backend)
-        vllm = dict(generation.vllm) if backend == "vllm" else None
+        vllm = dict(generation.vllm) if backend == Backend.vllm else None
         return cls(numerics=Numerics.of(cfg, device), backend=backend, batch_size=generation.batch_size,
                    vllm=vllm, quantization=str(generation.quantization), rng=rng_scheme(backend))
 

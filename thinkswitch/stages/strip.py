@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Optional
 
 from thinkswitch.analysis.stats import majority
-from thinkswitch.config import DistillConfig
+from thinkswitch.config import Choice, DistillConfig, Filter, Target
 from thinkswitch.data.grading import canonical_answer, get_grader
 from thinkswitch.engines.chat import THINK_CLOSE, THINK_OPEN
 from thinkswitch.errors import StageError
@@ -23,26 +23,35 @@ from thinkswitch.store.io import read_jsonl, write_jsonl
 
 log = logging.getLogger(__name__)
 
-OK, UNFINISHED, REOPENED, EMPTY = "ok", "unfinished", "reopened", "empty"
+class Status(Choice):
+    """Whether a generation gives an answer, or why not; counted and reported in this order."""
+
+    ok = "ok"
+    unfinished = "unfinished"  # the trace never closed (cut off by max_new_tokens)
+    reopened = "reopened"  # a trace opened again after the last `</think>`
+    empty = "empty"  # nothing after the trace
+
+
+DROPPED = (Status.unfinished, Status.reopened, Status.empty)  # the statuses without an answer, in Status' order
 
 
 @dataclass(frozen=True)
 class Stripped:
     answer: Optional[str]  # None when the generation cannot be used as a label
-    status: str  # ok | unfinished | reopened | empty
+    status: Status
 
 
 def strip_trace(text: str) -> Stripped:
     """The final answer after the last `</think>`, or why there is none."""
     head, sep, tail = text.rpartition(THINK_CLOSE)
     if not sep:
-        return Stripped(None, UNFINISHED)
+        return Stripped(None, Status.unfinished)
     if THINK_OPEN in tail:
-        return Stripped(None, REOPENED)
+        return Stripped(None, Status.reopened)
     answer = tail.strip()
     if not answer:
-        return Stripped(None, EMPTY)
-    return Stripped(answer, OK)
+        return Stripped(None, Status.empty)
+    return Stripped(answer, Status.ok)
 
 
 def select_pairs(rows: list[dict], k: int, grader_name: str, cfg: DistillConfig) -> list[dict]:
@@ -54,7 +63,7 @@ def select_pairs(rows: list[dict], k: int, grader_name: str, cfg: DistillConfig)
     grader = get_grader(grader_name)
     for r in rows:
         r["pred"] = grader(r["completion"], "")[0]  # the extracted answer; gold is not looked at
-    if cfg.filter == "majority":
+    if cfg.filter == Filter.majority:
         by_prompt: dict[str, list[dict]] = {}
         for r in rows:
             by_prompt.setdefault(r["id"], []).append(r)
@@ -63,7 +72,7 @@ def select_pairs(rows: list[dict], k: int, grader_name: str, cfg: DistillConfig)
             value, count = majority([r["pred"] for r in group])
             if value is not None and count / k >= cfg.min_agreement:
                 rows += [r for r in group if r["pred"] == value]
-    if cfg.target == "canonical":
+    if cfg.target == Target.canonical:
         rows = [{**r, "completion": canonical_answer(grader_name, r["pred"])} for r in rows if r["pred"] is not None]
     return rows
 
@@ -94,7 +103,7 @@ def strip_generations(inputs: StripInputs) -> dict:
     """
     pairs, grader_name, cfg = inputs.pairs, inputs.grader, inputs.cfg
     rows = read_jsonl(inputs.generations.path)
-    counts = {OK: 0, UNFINISHED: 0, REOPENED: 0, EMPTY: 0}
+    counts = dict.fromkeys(Status, 0)
     stripped = []
     for row in rows:
         result = strip_trace(row["output"])
@@ -108,16 +117,16 @@ def strip_generations(inputs: StripInputs) -> dict:
     write_jsonl(pairs, kept)
     log.info("strip: %d of %d generations finished their trace (%s); filter %s kept %d pairs from %d of %d prompts",
              len(stripped), len(rows),
-             ", ".join(f"{k} {v}" for k, v in counts.items() if k != OK and v) or "none dropped",
+             ", ".join(f"{k} {v}" for k, v in counts.items() if k != Status.ok and v) or "none dropped",
              cfg.filter, len(kept), len({r["id"] for r in kept}), len(prompts))
     if not kept:
-        reasons = ", ".join(f"{k}: {counts[k]}" for k in (UNFINISHED, REOPENED, EMPTY) if counts[k])
+        reasons = ", ".join(f"{k}: {counts[k]}" for k in DROPPED if counts[k])
         raise StageError(f"all {len(rows)} generations were dropped ({reasons or f'filter {cfg.filter}'}); nothing "
                          f"to distill. If traces were cut off, raise model.sampling.thinking.max_new_tokens")
     return {"strip/generations": len(rows), "strip/finished": len(stripped), "strip/pairs": len(kept),
             "strip/dropped": len(rows) - len(kept), "strip/prompts": len(prompts),
             "strip/prompts_kept": len({r["id"] for r in kept}),
-            **{f"strip/{k}": counts[k] for k in (UNFINISHED, REOPENED, EMPTY)}}
+            **{f"strip/{k}": counts[k] for k in DROPPED}}
 
 
 def gold_pairs(inputs: GoldInputs) -> dict:
