@@ -100,11 +100,11 @@ def iteration(run: Run, k: int, pair: Pair) -> tuple[dict, Pair]:
     cfg, it = run.cfg, run.paths.iteration(k)
     metrics: dict[str, Any] = {}
     if cfg.method.distill:
+        generations = generate_step(run, it, pair.thinking, k, metrics)  # 1. the thinking checkpoint answers
         if cfg.method.labels == "thinking":
-            generations = generate_step(run, it, pair.thinking, k, metrics)  # 1. the thinking checkpoint answers
             pairs = strip_step(run, it, generations, metrics)  # 2. reasoning traces removed
-        else:  # the gold_oracle baseline: the dataset's own answers are the labels
-            pairs = gold_step(run, it, metrics)
+        else:  # the gold_oracle baseline: 2., keeping only the answers that match the dataset's
+            pairs = gold_step(run, it, generations, metrics)
         pair = replace(pair, instruct=distill_step(run, it, pair.instruct, pairs, k, metrics))  # 3. into instruct
     if cfg.method.merge:  # 4. SLERP from the thinking checkpoint (t=0) toward the instruct one (t=1)
         base = pair.thinking if cfg.merge.base == "current" else run.start.thinking
@@ -145,9 +145,11 @@ def strip_step(run: Run, it: IterationPaths, generations: Artifact, metrics: dic
     return produced(run, it, "strip", it.pairs)
 
 
-def gold_step(run: Run, it: IterationPaths, metrics: dict) -> Artifact:
-    inputs = strip.GoldInputs(examples=tuple(run.train), grader=run.cfg.domain.grader, pairs=it.pairs)
-    run_stage(run, it, "strip", strip.gold_pairs, inputs, metrics, outputs=[it.pairs], needs=[], cached=False)
+def gold_step(run: Run, it: IterationPaths, generations: Artifact, metrics: dict) -> Artifact:
+    inputs = strip.GoldInputs(generations=generations, examples=tuple(run.train), grader=run.cfg.domain.grader,
+                              cfg=run.cfg.distill, pairs=it.pairs)
+    run_stage(run, it, "strip", strip.gold_pairs, inputs, metrics, outputs=[it.pairs], needs=[generations.path],
+              cached=False)
     return produced(run, it, "strip", it.pairs)
 
 

@@ -28,7 +28,9 @@ BASES = {
         system_prompt="Be brief.", seed=10, engine=ENGINE, out=Path("/run/iter_01/generations.jsonl")),
     strip.StripInputs: strip.StripInputs(generations=Artifact("/run/iter_01/generations.jsonl", "id-gens"),
                                          grader="last_integer", cfg=DistillConfig(), pairs=Path("/run/pairs.jsonl")),
-    strip.GoldInputs: strip.GoldInputs(examples=EXAMPLES, grader="last_integer", pairs=Path("/run/pairs.jsonl")),
+    strip.GoldInputs: strip.GoldInputs(generations=Artifact("/run/iter_01/generations.jsonl", "id-gens"),
+                                       examples=EXAMPLES, grader="last_integer", cfg=DistillConfig(),
+                                       pairs=Path("/run/pairs.jsonl")),
     distill.DistillInputs: distill.DistillInputs(
         instruct=Artifact("/ckpt/instruct", "id-instruct"), pairs=Artifact("/run/pairs.jsonl", "id-pairs"),
         trainer=TrainerConfig(name="lora", sft={"learning_rate": 1e-4, "save_steps": 5}, lora={"r": 8}),

@@ -105,7 +105,7 @@ def load_model_shape(cfg: ExperimentConfig) -> Model:
 def generation_jobs(cfg: ExperimentConfig) -> list[Job]:
     s = cfg.model.sampling
     jobs = []
-    if cfg.method.distill and cfg.method.labels == "thinking":
+    if cfg.method.distill:  # every method that distils generates its labels (gold_oracle then filters them)
         jobs.append(Job("generate", "thinking", cfg.domain.train_prompts, cfg.generation.samples_per_prompt,
                         s.thinking.max_new_tokens))
     return jobs + [Job("evaluate", role, cfg.domain.eval_size, cfg.evaluate.samples,

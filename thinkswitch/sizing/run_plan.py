@@ -33,7 +33,7 @@ def generation_jobs(cfg: ExperimentConfig, tokenizer, train: list[dict],
                 tokenizer, [chat_prompt(tokenizer, ex["prompt"], cfg.domain.system_prompt) for ex in prompts])
         return list(_COUNTED[key])
 
-    labels = cfg.method.distill and cfg.iterations and cfg.method.labels == "thinking"
+    labels = cfg.method.distill and cfg.iterations  # gold_oracle generates labels too, then filters them
     jobs = [("generate", "thinking", counts(train), cfg.generation.samples_per_prompt)] if labels else []
     eval_counts = counts(evaluation)
     return jobs + [(f"evaluate {role}", role, eval_counts, cfg.evaluate.samples) for role in ("thinking", "instruct")]
