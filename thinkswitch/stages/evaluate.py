@@ -1,7 +1,10 @@
 """Stage 5, evaluate: a checkpoint on the domain's evaluation set.
 
 The instruct checkpoint answers directly; the thinking checkpoint writes its trace, which is
-stripped before grading (an unfinished trace scores as wrong). Per-question results are saved.
+stripped before grading. An output is `finished` when its generation stopped by itself (not cut by
+`max_new_tokens`) and left an answer (after a closed trace, for a thinking model); an unfinished
+output is graded wrong without being read, so a grader's fallbacks (the last integer of the text)
+only ever read answers that stopped. Per-question results are saved.
 """
 
 from __future__ import annotations
@@ -13,25 +16,45 @@ from functools import partial
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-from thinkswitch.analysis.stats import label_shares, macro_f1, majority, wilson_interval
+from thinkswitch.analysis.stats import (
+    bootstrap_interval,
+    label_shares,
+    macro_f1,
+    majority,
+    question_scores,
+    wilson_interval,
+)
 from thinkswitch.config import SamplingConfig
 from thinkswitch.data.grading import Grader, get_grader
 from thinkswitch.engines.base import Generator
 from thinkswitch.engines.chat import THINK_CLOSE, chat_prompt
 from thinkswitch.stages.generate import resumable
-from thinkswitch.stages.inputs import Artifact, Engine, output_path
+from thinkswitch.stages.inputs import Artifact, Engine, output_path, outside
 from thinkswitch.stages.strip import strip_trace
 from thinkswitch.store.io import write_jsonl
 from thinkswitch.store.partial import generate_resumable, remove_partial
 
 log = logging.getLogger(__name__)
 
+# How outputs are graded (part of the evaluation's keys, not of its partial file's: the answers are the same)
+GRADING_RULE = "finished: stopped by itself with an answer; unfinished outputs graded wrong, unread"
+
 
 def final_answer(output: str, role: str) -> Optional[str]:
-    """The text to grade: after the trace for a thinking model; the whole output otherwise."""
+    """The text to grade: after the trace for a thinking model; the whole output otherwise; None when there is
+    none (a trace never closed, or nothing written)."""
     if role == "thinking" or THINK_CLOSE in output:
         return strip_trace(output).answer
-    return output.strip()
+    return output.strip() or None
+
+
+def grade_output(output: str, stopped: bool, role: str, grader: Grader, gold: str) -> dict:
+    """One output's `answer`, `pred`, `correct` and `finished` (stopped by itself, with an answer); an unfinished
+    output is wrong, its answer not read (`pred` None: it casts no vote in maj@n)."""
+    answer = final_answer(output, role)
+    finished = bool(stopped) and answer is not None
+    pred, correct = grader(answer, gold) if finished else (None, False)
+    return {"answer": answer, "pred": pred, "correct": bool(correct), "finished": finished}
 
 
 @dataclass(frozen=True)
@@ -48,6 +71,7 @@ class EvaluateInputs:
     seed: int
     engine: Engine
     out: Path = output_path()
+    grading: str = outside("partial", why="how answers are graded, not what is generated", default=GRADING_RULE)
 
 
 @dataclass(frozen=True)
@@ -91,11 +115,9 @@ def evaluate(inputs: EvaluateInputs, *, generator: Generator, keep_partial: bool
                                   desc=f"evaluate {role}", partial=partial)
     rows = []
     for (ex, s), g in zip(jobs, gens):
-        answer = final_answer(g["output"], role)
-        pred, correct = grader(answer, ex["answer"])
+        graded = grade_output(g["output"], g["stopped"], role, grader, ex["answer"])
         rows.append({"id": ex["id"], "sample": s, "prompt": ex["prompt"], "gold": ex["answer"], "output": g["output"],
-                     "answer": answer, "pred": pred, "correct": bool(correct), "tokens": g["tokens"],
-                     "finished": answer is not None})
+                     **graded, "tokens": g["tokens"], "stopped": bool(g["stopped"])})
     write_jsonl(inputs.out, rows)
     if not keep_partial:
         partial.remove()
@@ -107,12 +129,12 @@ def scores(rows: list[dict], inputs: EvaluateInputs, grader: Grader, seconds: fl
     role, examples, samples = inputs.role, inputs.examples, inputs.samples
     n, trials = len(examples), len(rows)
     hits = sum(r["correct"] for r in rows)
-    low, high = wilson_interval(hits, trials)
+    low, high = accuracy_interval(rows, samples, seed=inputs.seed)
     metrics = {
         f"{role}/correct": hits if samples == 1 else hits / samples,
         f"{role}/n": n,
         f"{role}/accuracy": hits / trials if trials else 0.0,
-        f"{role}/accuracy_ci_low": low,  # 95% Wilson interval
+        f"{role}/accuracy_ci_low": low,  # 95%: Wilson (one sample per question), else a bootstrap over questions
         f"{role}/accuracy_ci_high": high,
         f"{role}/tokens_per_answer": sum(r["tokens"] for r in rows) / trials if trials else 0.0,
         f"{role}/unfinished": sum(not r["finished"] for r in rows) / trials if trials else 0.0,
@@ -122,9 +144,20 @@ def scores(rows: list[dict], inputs: EvaluateInputs, grader: Grader, seconds: fl
         metrics[f"{role}/maj_accuracy"] = majority_accuracy(rows, examples, grader) / n if n else 0.0
     if getattr(grader, "labels", None):
         metrics |= label_metrics(role, rows, examples, grader.labels)
-    log.info("evaluate %s: accuracy %.3f (n=%d%s), %.1f tokens per answer", role, metrics[f"{role}/accuracy"], n,
-             f", {samples} samples each" if samples > 1 else "", metrics[f"{role}/tokens_per_answer"])
+    log.info("evaluate %s: accuracy %.3f (n=%d%s), %.1f tokens per answer, %.1f%% unfinished", role,
+             metrics[f"{role}/accuracy"], n, f", {samples} samples each" if samples > 1 else "",
+             metrics[f"{role}/tokens_per_answer"], 100 * metrics[f"{role}/unfinished"])
     return metrics
+
+
+def accuracy_interval(rows: Sequence[dict], samples: int, seed: int = 0) -> tuple[float, float]:
+    """95% interval of the accuracy: Wilson over the questions with one sample each; with `samples` > 1 a
+    percentile bootstrap over the questions (each resampled with all its samples: a question's samples are not
+    independent draws of the accuracy, so counting n x k trials would make the interval too narrow)."""
+    if samples == 1:
+        return wilson_interval(sum(r["correct"] for r in rows), len(rows))
+    per_question = list(question_scores(rows).values())
+    return bootstrap_interval(per_question, seed=seed) if per_question else (0.0, 1.0)
 
 
 def label_metrics(role: str, rows: Sequence[dict], examples: Sequence[dict], labels: Sequence[str]) -> dict:
