@@ -24,9 +24,10 @@ from thinkswitch.data.grading import Grader, get_grader
 from thinkswitch.engines.base import AUTO, Generator, resolve_backend, with_backend
 from thinkswitch.engines.devices import choose_device
 from thinkswitch.engines.models import ModelPair, check_pair
-from thinkswitch.errors import ConfigError
+from thinkswitch.errors import ConfigError, DataError
 from thinkswitch.sizing.run_plan import plan_memory
 from thinkswitch.stages.inputs import Artifact, Engine
+from thinkswitch.stages.strip import missing_gold
 from thinkswitch.store.cache import StageCache, checkpoint_id
 from thinkswitch.store.locks import HolderLock
 from thinkswitch.store.paths import RunPaths
@@ -99,6 +100,8 @@ def prepare(cfg: ExperimentConfig) -> Run:
 
 def _prepare(cfg: ExperimentConfig, paths: RunPaths, device) -> Run:
     train, evaluation = load_domain(cfg.domain, cfg.model)
+    if cfg.method.distill and cfg.method.labels == "gold" and missing_gold(train):
+        raise DataError(missing_gold(train))  # before the labels are generated, not after
     pair = resolve_pair(cfg.model, Path(cfg.cache_dir))
     check_disk(cfg, paths, pair.instruct, pair.thinking)
     backend = resolve_backend(cfg.generation.backend, device.type)

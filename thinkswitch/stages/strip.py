@@ -121,12 +121,21 @@ def strip_generations(inputs: StripInputs) -> dict:
 def gold_pairs(inputs: GoldInputs) -> dict:
     """The oracle baseline's labels: the thinking model's answers, stripped and filtered as the method's are, that
     are correct; the same format as the method's labels, only their correctness differs."""
-    missing = [ex["id"] for ex in inputs.examples if ex.get("answer") is None]
+    missing = missing_gold(inputs.examples)
     if missing:
-        raise StageError(f"method=gold_oracle needs answers for the training prompts; map `answer` in "
-                         f"domain.train.fields (e.g. id {missing[0]} has none)")
+        raise StageError(missing)
     golds = {ex["id"]: ex["answer"] for ex in inputs.examples}
     return _strip(inputs.generations, inputs.grader, inputs.cfg, inputs.pairs, golds)
+
+
+def missing_gold(examples) -> Optional[str]:
+    """Why the gold_oracle baseline cannot filter these training prompts' labels (None: every one has a gold
+    answer); checked at setup too, before the labels are generated."""
+    missing = [ex["id"] for ex in examples if ex.get("answer") is None]
+    if not missing:
+        return None
+    return (f"method=gold_oracle needs answers for the training prompts; map `answer` in domain.train.fields "
+            f"(e.g. id {missing[0]} has none)")
 
 
 def _strip(generations: Artifact, grader_name: str, cfg: DistillConfig, pairs: Path,
