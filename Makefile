@@ -65,10 +65,10 @@ test-fast: install  ## the fast tier: unit tests, no training (about a minute)
 	$(BIN)/pytest $(XDIST) -m "not slow" $(ARGS)
 
 bench: install  ## benchmarks: stages vs the bare libraries, stage-cache speedup (prints ratios)
-	$(BIN)/python benchmarks/bench.py $(ARGS)
+	$(BIN)/python -m benchmarks.bench $(ARGS)
 
 gpu-check: install  ## GPU machine, no hub: QLoRA loop + paper stages at Qwen3-4B shape, JSON lines (ARGS=--device cpu --scale tiny)
-	$(BIN)/python benchmarks/gpu_check.py $(ARGS)
+	$(BIN)/python -m benchmarks.gpu_check $(ARGS)
 
 lint: install  ## ruff
 	$(BIN)/ruff check thinkswitch tests benchmarks

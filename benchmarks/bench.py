@@ -1,6 +1,6 @@
 """Benchmarks: thinkswitch's stages against the bare libraries, measured side by side in one run.
 
-    python benchmarks/bench.py [--quick] [--only SECTION ...] [--sweep-args KEY=VALUE ...]
+    python -m benchmarks.bench [--quick] [--only SECTION ...] [--sweep-args KEY=VALUE ...]   (from the repository root)
     (make bench; one section: make bench ARGS="--only parallel")
 
 Prints one line per measurement and the ratios the project's goals are stated in:
@@ -23,7 +23,9 @@ Prints one line per measurement and the ratios the project's goals are stated in
   cb        continuous batching (generation.backend=cb) vs static HF batches on the same ragged case, one run
             (benchmarks/bench_cb.py)
 Everything runs on the testbed pair (built once) and on CPU unless a GPU is present; the merge on a
-random 100M-parameter pair of the same architecture.
+random 100M-parameter pair of the same architecture. What the benchmarks share is in benchmarks/common.py; the
+programs timed in a process of their own (the bare TRL script, the framework's distill stage, the merge) are
+benchmarks/programs/*.py.
 """
 
 from __future__ import annotations
@@ -39,20 +41,11 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-CACHE = Path(os.environ.get("THINKSWITCH_CACHE", "~/.cache/thinkswitch")).expanduser()
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("WANDB_MODE", "disabled")
+from benchmarks.bench_cb import bench_cb
+from benchmarks.bench_vllm import bench_vllm
+from benchmarks.common import CACHE, ROOT, compose, line, offline, random_qwen3_pair, run_program
 
-
-def line(name: str, value: float, unit: str, note: str = "") -> None:
-    print(f"{name:<44} {value:>10.3f} {unit:<10} {note}", flush=True)
-
-
-def compose(overrides):
-    from thinkswitch.cli import compose as cli_compose
-
-    return cli_compose(overrides)
+offline()
 
 
 def bench_generate(pair, n: int) -> None:
@@ -96,60 +89,6 @@ def bench_generate(pair, n: int) -> None:
     line("generate: batched / one at a time", ours_tps / naive_tps, "x", "the batching gain")
 
 
-BARE_SFT = r'''
-import json, sys, time, torch
-from datasets import Dataset
-from peft import LoraConfig
-from transformers import AutoModelForCausalLM, AutoTokenizer
-from trl import SFTConfig, SFTTrainer
-instruct, pairs, out = sys.argv[1], sys.argv[2], sys.argv[5]
-sft, lora = json.loads(sys.argv[3]), json.loads(sys.argv[4])
-t0 = time.perf_counter()  # from here on, the same work as the framework's distill stage
-tok = AutoTokenizer.from_pretrained(instruct)
-rows = [json.loads(l) for l in open(pairs)]
-ds = Dataset.from_list([{"prompt": tok.apply_chat_template([{"role": "user", "content": r["prompt"]}],
-                          add_generation_prompt=True, tokenize=False), "completion": r["completion"]} for r in rows])
-model = AutoModelForCausalLM.from_pretrained(instruct, dtype=torch.float32)
-args = SFTConfig(output_dir=out + "/sft", report_to=[], save_strategy="no", seed=11, data_seed=11, use_cpu=True,
-                 bf16=False, **sft)
-trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok, peft_config=LoraConfig(**lora))
-trainer.train()
-trainer.model.save_pretrained(out + "/adapter")
-merged = trainer.model.merge_and_unload()  # the checkpoint mergekit reads next
-merged.save_pretrained(out + "/model")
-tok.save_pretrained(out + "/model")
-print(json.dumps({"seconds": time.perf_counter() - t0}))
-'''
-
-OURS_SFT = r'''
-import json, sys, time, torch
-from thinkswitch.cli import compose
-from pathlib import Path
-from thinkswitch.stages.distill import DistillInputs, distill
-from thinkswitch.stages.inputs import Artifact, Numerics
-from datasets import Dataset  # noqa: F401  the libraries imported before the clock starts, as in the bare script
-from peft import LoraConfig, PeftModel, prepare_model_for_kbit_training  # noqa: F401
-from trl import SFTConfig, SFTTrainer  # noqa: F401
-from thinkswitch.store.io import parse_size
-from thinkswitch.setup import frozen_library_heap
-cfg = compose([])
-out = Path(sys.argv[4])
-with frozen_library_heap(cfg):  # as run_experiment does once, at start-up
-    t0 = time.perf_counter()
-    device = torch.device("cpu")
-    distill(DistillInputs(instruct=Artifact.at(sys.argv[2]), pairs=Artifact.at(sys.argv[3]), trainer=cfg.trainer,
-                          model=cfg.model, seed=11, system_prompt=None, numerics=Numerics.of(cfg, device),
-                          shard_size=parse_size(cfg.shard_size), adapter_out=out / "adapter", model_out=out / "model"),
-            device=device)
-    print(json.dumps({"seconds": time.perf_counter() - t0}))
-'''
-
-
-def _python(code: str, *args: str) -> dict:
-    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=ROOT, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
 def bench_distill(pair, work: Path, n: int) -> None:
 
     from thinkswitch.config import TestbedSpec
@@ -163,86 +102,15 @@ def bench_distill(pair, work: Path, n: int) -> None:
     sft, lora = dict(cfg.trainer.sft), dict(cfg.trainer.lora)
     bare, ours = [], []
     for _ in range(3):  # alternate, so machine noise hits both alike
-        bare.append(_python(BARE_SFT, pair.instruct, str(pairs), json.dumps(sft), json.dumps(lora),
-                            str(work / "bare"))["seconds"])
-        ours.append(_python(OURS_SFT, str(ROOT), pair.instruct, str(pairs), str(work / "ours"))["seconds"])
+        bare.append(run_program("bare_sft", pair.instruct, str(pairs), json.dumps(sft), json.dumps(lora),
+                                str(work / "bare"))["seconds"])
+        ours.append(run_program("ours_sft", pair.instruct, str(pairs), str(work / "ours"))["seconds"])
         for d in ("bare", "ours"):
             shutil.rmtree(work / d, ignore_errors=True)
     note = "load, train, save adapter, merge it, save checkpoint"
     line("distill: framework distill stage", min(ours), "s", f"{n} pairs, best of 3: {note}")
     line("distill: bare TRL SFTTrainer script", min(bare), "s", "same SFTConfig and LoraConfig, same steps")
     line("distill: framework / bare", min(ours) / min(bare), "x", "goal <= 1.05")
-
-
-MERGE = r'''
-import json, sys, threading, time
-from pathlib import Path
-mode, thinking, instruct, out, shard = sys.argv[2:7]
-import torch, yaml  # noqa: F401  imported before the measurement starts
-from mergekit.config import MergeConfiguration
-from mergekit.merge import MergeOptions, run_merge
-from thinkswitch.cli import compose
-from thinkswitch.stages.inputs import Artifact
-from thinkswitch.stages.merge import MergeInputs, merge, mergekit_config
-cfg = compose(["merge.t=0.3"]).merge
-
-def status():
-    fields = {}
-    for row in open("/proc/self/status"):
-        key, _, value = row.partition(":")
-        if key in ("VmRSS", "VmHWM", "RssAnon", "RssFile"):
-            fields[key] = int(value.split()[0]) * 1024
-    return fields
-
-with open("/proc/self/clear_refs", "w") as f:  # reset the peak (VmHWM) to the current RSS
-    f.write("5")
-before, peak_anon, done = status(), [0], threading.Event()
-
-def sample():  # the anonymous (non file-backed) part of RSS, which the kernel cannot drop
-    while not done.wait(0.002):
-        peak_anon[0] = max(peak_anon[0], status()["RssAnon"])
-
-sampler = threading.Thread(target=sample, daemon=True)
-sampler.start()
-t0 = time.perf_counter()
-if mode == "ours":
-    merge(MergeInputs(thinking=Artifact(thinking, "bench"), instruct=Artifact(instruct, "bench"), cfg=cfg,
-                      shard_size=int(shard), out=Path(out)))
-else:
-    config = mergekit_config(cfg, thinking, instruct)
-    run_merge(MergeConfiguration.model_validate(config), out, MergeOptions(lazy_unpickle=False, quiet=True,
-              write_model_card=False))
-seconds = time.perf_counter() - t0
-done.set()
-sampler.join()
-after = status()
-print(json.dumps({"seconds": seconds, "rss_growth": after["VmHWM"] - before["VmRSS"],
-                  "anon_growth": max(peak_anon[0], after["RssAnon"]) - before["RssAnon"]}))
-'''
-
-
-def make_big_pair(work: Path, hidden: int, layers: int, shards: int) -> tuple[str, str]:
-    """Two random Qwen3 checkpoints of one shape, big enough for memory to be measurable, in `shards` files."""
-    import torch
-    from transformers import Qwen3Config, Qwen3ForCausalLM
-    from transformers.utils import logging as hf_logging
-
-    from thinkswitch.testbed.tokenizer import build_tokenizer
-
-    hf_logging.disable_progress_bar()
-    paths = []
-    for name, seed in (("thinking", 0), ("instruct", 1)):
-        torch.manual_seed(seed)
-        tok = build_tokenizer()
-        cfg = Qwen3Config(vocab_size=len(tok), hidden_size=hidden, intermediate_size=hidden * 3,
-                          num_hidden_layers=layers, num_attention_heads=8, num_key_value_heads=4,
-                          head_dim=hidden // 8, tie_word_embeddings=True)
-        model = Qwen3ForCausalLM(cfg)
-        size = sum(p.numel() * p.element_size() for p in model.parameters())
-        model.save_pretrained(work / name, max_shard_size=size // shards + 1)
-        tok.save_pretrained(work / name)
-        paths.append(str(work / name))
-    return paths[0], paths[1]
 
 
 def bench_merge(work: Path, hidden: int, layers: int) -> None:
@@ -253,12 +121,12 @@ def bench_merge(work: Path, hidden: int, layers: int) -> None:
     results: dict = {}
     digests: dict = {}
     for layout, shards in (("8 shards", 8), ("one file", 1)):
-        thinking, instruct = make_big_pair(work / layout.replace(" ", "_"), hidden, layers, shards)
+        thinking, instruct = random_qwen3_pair(work / layout.replace(" ", "_"), hidden, layers, shards)
         size = checkpoint_bytes(thinking)
         for i in range(2):
             for mode in ("bare", "ours"):
                 out = work / f"merged_{mode}_{i}"
-                row = _python(MERGE, str(ROOT), mode, thinking, instruct, str(out), str(size // shards + 1))
+                row = run_program("merge", mode, thinking, instruct, str(out), str(size // shards + 1))
                 results.setdefault((layout, mode), []).append(row)
                 shutil.rmtree(out, ignore_errors=True)
         digests[layout] = measure_digest(Path(thinking), work / "copied")
@@ -355,7 +223,8 @@ def bench_sweep(work: Path, points: str, extra: list[str] = (), repeats: int = 2
     print("sweep (with cache), seconds by stage over all jobs:", {k: round(v, 1) for k, v in stages.items()})
 
 
-SHARED = ("iter_00/evaluate", "iter_01/generate", "iter_01/distill")  # the stages a t sweep's jobs share
+SHARED = ("iter_00/evaluate_instruct", "iter_00/evaluate_thinking", "iter_01/generate", "iter_01/distill",
+          "iter_01/evaluate_instruct")  # the stages a t sweep's jobs share
 
 
 def bench_parallel(work: Path, points: str) -> None:
@@ -430,20 +299,6 @@ def main() -> None:
             if name in args.only:
                 sections[name]()
     print(f"peak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
-
-
-def bench_cb(work: Path, quick: bool) -> None:
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from bench_cb import bench_cb as run
-
-    run(work, quick)
-
-
-def bench_vllm(pair, work: Path, quick: bool) -> None:
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from bench_vllm import bench_vllm as run
-
-    run(pair, work, quick)
 
 
 if __name__ == "__main__":

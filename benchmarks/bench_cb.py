@@ -1,6 +1,6 @@
 """Continuous batching (generation.backend=cb) against static HF batches on ragged lengths, one run, ratios printed.
 
-    python benchmarks/bench_cb.py [--quick]      (also a section of benchmarks/bench.py)
+    python -m benchmarks.bench_cb [--quick]      (from the repository root; also a section of benchmarks/bench.py)
 
 The `ragged` case of bench_vllm.py: a random Qwen3 (~25M parameters, built here), greedy, every prompt's answer
 of its own length drawn log-uniformly from [16, 128] (--quick) or [16, 512] tokens, as thinking traces end at very
@@ -14,16 +14,12 @@ EOS is off in both: both generate exactly the drawn number of tokens per prompt,
 from __future__ import annotations
 
 import math
-import os
 import random
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+from benchmarks.common import compose, line, offline, random_qwen3
 
 
 def ragged_lengths(n: int, lo: int, hi: int, seed: int = 0) -> list[int]:
@@ -104,16 +100,10 @@ def _sync(model) -> None:
         torch.cuda.synchronize()
 
 
-def _line(name, value, unit, note=""):
-    print(f"{name:<44} {value:>10.3f} {unit:<10} {note}", flush=True)
-
-
 def bench_cb(work: Path, quick: bool) -> None:
     """Static HF vs continuous batching on the ragged case, in this process (CPU, the model's dtype)."""
     import torch
-    from bench_vllm import make_random_qwen3
 
-    from thinkswitch.cli import compose
     from thinkswitch.config import TestbedSpec
     from thinkswitch.data.testbed_task import task_examples
     from thinkswitch.engines.chat import chat_prompt
@@ -121,7 +111,7 @@ def bench_cb(work: Path, quick: bool) -> None:
 
     n, hi = (16, 128) if quick else (64, 512)
     path = work / "random_qwen3_cb"
-    params = make_random_qwen3(path, 512, 8)
+    params = random_qwen3(path, 512, 8)
     cfg = compose([])
     tok = load_tokenizer(str(path), cfg.model)
     prompts = [chat_prompt(tok, ex["prompt"]) for ex in task_examples(n, 5, "train", TestbedSpec())]
@@ -137,9 +127,9 @@ def bench_cb(work: Path, quick: bool) -> None:
     cb, cb_s = ragged_cb(cb_model, tok, prompts, lengths)
     tokens = sum(lengths)
     assert [len(r) for r in cb] == lengths and [len(r) for r in static] == lengths
-    _line("cb [ragged]: static HF batches", tokens / static_s, "tokens/s", note)
-    _line("cb [ragged]: continuous batching", tokens / cb_s, "tokens/s", "manager start included")
-    _line("cb [ragged]: continuous batching / static HF", static_s / cb_s, "x",
+    line("cb [ragged]: static HF batches", tokens / static_s, "tokens/s", note)
+    line("cb [ragged]: continuous batching", tokens / cb_s, "tokens/s", "manager start included")
+    line("cb [ragged]: continuous batching / static HF", static_s / cb_s, "x",
           f"greedy outputs equal: {sum(a == b for a, b in zip(cb, static))}/{n}")
 
 
@@ -149,6 +139,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
+    offline()
     with tempfile.TemporaryDirectory() as tmp:
         bench_cb(Path(tmp), args.quick)
 

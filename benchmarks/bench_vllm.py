@@ -1,6 +1,6 @@
 """vLLM (generation.backend=vllm) against the HF backend, on the same checkpoint and prompts.
 
-    python benchmarks/bench_vllm.py [--quick]      (also a section of benchmarks/bench.py)
+    python -m benchmarks.bench_vllm [--quick]      (from the repository root; also a section of benchmarks/bench.py)
 
 Three cases. The first two print tokens/s of vLLM and HF, their ratio, and vLLM's engine start-up separately
 (loading the engine is a fixed cost per checkpoint per stage; the tokens/s exclude it and HF's load):
@@ -18,8 +18,8 @@ The third prints what thinkswitch's vLLM path costs over vLLM itself (goal >= 0.
   overhead  `VLLMBackend.generate` (tokenize here, the worker process, JSON lines, each finished request streamed
             back, decoded here) vs a bare `vllm.LLM.generate` on the same text prompts, sampling and per-request
             seeds, same engine arguments and environment (engine in-process), run by `.venv-vllm/bin/python
-            bench_vllm.py --bare`. The testbed's thinking checkpoint, its sampling; best of 3 timed calls each
-            after a warm-up; the ratio is bare seconds / backend seconds for the same answers.
+            -m benchmarks.programs.bare_vllm`. The testbed's thinking checkpoint, its sampling; best of 3 timed
+            calls each after a warm-up; the ratio is bare seconds / backend seconds for the same answers.
 """
 
 from __future__ import annotations
@@ -27,33 +27,18 @@ from __future__ import annotations
 import math
 import os
 import random
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-CACHE = Path(os.environ.get("THINKSWITCH_CACHE", "~/.cache/thinkswitch")).expanduser()
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-
-def _line(name, value, unit, note=""):
-    print(f"{name:<44} {value:>10.3f} {unit:<10} {note}", flush=True)
-
-
-def _compose(overrides=()):
-    from thinkswitch.cli import compose
-
-    return compose(list(overrides))
+from benchmarks.common import CACHE, ROOT, compose, line, offline, random_qwen3
 
 
 def _report(case: str, hf_tps: float, vllm_tps: float, startup: float, note: str = "") -> None:
-    _line(f"vllm [{case}]: HF backend", hf_tps, "tokens/s", note)
-    _line(f"vllm [{case}]: vLLM backend", vllm_tps, "tokens/s", "engine start excluded")
-    _line(f"vllm [{case}]: vLLM / HF", vllm_tps / hf_tps, "x")
-    _line(f"vllm [{case}]: vLLM engine start-up", startup, "s", "once per checkpoint and stage")
+    line(f"vllm [{case}]: HF backend", hf_tps, "tokens/s", note)
+    line(f"vllm [{case}]: vLLM backend", vllm_tps, "tokens/s", "engine start excluded")
+    line(f"vllm [{case}]: vLLM / HF", vllm_tps / hf_tps, "x")
+    line(f"vllm [{case}]: vLLM engine start-up", startup, "s", "once per checkpoint and stage")
 
 
 def bench_testbed(pair, n: int) -> None:
@@ -66,7 +51,7 @@ def bench_testbed(pair, n: int) -> None:
     from thinkswitch.engines.models import load_model
     from thinkswitch.engines.vllm_backend import VLLMBackend
 
-    cfg = _compose()
+    cfg = compose()
     sampling, batch, cpu = cfg.model.sampling.thinking, cfg.generation.batch_size, torch.device("cpu")
     backend = VLLMBackend.load(pair.thinking, model_cfg=cfg.model, device=cpu, gen_cfg=cfg.generation)
     try:
@@ -87,25 +72,6 @@ def bench_testbed(pair, n: int) -> None:
             f"{n} prompts, {sum(r['tokens'] for r in ref) / n:.0f} tokens/answer")
 
 
-def make_random_qwen3(path: Path, hidden: int, layers: int) -> int:
-    import torch
-    from transformers import GenerationConfig, Qwen3Config, Qwen3ForCausalLM
-
-    from thinkswitch.testbed.tokenizer import build_tokenizer
-
-    torch.manual_seed(0)
-    tok = build_tokenizer()
-    cfg = Qwen3Config(vocab_size=len(tok), hidden_size=hidden, intermediate_size=hidden * 3, num_hidden_layers=layers,
-                      num_attention_heads=8, num_key_value_heads=4, head_dim=hidden // 8, tie_word_embeddings=True,
-                      max_position_embeddings=2048, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-                      bos_token_id=None)
-    model = Qwen3ForCausalLM(cfg)
-    model.generation_config = GenerationConfig(eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
-    return sum(p.numel() for p in model.parameters())
-
-
 def bench_ragged(work: Path, n: int, max_len: int) -> None:
     import torch
     from transformers import LogitsProcessor, LogitsProcessorList
@@ -117,8 +83,8 @@ def bench_ragged(work: Path, n: int, max_len: int) -> None:
     from thinkswitch.engines.vllm_backend import VLLMBackend
 
     path = work / "random_qwen3"
-    params = make_random_qwen3(path, 512, 8)
-    cfg = _compose()
+    params = random_qwen3(path, 512, 8)
+    cfg = compose()
     cpu = torch.device("cpu")
     rng = random.Random(0)
     lengths = [int(math.exp(rng.uniform(math.log(16), math.log(max_len)))) for _ in range(n)]
@@ -188,30 +154,6 @@ def bench_ragged(work: Path, n: int, max_len: int) -> None:
     _report("ragged", hf_tps, vllm_tps, backend.startup_s, note)
 
 
-def bare() -> None:
-    """Run under `.venv-vllm/bin/python`: a bare vLLM engine on the request of stdin's first line (engine arguments,
-    text prompts, SamplingParams fields, seeds); then each further line times one `LLM.generate` of it and prints
-    {"seconds", "tokens"} (the first answers "ready" after a warm-up)."""
-    import json
-
-    from vllm import LLM, SamplingParams
-
-    out = os.fdopen(os.dup(1), "w", buffering=1)  # the replies; whatever vLLM prints goes to stderr
-    os.dup2(2, 1)
-    req = json.loads(sys.stdin.readline())
-    llm = LLM(**req["engine_args"])
-    params = [SamplingParams(seed=seed, **req["params"]) for seed in req["seeds"]]
-    llm.generate(req["prompts"][:req["warmup"]], params[:req["warmup"]], use_tqdm=False)
-    print(json.dumps({"ready": True}), file=out, flush=True)
-    for _ in sys.stdin:
-        t0 = time.perf_counter()
-        outs = llm.generate(req["prompts"], params, use_tqdm=False)
-        seconds = time.perf_counter() - t0
-        print(json.dumps({"seconds": seconds, "tokens": sum(len(c.token_ids) for o in outs for c in o.outputs)}),
-              file=out, flush=True)
-    os._exit(0)  # the interpreter's teardown frees nothing the OS does not
-
-
 def bench_overhead(pair, n: int, repeats: int = 3) -> None:
     """Both engines loaded side by side, timed calls alternating (backend, bare, backend, ...) so that a load
     that changes during the run weighs on both alike; the best of `repeats` of each."""
@@ -227,12 +169,12 @@ def bench_overhead(pair, n: int, repeats: int = 3) -> None:
     from thinkswitch.engines.vllm_backend import VLLMBackend, effective_sampling, worker_env
     from thinkswitch.engines.vllm_options import engine_args, vllm_venv
 
-    cfg = _compose()
+    cfg = compose()
     sampling, cpu, warmup = cfg.model.sampling.thinking, torch.device("cpu"), cfg.generation.batch_size
     backend = VLLMBackend.load(pair.thinking, model_cfg=cfg.model, device=cpu, gen_cfg=cfg.generation)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")} | worker_env(cpu)
     bare_log = tempfile.TemporaryFile("w+")
-    bare_proc = subprocess.Popen([str(vllm_venv() / "bin" / "python"), str(Path(__file__).resolve()), "--bare"],
+    bare_proc = subprocess.Popen([str(vllm_venv() / "bin" / "python"), "-m", "benchmarks.programs.bare_vllm"],
                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=bare_log, text=True, env=env,
                                  cwd=str(ROOT))
     try:
@@ -269,9 +211,9 @@ def bench_overhead(pair, n: int, repeats: int = 3) -> None:
     tokens = sum(r["tokens"] for r in records)
     assert result["tokens"] == tokens, ("not the same answers", result["tokens"], tokens)
     note = f"{n} prompts, {tokens / n:.0f} tokens/answer, best of {repeats}, alternating"
-    _line("vllm [overhead]: bare vLLM LLM.generate", tokens / min(bare_s), "tokens/s", note)
-    _line("vllm [overhead]: thinkswitch vLLM backend", tokens / min(ours), "tokens/s", "worker, streamed, decoded")
-    _line("vllm [overhead]: backend / bare vLLM", min(bare_s) / min(ours), "x", "goal >= 0.95")
+    line("vllm [overhead]: bare vLLM LLM.generate", tokens / min(bare_s), "tokens/s", note)
+    line("vllm [overhead]: thinkswitch vLLM backend", tokens / min(ours), "tokens/s", "worker, streamed, decoded")
+    line("vllm [overhead]: backend / bare vLLM", min(bare_s) / min(ours), "x", "goal >= 0.95")
 
 
 def bench_vllm(pair, work: Path, quick: bool) -> None:
@@ -293,10 +235,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
-    pair = resolve_pair(_compose().model, CACHE)
+    offline()
+    pair = resolve_pair(compose().model, CACHE)
     with tempfile.TemporaryDirectory() as tmp:
         bench_vllm(pair, Path(tmp), args.quick)
 
 
 if __name__ == "__main__":
-    bare() if sys.argv[1:2] == ["--bare"] else main()
+    main()

@@ -1,7 +1,7 @@
 """`make gpu-check`: thinkswitch on a GPU machine with no hub access, measured. One JSON line per check.
 
-    python benchmarks/gpu_check.py                          # CUDA, Qwen3-4B body shape
-    python benchmarks/gpu_check.py --device cpu --scale tiny  # the same on a CPU at a tiny shape (the test suite)
+    python -m benchmarks.gpu_check                          # CUDA, Qwen3-4B body shape (from the repository root)
+    python -m benchmarks.gpu_check --device cpu --scale tiny  # the same on a CPU at a tiny shape (the test suite)
 
 Checks, in order (`--only` picks some):
 
@@ -53,8 +53,8 @@ import time
 import traceback
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-GiB = 2**30
+from benchmarks.common import GiB, Meter, compose
+
 SHAPES = {
     "4b": dict(hidden_size=2560, num_hidden_layers=36, num_attention_heads=32, num_key_value_heads=8, head_dim=128,
                intermediate_size=9728, max_position_embeddings=262144),
@@ -69,13 +69,6 @@ CHECKS = ("loop", "build", "distill", "merge", "generate", "cb", "cpu_merge", "n
 CHARS = "abcdefghijklmnopqrstuvwxyz"  # in the testbed tokenizer's alphabet: one token per character
 
 log = logging.getLogger("gpu_check")
-
-
-def compose(overrides: list[str], run_dir: Path):
-    """The experiment config exactly as `thinkswitch` composes it (`thinkswitch.cli.compose`), in `run_dir`."""
-    from thinkswitch.cli import compose as cli_compose
-
-    return cli_compose(overrides, run_dir=str(run_dir))
 
 
 class Report:
@@ -95,57 +88,6 @@ class Report:
         log.info("%s", line)
         if "error" in row:
             self.failed.append(row["check"])
-
-
-def _status_kib(field: str) -> int:
-    try:
-        for row in open("/proc/self/status"):
-            if row.startswith(field + ":"):
-                return int(row.split()[1])
-    except OSError:
-        pass
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux; peak since the start
-
-
-class Meter:
-    """Wall time, CUDA peak (reset at the start) and peak RSS (VmHWM reset at the start where /proc allows) of a
-    block: `stats` after it."""
-
-    def __init__(self, device):
-        self.cuda = device.type == "cuda"
-
-    def __enter__(self):
-        import torch
-
-        gc.collect()
-        if self.cuda:
-            torch.cuda.empty_cache()
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-        try:
-            with open("/proc/self/clear_refs", "w") as f:
-                f.write("5")  # VmHWM := VmRSS
-            self.reset = True
-        except OSError:
-            self.reset = False
-        self.t0 = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc):
-        import torch
-
-        if self.cuda:
-            torch.cuda.synchronize()
-        self.seconds = time.perf_counter() - self.t0
-        self.stats = {"seconds": round(self.seconds, 2),
-                      "cuda_peak_gib": round(torch.cuda.max_memory_allocated() / GiB, 3) if self.cuda else None,
-                      "cuda_reserved_peak_gib": round(torch.cuda.max_memory_reserved() / GiB, 3) if self.cuda
-                      else None,
-                      "rss_peak_gib": round(_status_kib("VmHWM") * 1024 / GiB, 3),
-                      "rss_peak_since": "check" if self.reset else "process start"}
-        return False
 
 
 def words(rng: random.Random, n_chars: int) -> str:
@@ -308,8 +250,7 @@ def check_generate(args, device, cfg, pair, work: Path, report: Report, name: st
 
 def check_cb(args, device, cfg, pair, work: Path, report: Report) -> None:
     """Continuous batching vs static HF batches on ragged lengths, in the run's dtype and in NF4 (one row each)."""
-    from bench_cb import ragged_cb, ragged_lengths, ragged_static
-
+    from benchmarks.bench_cb import ragged_cb, ragged_lengths, ragged_static
     from thinkswitch.engines.models import generation_quantization, load_model, load_tokenizer, pick_dtype
 
     rng = random.Random(3)
@@ -445,7 +386,7 @@ def main(argv=None) -> int:
         os.environ.setdefault(name, "1")  # no hub: everything is local
     os.environ.setdefault("WANDB_MODE", "disabled")
     from thinkswitch.engines.models import pick_device
-    from thinkswitch.setup import frozen_library_heap
+    from thinkswitch.loop import frozen_library_heap
 
     device = pick_device(args.device)
     outs = [args.out] + ([Path(os.environ["OUT"]) / "gpu_check.jsonl"] if os.environ.get("OUT") else [])

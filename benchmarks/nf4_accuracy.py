@@ -1,6 +1,6 @@
 """The accuracy cost of 4-bit generation: two runs' iteration-0 evaluations (the starting pair), paired by question.
 
-    python benchmarks/nf4_accuracy.py <run dir, fp32> <run dir, generation.quantization=nf4>
+    python -m benchmarks.nf4_accuracy <run dir, fp32> <run dir, generation.quantization=nf4>
 
 Prints, for the instruct and the thinking checkpoint, both accuracies and `analysis.stats.paired_change` (flips,
 delta, McNemar's exact p, 95% paired-bootstrap interval) from the runs' `iter_00/eval_<role>.jsonl`.
@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def scores(run: Path, role: str) -> dict[str, float]:

@@ -1,4 +1,4 @@
-"""Regenerate the GPU plans in README.md and docs/engines-and-gpus.md: `python benchmarks/plan_tables.py`.
+"""Regenerate the GPU plans in README.md and docs/engines-and-gpus.md: `python -m benchmarks.plan_tables`.
 
 Each block sits between `<!-- thinkswitch-plan ARGS -->` and `<!-- /thinkswitch-plan -->`, where ARGS are the
 command's arguments (`experiment=paper_aime --cards 3070,h100`); the block is what `thinkswitch-plan ARGS`
@@ -10,14 +10,11 @@ from __future__ import annotations
 import re
 import shlex
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from thinkswitch.plan.cli import ALL_CARDS  # noqa: E402
-from thinkswitch.plan.render import plan_text  # noqa: E402
-from thinkswitch.sizing.cards import card  # noqa: E402
+from benchmarks.common import ROOT
+from thinkswitch.plan.cli import ALL_CARDS
+from thinkswitch.plan.render import plan_text
+from thinkswitch.sizing.cards import card
 
 PAGE = ROOT / "docs" / "engines-and-gpus.md"
 PAGES = (ROOT / "README.md", PAGE)

@@ -1,4 +1,4 @@
-"""Regenerate the README's demo table from a real run: `python benchmarks/readme_table.py [RUN_DIR]`.
+"""Regenerate the README's demo table from a real run: `python -m benchmarks.readme_table [RUN_DIR]`.
 
 Without RUN_DIR it runs the default experiment (`thinkswitch`, as `make demo` does) in a temporary
 directory first. The table (the run's own console table) replaces the block between the README's
@@ -12,7 +12,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks.common import ROOT
+
 MARK = "<!-- demo-table -->"
 
 

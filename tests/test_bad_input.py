@@ -1,49 +1,16 @@
 """Bad model directories and run directories fail before any model loads, naming what is wrong."""
 
 import json
-import math
 import shutil
 
 import pytest
 
+from tests.support.checkpoints import fake_checkpoint, sharded_checkpoint, write_safetensors
 from tests.support.shared import compose
 from thinkswitch.engines.models import ModelPair, check_model_dir, check_pair, is_local
 from thinkswitch.store.paths import RunPaths
 from thinkswitch.store.rundir import check_disk, check_resume, check_writable, record_config
 from thinkswitch.validate import ConfigError
-
-TENSORS = {"embed.weight": [16, 8], "layer.0.weight": [8, 8]}
-
-
-def write_safetensors(path, tensors=None):
-    """A valid safetensors file of zeros (F32): 8 bytes of header length, the JSON header, the data."""
-    header, offset = {"__metadata__": {"format": "pt"}}, 0
-    for name, shape in (tensors or TENSORS).items():
-        size = 4 * math.prod(shape)
-        header[name] = {"dtype": "F32", "shape": shape, "data_offsets": [offset, offset + size]}
-        offset += size
-    raw = json.dumps(header).encode()
-    path.write_bytes(len(raw).to_bytes(8, "little") + raw + bytes(offset))
-
-
-def fake_checkpoint(path, tensors=None, **config):
-    path.mkdir(parents=True)
-    (path / "config.json").write_text(json.dumps({"architectures": ["Qwen3ForCausalLM"], "hidden_size": 64,
-                                                  "num_hidden_layers": 2, "num_attention_heads": 4, **config}))
-    write_safetensors(path / "model.safetensors", tensors)
-    (path / "tokenizer.json").write_text("{}")
-    return str(path)
-
-
-def sharded_checkpoint(path):
-    """Two shards and their index, as the run writes checkpoints."""
-    ckpt = fake_checkpoint(path)
-    (path / "model.safetensors").unlink()
-    write_safetensors(path / "model-00001-of-00002.safetensors", {"embed.weight": [16, 8]})
-    write_safetensors(path / "model-00002-of-00002.safetensors", {"layer.0.weight": [8, 8]})
-    (path / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": {
-        "embed.weight": "model-00001-of-00002.safetensors", "layer.0.weight": "model-00002-of-00002.safetensors"}}))
-    return ckpt
 
 
 def test_a_complete_pair_passes(tmp_path):

@@ -167,7 +167,7 @@ def test_every_error_is_reported_at_once():
 
 # Overlays, not defaults: a preset pins the paper's setting whatever a group's default becomes; the search
 # space and launchers configure Hydra's plugins, which have no schema here.
-OVERLAYS = ("experiment", "hparams_search", "hydra")
+OVERLAYS = ("experiment", "hparams_search", "hydra", "debug")
 
 
 def _schema_defaults(schema) -> dict:
@@ -295,6 +295,22 @@ def test_parse_size(text, size):
     from thinkswitch.store.io import parse_size
 
     assert parse_size(text) == size
+
+
+def test_debug_configs_run_small_and_out_of_the_way():
+    """debug=default and debug=fast: one iteration, few prompts, no W&B, no stage cache, in outputs/debug/; a key
+    given after them still wins."""
+    for option in ("default", "fast"):
+        cfg = compose([f"debug={option}"], hydra_config=True)
+        assert cfg.iterations == 1 and cfg.stage_cache is None and cfg.tracking.mode == "disabled", option
+        assert cfg.hydra.run.dir.startswith("outputs/debug/") and cfg.hydra.sweep.dir.startswith("outputs/debug/")
+    default, fast = compose(["debug=default"]), compose(["debug=fast"])
+    assert (default.domain.train_prompts, default.domain.eval_size) == (64, 64)
+    assert (fast.domain.train_prompts, fast.domain.eval_size, fast.trainer.sft["num_train_epochs"]) == (8, 8, 1)
+    assert compose([]).iterations == 2 and compose([]).stage_cache is not None  # only when asked for
+    assert compose(["debug=fast", "domain.eval_size=100", "iterations=2"]).domain.eval_size == 100
+    paper = compose(["experiment=paper_aime", "debug=fast"])  # on a preset: its model, the debug sizes
+    assert paper.model.name != "testbed" and paper.domain.train_prompts == 8 and paper.iterations == 1
 
 
 def test_a_run_seed_draws_the_same_prompts_unless_the_domain_seed_is_tied_to_it():

@@ -93,7 +93,7 @@ def test_only_bitsandbytes_kernels_warning_is_silenced(caplog):
 
 
 def test_a_pair_with_auto_map_is_said_once(tmp_path, caplog):
-    from tests.test_bad_input import fake_checkpoint
+    from tests.support.checkpoints import fake_checkpoint
     from thinkswitch.engines.models import ModelPair, check_pair
 
     auto_map = {"AutoModelForCausalLM": "modeling_custom.CustomForCausalLM"}
@@ -193,4 +193,4 @@ def test_a_disk_that_fills_mid_run_is_one_line_and_the_rerun_finishes(testbed_pa
     filler.unlink()
     again = cli.thinkswitch(*args, run_dir=run_dir, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert (run_dir / "summary.json").exists() and (run_dir / "iter_00" / "evaluate.done").exists()
+    assert (run_dir / "summary.json").exists() and (run_dir / "iter_00" / "evaluate_thinking.done").exists()

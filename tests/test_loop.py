@@ -7,10 +7,11 @@ import sys
 import pytest
 import torch
 
-from tests.stages.test_stages import tensors
 from tests.support import cli
+from tests.support.checkpoints import tensors
 from tests.support.shared import REFERENCE_ARGS, compose
 from thinkswitch.store.io import read_json, read_jsonl
+from thinkswitch.store.paths import Stage
 
 slow = pytest.mark.slow
 TRAIN, EVAL = 64, 100  # REFERENCE_ARGS' domain.train_prompts and domain.eval_size
@@ -26,14 +27,15 @@ def finished_run(reference_run):
 @slow
 def test_artifacts_of_every_stage(finished_run):
     run_dir, _ = finished_run
-    for name in ("eval_instruct.jsonl", "eval_thinking.jsonl", "metrics.json", "evaluate.done"):
+    for name in ("eval_instruct.jsonl", "eval_thinking.jsonl", "metrics.json", "evaluate_instruct.done",
+                 "evaluate_thinking.done"):
         assert (run_dir / "iter_00" / name).exists(), name
     it = run_dir / "iter_01"
     for name in ("generations.jsonl", "pairs.jsonl", "eval_instruct.jsonl", "eval_thinking.jsonl",
                  "instruct/model.safetensors", "thinking/model.safetensors", "thinking/mergekit.yaml",
                  "adapter/adapter_model.safetensors", "metrics.json"):
         assert (it / name).exists(), name
-    for stage in ("generate", "strip", "distill", "merge", "evaluate"):
+    for stage in Stage:
         assert (it / f"{stage}.done").exists(), stage
     assert not list(run_dir.rglob("*.tmp")), "no temporary artifacts left behind"
     assert (run_dir / ".hydra" / "config.yaml").exists()
@@ -116,7 +118,7 @@ def test_library_heap_is_frozen_for_the_run_only():
     """run_experiment freezes the imported libraries' objects (cheap gc between stages), then unfreezes."""
     import gc
 
-    from thinkswitch.setup import frozen_library_heap
+    from thinkswitch.loop import frozen_library_heap
 
     before = gc.get_freeze_count()
     with frozen_library_heap(compose(["method=merge_only"])):
@@ -128,7 +130,7 @@ def test_a_multiruns_jobs_keep_the_heap_frozen_and_still_collect_what_a_job_left
     import gc
     import weakref
 
-    from thinkswitch.setup import frozen_library_heap
+    from thinkswitch.loop import frozen_library_heap
 
     class Node:
         pass

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.store.test_cache import reused
 from tests.support import cli
 from tests.support.paths import ROOT
+from tests.support.runs import reused
 from thinkswitch.engines.devices import choose_device, gpu_ids
 from thinkswitch.store.cache import StageCache
 from thinkswitch.store.digests import digest_outputs

@@ -8,6 +8,7 @@ import pytest
 from tests.support import cli
 from tests.support.shared import REFERENCE_ARGS
 from thinkswitch.store.io import read_json
+from thinkswitch.store.paths import Stage
 
 pytestmark = pytest.mark.slow
 
@@ -41,7 +42,7 @@ def reference(reference_run):
     return read_json(reference_run / "summary.json")
 
 
-STAGES = ("generate", "strip", "distill", "merge", "evaluate")
+STAGES = tuple(Stage)  # evaluation is two stages: evaluate_instruct, evaluate_thinking
 
 
 def test_killed_in_every_stage_in_turn_then_resumed_matches_an_uninterrupted_run(reference, tmp_path):
@@ -101,4 +102,5 @@ def test_all_traces_cut_off_stops_with_a_clear_message_and_keeps_artifacts(testb
     failed = read_json(tmp_path / "failed.json")
     assert (failed["iteration"], failed["stage"]) == ("iter_01", "strip")
     assert (tmp_path / "iter_01" / "generations.jsonl").exists()  # kept for inspection
-    assert (tmp_path / "iter_00" / "evaluate.done").exists() and not (tmp_path / "iter_01" / "strip.done").exists()
+    assert (tmp_path / "iter_00" / "evaluate_thinking.done").exists()
+    assert not (tmp_path / "iter_01" / "strip.done").exists()

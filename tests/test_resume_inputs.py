@@ -41,14 +41,16 @@ def test_iterations_0_evaluates_the_starting_pair_and_nothing_else(testbed_pair,
     assert summary["final"] == summary["baseline"] and set(summary["stage_seconds"]) == {"evaluate"}
     assert [r["iteration"] for r in read_jsonl(tmp_path / "metrics.jsonl")] == [0]
     assert sorted(p.name for p in tmp_path.glob("iter_*")) == ["iter_00"]
-    assert sorted(p.name for p in (tmp_path / "iter_00").glob("*.done")) == ["evaluate.done"]
+    assert sorted(p.name for p in (tmp_path / "iter_00").glob("*.done")) == ["evaluate_instruct.done",
+                                                                             "evaluate_thinking.done"]
     assert len(read_jsonl(tmp_path / "iter_00" / "eval_thinking.jsonl")) == 24
 
-    evaluated = (tmp_path / "iter_00" / "evaluate.done").stat().st_mtime_ns
+    evaluated = markers(tmp_path / "iter_00")
     proc = run(tmp_path, "iterations=1")  # extended later: iteration 0 is reused
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert (tmp_path / "iter_00" / "evaluate.done").stat().st_mtime_ns == evaluated
-    assert read_json(tmp_path / "summary.json")["iterations"] == 1 and (tmp_path / "iter_01" / "evaluate.done").exists()
+    assert markers(tmp_path / "iter_00") == evaluated
+    assert read_json(tmp_path / "summary.json")["iterations"] == 1
+    assert (tmp_path / "iter_01" / "evaluate_thinking.done").exists()
 
 
 def test_killed_mid_evaluation_keeps_its_answers_under_another_memory_plan(testbed_pair, tmp_path):
@@ -77,7 +79,7 @@ def test_killed_mid_evaluation_keeps_its_answers_under_another_memory_plan(testb
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout + proc.stderr
     assert re.search(rf"eval_thinking\.jsonl\.partial: kept {kept} finished results", out), out[-3000:]
-    assert re.search(r"eval_instruct\.jsonl\.partial: kept 24 finished results", out), out[-3000:]
+    assert "[iter_00] evaluate_instruct: done in an earlier run, skipped" in out, out[-3000:]  # its own stage
     for role in ("instruct", "thinking"):
         assert (run_dir / "iter_00" / f"eval_{role}.jsonl").read_bytes() == expected[role], role
     assert instruct_done == expected["instruct"]
@@ -115,8 +117,8 @@ def test_a_changed_input_redoes_the_stages_after_it(testbed_pair, tmp_path):
     after = markers(it)
     assert after["distill"][0] != before["distill"][0]
     assert (it / "instruct" / "model.safetensors").read_bytes() == trained
-    assert {s: after[s] for s in ("generate", "strip", "merge", "evaluate")} == \
-           {s: before[s] for s in ("generate", "strip", "merge", "evaluate")}
+    kept = ("generate", "strip", "merge", "evaluate_instruct", "evaluate_thinking")
+    assert {s: after[s] for s in kept} == {s: before[s] for s in kept}
 
     # A redo that gave other bytes (here: the starting instruct checkpoint): merge and evaluation are redone.
     shutil.rmtree(it / "instruct")
@@ -129,11 +131,12 @@ def test_a_changed_input_redoes_the_stages_after_it(testbed_pair, tmp_path):
     assert {s: after[s] for s in ("generate", "strip", "distill")} == {s: before[s] for s in
                                                                        ("generate", "strip", "distill")}
     assert markers(base) == baseline
-    for stage in ("merge", "evaluate"):
+    for stage in ("merge", "evaluate_instruct", "evaluate_thinking"):
         assert after[stage][0] != before[stage][0] and after[stage][1]["inputs"] != before[stage][1]["inputs"], stage
     assert (it / "thinking" / "model.safetensors").read_bytes() != merged
     # the instruct checkpoint is now the starting one: its evaluation is iteration 0's, answer for answer
     assert read_jsonl(it / "eval_instruct.jsonl") == read_jsonl(base / "eval_instruct.jsonl")
     history = read_json(tmp_path / "summary.json")["history"]
     assert history[1]["instruct/correct"] == history[0]["instruct/correct"]
-    assert history[1]["thinking/correct"] == after["evaluate"][1]["metrics"]["thinking/correct"]  # the new scores
+    new_scores = after["evaluate_thinking"][1]["metrics"]
+    assert history[1]["thinking/correct"] == new_scores["thinking/correct"]

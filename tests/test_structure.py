@@ -10,7 +10,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "thinkswitch"
 LAYERS = (
     ("errors", "config"),  # the vocabulary: error types and the typed config schema
     ("store",),  # run directory, paths, markers, stage cache, digests, partial results, atomic I/O
-    ("data",),  # domains, sources, graders, the testbed task
+    ("data", "hub"),  # domains, sources, graders, the testbed task; hub ids resolved to the hub cache
     ("analysis",),  # statistics, records, tracking, report
     ("engines",),  # generation engines, their common ground, model loading, devices, chat format
     ("sizing",),  # memory, time and price arithmetic before anything loads; the run's memory plan
@@ -113,7 +113,7 @@ def test_stages_take_one_frozen_dataclass_of_inputs():
     from thinkswitch.stages import distill, evaluate, generate, merge, strip
 
     for fn in (generate.generate_labels, strip.strip_generations, strip.gold_pairs, distill.distill, merge.merge,
-               evaluate.evaluate, evaluate.evaluate_pair):
+               evaluate.evaluate):
         positional = [p for p in inspect.signature(fn).parameters.values() if p.kind is p.POSITIONAL_OR_KEYWORD]
         assert [p.name for p in positional] == ["inputs"], fn.__name__
         kind = typing.get_type_hints(fn)["inputs"]

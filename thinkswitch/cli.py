@@ -22,9 +22,10 @@ from thinkswitch.config import GROUPS, ExperimentConfig
 
 log = logging.getLogger("thinkswitch")
 
-# conf/ sits beside the package in the source tree (the project is installed editable). An
-# absolute path keeps Hydra from looking for a Python module named `conf` under a console script.
-CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+# The configs ship in the package: thinkswitch/conf (in the source tree a link to the top-level conf/, in a
+# wheel a copy), so an editable and a non-editable install read them alike. An absolute path keeps Hydra from
+# looking for a Python module named `conf` under a console script.
+CONF_DIR = str(Path(__file__).resolve().parent / "conf")
 # Loggers whose records belong in the log file, not on the console: tracebacks of known errors and
 # the trainer's per-step logs.
 FILE_ONLY = ("thinkswitch.details", "thinkswitch.train")

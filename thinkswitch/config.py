@@ -23,8 +23,6 @@ from typing import Any, Dict, List, Optional
 import yaml
 from omegaconf import MISSING
 
-ROLES = ("instruct", "thinking")  # the two checkpoints of a pair: model.instruct, model.thinking
-
 
 class Choice(str, Enum):
     """A key with a fixed set of values. Hydra rejects any other value at composition, naming the allowed
@@ -33,6 +31,13 @@ class Choice(str, Enum):
 
     __str__ = str.__str__
     __format__ = str.__format__
+
+
+class Role(Choice):
+    """The two checkpoints of a pair (model.instruct, model.thinking), in the one order every table and loop uses."""
+
+    instruct = "instruct"
+    thinking = "thinking"
 
 
 class Dtype(Choice):

@@ -6,32 +6,34 @@ k = 1..K then:
   2. strip     reasoning traces removed, answer-only pairs kept
   3. distill   the pairs into the instruct checkpoint (LoRA/QLoRA, adapter merged)
   4. merge     new thinking checkpoint = SLERP(thinking, new instruct, t)
-  5. evaluate  both new checkpoints on the evaluation set
-and records the iteration. Each stage takes one frozen dataclass of its inputs, from which its keys
-derive (`stages.inputs`). Each stage runs once per run directory (`Run.stage`): rerunning in the
-same directory continues where a previous run stopped (a stage whose inputs changed since is redone,
-and the stages built on it), and a sweep's jobs share stages whose inputs are the same (the stage cache).
+  5. evaluate  both new checkpoints on the evaluation set (one stage each: evaluate_instruct, evaluate_thinking)
+and records the iteration. Each step builds the frozen dataclass of its stage's inputs and runs it (`run_step`):
+the inputs give the stage's keys, what it reads and what it writes (`stages.inputs`). Each stage runs once per
+run directory (`Run.stage`): rerunning in the same directory continues where a previous run stopped (a stage
+whose inputs changed since is redone, and the stages built on it), and a sweep's jobs share stages whose inputs
+are the same (the stage cache).
 """
 
 from __future__ import annotations
 
+import gc
+import importlib
 import logging
 import time
-from contextlib import closing
+from contextlib import closing, contextmanager
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from thinkswitch.analysis.records import record, run_summary, summarize
 from thinkswitch.analysis.tracking import Tracker
-from thinkswitch.config import ROLES, ExperimentConfig, as_plain
-from thinkswitch.setup import Pair, Run, frozen_library_heap, prepare
+from thinkswitch.config import ExperimentConfig, Labels, MergeBase, Role, as_plain
+from thinkswitch.setup import Pair, Run, prepare
 from thinkswitch.stages import distill, evaluate, generate, merge, strip
-from thinkswitch.stages.inputs import Artifact, stage_key
-from thinkswitch.store.digests import digest_outputs
-from thinkswitch.store.io import parse_size, write_json
-from thinkswitch.store.paths import IterationPaths, RunPaths
+from thinkswitch.stages.inputs import Artifact, needs_of, outputs_of, stage_key
+from thinkswitch.store.io import write_json
+from thinkswitch.store.paths import IterationPaths, RunPaths, Stage
 from thinkswitch.store.rundir import RunLock, check_resume
 from thinkswitch.store.runner import output_id
 
@@ -46,7 +48,7 @@ def run_experiment(cfg: ExperimentConfig, on_start: Callable[[], None] = lambda:
     The run directory has one writer (its lock), and a start that resumes an earlier run writes nothing
     there until it is accepted: its config matches, every check passed. `on_start` is called once the
     directory is this run's to write (the CLI writes Hydra's files and the log then). `keep_heap_frozen`:
-    see `setup.frozen_library_heap` (the CLI sets it for the jobs of a multirun).
+    see `frozen_library_heap` (the CLI sets it for the jobs of a multirun).
     """
     paths = RunPaths(Path(cfg.run_dir))
     with RunLock(paths) as lock:
@@ -79,7 +81,7 @@ def run_loop(run: Run) -> dict:
     try:
         history: list[dict] = []
         pair = run.start
-        record(cfg, run.paths, 0, evaluate_pair(run, run.paths.iteration(0), pair), tracker, history)
+        record(cfg, run.paths, 0, evaluate_step(run, run.paths.iteration(0), pair), tracker, history)
         for k in range(1, cfg.iterations + 1):
             metrics, pair = iteration(run, k, pair)
             record(cfg, run.paths, k, metrics, tracker, history)
@@ -96,111 +98,94 @@ def run_loop(run: Run) -> dict:
 
 
 def iteration(run: Run, k: int, pair: Pair) -> tuple[dict, Pair]:
-    """One round of ThinkSwitch on `pair`; returns the round's metrics and the new pair."""
+    """One round of ThinkSwitch on `pair`; returns the round's metrics (its stages') and the new pair."""
     cfg, it = run.cfg, run.paths.iteration(k)
     metrics: dict[str, Any] = {}
     if cfg.method.distill:
-        generations = generate_step(run, it, pair.thinking, k, metrics)  # 1. the thinking checkpoint answers
-        if cfg.method.labels == "thinking":
-            pairs = strip_step(run, it, generations, metrics)  # 2. reasoning traces removed
+        generations, done = generate_step(run, it, pair.thinking, k)  # 1. the thinking checkpoint answers
+        if cfg.method.labels == Labels.thinking:
+            pairs, stripped = strip_step(run, it, generations)  # 2. reasoning traces removed
         else:  # the gold_oracle baseline: 2., keeping only the answers that match the dataset's
-            pairs = gold_step(run, it, generations, metrics)
-        pair = replace(pair, instruct=distill_step(run, it, pair.instruct, pairs, k, metrics))  # 3. into instruct
+            pairs, stripped = gold_step(run, it, generations)
+        metrics |= done | stripped
+        instruct, done = distill_step(run, it, pair.instruct, pairs, k)  # 3. into the instruct checkpoint
+        pair, metrics = replace(pair, instruct=instruct), metrics | done
     if cfg.method.merge:  # 4. SLERP from the thinking checkpoint (t=0) toward the instruct one (t=1)
-        base = pair.thinking if cfg.merge.base == "current" else run.start.thinking
-        pair = replace(pair, thinking=merge_step(run, it, base, pair.instruct, metrics))
-    metrics |= evaluate_pair(run, it, pair)  # 5. both checkpoints on the evaluation set
-    return metrics, pair
+        base = pair.thinking if cfg.merge.base == MergeBase.current else run.start.thinking
+        thinking, done = merge_step(run, it, base, pair.instruct)
+        pair, metrics = replace(pair, thinking=thinking), metrics | done
+    return metrics | evaluate_step(run, it, pair), pair  # 5. both checkpoints on the evaluation set
 
 
-def run_stage(run: Run, it: IterationPaths, name: str, fn: Callable[[Any], dict], inputs: Any, metrics: dict, *,
-              outputs: list[Path], needs: list, cached: bool = True) -> None:
-    """`fn(inputs)` as the stage `name` of iteration `it`, once (`Run.stage`), keyed by its inputs
-    (`stages.inputs.stage_key`); its metrics are added to `metrics`."""
-    metrics |= run.stage(it, name, lambda: fn(inputs), key=stage_key(inputs), inputs=stage_key(inputs, "marker"),
-                         outputs=outputs, needs=needs, cached=cached)
+def run_step(run: Run, it: IterationPaths, stage: Stage, fn: Callable[[Any], dict], inputs: Any, *,
+             cached: bool = True) -> dict:
+    """`fn(inputs)` as the stage `stage` of iteration `it`, once (`Run.stage`): keyed by its inputs
+    (`stages.inputs.stage_key`), which also say what it reads and writes (`needs_of`, `outputs_of`). Returns its
+    metrics. `cached=False`: not worth a stage-cache entry."""
+    return run.stage(it, stage, lambda: fn(inputs), key=stage_key(inputs), inputs=stage_key(inputs, "marker"),
+                     outputs=outputs_of(inputs), needs=needs_of(inputs), cached=cached)
 
 
-def produced(run: Run, it: IterationPaths, stage: str, path: Path) -> Artifact:
+def produced(it: IterationPaths, stage: Stage, path: Path) -> Artifact:
     """An output of a finished stage, as the next stage's input: named by the digest of its files."""
     return Artifact(str(path), output_id(it, stage, path))
 
 
-def generate_step(run: Run, it: IterationPaths, thinking: Artifact, k: int, metrics: dict) -> Artifact:
+def generate_step(run: Run, it: IterationPaths, thinking: Artifact, k: int) -> tuple[Artifact, dict]:
     cfg = run.cfg
     inputs = generate.GenerateInputs(
         checkpoint=thinking, examples=tuple(run.train), sampling=cfg.model.sampling.thinking,
         samples=cfg.generation.samples_per_prompt, system_prompt=cfg.domain.system_prompt, seed=label_seed(cfg, k),
         engine=run.engine, out=it.generations)
-    run_stage(run, it, "generate", partial(generate.generate_labels, generator=run.generator), inputs, metrics,
-              outputs=[it.generations], needs=[thinking.path])
-    return produced(run, it, "generate", it.generations)
+    metrics = run_step(run, it, Stage.generate, partial(generate.generate_labels, generator=run.generator), inputs)
+    return produced(it, Stage.generate, inputs.out), metrics
 
 
-def strip_step(run: Run, it: IterationPaths, generations: Artifact, metrics: dict) -> Artifact:
+def strip_step(run: Run, it: IterationPaths, generations: Artifact) -> tuple[Artifact, dict]:
     inputs = strip.StripInputs(generations=generations, grader=run.cfg.domain.grader, cfg=run.cfg.distill,
                                pairs=it.pairs)
-    run_stage(run, it, "strip", strip.strip_generations, inputs, metrics, outputs=[it.pairs],
-              needs=[generations.path], cached=False)  # seconds of work: not worth a cache entry
-    return produced(run, it, "strip", it.pairs)
+    metrics = run_step(run, it, Stage.strip, strip.strip_generations, inputs, cached=False)  # seconds of work
+    return produced(it, Stage.strip, inputs.pairs), metrics
 
 
-def gold_step(run: Run, it: IterationPaths, generations: Artifact, metrics: dict) -> Artifact:
+def gold_step(run: Run, it: IterationPaths, generations: Artifact) -> tuple[Artifact, dict]:
     inputs = strip.GoldInputs(generations=generations, examples=tuple(run.train), grader=run.cfg.domain.grader,
                               cfg=run.cfg.distill, pairs=it.pairs)
-    run_stage(run, it, "strip", strip.gold_pairs, inputs, metrics, outputs=[it.pairs], needs=[generations.path],
-              cached=False)
-    return produced(run, it, "strip", it.pairs)
+    metrics = run_step(run, it, Stage.strip, strip.gold_pairs, inputs, cached=False)
+    return produced(it, Stage.strip, inputs.pairs), metrics
 
 
-def distill_step(run: Run, it: IterationPaths, instruct: Artifact, pairs: Artifact, k: int, metrics: dict) -> Artifact:
+def distill_step(run: Run, it: IterationPaths, instruct: Artifact, pairs: Artifact, k: int) -> tuple[Artifact, dict]:
     cfg = run.cfg
     inputs = distill.DistillInputs(
         instruct=instruct, pairs=pairs, trainer=cfg.trainer, model=cfg.model, seed=train_seed(cfg, k),
-        system_prompt=cfg.domain.system_prompt, numerics=run.engine.numerics, shard_size=parse_size(cfg.shard_size),
+        system_prompt=cfg.domain.system_prompt, numerics=run.engine.numerics, shard_size=run.shard_size,
         merge_device=cfg.distill.merge_device, adapter_out=it.adapter, model_out=it.instruct)
-    run_stage(run, it, "distill", partial(distill.distill, device=run.generator.device), inputs, metrics,
-              outputs=[it.adapter, it.instruct], needs=[instruct.path, pairs.path])
-    return produced(run, it, "distill", it.instruct)
+    metrics = run_step(run, it, Stage.distill, partial(distill.distill, device=run.generator.device), inputs)
+    return produced(it, Stage.distill, inputs.model_out), metrics
 
 
-def merge_step(run: Run, it: IterationPaths, thinking: Artifact, instruct: Artifact, metrics: dict) -> Artifact:
-    inputs = merge.MergeInputs(thinking=thinking, instruct=instruct, cfg=run.cfg.merge,
-                               shard_size=parse_size(run.cfg.shard_size), out=it.thinking)
-    run_stage(run, it, "merge", merge.merge, inputs, metrics, outputs=[it.thinking],
-              needs=[thinking.path, instruct.path], cached=False)  # rebuilt, not stored: a checkpoint per job
-    return produced(run, it, "merge", it.thinking)
+def merge_step(run: Run, it: IterationPaths, thinking: Artifact, instruct: Artifact) -> tuple[Artifact, dict]:
+    inputs = merge.MergeInputs(thinking=thinking, instruct=instruct, cfg=run.cfg.merge, shard_size=run.shard_size,
+                               out=it.thinking)
+    metrics = run_step(run, it, Stage.merge, merge.merge, inputs, cached=False)  # rebuilt: not a checkpoint per job
+    return produced(it, Stage.merge, inputs.out), metrics
 
 
-def evaluate_pair(run: Run, it: IterationPaths, pair: Pair) -> dict:
-    """Both checkpoints on the evaluation set, as one stage: `instruct/*` and `thinking/*` metrics."""
+def evaluate_step(run: Run, it: IterationPaths, pair: Pair) -> dict:
+    """Both checkpoints on the evaluation set, one stage each (`evaluate_instruct`, `evaluate_thinking`), each keyed
+    by its own inputs: a `merge.t` sweep's jobs share their distilled instruct checkpoint, so its evaluation is
+    one stage-cache entry and only the merged thinking checkpoint is evaluated in each job. Returns `instruct/*`
+    and `thinking/*` metrics; the two stages are timed together as `time/evaluate`."""
     cfg, metrics = run.cfg, {}
-
-    def one(role: str) -> evaluate.EvaluateInputs:
-        return evaluate.EvaluateInputs(
+    for role in Role:
+        inputs = evaluate.EvaluateInputs(
             checkpoint=getattr(pair, role), role=role, examples=tuple(run.eval), grader=cfg.domain.grader,
             sampling=getattr(cfg.model.sampling, role), samples=cfg.evaluate.samples,
             system_prompt=cfg.domain.system_prompt, seed=eval_seed(cfg), engine=run.engine, out=it.eval_results(role))
-
-    inputs = evaluate.PairInputs(**{role: one(role) for role in ROLES})
-    stage = partial(evaluate.evaluate_pair, generator=run.generator, each=partial(evaluate_one, run, it))
-    run_stage(run, it, "evaluate", stage, inputs, metrics,
-              outputs=[it.eval_results(role) for role in ROLES], needs=[getattr(pair, role).path for role in ROLES])
-    return metrics
-
-
-def evaluate_one(run: Run, it: IterationPaths, inputs: evaluate.EvaluateInputs) -> dict:
-    """One checkpoint's evaluation, itself reused from the stage cache when that checkpoint was evaluated
-    the same way before: a `merge.t` sweep's jobs share their distilled instruct checkpoint, so only the
-    merged thinking one is evaluated in each job. Its answers are kept in a partial file until the stage ends
-    (a crash in the second evaluation keeps the first one's)."""
-    key, out = stage_key(inputs), inputs.out
-    cached = run.stage.cache.restore(key, [out.name], it.root)
-    if cached is not None:
-        log.info("[%s] evaluate %s: reused from the stage cache (key %s)", it.root.name, inputs.role, key)
-        return {**cached.metrics, f"cache/evaluate_{inputs.role}": 1}
-    metrics = evaluate.evaluate(inputs, generator=run.generator, keep_partial=True)
-    run.stage.cache.store(key, [out.name], it.root, metrics, digest_outputs(it.root, [out.name]))
+        metrics |= run_step(run, it, Stage.evaluation(role), partial(evaluate.evaluate, generator=run.generator),
+                            inputs)
+    metrics["time/evaluate"] = sum(metrics.pop(f"time/{Stage.evaluation(role)}") for role in Role)
     return metrics
 
 
@@ -219,3 +204,26 @@ def eval_seed(cfg: ExperimentConfig) -> int:
     """Evaluation: the same at every iteration (common random numbers), so a change of score is the
     checkpoints', not the sampler's."""
     return cfg.seed * 1000 + 2
+
+
+@contextmanager
+def frozen_library_heap(cfg: ExperimentConfig, keep: bool = False) -> Iterator[None]:
+    """Import the libraries the stages use, collect once and `gc.freeze()` what is alive, for the run.
+
+    The stages call `gc.collect()` to free a model before the next one loads. The imported libraries
+    are ~0.5M long-lived objects; frozen, a collection skips them (0.27 s -> 0.01 s per call on the
+    testbed), and so do Python's own periodic full collections during training. Unfrozen at the end,
+    unless `keep` (the jobs of a multirun, one after another in one process): then the next job's collection
+    walks only what this job left alive, not the libraries again (0.27 s a job on the testbed).
+    """
+    rounds = cfg.iterations > 0  # iterations=0 only evaluates the starting pair
+    modules = ["torch", "transformers"] + (["peft", "trl"] if cfg.method.distill and rounds else [])  # not datasets
+    for name in modules + (["mergekit.merge"] if cfg.method.merge and rounds else []):
+        importlib.import_module(name)
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        if not keep:
+            gc.unfreeze()

@@ -10,25 +10,22 @@ Nothing here trains or generates; a bad input fails here, before any model loads
 
 from __future__ import annotations
 
-import gc
-import importlib
 import logging
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
-from thinkswitch.config import ExperimentConfig, ModelConfig
+from thinkswitch.config import Backend, ExperimentConfig, Labels, ModelConfig, Role
 from thinkswitch.data.domains import load_domain
-from thinkswitch.data.grading import Grader, get_grader
-from thinkswitch.engines.base import AUTO, Generator, resolve_backend, with_backend
+from thinkswitch.engines.base import Generator, resolve_backend, with_backend
 from thinkswitch.engines.devices import choose_device
-from thinkswitch.engines.models import ModelPair, check_pair
+from thinkswitch.engines.models import ModelPair, check_pair, is_local
 from thinkswitch.errors import ConfigError, DataError
 from thinkswitch.sizing.run_plan import plan_memory
 from thinkswitch.stages.inputs import Artifact, Engine
 from thinkswitch.stages.strip import missing_gold
 from thinkswitch.store.cache import StageCache, checkpoint_id
+from thinkswitch.store.io import parse_size
 from thinkswitch.store.locks import HolderLock
 from thinkswitch.store.paths import RunPaths
 from thinkswitch.store.rundir import check_disk, check_writable, record_config
@@ -54,11 +51,11 @@ class Run:
     paths: RunPaths
     train: list[dict]  # training prompts (their answers are never labels)
     eval: list[dict]  # evaluation questions with gold answers
-    grader: Grader
     start: Pair  # the starting pair (iteration 0)
     generator: Generator
     engine: Engine  # the settings of `generator` (and device) that change outputs: part of the stages' keys
     stage: StageRunner  # runs a stage once: markers, stage cache, timing, failure location
+    shard_size: int  # bytes: the safetensors shard size of the checkpoints the run writes (`shard_size`, parsed)
     device_lock: Optional[HolderLock] = None  # device=auto: this run's GPU, held until close()
 
     def close(self) -> None:
@@ -69,7 +66,10 @@ class Run:
 
 
 def resolve_pair(cfg: ModelConfig, cache_dir: Path) -> ModelPair:
-    """The starting pair: the built-in testbed (built once, cached) or the configured paths/ids."""
+    """The starting pair as local directories: the built-in testbed (built once, cached), or the configured
+    paths, a hub id resolved here, once, to its snapshot in the hub cache (`thinkswitch.hub`, at `model.revision`:
+    downloaded if missing; offline, a missing id is one line saying what to download). Every stage then reads
+    the local directory; the stage keys stay those of the id and revision (`start_pair`)."""
     if cfg.testbed is not None:
         from thinkswitch.testbed.build import build_testbed
 
@@ -77,9 +77,23 @@ def resolve_pair(cfg: ModelConfig, cache_dir: Path) -> ModelPair:
         return ModelPair(str(root / "instruct"), str(root / "thinking"))
     if not cfg.instruct or not cfg.thinking:
         raise ConfigError("model.instruct and model.thinking must both be set (a hub id or a local directory)")
-    pair = ModelPair(cfg.instruct, cfg.thinking)
+    from thinkswitch.hub import resolve_model
+
+    refs = [getattr(cfg, role) for role in Role]
+    pair = ModelPair(*(ref if is_local(ref) else resolve_model(ref, cfg.revision, f"model.{role}")
+                       for ref, role in zip(refs, Role)))
     check_pair(pair)
     return pair
+
+
+def start_pair(cfg: ModelConfig, pair: ModelPair) -> Pair:
+    """The starting pair as artifacts: each checkpoint's local directory, identified by its hub id and revision
+    (a hub model, wherever its cache is) or by its files (a local directory)."""
+    def artifact(role: Role) -> Artifact:
+        path, ref = getattr(pair, role), getattr(cfg, role)
+        return Artifact(path, checkpoint_id(ref if ref and not is_local(ref) else path, cfg.revision))
+
+    return Pair(*(artifact(role) for role in Role))
 
 
 def prepare(cfg: ExperimentConfig) -> Run:
@@ -100,45 +114,22 @@ def prepare(cfg: ExperimentConfig) -> Run:
 
 def _prepare(cfg: ExperimentConfig, paths: RunPaths, device) -> Run:
     train, evaluation = load_domain(cfg.domain, cfg.model)
-    if cfg.method.distill and cfg.method.labels == "gold" and missing_gold(train):
+    if cfg.method.distill and cfg.method.labels == Labels.gold and missing_gold(train):
         raise DataError(missing_gold(train))  # before the labels are generated, not after
     pair = resolve_pair(cfg.model, Path(cfg.cache_dir))
     check_disk(cfg, paths, pair.instruct, pair.thinking)
     backend = resolve_backend(cfg.generation.backend, device.type)
-    if cfg.generation.backend == AUTO:
+    if cfg.generation.backend == Backend.auto:
         log.info("generation.backend=auto: %s (%s)", backend, "CUDA" if device.type == "cuda" else device.type.upper())
     generation = with_backend(cfg.generation, backend) if backend != cfg.generation.backend else cfg.generation
     token_budget = plan_memory(cfg, pair, train, evaluation, device, backend)
-    start = Pair(*(Artifact(p, checkpoint_id(p, cfg.model.revision)) for p in (pair.instruct, pair.thinking)))
+    start = start_pair(cfg.model, pair)
     cache = StageCache(Path(cfg.stage_cache).expanduser() if cfg.stage_cache else None)
     cache.turns.check()  # locks in the cache that do not exclude: said, and this run computes alone
     log.info("pair: instruct=%s thinking=%s | %d training prompts, %d evaluation questions | device %s",
              pair.instruct, pair.thinking, len(train), len(evaluation), device)
     generator = Generator(model=cfg.model, generation=generation, device=device, token_budget=token_budget)
     record_config(cfg, paths)  # last: a start refused above is not a run a resume must match
-    return Run(cfg=cfg, paths=paths, train=train, eval=evaluation, grader=get_grader(cfg.domain.grader),
-               start=start, generator=generator, engine=Engine.of(cfg, device, generation), stage=StageRunner(cache))
-
-
-@contextmanager
-def frozen_library_heap(cfg: ExperimentConfig, keep: bool = False) -> Iterator[None]:
-    """Import the libraries the stages use, collect once and `gc.freeze()` what is alive, for the run.
-
-    The stages call `gc.collect()` to free a model before the next one loads. The imported libraries
-    are ~0.5M long-lived objects; frozen, a collection skips them (0.27 s -> 0.01 s per call on the
-    testbed), and so do Python's own periodic full collections during training. Unfrozen at the end,
-    unless `keep` (the jobs of a multirun, one after another in one process): then the next job's collection
-    walks only what this job left alive, not the libraries again (0.27 s a job on the testbed).
-    """
-    rounds = cfg.iterations > 0  # iterations=0 only evaluates the starting pair
-    modules = ["torch", "transformers"] + (["peft", "trl"] if cfg.method.distill and rounds else [])  # not datasets
-    for name in modules + (["mergekit.merge"] if cfg.method.merge and rounds else []):
-        importlib.import_module(name)
-    gc.collect()
-    gc.freeze()
-    try:
-        yield
-    finally:
-        if not keep:
-            gc.unfreeze()
-
+    return Run(cfg=cfg, paths=paths, train=train, eval=evaluation, start=start, generator=generator,
+               engine=Engine.of(cfg, device, generation), stage=StageRunner(cache),
+               shard_size=parse_size(cfg.shard_size))

@@ -72,6 +72,7 @@ def run_settings(cfg: ExperimentConfig) -> Iterator[str]:
 
 
 def model_and_domain(cfg: ExperimentConfig) -> Iterator[str]:
+    from thinkswitch.data.domains import check_template
     from thinkswitch.data.grading import GRADERS
 
     if cfg.model.testbed is None and not (cfg.model.instruct and cfg.model.thinking):
@@ -87,6 +88,7 @@ def model_and_domain(cfg: ExperimentConfig) -> Iterator[str]:
         yield f"domain.grader: unknown grader {cfg.domain.grader!r}; known: {sorted(GRADERS)}"
     for split in ("train", "eval"):
         yield from _gold_regex(getattr(cfg.domain, split).gold_regex, f"domain.{split}.gold_regex")
+    yield from check_template(cfg.domain)
 
 
 def _gold_regex(pattern: Any, key: str) -> Iterator[str]:

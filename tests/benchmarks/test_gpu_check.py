@@ -14,8 +14,8 @@ pytestmark = pytest.mark.slow
 
 def test_gpu_check_runs_on_cpu_at_a_tiny_shape(testbed_pair, tmp_path):
     out = tmp_path / "run.jsonl"
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--device", "cpu", "--scale",
-                           "tiny", "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600,
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.gpu_check", "--device", "cpu", "--scale", "tiny",
+                           "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600,
                           env={**os.environ, "THINKSWITCH_CACHE": str(CACHE), "OUT": str(tmp_path / "out"),
                                "THINKSWITCH_VLLM_VENV": str(tmp_path / "no-vllm")})
     assert proc.returncode == 0, proc.stderr[-3000:]

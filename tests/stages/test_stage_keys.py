@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.shared import compose
+from tests.support.stage_inputs import stage_inputs
 from thinkswitch.config import DistillConfig, MergeConfig, ModelConfig, SamplingConfig, TrainerConfig
-from thinkswitch.stages import distill, evaluate, generate, merge, strip
+from thinkswitch.stages import answer, distill, evaluate, generate, merge, strip
 from thinkswitch.stages.inputs import PURPOSES, Artifact, Engine, Numerics, stage_key
 
 ENGINE = Engine(numerics=Numerics(device_type="cpu", dtype="auto"), backend="hf", batch_size=8)
@@ -16,32 +18,39 @@ EXAMPLES = ({"id": "a", "prompt": "1+2", "answer": "3"}, {"id": "b", "prompt": "
 SAMPLING = SamplingConfig(do_sample=True, temperature=0.7, max_new_tokens=32)
 
 
+CFG = compose()  # the default config: the fields no test below states come from it, as the loop takes them
+
+
+def inputs(kind, **given):
+    """`kind` on the default config, its checkpoints and files named by hand (no file is read)."""
+    common = dict(engine=ENGINE, numerics=ENGINE.numerics, grader="last_integer", system_prompt="Be brief.")
+    fields = {f.name for f in dataclasses.fields(kind)}
+    return stage_inputs(kind, CFG, **{k: v for k, v in common.items() if k in fields and k not in given}, **given)
+
+
 def evaluate_inputs(role: str) -> evaluate.EvaluateInputs:
-    return evaluate.EvaluateInputs(checkpoint=Artifact(f"/ckpt/{role}", f"id-{role}"), role=role, examples=EXAMPLES,
-                                   grader="last_integer", sampling=SAMPLING, samples=2, system_prompt="Be brief.",
-                                   seed=2, engine=ENGINE, out=Path(f"/run/iter_01/eval_{role}.jsonl"))
+    return inputs(evaluate.EvaluateInputs, checkpoint=Artifact(f"/ckpt/{role}", f"id-{role}"), role=role,
+                  examples=EXAMPLES, sampling=SAMPLING, samples=2, seed=2, out=Path(f"/run/iter_01/eval_{role}.jsonl"))
 
 
 BASES = {
-    generate.GenerateInputs: generate.GenerateInputs(
-        checkpoint=Artifact("/ckpt/thinking", "id-thinking"), examples=EXAMPLES, sampling=SAMPLING, samples=2,
-        system_prompt="Be brief.", seed=10, engine=ENGINE, out=Path("/run/iter_01/generations.jsonl")),
-    strip.StripInputs: strip.StripInputs(generations=Artifact("/run/iter_01/generations.jsonl", "id-gens"),
-                                         grader="last_integer", cfg=DistillConfig(), pairs=Path("/run/pairs.jsonl")),
-    strip.GoldInputs: strip.GoldInputs(generations=Artifact("/run/iter_01/generations.jsonl", "id-gens"),
-                                       examples=EXAMPLES, grader="last_integer", cfg=DistillConfig(),
-                                       pairs=Path("/run/pairs.jsonl")),
-    distill.DistillInputs: distill.DistillInputs(
-        instruct=Artifact("/ckpt/instruct", "id-instruct"), pairs=Artifact("/run/pairs.jsonl", "id-pairs"),
+    generate.GenerateInputs: inputs(generate.GenerateInputs, checkpoint=Artifact("/ckpt/thinking", "id-thinking"),
+                                    examples=EXAMPLES, sampling=SAMPLING, samples=2, seed=10,
+                                    out=Path("/run/iter_01/generations.jsonl")),
+    strip.StripInputs: inputs(strip.StripInputs, generations=Artifact("/run/iter_01/generations.jsonl", "id-gens"),
+                              cfg=DistillConfig(), pairs=Path("/run/pairs.jsonl")),
+    strip.GoldInputs: inputs(strip.GoldInputs, generations=Artifact("/run/iter_01/generations.jsonl", "id-gens"),
+                             examples=EXAMPLES, cfg=DistillConfig(), pairs=Path("/run/pairs.jsonl")),
+    distill.DistillInputs: inputs(
+        distill.DistillInputs, instruct=Artifact("/ckpt/instruct", "id-instruct"),
+        pairs=Artifact("/run/pairs.jsonl", "id-pairs"),
         trainer=TrainerConfig(name="lora", sft={"learning_rate": 1e-4, "save_steps": 5}, lora={"r": 8}),
-        model=ModelConfig(name="pair"), seed=11, system_prompt=None, numerics=ENGINE.numerics, shard_size=1 << 30,
+        model=ModelConfig(name="pair"), seed=11, system_prompt=None, shard_size=1 << 30,
         adapter_out=Path("/run/adapter"), model_out=Path("/run/instruct")),
-    merge.MergeInputs: merge.MergeInputs(thinking=Artifact("/ckpt/thinking", "id-thinking"),
-                                         instruct=Artifact("/run/instruct", "id-new"), cfg=MergeConfig(t=0.3),
-                                         shard_size=1 << 30, out=Path("/run/thinking")),
+    merge.MergeInputs: inputs(merge.MergeInputs, thinking=Artifact("/ckpt/thinking", "id-thinking"),
+                              instruct=Artifact("/run/instruct", "id-new"), cfg=MergeConfig(t=0.3),
+                              shard_size=1 << 30, out=Path("/run/thinking")),
     evaluate.EvaluateInputs: evaluate_inputs("thinking"),
-    evaluate.PairInputs: evaluate.PairInputs(instruct=evaluate_inputs("instruct"),
-                                             thinking=evaluate_inputs("thinking")),
 }
 
 # Parts of a field entering the keys through a transform (`inputs.keyed_as`), left out on purpose: the trainer's
@@ -168,17 +177,33 @@ def test_a_partial_file_is_finished_with_the_batching_it_was_begun_with(tmp_path
     inputs = dataclasses.replace(BASES[generate.GenerateInputs], out=tmp_path / "generations.jsonl")
     begun = Generator(model=ModelConfig(name="pair"), generation=GenerationConfig(batch_size=8, vllm={}),
                       device=torch.device("cpu"), token_budget=616)
-    partial, same = generate.resumable(begun, inputs.out, inputs)
+    partial, same = answer.resumable(begun, inputs.out, inputs)
     assert same is begun
     partial.append({0: {"output": "a", "tokens": 1}})
     partial.close()
 
     now = dataclasses.replace(begun, token_budget=4_327_168)  # this start's plan: more free memory
-    partial, finishing = generate.resumable(now, inputs.out, inputs)
+    partial, finishing = answer.resumable(now, inputs.out, inputs)
     assert partial.done == {0: {"output": "a", "tokens": 1}}
     assert (finishing.token_budget, finishing.generation.batch_size) == (616, 8)
 
     other = dataclasses.replace(inputs, seed=inputs.seed + 1)  # another key: the file is not reused
-    partial, unchanged = generate.resumable(now, other.out, other)
+    partial, unchanged = answer.resumable(now, other.out, other)
     assert partial.done == {} and unchanged is now
     assert PartialResults(inputs.out, stage_key(inputs, "partial")).done == {}
+
+
+def test_inputs_say_what_their_stage_reads_and_writes():
+    """The runner's `needs` are the Artifact fields' paths, its `outputs` the `output_path()` fields, in order."""
+    from thinkswitch.stages.inputs import needs_of, outputs_of
+
+    trained = BASES[distill.DistillInputs]
+    assert needs_of(trained) == ["/ckpt/instruct", "/run/pairs.jsonl"]
+    assert outputs_of(trained) == [Path("/run/adapter"), Path("/run/instruct")]
+    gold = BASES[strip.GoldInputs]  # the oracle filters the thinking model's own generations
+    assert needs_of(gold) == ["/run/iter_01/generations.jsonl"] and outputs_of(gold) == [Path("/run/pairs.jsonl")]
+    assert needs_of(BASES[merge.MergeInputs]) == ["/ckpt/thinking", "/run/instruct"]
+    for kind, inputs in BASES.items():
+        assert outputs_of(inputs), f"{kind.__name__} names what its stage writes"
+        assert all(stage_key(inputs) == stage_key(dataclasses.replace(inputs, **{f.name: Path("/elsewhere")}))
+                   for f in dataclasses.fields(inputs) if f.metadata.get("output")), "outputs are outside the keys"

@@ -5,40 +5,27 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
+from tests.support.checkpoints import tensors
 from tests.support.shared import compose
-from thinkswitch.store.io import parse_size, read_jsonl, write_jsonl
+from tests.support.stage_inputs import stage_inputs
+from thinkswitch.store.io import read_jsonl, write_jsonl
 
 pytestmark = pytest.mark.slow
 
 
-def merge(*, thinking, instruct, cfg, out, shard_size) -> dict:
-    """The merge stage on two checkpoints given by path."""
+def merge(cfg, **given) -> dict:
+    """The merge stage, its inputs from the composed `cfg` and `given` (checkpoints given by path)."""
     from thinkswitch.stages import merge as stage
-    from thinkswitch.stages.inputs import Artifact
 
-    return stage.merge(stage.MergeInputs(thinking=Artifact.at(thinking), instruct=Artifact.at(instruct), cfg=cfg,
-                                         shard_size=shard_size, out=out))
+    return stage.merge(stage_inputs(stage.MergeInputs, cfg, **given))
 
 
-def distill(*, instruct, pairs, trainer, model, device, seed, system_prompt, adapter_out, model_out, shard_size):
-    """The distill stage on a checkpoint and a pairs file given by path."""
+def distill(cfg, **given) -> dict:
+    """The distill stage on the CPU, its inputs from the composed `cfg` and `given` (checkpoint and pairs by path)."""
     from thinkswitch.stages import distill as stage
-    from thinkswitch.stages.inputs import Artifact, Numerics
 
-    numerics = Numerics(device_type=device.type, dtype=model.dtype)
-    return stage.distill(stage.DistillInputs(
-        instruct=Artifact.at(instruct), pairs=Artifact.at(pairs), trainer=trainer, model=model, seed=seed,
-        system_prompt=system_prompt, numerics=numerics, shard_size=shard_size, adapter_out=adapter_out,
-        model_out=model_out), device=device)
-
-
-def tensors(path) -> dict:
-    out = {}
-    for f in sorted(Path(path).glob("*.safetensors")):
-        out |= load_file(f)
-    return out
+    return stage.distill(stage_inputs(stage.DistillInputs, cfg, **given), device=torch.device("cpu"))
 
 
 def assert_same_tensors(a: dict, b: dict):
@@ -52,8 +39,7 @@ def test_merge_endpoints_equal_the_parents(testbed_pair, tmp_path, t):
 
     cfg = compose([f"merge.t={t}"])
     out = tmp_path / "merged"
-    merge(thinking=testbed_pair.thinking, instruct=testbed_pair.instruct, cfg=cfg.merge, out=out,
-          shard_size=parse_size(cfg.shard_size))
+    merge(cfg, thinking=testbed_pair.thinking, instruct=testbed_pair.instruct, out=out)
     parent = testbed_pair.thinking if t == 0 else testbed_pair.instruct
     assert_same_tensors(tensors(out), tensors(parent))
     assert not list(out.glob("*.bin")), "safetensors only"
@@ -66,8 +52,7 @@ def test_merged_tensors_are_mergekits_own_slerp(testbed_pair, tmp_path):
 
 
     cfg = compose(["merge.t=0.3"])
-    merge(thinking=testbed_pair.thinking, instruct=testbed_pair.instruct, cfg=cfg.merge, out=tmp_path / "m",
-          shard_size=parse_size(cfg.shard_size))
+    merge(cfg, thinking=testbed_pair.thinking, instruct=testbed_pair.instruct, out=tmp_path / "m")
     merged, a, b = tensors(tmp_path / "m"), tensors(testbed_pair.thinking), tensors(testbed_pair.instruct)
     name = next(k for k in merged if "q_proj.weight" in k)
     expected = slerp(torch.tensor(0.3), a[name].reshape(1, -1), b[name].reshape(1, -1)).reshape(a[name].shape)
@@ -81,8 +66,7 @@ def test_merge_keeps_the_thinking_models_files(testbed_pair, tmp_path):
 
     cfg = compose(["merge.t=[{filter:self_attn,value:[0.1,0.9]},{value:0.4}]"])
     out = tmp_path / "merged"
-    merge(thinking=testbed_pair.thinking, instruct=testbed_pair.instruct, cfg=cfg.merge, out=out,
-          shard_size=parse_size(cfg.shard_size))
+    merge(cfg, thinking=testbed_pair.thinking, instruct=testbed_pair.instruct, out=out)
     thinking = Path(testbed_pair.thinking)
     for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "generation_config.json"):
         assert (out / name).read_bytes() == (thinking / name).read_bytes(), name
@@ -115,9 +99,8 @@ def test_distill_changes_instruct_weights(testbed_pair, tmp_path, trainer):
     # imported up front, as run_experiment does: importing peft logs bitsandbytes' "no kernels" warning with
     # its exception, and pytest's log capture keeps that record, whose traceback would pin the importing frame
     import peft  # noqa: F401
-    metrics = distill(instruct=testbed_pair.instruct, pairs=_pairs(tmp_path), trainer=cfg.trainer, model=cfg.model,
-                      device=torch.device("cpu"), seed=0, system_prompt=None, adapter_out=adapter, model_out=out,
-                      shard_size=parse_size(cfg.shard_size))
+    metrics = distill(cfg, instruct=testbed_pair.instruct, pairs=_pairs(tmp_path), seed=0, system_prompt=None,
+                      adapter_out=adapter, model_out=out)
     assert metrics["train/pairs"] == 24 and metrics["train/steps"] >= 3
     assert metrics["train/quantized_4bit"] is (trainer == "qlora")
     assert (adapter / "adapter_model.safetensors").exists()
@@ -151,13 +134,11 @@ def test_distilled_and_merged_checkpoints_are_sharded(testbed_pair, tmp_path):
 
     cfg = compose(["trainer.sft.num_train_epochs=1", "merge.t=0.5"])
     out = tmp_path / "instruct"
-    distill(instruct=testbed_pair.instruct, pairs=_pairs(tmp_path, 8), trainer=cfg.trainer, model=cfg.model,
-            device=torch.device("cpu"), seed=0, system_prompt=None, adapter_out=tmp_path / "adapter", model_out=out,
-            shard_size=200_000)
+    distill(cfg, instruct=testbed_pair.instruct, pairs=_pairs(tmp_path, 8), seed=0, system_prompt=None,
+            adapter_out=tmp_path / "adapter", model_out=out, shard_size=200_000)
     shards = sorted(out.glob("model-*.safetensors"))
     assert len(shards) >= 3 and (out / "model.safetensors.index.json").exists()
-    merge(thinking=testbed_pair.thinking, instruct=str(out), cfg=cfg.merge, out=tmp_path / "merged",
-          shard_size=300_000)
+    merge(cfg, thinking=testbed_pair.thinking, instruct=str(out), out=tmp_path / "merged", shard_size=300_000)
     merged = sorted((tmp_path / "merged").glob("*.safetensors"))
     assert len(merged) >= 2 and all(f.stat().st_size < 600_000 for f in merged)
     weights = tensors(tmp_path / "merged")
@@ -171,15 +152,14 @@ def test_generate_labels_writes_raw_outputs(testbed_pair, tmp_path):
     from thinkswitch.data.testbed_task import task_examples
     from thinkswitch.engines.base import Generator
     from thinkswitch.stages.generate import GenerateInputs, generate_labels
-    from thinkswitch.stages.inputs import Artifact, Engine
 
     cfg = compose(["generation.batch_size=4"])
     examples = task_examples(6, 3, "train", TestbedSpec())
     generator = Generator(model=cfg.model, generation=cfg.generation, device=torch.device("cpu"))
     out = tmp_path / "generations.jsonl"
-    metrics = generate_labels(GenerateInputs(
-        checkpoint=Artifact.at(testbed_pair.thinking), examples=tuple(examples), sampling=cfg.model.sampling.thinking,
-        samples=2, system_prompt=None, seed=0, engine=Engine.of(cfg, generator.device), out=out), generator=generator)
+    metrics = generate_labels(stage_inputs(GenerateInputs, cfg, generator.device, checkpoint=testbed_pair.thinking,
+                                           examples=examples, samples=2, system_prompt=None, seed=0, out=out),
+                              generator=generator)
     rows = read_jsonl(out)
     assert metrics["generate/outputs"] == len(rows) == 12
     assert [r["id"] for r in rows[:2]] == [examples[0]["id"]] * 2 and [r["sample"] for r in rows[:2]] == [0, 1]

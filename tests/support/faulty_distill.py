@@ -13,6 +13,7 @@ import torch
 
 from tests.support.paths import CACHE
 from tests.support.shared import compose
+from tests.support.stage_inputs import stage_inputs
 from thinkswitch.stages import distill
 
 SAVE_STEPS, STEPS, KILL_AT = 3, 8, 5  # 16 pairs, batches of 4, 2 epochs; killed in the second epoch
@@ -22,8 +23,7 @@ def run_distill(root: Path, extra=()) -> dict:
     from thinkswitch.config import TestbedSpec
     from thinkswitch.data.testbed_task import task_examples
     from thinkswitch.setup import resolve_pair
-    from thinkswitch.stages.inputs import Artifact, Numerics
-    from thinkswitch.store.io import parse_size, write_jsonl
+    from thinkswitch.store.io import write_jsonl
 
     cfg = compose(["trainer.sft.num_train_epochs=2", "trainer.sft.per_device_train_batch_size=4",
                    f"+trainer.sft.save_steps={SAVE_STEPS}", "trainer.sft.logging_steps=1",
@@ -35,10 +35,9 @@ def run_distill(root: Path, extra=()) -> dict:
                         for e in task_examples(16, 7, "train", TestbedSpec())])
     import peft  # noqa: F401  (as run_experiment does: imported before training)
     device = torch.device("cpu")
-    return distill.distill(distill.DistillInputs(
-        instruct=Artifact.at(pair.instruct), pairs=Artifact.at(pairs), trainer=cfg.trainer, model=cfg.model, seed=3,
-        system_prompt=None, numerics=Numerics.of(cfg, device), shard_size=parse_size(cfg.shard_size),
-        adapter_out=root / "adapter", model_out=root / "instruct"), device=device)
+    return distill.distill(stage_inputs(distill.DistillInputs, cfg, device, instruct=pair.instruct, pairs=pairs,
+                                        seed=3, system_prompt=None, adapter_out=root / "adapter",
+                                        model_out=root / "instruct"), device=device)
 
 
 def kill_at(step: int):

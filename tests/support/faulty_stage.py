@@ -15,6 +15,7 @@ import torch
 
 from tests.support.paths import CACHE
 from tests.support.shared import compose
+from tests.support.stage_inputs import stage_inputs
 from thinkswitch.store import partial
 
 BATCH_SIZE = 8
@@ -37,17 +38,17 @@ def run_stage(stage: str, out: Path, backend: "str | tuple" = "hf", generator=No
     from thinkswitch.setup import resolve_pair
     from thinkswitch.stages.evaluate import EvaluateInputs, evaluate
     from thinkswitch.stages.generate import GenerateInputs, generate_labels
-    from thinkswitch.stages.inputs import Artifact, Engine
 
     cfg = stage_config(backend)
     pair = resolve_pair(cfg.model, CACHE)
     generator = generator or Generator(model=cfg.model, generation=cfg.generation, device=torch.device("cpu"))
     examples = task_examples(PROMPTS[stage], 7, "train", TestbedSpec())
-    common = dict(checkpoint=Artifact.at(pair.thinking), examples=tuple(examples), sampling=cfg.model.sampling.thinking,
-                  samples=SAMPLES[stage], system_prompt=None, engine=Engine.of(cfg, generator.device), out=out)
+    common = dict(checkpoint=pair.thinking, examples=examples, samples=SAMPLES[stage], system_prompt=None, out=out)
     if stage == "generate":
-        return generate_labels(GenerateInputs(**common, seed=11), generator=generator)
-    return evaluate(EvaluateInputs(**common, role="thinking", grader="last_integer", seed=12), generator=generator)
+        return generate_labels(stage_inputs(GenerateInputs, cfg, generator.device, **common, seed=11),
+                               generator=generator)
+    return evaluate(stage_inputs(EvaluateInputs, cfg, generator.device, **common, role="thinking",
+                                 grader="last_integer", seed=12), generator=generator)
 
 
 if __name__ == "__main__":

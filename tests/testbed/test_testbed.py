@@ -58,7 +58,7 @@ def test_another_spec_is_built_cached_and_evaluated(tmp_path):
 def test_the_readme_shows_the_demos_iteration_0(testbed_pair, tmp_path):
     """The README's demo table starts with what the default experiment's baseline evaluation gives here."""
     from thinkswitch.analysis.console import score
-    from thinkswitch.config import ROLES
+    from thinkswitch.config import Role
     from thinkswitch.loop import eval_seed
     from thinkswitch.setup import prepare
     from thinkswitch.stages.evaluate import EvaluateInputs, evaluate
@@ -66,7 +66,7 @@ def test_the_readme_shows_the_demos_iteration_0(testbed_pair, tmp_path):
     cfg = compose(["stage_cache=null"], run_dir=str(tmp_path))
     run = prepare(cfg)
     row = {"iteration": 0}
-    for role in ROLES:
+    for role in Role:
         row |= evaluate(EvaluateInputs(
             checkpoint=getattr(run.start, role), role=role, examples=tuple(run.eval), grader=cfg.domain.grader,
             sampling=getattr(cfg.model.sampling, role), samples=1, system_prompt=None, seed=eval_seed(cfg),

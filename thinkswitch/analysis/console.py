@@ -6,7 +6,7 @@ and the paired change per iteration), and the score and change formats the repor
 from __future__ import annotations
 
 from thinkswitch.analysis.stats import CHANGE_FIELDS, excludes_zero, wilson_interval
-from thinkswitch.config import ROLES
+from thinkswitch.config import Role
 
 SCORE_FIELDS = ("correct", "n", "accuracy", "ci_low", "ci_high", "tokens_per_answer")
 
@@ -61,28 +61,28 @@ def iteration_table(history: list[dict], paired: dict | None = None) -> str:
     """Iteration x {instruct, thinking}: correct/n, accuracy [95% CI], tokens per answer, the share of unfinished
     outputs (when any output was) and, when the rows have them, the paired change from the previous iteration;
     `paired` (summary.json's block) adds a line per checkpoint for the change from iteration 0."""
-    cells = [[score(row, r) for r in ROLES] for row in history]
+    cells = [[score(row, r) for r in Role] for row in history]
     width = max(len(c) for row in cells for c in row)
-    changes = [[format_change(_row_change(row, r)) for r in ROLES] for row in history]
+    changes = [[format_change(_row_change(row, r)) for r in Role] for row in history]
     cw = max((len(c) for row in changes for c in row), default=0)
-    unfinished = any(row.get(f"{r}/unfinished") for row in history for r in ROLES)
+    unfinished = any(row.get(f"{r}/unfinished") for row in history for r in Role)
     extra = (" unfinished" if unfinished else "") + (f" {'change':<{cw}}" if cw else "")
     header = f"iter | {'instruct':<{width}} tok/ans{extra} | {'thinking':<{width}} tok/ans{extra}".rstrip()
     lines = [header, "-" * len(header)]
     for row, pair_cells, pair_changes in zip(history, cells, changes):
         halves = []
-        for role, cell, change in zip(ROLES, pair_cells, pair_changes):
+        for role, cell, change in zip(Role, pair_cells, pair_changes):
             share = f" {row.get(f'{role}/unfinished') or 0.0:10.1%}" if unfinished else ""
             halves.append(f"{cell:<{width}} {row[f'{role}/tokens_per_answer']:7.1f}{share}"
                           f"{f' {change:<{cw}}' if cw else ''}")
         lines.append(f"{row['iteration']:>4} | {halves[0]} | {halves[1]}".rstrip())
     finals = []
-    for role in ROLES:
+    for role in Role:
         c = (paired or {}).get(role)
         if c and c.get("delta") is not None:
             finals.append(f"{role} {format_change(c, pad=False)} (McNemar p={c['p_mcnemar']:.3g})")
     if finals:
-        lines.append(f"iteration {paired[ROLES[0]].get('after', history[-1]['iteration'])} vs 0: "
+        lines.append(f"iteration {paired[Role.instruct].get('after', history[-1]['iteration'])} vs 0: "
                      + "; ".join(finals))
     if cw or finals:
         lines.append(CHANGE_LEGEND)

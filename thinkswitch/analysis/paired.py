@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from thinkswitch.analysis.stats import CHANGE_FIELDS, paired_change, question_scores
-from thinkswitch.config import ROLES
+from thinkswitch.config import Role
 from thinkswitch.store.io import read_jsonl
 from thinkswitch.store.paths import RunPaths
 
@@ -32,7 +32,7 @@ def change_metrics(run_dir: Path, k: int) -> dict:
     """`<role>/change/<field>` for iteration k vs k-1 (flips_up, flips_down, delta, p_mcnemar, ci_low,
     ci_high), from the per-question files; {} for iteration 0 or when a file is missing."""
     out = {}
-    for role in ROLES:
+    for role in Role:
         c = _paired(run_dir, k - 1, k, role) if k > 0 else None
         if c:
             out |= {f"{role}/change/{f}": v for f, v in c.items() if f != "n"}
@@ -46,7 +46,7 @@ def paired_block(run_dir: Path, history: list[dict]) -> dict:
         return {}
     first, last = history[0]["iteration"], history[-1]["iteration"]
     out = {}
-    for role in ROLES:
+    for role in Role:
         c = _paired(run_dir, first, last, role)
         if c:
             out[role] = {"before": first, "after": last, **c}

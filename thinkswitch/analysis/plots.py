@@ -9,7 +9,7 @@ from pathlib import Path
 from thinkswitch.analysis.console import role_scores
 from thinkswitch.analysis.runs import CONFIG_KEYS
 from thinkswitch.analysis.tables import aggregate, as_label, is_number
-from thinkswitch.config import ROLES
+from thinkswitch.config import Role
 from thinkswitch.store.io import atomic_path
 
 PLOTS = {"final_accuracy_vs_t.png": "merge.t", "final_accuracy_vs_train_prompts.png": "domain.train_prompts"}
@@ -24,7 +24,7 @@ def plot_iterations(plt, runs: list[dict], rows: list[dict], path: Path) -> None
     fig, ax = plt.subplots(figsize=(8, 5))
     for i, (run, row) in enumerate(zip(runs, rows)):
         shift = (i - (len(runs) - 1) / 2) * 0.02  # keeps overlapping error bars apart
-        for role, style, marker in zip(ROLES, ("-", "--"), ("o", "s")):
+        for role, style, marker in zip(Role, ("-", "--"), ("o", "s")):
             points = [(h["iteration"] + shift, role_scores(h, role)) for h in run["history"] if f"{role}/n" in h]
             xs, ss = [p[0] for p in points], [p[1] for p in points]
             ys = [s["accuracy"] for s in ss]
@@ -62,7 +62,7 @@ def plot_final(plt, rows: list[dict], runs: list[dict], x_key: str, path: Path) 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     series = _series(*zip(*done), x_key)
     for j, (rest, group) in enumerate(series.items()):
-        for role, style, marker in zip(ROLES, ("-", "--"), ("o", "s")):
+        for role, style, marker in zip(Role, ("-", "--"), ("o", "s")):
             agg = aggregate(group, x_key, f"{role}/final/accuracy")
             ax.errorbar([pos[a[0]] for a in agg], [a[1] for a in agg], linestyle=style, marker=marker, capsize=3,
                         yerr=[[a[1] - a[2] for a in agg], [a[3] - a[1] for a in agg]], color=f"C{j % 10}",

@@ -7,7 +7,7 @@ from typing import Any, Optional
 
 from thinkswitch.analysis.paired import change_metrics, paired_block, paired_run_summary
 from thinkswitch.analysis.tracking import Tracker
-from thinkswitch.config import ROLES, ExperimentConfig
+from thinkswitch.config import ExperimentConfig, Role
 from thinkswitch.store.io import read_jsonl, write_json, write_jsonl
 from thinkswitch.store.paths import TRAIN_LOG, RunPaths
 from thinkswitch.store.rundir import prune_checkpoints
@@ -30,7 +30,7 @@ def record(cfg: ExperimentConfig, paths: RunPaths, k: int, metrics: dict, tracke
     if (it.adapter / TRAIN_LOG).exists():
         tracker.log_training(k, read_jsonl(it.adapter / TRAIN_LOG))
     prune_checkpoints(cfg, paths, k)
-    for role in ROLES:
+    for role in Role:
         tracker.add_samples(k, role, read_jsonl(it.eval_results(role)), cfg.evaluate.samples_table)
     log.info("[%s] instruct %d/%d, thinking %d/%d", it.root.name, metrics["instruct/correct"],
              metrics["instruct/n"], metrics["thinking/correct"], metrics["thinking/n"])
@@ -48,7 +48,7 @@ def summarize(paths: RunPaths, history: list[dict], seconds: float, tracking_mod
               gpu_hour_usd: Optional[float]) -> dict:
     """summary.json: baseline, final and delta of every score (with the paired statistics of each change),
     time and cost per stage, the history."""
-    keys = [f"{r}/{m}" for r in ROLES for m in SCORES]
+    keys = [f"{r}/{m}" for r in Role for m in SCORES]
     first, last = history[0], history[-1]
     stage_seconds: dict[str, float] = {}
     for row in history:

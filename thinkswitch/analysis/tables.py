@@ -11,7 +11,7 @@ from typing import Any
 
 from thinkswitch.analysis.console import SCORE_FIELDS, format_change, format_score, role_scores
 from thinkswitch.analysis.stats import excludes_zero
-from thinkswitch.config import ROLES
+from thinkswitch.config import Role
 
 DELTA_FIELDS = ("flips_up", "flips_down", "p_mcnemar", "ci_low", "ci_high")  # beside `<role>/delta_accuracy`
 
@@ -33,7 +33,7 @@ def runs_table(runs: list[dict]) -> list[dict]:
                "dir": str(run["dir"]), **{k: as_label(v) for k, v in run["config"].items()}, "status": run["status"],
                "error": (run["failure"] or {}).get("error"),
                "iterations": history[-1]["iteration"] if history else None}
-        for role in ROLES:
+        for role in Role:
             for when, metrics in (("baseline", history[0] if history else None),
                                   ("final", history[-1] if history else None)):
                 row.update({f"{role}/{when}/{f}": v for f, v in role_scores(metrics, role).items()})
@@ -109,7 +109,7 @@ def markdown_table(rows: list[dict]) -> str:
         return "-" if b is None else f"{b:.1f}->{f:.1f}"
 
     def f1(r: dict) -> str:
-        vals = [r.get(f"{role}/final/macro_f1") for role in ROLES]
+        vals = [r.get(f"{role}/final/macro_f1") for role in Role]
         return "; ".join("-" if v is None else f"{v:.3f}" for v in vals)
 
     labels = _has_labels(rows)
@@ -119,7 +119,7 @@ def markdown_table(rows: list[dict]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r["name"], r["merge.t"], r["domain.train_prompts"], r["seed"],
-                 *(c for role in ROLES
+                 *(c for role in Role
                    for c in (f"{_fmt_score(r, role, 'baseline')} -> {_fmt_score(r, role, 'final')}",
                              _fmt_delta(r, role))),
                  f"{tok(r, 'instruct')}; {tok(r, 'thinking')}",
@@ -149,7 +149,7 @@ def points_table(rows: list[dict], runs: list[dict]) -> list[dict]:
     out = []
     for point, group in points.items():
         entry = {"point": point, "seeds": len(group)}
-        for role in ROLES:
+        for role in Role:
             ys = [{"point": point, "d/accuracy": r[f"{role}/delta_accuracy"], "d/ci_low": r[f"{role}/delta/ci_low"],
                    "d/ci_high": r[f"{role}/delta/ci_high"]} for r in group]
             agg = aggregate(ys, "point", "d/accuracy")

@@ -10,7 +10,7 @@ import logging
 import re
 import unicodedata
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 from thinkswitch.config import DomainConfig, ModelConfig, SourceConfig
 from thinkswitch.data.grading import gold_format, read_gold
@@ -65,7 +65,7 @@ def read_source(src: SourceConfig, key: str) -> list[dict]:
             places += where
         name = f"{key} ({', '.join(src.files)})"
     else:
-        records = load_hf(src.dataset, src.config, src.split, src.revision)
+        records = load_hf(src.dataset, src.config, src.split, src.revision, f"{key}.dataset")
         name = f"{key} ({src.dataset})"
         places = [f"row {i}" for i in range(len(records))]
     records = map_fields(records, dict(src.fields), name, places)
@@ -84,6 +84,35 @@ def render_prompt(template: str, record: dict, key: str) -> str:
     except KeyError as e:
         raise DataError(f"{key}: domain.prompt_template uses {{{e.args[0]}}}, but the records have only "
                         f"{sorted(record)} (map it in domain.train/eval.fields)") from None
+    except (IndexError, ValueError, AttributeError, TypeError) as e:
+        raise DataError(f"domain.prompt_template: {template_error(e)}") from None
+
+
+def template_error(error: Exception) -> str:
+    """What is wrong with a prompt template that `str.format` refused (not a missing field)."""
+    if isinstance(error, IndexError):
+        return ("has a positional field `{}` (or `{0}`); every field must be named by a mapped field, and a literal "
+                "brace is written twice: \\boxed{{}} renders as \\boxed{}")
+    return f"is not a valid format string ({error}); a literal brace is written twice: {{{{ }}}}"
+
+
+def check_template(cfg: DomainConfig) -> Iterator[str]:
+    """The prompt template rendered against a record of each split's mapped fields (our names, placeholder
+    values), before any data loads: every problem with it, each naming its key."""
+    if cfg.source != "data":
+        return
+    for split in ("train", "eval"):
+        fields = getattr(cfg, split).fields
+        record = {"id": "0", **{ours: "x" for ours in fields}}
+        try:
+            cfg.prompt_template.format(**record)
+        except KeyError as e:
+            yield (f"domain.prompt_template uses {{{e.args[0]}}}, but domain.{split}.fields maps only "
+                   f"{sorted(record)} (map it in domain.{split}.fields)")
+            return
+        except (IndexError, ValueError, AttributeError, TypeError) as e:
+            yield f"domain.prompt_template: {template_error(e)}"
+            return
 
 
 def _split(cfg: DomainConfig, src: SourceConfig, split: str, n: int, size_key: str) -> list[dict]:

@@ -270,17 +270,24 @@ def check_unique_ids(rows: list[dict], places: list[str], source: str) -> None:
                         "(map `id` to a unique field in the fields mapping, or remove the duplicates)")
 
 
-def load_hf(dataset: str, config: str | None, split: str, revision: str | None = None) -> list[dict]:
+def load_hf(dataset: str, config: str | None, split: str, revision: str | None = None,
+            key: str = "dataset") -> list[dict]:
     """One split of a Hugging Face dataset as a list of dicts.
 
-    `dataset` is a hub id, or a local directory written by `save_to_disk` (then `config` and `revision`
-    are not used, and `split` picks the split of a saved `DatasetDict`).
+    `dataset` is a hub id, resolved to the split's data files in the hub cache (`thinkswitch.hub.dataset_files`:
+    downloaded once, or read from the cache offline) and read by `datasets`' builder for them; or a local
+    directory: one written by `save_to_disk` (then `config` and `revision` are not used, and `split` picks the
+    split of a saved `DatasetDict`), or a dataset repo's files.
     """
     where = f"dataset {dataset!r} (config {config!r}, split {split!r})"
     try:
         import datasets
     except ImportError:
         raise DataError(f"{where}: loading a Hugging Face dataset needs `datasets` (pip install datasets)") from None
+    if not Path(dataset).expanduser().is_dir():
+        from thinkswitch.hub import dataset_files
+
+        builder, files = dataset_files(dataset, config, split, revision, key)
     try:
         if _is_saved_dataset(dataset):
             loaded = datasets.load_from_disk(dataset)
@@ -288,8 +295,10 @@ def load_hf(dataset: str, config: str | None, split: str, revision: str | None =
                 if split not in loaded:
                     raise DataError(f"{where}: no split {split!r}; it has {sorted(loaded)}")
                 loaded = loaded[split]
+        elif Path(dataset).expanduser().is_dir():
+            loaded = datasets.load_dataset(str(Path(dataset).expanduser()), config, split=split)
         else:
-            loaded = datasets.load_dataset(dataset, config, split=split, revision=revision)
+            loaded = datasets.load_dataset(builder, data_files={split: files}, split=split)
         records = loaded.to_list()
     except DataError:
         raise

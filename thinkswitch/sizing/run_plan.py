@@ -45,7 +45,7 @@ def plan_memory(cfg: ExperimentConfig, pair: ModelPair, train: list[dict], evalu
     refuses a generation that cannot fit one sequence (ConfigError with the numbers), logs the batches the
     HF backend will use and an estimate of distillation's peak; returns the HF backend's KV token budget
     (None when the backend plans its own memory, or the checkpoint's config is not at hand). On vLLM: refuses a
-    `generation.vllm.max_model_len` shorter than a prompt + its max_new_tokens (`engines.vllm_options.check_context`)."""
+    `generation.vllm.max_model_len` shorter than a prompt + its max_new_tokens (`vllm_options.check_context`)."""
     from thinkswitch.engines.models import load_tokenizer
     from thinkswitch.sizing import memory
     from thinkswitch.sizing.distill_memory import plan_distill

@@ -12,9 +12,8 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 from thinkswitch.analysis.stats import (
     bootstrap_interval,
@@ -24,15 +23,14 @@ from thinkswitch.analysis.stats import (
     question_scores,
     wilson_interval,
 )
-from thinkswitch.config import SamplingConfig
+from thinkswitch.config import Role, SamplingConfig
 from thinkswitch.data.grading import Grader, get_grader
 from thinkswitch.engines.base import Generator
-from thinkswitch.engines.chat import THINK_CLOSE, chat_prompt
-from thinkswitch.stages.generate import resumable
+from thinkswitch.engines.chat import THINK_CLOSE
+from thinkswitch.stages.answer import answer_prompts
 from thinkswitch.stages.inputs import Artifact, Engine, output_path, outside
 from thinkswitch.stages.strip import strip_trace
 from thinkswitch.store.io import write_jsonl
-from thinkswitch.store.partial import generate_resumable, remove_partial
 
 log = logging.getLogger(__name__)
 
@@ -40,15 +38,15 @@ log = logging.getLogger(__name__)
 GRADING_RULE = "finished: stopped by itself with an answer; unfinished outputs graded wrong, unread"
 
 
-def final_answer(output: str, role: str) -> Optional[str]:
+def final_answer(output: str, role: Role) -> Optional[str]:
     """The text to grade: after the trace for a thinking model; the whole output otherwise; None when there is
     none (a trace never closed, or nothing written)."""
-    if role == "thinking" or THINK_CLOSE in output:
+    if role == Role.thinking or THINK_CLOSE in output:
         return strip_trace(output).answer
     return output.strip() or None
 
 
-def grade_output(output: str, stopped: bool, role: str, grader: Grader, gold: str) -> dict:
+def grade_output(output: str, stopped: bool, role: Role, grader: Grader, gold: str) -> dict:
     """One output's `answer`, `pred`, `correct` and `finished` (stopped by itself, with an answer); an unfinished
     output is wrong, its answer not read (`pred` None: it casts no vote in maj@n)."""
     answer = final_answer(output, role)
@@ -59,10 +57,11 @@ def grade_output(output: str, stopped: bool, role: str, grader: Grader, gold: st
 
 @dataclass(frozen=True)
 class EvaluateInputs:
-    """What one checkpoint's evaluation depends on (its keys: `stages.inputs.stage_key`)."""
+    """What one checkpoint's evaluation depends on: the stage `evaluate_<role>` of an iteration (its keys:
+    `stages.inputs.stage_key`; a checkpoint evaluated the same way in another job is one stage-cache entry)."""
 
     checkpoint: Artifact
-    role: str  # instruct | thinking: how its outputs are read (a thinking model's trace is stripped)
+    role: Role  # how its outputs are read (a thinking model's trace is stripped)
     examples: tuple  # the evaluation questions, with their gold answers
     grader: str  # a name in thinkswitch.data.grading.GRADERS
     sampling: SamplingConfig
@@ -74,53 +73,26 @@ class EvaluateInputs:
     grading: str = outside("partial", why="how answers are graded, not what is generated", default=GRADING_RULE)
 
 
-@dataclass(frozen=True)
-class PairInputs:
-    """Both checkpoints' evaluations: the evaluate stage of an iteration (one stage-cache entry)."""
-
-    instruct: EvaluateInputs
-    thinking: EvaluateInputs
-
-
-def evaluate_pair(inputs: PairInputs, *, generator: Generator,
-                  each: Optional[Callable[[EvaluateInputs], dict]] = None) -> dict:
-    """Both checkpoints of a pair, as one stage: `instruct/*` and `thinking/*` metrics. `each` evaluates one
-    checkpoint (default: `evaluate`; the loop passes one that reuses a checkpoint's evaluation from the stage
-    cache). Partial files are removed only when every output is written: a crash in the second evaluation keeps
-    the first one's answers."""
-    each = each or partial(evaluate, generator=generator, keep_partial=True)
-    both = (inputs.instruct, inputs.thinking)
-    metrics = {key: value for one in both for key, value in each(one).items()}
-    for one in both:
-        remove_partial(one.out)
-    return metrics
-
-
-def evaluate(inputs: EvaluateInputs, *, generator: Generator, keep_partial: bool = False) -> dict:
+def evaluate(inputs: EvaluateInputs, *, generator: Generator) -> dict:
     """The checkpoint answers every question `samples` times; grade, save per-question results to `inputs.out`,
     return `<role>/*` metrics.
 
     With `samples` > 1, `accuracy` is avg@n and `maj_accuracy` maj@n; `correct` is then the mean number of
-    questions answered correctly. Answers are kept in the output's partial file (`thinkswitch.store.partial`)
-    batch by batch, so a rerun after a crash generates only what is missing; the partial file is removed once
-    the output is written, unless `keep_partial` (`evaluate_pair` removes them when all are written).
+    questions answered correctly. Resumable (`stages.answer.answer_prompts`): a rerun after a crash generates only what
+    is missing.
     """
     t0 = time.perf_counter()
     role, examples, samples, grader = inputs.role, inputs.examples, inputs.samples, get_grader(inputs.grader)
     jobs = [(ex, s) for ex in examples for s in range(samples)]
-    partial, generator = resumable(generator, inputs.out, inputs)
-    with generator.open(inputs.checkpoint.path) as backend:
-        prompts = [chat_prompt(backend.tokenizer, ex["prompt"], inputs.system_prompt) for ex in examples]
-        gens = generate_resumable(backend, prompts, inputs.sampling, seed=inputs.seed, n=samples,
-                                  desc=f"evaluate {role}", partial=partial)
+    answers = answer_prompts(inputs, generator=generator, desc=f"evaluate {role}")
+    gens = answers.rows
     rows = []
     for (ex, s), g in zip(jobs, gens):
         graded = grade_output(g["output"], g["stopped"], role, grader, ex["answer"])
         rows.append({"id": ex["id"], "sample": s, "prompt": ex["prompt"], "gold": ex["answer"], "output": g["output"],
                      **graded, "tokens": g["tokens"], "stopped": bool(g["stopped"])})
     write_jsonl(inputs.out, rows)
-    if not keep_partial:
-        partial.remove()
+    answers.written()
     return scores(rows, inputs, grader, time.perf_counter() - t0)
 
 

@@ -13,6 +13,9 @@ some keys, with the reason (`outside`). Three keys:
 
 An input produced by the run (a checkpoint, the pairs) is an `Artifact`: its `id` is the digest of its files
 (`store.runner.output_id`), so a stage redone with other bytes changes the keys after it.
+
+The same object says what the stage reads and writes: its `Artifact` fields are what it needs (`needs_of`), its
+fields made with `output_path()` what it writes (`outputs_of`); the loop passes both to the stage runner.
 """
 
 from __future__ import annotations
@@ -31,12 +34,12 @@ PURPOSES = ("cache", "partial", "marker")
 KEY_SCHEME = "stage-inputs-v1"  # part of every key: a change in how keys are derived starts new ones
 
 
-def outside(*purposes: str, why: str, **kwargs) -> Any:
+def outside(*purposes: str, why: str, metadata: Optional[dict] = None, **kwargs) -> Any:
     """A dataclass field left out of the keys `purposes` (all of them when none is named), with the reason."""
     unknown = set(purposes) - set(PURPOSES)
     if unknown:
         raise ValueError(f"unknown key purposes {sorted(unknown)}; known: {PURPOSES}")
-    return field(metadata={"outside": purposes or PURPOSES, "why": why}, **kwargs)
+    return field(metadata={"outside": purposes or PURPOSES, "why": why, **(metadata or {})}, **kwargs)
 
 
 def keyed_as(transform, why: str, **kwargs) -> Any:
@@ -124,5 +127,17 @@ class Engine:
 
 
 def output_path(why: str = "where the stage writes; not what it computes") -> Any:
-    """A field naming where a stage writes (outside every key)."""
-    return outside(why=why)
+    """A field naming where a stage writes (outside every key): one of the stage's outputs (`outputs_of`)."""
+    return outside(why=why, metadata={"output": True})
+
+
+def outputs_of(inputs: Any) -> list[Path]:
+    """What the stage of `inputs` writes: its fields made with `output_path()`, in order (the runner digests and
+    marks them)."""
+    return [getattr(inputs, f.name) for f in dataclasses.fields(inputs) if f.metadata.get("output")]
+
+
+def needs_of(inputs: Any) -> list[str]:
+    """What the stage of `inputs` reads from disk: its `Artifact` fields' paths (the runner checks that the run's
+    own are there before it runs)."""
+    return [value.path for f in dataclasses.fields(inputs) if isinstance(value := getattr(inputs, f.name), Artifact)]

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from thinkswitch.config import MergeConfig
+from thinkswitch.errors import StageError
 from thinkswitch.stages.inputs import Artifact, output_path, outside
 from thinkswitch.store.io import atomic_path
 from thinkswitch.store.paths import MERGEKIT_YAML
@@ -112,6 +113,9 @@ def merge(inputs: MergeInputs) -> dict:
     from mergekit.merge import run_merge
 
     t0 = time.perf_counter()
+    for role, path in (("thinking", thinking), ("instruct", instruct)):
+        if not Path(path).is_dir():  # hub ids are resolved to local snapshots at setup (thinkswitch.hub)
+            raise StageError(f"merge: the {role} checkpoint {path} is not a local directory")
     thinking, instruct = str(Path(thinking).resolve()), str(Path(instruct).resolve())  # mergekit asks the hub otherwise
     config = mergekit_config(cfg, thinking, instruct)
     with atomic_path(out) as tmp:

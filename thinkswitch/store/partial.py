@@ -112,10 +112,6 @@ class PartialResults:
         self.path.unlink(missing_ok=True)
 
 
-def remove_partial(out: Path) -> None:
-    partial_path(out).unlink(missing_ok=True)
-
-
 def generate_resumable(backend, prompts, sampling, *, seed: int, n: int, desc: str,
                        partial: Optional[PartialResults]) -> list[dict]:
     """`backend.generate`, keeping each finished batch in `partial` and skipping what it already holds. Every

@@ -6,7 +6,7 @@
       summary.json           written at the end of the run
       failed.json            written instead when the run stopped on an error
       iter_00/               baseline: the starting pair, evaluated
-        eval_instruct.jsonl  eval_thinking.jsonl  metrics.json
+        eval_instruct.jsonl  eval_thinking.jsonl  metrics.json  evaluate_instruct.done  evaluate_thinking.done
       iter_01/
         generations.jsonl    raw outputs of the thinking checkpoint on the training prompts
         pairs.jsonl          answer-only pairs (trace stripped)
@@ -14,8 +14,8 @@
         instruct/            distilled instruct checkpoint (adapter merged, full precision)
         thinking/            SLERP of thinking and new instruct (+ mergekit.yaml)
         eval_instruct.jsonl  eval_thinking.jsonl  metrics.json
-        <stage>.done         completion markers, written last: metrics, the key of the inputs, the
-                             digests and ids of the outputs
+        <stage>.done         completion markers (`Stage`: generate.done ... evaluate_thinking.done), written
+                             last: metrics, the key of the inputs, the digests and ids of the outputs
       run.lock               while a process runs in the directory: its pid, host and start time
 """
 
@@ -25,10 +25,28 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from thinkswitch.config import Choice, Role
 from thinkswitch.store.digests import without
 from thinkswitch.store.io import read_json, write_json
 
-STAGES = ("generate", "strip", "distill", "merge", "evaluate")
+
+class Stage(Choice):
+    """The stages of an iteration, in the order they run; each is marked finished by `<stage>.done`. Evaluation
+    is one stage per checkpoint (`evaluation(role)`), so each is keyed, cached and resumed on its own."""
+
+    generate = "generate"
+    strip = "strip"  # the gold_oracle baseline writes its pairs as this stage too
+    distill = "distill"
+    merge = "merge"
+    evaluate_instruct = "evaluate_instruct"
+    evaluate_thinking = "evaluate_thinking"
+
+    @classmethod
+    def evaluation(cls, role: Role) -> "Stage":
+        """The stage that evaluates the checkpoint `role`."""
+        return cls(f"evaluate_{role}")
+
+
 TRAIN_LOG = "train_log.jsonl"  # the trainer's log history, saved beside the adapter
 MERGEKIT_YAML = "mergekit.yaml"  # the resolved mergekit configuration, saved beside the merged weights
 # Files that say how an output was made, not what it is (absolute paths, timings): outside its id
@@ -64,22 +82,26 @@ class IterationPaths:
     def metrics(self) -> Path:
         return self.root / "metrics.json"
 
-    def eval_results(self, role: str) -> Path:
+    def eval_results(self, role: Role) -> Path:
         return self.root / f"eval_{role}.jsonl"
 
-    def marker(self, stage: str) -> Path:
+    def marker(self, stage: Stage) -> Path:
         return self.root / f"{stage}.done"
 
-    def is_done(self, stage: str) -> bool:
+    def is_done(self, stage: Stage) -> bool:
         return self.marker(stage).exists()
 
-    def mark_done(self, stage: str, info: dict) -> None:
+    def evaluated(self) -> bool:
+        """Whether both checkpoints of the iteration were evaluated: the iteration's last stages finished."""
+        return all(self.is_done(Stage.evaluation(role)) for role in Role)
+
+    def mark_done(self, stage: Stage, info: dict) -> None:
         write_json(self.marker(stage), info)
 
-    def done_info(self, stage: str) -> dict:
+    def done_info(self, stage: Stage) -> dict:
         return read_json(self.marker(stage))
 
-    def mark_pruned(self, stage: str, name: str) -> None:
+    def mark_pruned(self, stage: Stage, name: str) -> None:
         """Record in `stage`'s marker that its output `name` is removed on purpose (`keep_checkpoints`):
         a resume does not look for it. Called before the removal."""
         if not self.is_done(stage):

@@ -12,11 +12,11 @@ from typing import Any, Optional
 
 import yaml
 
-from thinkswitch.config import ExperimentConfig, as_plain
+from thinkswitch.config import ExperimentConfig, KeepCheckpoints, as_plain
 from thinkswitch.errors import ConfigError, RunInUse
 from thinkswitch.store.io import write_text
 from thinkswitch.store.locks import HolderLock, describe
-from thinkswitch.store.paths import RunPaths
+from thinkswitch.store.paths import RunPaths, Stage
 
 log = logging.getLogger(__name__)
 
@@ -63,11 +63,11 @@ def check_resume(cfg: ExperimentConfig, run: RunPaths) -> bool:
 def check_extension(cfg: ExperimentConfig, run: RunPaths) -> None:
     """The first unfinished iteration k starts from iteration k-1's checkpoints: refuse up front when
     they are gone (`keep_checkpoints=none` removes them when a run ends), naming them and what to do."""
-    k = next((k for k in range(1, cfg.iterations + 1) if not run.iteration(k).is_done("evaluate")), None)
+    k = next((k for k in range(1, cfg.iterations + 1) if not run.iteration(k).evaluated()), None)
     if k is None or k == 1:
         return
     prev = run.iteration(k - 1)
-    needed = [(prev.instruct, "distill")] * cfg.method.distill + [(prev.thinking, "merge")] * cfg.method.merge
+    needed = [(prev.instruct, Stage.distill)] * cfg.method.distill + [(prev.thinking, Stage.merge)] * cfg.method.merge
     gone = [(path, stage) for path, stage in needed if not path.exists()]
     if gone:
         pruned = any(path.name in prev.done_info(stage).get("pruned", []) for path, stage in gone
@@ -106,7 +106,7 @@ def check_disk(cfg: ExperimentConfig, run: RunPaths, instruct: str, thinking: st
     size = max(checkpoint_bytes(instruct), checkpoint_bytes(thinking))
     if not size:
         return
-    kept_pairs = {"all": cfg.iterations, "last": 1, "none": 1}[cfg.keep_checkpoints]
+    kept_pairs = cfg.iterations if cfg.keep_checkpoints == KeepCheckpoints.all else 1  # last, none
     needed = size * 2 * (kept_pairs + 1)  # + 1: the next pair is written before the last is pruned
     free = shutil.disk_usage(run.root).free
     if needed > free:
@@ -120,12 +120,12 @@ def prune_checkpoints(cfg: ExperimentConfig, run: RunPaths, k: int) -> None:
     """After iteration k is recorded: `last` deletes iteration k-1's checkpoints; `none` also
     deletes iteration k's when it is the final one (adapters, metrics and eval results stay)."""
     doomed = []
-    if cfg.keep_checkpoints in ("last", "none") and k >= 2:
+    if cfg.keep_checkpoints in (KeepCheckpoints.last, KeepCheckpoints.none) and k >= 2:
         doomed.append(run.iteration(k - 1))
-    if cfg.keep_checkpoints == "none" and k == cfg.iterations:
+    if cfg.keep_checkpoints == KeepCheckpoints.none and k == cfg.iterations:
         doomed.append(run.iteration(k))
     for it in doomed:
-        for ckpt, stage in ((it.instruct, "distill"), (it.thinking, "merge")):
+        for ckpt, stage in ((it.instruct, Stage.distill), (it.thinking, Stage.merge)):
             if ckpt.exists():
                 it.mark_pruned(stage, ckpt.name)  # first: a crash in between leaves a file a resume ignores
                 shutil.rmtree(ckpt)

@@ -7,10 +7,9 @@ import json
 import logging
 from pathlib import Path
 
-from thinkswitch.config import SamplingConfig, TestbedSpec
+from thinkswitch.config import Role, SamplingConfig, TestbedSpec
 from thinkswitch.data.testbed_task import task_examples
 from thinkswitch.testbed.shipping import MANIFEST
-from thinkswitch.testbed.tokenizer import VARIANTS
 
 logger = logging.getLogger(__name__)
 
@@ -19,7 +18,7 @@ EVAL_SEED = 1234
 
 
 def evaluate_testbed(path: str | Path, n: int = EVAL_N, spec: TestbedSpec | None = None, seed: int = EVAL_SEED,
-                     batch_size: int = 100, variants: tuple[str, ...] = VARIANTS) -> dict:
+                     batch_size: int = 100, variants: tuple[str, ...] = tuple(Role)) -> dict:
     """Greedy held-out accuracy and mean generated tokens per answer (eos included) per variant, generated
     and graded as the loop's evaluation does (`generate_texts`, the `last_integer` grader)."""
     import torch

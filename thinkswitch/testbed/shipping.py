@@ -10,11 +10,10 @@ import shutil
 from dataclasses import asdict
 from pathlib import Path
 
-from thinkswitch.config import TestbedSpec
+from thinkswitch.config import Role, TestbedSpec
 from thinkswitch.errors import DataError
 from thinkswitch.store.digests import hash_file
 from thinkswitch.store.io import atomic_path
-from thinkswitch.testbed.tokenizer import VARIANTS
 
 CODE_VERSION = "1"  # bump whenever a change to tokenizer.py or train.py alters the built weights
 MANIFEST = "manifest.json"
@@ -53,7 +52,7 @@ def ship(built: Path, out: Path) -> None:
     """Copy a built pair into the package (`out`), with the SHA-256 of every file in its manifest."""
     manifest = json.loads((built / MANIFEST).read_text())
     with atomic_path(out) as tmp:
-        for variant in VARIANTS:
+        for variant in Role:
             shutil.copytree(built / variant, tmp / variant)
         files = sorted(str(f.relative_to(tmp)) for f in tmp.rglob("*") if f.is_file())
         manifest |= {"spec_hash": spec_hash(TestbedSpec(**manifest["spec"])),

@@ -6,21 +6,20 @@ from __future__ import annotations
 import importlib.resources
 from typing import TYPE_CHECKING
 
-from thinkswitch.config import ROLES
+from thinkswitch.config import Role
 from thinkswitch.engines.chat import THINK_CLOSE as END_THINK
 from thinkswitch.engines.chat import THINK_OPEN as THINK
 
 if TYPE_CHECKING:  # transformers is imported lazily: importing this module stays cheap
     import transformers
 
-VARIANTS = ROLES  # the two checkpoints of the pair
 PAD, IM_START, IM_END, UNK = "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<unk>"
 _CHARS = "0123456789abcdefghijklmnopqrstuvwxyz \n+=,.:?"
 
 
 def load_template(variant: str) -> str:
     """Chat template text of ``variant`` ("instruct" or "thinking") from package data."""
-    if variant not in VARIANTS:
+    if variant not in tuple(Role):
         raise ValueError(f"unknown variant {variant!r}")
     return (importlib.resources.files("thinkswitch.testbed") / "templates" / f"testbed_{variant}.jinja").read_text()
 

@@ -21,10 +21,10 @@ import random
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
-from thinkswitch.config import TestbedSpec
+from thinkswitch.config import Role, TestbedSpec
 from thinkswitch.data.testbed_task import _problems
 from thinkswitch.engines.chat import THINK_CLOSE as END_THINK
-from thinkswitch.testbed.tokenizer import VARIANTS, build_tokenizer, load_template
+from thinkswitch.testbed.tokenizer import build_tokenizer, load_template
 
 if TYPE_CHECKING:  # torch / transformers are imported lazily: importing this module stays cheap
     import torch
@@ -44,9 +44,9 @@ class _Encoder:
     def __init__(self, tok: transformers.PreTrainedTokenizerFast) -> None:
         self.tok = tok
         self.eos, self.pad = tok.eos_token_id, tok.pad_token_id
-        self.templates = {v: load_template(v) for v in VARIANTS}
+        self.templates = {v: load_template(v) for v in Role}
         self.affixes: dict[str, tuple[list[int], list[int]]] = {}
-        for v in VARIANTS:  # render each template once; the user text is spliced in between
+        for v in Role:  # render each template once; the user text is spliced in between
             pre, post = self._render("\x00", v).split("\x00")
             self.affixes[v] = (self._ids(pre), self._ids(post))
             assert self.prompt_ids("sum 123", v) == self._ids(self._render("sum 123", v))
@@ -137,7 +137,7 @@ def _model_config(spec: TestbedSpec, tok: transformers.PreTrainedTokenizerFast) 
 def _generation_config(variant: str, tok: transformers.PreTrainedTokenizerFast) -> transformers.GenerationConfig:
     import transformers
 
-    sampling = dict(temperature=0.6, top_p=0.95, top_k=20) if variant == "thinking" else dict(
+    sampling = dict(temperature=0.6, top_p=0.95, top_k=20) if variant == Role.thinking else dict(
         temperature=0.7, top_p=0.8, top_k=20)
     return transformers.GenerationConfig(do_sample=True, eos_token_id=tok.eos_token_id,
                                          pad_token_id=tok.pad_token_id, **sampling)

@@ -1,0 +1,175 @@
+"""The real path rehearsed offline: the paper's presets on hub ids, from a Hugging Face cache holding them.
+
+A temporary HF_HOME (`hubcache.build_hub_cache`) holds the tiny 2507-convention pair under the paper's model ids
+and the domains' datasets under their hub ids with the hub's field names; runs see HF_HUB_OFFLINE=1 and nothing
+else differs from a user's run: only token budgets, sizes (and, for the tiny pair, merge.t) are shrunk.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.support import cli
+from tests.support.hubcache import INSTRUCT, THINKING, build_hub_cache, offline_env, put_repo
+from tests.support.paths import ROOT, SHARED_DATA
+from tests.support.shared import compose, made_once
+from thinkswitch.errors import ConfigError, DataError
+from thinkswitch.store.cache import checkpoint_id
+from thinkswitch.store.io import read_json, read_jsonl
+
+SMALL = ["model.sampling.thinking.max_new_tokens=32", "model.sampling.instruct.max_new_tokens=8",
+         "trainer.sft.num_train_epochs=1", "tracking.mode=disabled"]
+
+
+@pytest.fixture()
+def hub(tmp_path, monkeypatch):
+    """An empty hub cache this process's huggingface_hub reads (offline, as conftest set it)."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    assert constants.HF_HUB_OFFLINE
+    return tmp_path / "hub"
+
+
+def pair_in(hub: Path, pair) -> None:
+    for repo, path in ((INSTRUCT, pair.instruct), (THINKING, pair.thinking)):
+        put_repo(hub, repo, {f.name: f.read_bytes() for f in Path(path).iterdir() if f.is_file()})
+
+
+def paper_model(*extra: str):
+    return compose(["experiment=paper_aime", *extra]).model
+
+
+def test_hub_ids_resolve_once_to_their_snapshots_and_keep_their_keys(hub, testbed_pair):
+    from thinkswitch.setup import resolve_pair, start_pair
+
+    pair_in(hub, testbed_pair)
+    cfg = paper_model()
+    pair = resolve_pair(cfg, Path("/unused"))
+    assert Path(pair.thinking) == next((hub / "models--Qwen--Qwen3-4B-Thinking-2507" / "snapshots").iterdir())
+    assert (Path(pair.instruct) / "config.json").is_file() and "Instruct" in pair.instruct
+    start = start_pair(cfg, pair)
+    assert start.thinking.path == pair.thinking
+    assert start.thinking.id == checkpoint_id(THINKING, None)  # where the cache is does not change a stage key
+    assert start.instruct.id == checkpoint_id(INSTRUCT, None) != start.thinking.id
+    for repo in hub.glob("models--*"):  # a tag both repos have: model.revision is the pair's
+        (repo / "refs" / "v1").write_text((repo / "refs" / "main").read_text())
+    tagged = paper_model("model.revision=v1")
+    pinned = resolve_pair(tagged, Path("/unused"))
+    assert pinned == pair
+    assert start_pair(tagged, pinned).thinking.id == checkpoint_id(THINKING, "v1") != start.thinking.id
+
+
+def test_a_model_missing_offline_is_one_line_naming_it_and_the_download(hub, testbed_pair):
+    from thinkswitch.setup import resolve_pair
+
+    with pytest.raises(ConfigError, match=r"^model\.instruct: model Qwen/Qwen3-4B-Instruct-2507 is not in the "
+                                          r"Hugging Face cache \(.*/hub\) and the hub is offline \(HF_HUB_OFFLINE=1\); "
+                                          r"download it once .*: hf download Qwen/Qwen3-4B-Instruct-2507 --include "
+                                          r"'\*\.json' '\*\.safetensors'") as caught:
+        resolve_pair(paper_model(), Path("/unused"))
+    assert "\n" not in str(caught.value)
+    pair_in(hub, testbed_pair)
+    with pytest.raises(ConfigError, match=r"^model\.instruct: model Qwen/Qwen3-4B-Instruct-2507 \(revision v9\) is not "
+                                          r".*hf download Qwen/Qwen3-4B-Instruct-2507 --revision v9 --include"):
+        resolve_pair(paper_model("model.revision=v9"), Path("/unused"))
+
+
+def test_datasets_resolve_to_their_config_split_with_the_hub_fields(hub, tmp_path):
+    from tests.support.hubcache import PARQUET, PUBMEDQA_CARD, parquet, pubmedqa_rows
+    from thinkswitch.data.sources import load_hf
+
+    with pytest.raises(DataError, match=r"^domain\.eval\.dataset: dataset 'qiaojin/PubMedQA' \(config 'pqa_labeled', "
+                                        r"split 'train'\) is not in the Hugging Face cache .*: hf download "
+                                        r"qiaojin/PubMedQA --repo-type dataset$"):
+        load_hf("qiaojin/PubMedQA", "pqa_labeled", "train", key="domain.eval.dataset")
+    labeled, unlabeled = pubmedqa_rows(SHARED_DATA / "pubmedqa")
+    put_repo(hub, "qiaojin/PubMedQA", {"README.md": PUBMEDQA_CARD.encode(), f"pqa_labeled/{PARQUET}": parquet(labeled)},
+             kind="datasets")
+    rows = load_hf("qiaojin/PubMedQA", "pqa_labeled", "train")
+    assert len(rows) == 500 and set(rows[0]) >= {"pubid", "question", "context", "final_decision"}
+    assert isinstance(rows[0]["context"]["contexts"], list)
+    with pytest.raises(DataError, match=r"no config 'pqa_other'; the dataset has \['pqa_artificial', 'pqa_labeled', "
+                                        r"'pqa_unlabeled'\]"):
+        load_hf("qiaojin/PubMedQA", "pqa_other", "train")
+    with pytest.raises(DataError, match=r"config 'pqa_labeled' has no split 'test'; it has \['train'\]"):
+        load_hf("qiaojin/PubMedQA", "pqa_labeled", "test")
+    with pytest.raises(DataError, match=r"\(config 'pqa_unlabeled', split 'train'\) is not in the Hugging Face cache "
+                                        r".*hf download qiaojin/PubMedQA --repo-type dataset --include README\.md "
+                                        r"'pqa_unlabeled/train-\*'"):  # the card is there: exactly what is missing
+        load_hf("qiaojin/PubMedQA", "pqa_unlabeled", "train")
+
+
+def test_the_merge_stage_takes_local_directories_only(testbed_pair, tmp_path):
+    from thinkswitch.errors import StageError
+    from thinkswitch.stages.inputs import Artifact
+    from thinkswitch.stages.merge import MergeInputs, merge
+
+    cfg = compose(["experiment=paper_aime"]).merge
+    with pytest.raises(StageError, match=r"^merge: the thinking checkpoint Qwen/Qwen3-4B-Thinking-2507 is not a local "
+                                         r"directory$"):
+        merge(MergeInputs(thinking=Artifact(THINKING, "id"), instruct=Artifact.at(testbed_pair.instruct), cfg=cfg,
+                          shard_size=1 << 30, out=tmp_path / "merged"))
+    assert not (tmp_path / "merged").exists()
+
+
+@pytest.fixture(scope="module")
+def hub_home(tiny_2507_pair, tmp_path_factory) -> Path:
+    """The offline cache of the paper's ids (once per session)."""
+    instruct, thinking = tiny_2507_pair
+    return made_once(tmp_path_factory, "hubhome", lambda path: build_hub_cache(path, instruct, thinking, SHARED_DATA))
+
+
+def jobs(sweep: Path) -> dict[str, Path]:
+    """A method sweep's run directories by method (its overrides name them)."""
+    return {d.name.split("method=")[1].split(",")[0]: d for d in sweep.iterdir() if d.is_dir()}
+
+
+@pytest.mark.slow
+def test_the_paper_presets_evaluate_offline_on_the_hub_text(hub_home, tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = cli.thinkswitch("--multirun", "experiment=paper_aime,paper_pubmedqa", "iterations=0", "domain.eval_size=8",
+                           *SMALL, f"hydra.sweep.dir={sweep}", env=offline_env(hub_home), timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    runs = sorted(d for d in sweep.iterdir() if d.is_dir())
+    assert len(runs) == 2
+    for run, template in zip(runs, ["within \\boxed{}.", "Answer the question with yes, no or maybe."]):
+        summary = read_json(run / "summary.json")
+        assert summary["final"]["instruct/n"] == summary["final"]["thinking/n"] == 8
+        evals = read_jsonl(run / "iter_00" / "eval_thinking.jsonl")
+        assert all(template in r["prompt"] and "{{" not in r["prompt"] for r in evals)
+        assert "model.thinking: Qwen/Qwen3-4B-Thinking-2507 -> " in (run / "thinkswitch.log").read_text()
+    aime = read_jsonl(runs[0] / "iter_00" / "eval_instruct.jsonl")
+    assert {r["gold"] for r in aime} <= {str(n) for n in range(1000)}
+    assert not (ROOT / "Qwen").exists()
+
+
+@pytest.mark.slow
+def test_every_method_merges_on_hub_ids_over_two_iterations_from_the_initial_base(hub_home, tmp_path):
+    sweep = tmp_path / "sweep"
+    # gold_oracle keeps only the thinking model's correct answers: the tiny pair answers \boxed{7}, no AIME answer,
+    # so it would stop at strip with nothing to distill (its merge is the method's; tests/test_sweep.py runs it)
+    proc = cli.thinkswitch("--multirun", "experiment=paper_aime",
+                           "method=thinkswitch,merge_only,distill_only", "merge.base=initial",
+                           "merge.t=0.05", "iterations=2", "domain.train_prompts=1", "domain.eval_size=2", *SMALL,
+                           f"hydra.sweep.dir={sweep}", env=offline_env(hub_home), timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    runs = jobs(sweep)
+    assert sorted(runs) == ["distill_only", "merge_only", "thinkswitch"]
+    snapshots = hub_home / "hub" / "models--Qwen--Qwen3-4B-Thinking-2507" / "snapshots"
+    start = next(snapshots.iterdir())
+    for method, run in runs.items():
+        assert [h["iteration"] for h in read_json(run / "summary.json")["history"]] == [0, 1, 2], method
+        merged = run / "iter_02" / "thinking"
+        if method == "distill_only":
+            assert not merged.exists() and (run / "iter_02" / "instruct").is_dir()
+            continue
+        mergekit = (merged / "mergekit.yaml").read_text()
+        assert f"base_model: {start}" in mergekit, mergekit  # merge.base=initial: the snapshot, not <cwd>/Qwen/...
+        for name in ("chat_template.jinja", "generation_config.json", "tokenizer_config.json"):
+            assert (merged / name).read_bytes() == (start / name).read_bytes(), (method, name)
+    assert not (ROOT / "Qwen").exists()
+    shutil.rmtree(sweep)  # checkpoints: not kept past the test
