@@ -105,7 +105,7 @@ def test_rerun_in_the_same_directory_skips_finished_stages(finished_run, tmp_pat
     before = read_json(run_dir / "summary.json")
     markers = {p: p.stat().st_mtime_ns for p in run_dir.glob("iter_*/*.done")}
     outputs = {p: p.stat().st_mtime_ns for p in run_dir.glob("iter_*/*.jsonl")}
-    assert len(markers) == 6  # the baseline's evaluation + 5 stages
+    assert len(markers) == 8  # the baseline's two evaluations + 6 stages (evaluate_instruct, evaluate_thinking)
     proc = cli.thinkswitch(*REFERENCE_ARGS, run_dir=run_dir)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert {p: p.stat().st_mtime_ns for p in markers} == markers, "no stage ran again"
