@@ -160,3 +160,17 @@ def test_resume_with_only_runtime_keys_changed_is_allowed(tmp_path):
     assert check_resume(compose(["num_threads=2", "iterations=5", "tracking.mode=disabled"]), run) is True
     with pytest.raises(ConfigError, match=r"seed: 0 -> 3"):
         check_resume(compose(["seed=3"]), run)
+
+
+def test_gold_oracle_without_training_answers_stops_at_setup(tmp_path):
+    """pubmedqa_local's training prompts carry no answer: the oracle cannot filter their labels, said in one line
+    before any label is generated."""
+    from tests.support import cli
+    from tests.support.paths import SHARED_DATA
+
+    proc = cli.thinkswitch("method=gold_oracle", "domain=pubmedqa_local", f"data_dir={SHARED_DATA}",
+                           "tracking.mode=disabled", run_dir=tmp_path / "run", timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2, out[-2000:]
+    assert "method=gold_oracle needs answers for the training prompts; map `answer` in domain.train.fields" in out
+    assert "Traceback" not in out and not (tmp_path / "run" / "iter_01").exists()

@@ -311,3 +311,37 @@ def test_debug_configs_run_small_and_out_of_the_way():
     assert compose(["debug=fast", "domain.eval_size=100", "iterations=2"]).domain.eval_size == 100
     paper = compose(["experiment=paper_aime", "debug=fast"])  # on a preset: its model, the debug sizes
     assert paper.model.name != "testbed" and paper.domain.train_prompts == 8 and paper.iterations == 1
+
+
+def test_a_run_seed_draws_the_same_prompts_unless_the_domain_seed_is_tied_to_it():
+    """docs/sweeps-and-reports.md#seeds-and-the-training-prompts: `seed` alone keeps the draw; `domain.seed=${seed}`,
+    one override, draws the training prompts per seed."""
+    from thinkswitch.data.domains import load_domain
+
+    small = ["domain.train_prompts=8", "domain.eval_size=8"]
+
+    def prompts(*overrides):
+        cfg = compose([*small, *overrides])
+        return cfg.domain.seed, [ex["prompt"] for ex in load_domain(cfg.domain, cfg.model)[0]]
+
+    base_seed, base = prompts("seed=0")
+    assert prompts("seed=1") == (base_seed, base)
+    tied_seed, tied = prompts("seed=1", "domain.seed=${seed}")
+    assert tied_seed == 1 and tied != base
+    assert prompts("seed=0", "domain.seed=${seed}") == (0, base)
+
+
+def test_paper_presets_state_their_evaluation_protocol_and_avg4_is_one_override():
+    text = (CONF / "experiment" / "paper_base.yaml").read_text()
+    assert "Evaluation protocol" in text and "evaluate.samples=1" in text and "evaluate=avg4" in text
+    assert compose(["experiment=paper_aime"]).evaluate.samples == 1
+    assert compose(["experiment=paper_aime", "evaluate=avg4"]).evaluate.samples == 4
+    assert compose(["experiment=paper_pubmedqa", "evaluate=avg4"]).evaluate.samples == 4
+
+
+def test_labels_without_a_parsable_answer_are_dropped_by_default():
+    assert compose().distill.filter == "parsable"
+    assert compose(["distill.filter=none"]).distill.filter == "none"
+    with pytest.raises(ConfigCompositionException, match="distill.filter") as refused:
+        compose(["distill.filter=readable"])
+    assert "none, parsable, majority" in str(refused.value.__cause__)

@@ -105,7 +105,7 @@ def test_rerun_in_the_same_directory_skips_finished_stages(finished_run, tmp_pat
     before = read_json(run_dir / "summary.json")
     markers = {p: p.stat().st_mtime_ns for p in run_dir.glob("iter_*/*.done")}
     outputs = {p: p.stat().st_mtime_ns for p in run_dir.glob("iter_*/*.jsonl")}
-    assert len(markers) == 8  # the baseline's two evaluations + 6 stages
+    assert len(markers) == 8  # the baseline's two evaluations + 6 stages (evaluate_instruct, evaluate_thinking)
     proc = cli.thinkswitch(*REFERENCE_ARGS, run_dir=run_dir)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert {p: p.stat().st_mtime_ns for p in markers} == markers, "no stage ran again"
@@ -161,3 +161,20 @@ def test_run_summary_holds_the_paired_tests():
     assert out["instruct/accuracy"] == 0.6 and out["delta/instruct/accuracy"] == 1 / 3
     assert (out["delta/instruct/p_mcnemar"], out["delta/instruct/ci_low"], out["delta/instruct/flips_up"]) == \
         (0.013, 0.13, 12)
+
+
+@slow
+def test_outputs_cut_by_the_budget_are_unfinished_wrong_and_reported(testbed_pair, tmp_path):
+    """The instruct model answers in 3 tokens: with one, every output is cut. None is graded (the last-integer
+    fallback would read the first digit), each is wrong, and the share is in the metrics, summary and table."""
+    proc = cli.thinkswitch("iterations=0", "domain.eval_size=10", "model.sampling.instruct.max_new_tokens=1",
+                           "tracking.mode=disabled", "stage_cache=null", run_dir=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = read_jsonl(tmp_path / "iter_00" / "eval_instruct.jsonl")
+    assert len(rows) == 10 and all(r["tokens"] == 1 and not r["stopped"] for r in rows)
+    assert not any(r["finished"] or r["correct"] for r in rows) and all(r["pred"] is None for r in rows)
+    summary = read_json(tmp_path / "summary.json")
+    assert summary["final"]["instruct/unfinished"] == 1.0 and summary["final"]["instruct/correct"] == 0
+    assert summary["final"]["thinking/unfinished"] < 1.0 and summary["final"]["thinking/correct"] > 0
+    table = (proc.stdout + proc.stderr).split("results (")[1]
+    assert "unfinished" in table.splitlines()[1] and "100.0%" in table

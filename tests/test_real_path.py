@@ -150,13 +150,15 @@ def test_the_paper_presets_evaluate_offline_on_the_hub_text(hub_home, tmp_path):
 @pytest.mark.slow
 def test_every_method_merges_on_hub_ids_over_two_iterations_from_the_initial_base(hub_home, tmp_path):
     sweep = tmp_path / "sweep"
+    # gold_oracle keeps only the thinking model's correct answers: the tiny pair answers \boxed{7}, no AIME answer,
+    # so it would stop at strip with nothing to distill (its merge is the method's; tests/test_sweep.py runs it)
     proc = cli.thinkswitch("--multirun", "experiment=paper_aime",
-                           "method=thinkswitch,merge_only,distill_only,gold_oracle", "merge.base=initial",
+                           "method=thinkswitch,merge_only,distill_only", "merge.base=initial",
                            "merge.t=0.05", "iterations=2", "domain.train_prompts=1", "domain.eval_size=2", *SMALL,
                            f"hydra.sweep.dir={sweep}", env=offline_env(hub_home), timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     runs = jobs(sweep)
-    assert sorted(runs) == ["distill_only", "gold_oracle", "merge_only", "thinkswitch"]
+    assert sorted(runs) == ["distill_only", "merge_only", "thinkswitch"]
     snapshots = hub_home / "hub" / "models--Qwen--Qwen3-4B-Thinking-2507" / "snapshots"
     start = next(snapshots.iterdir())
     for method, run in runs.items():

@@ -83,12 +83,13 @@ class MergeBase(Choice):
 
 class Labels(Choice):
     thinking = "thinking"  # the thinking model's stripped answers
-    gold = "gold"  # the dataset's own answers
+    gold = "gold"  # the same, only those matching the dataset's gold answer (the gold_oracle baseline)
 
 
 class Filter(Choice):
-    none = "none"
-    majority = "majority"
+    none = "none"  # every answer that stopped after a closed trace
+    parsable = "parsable"  # those whose answer the grader can read a prediction from (no gold answer needed)
+    majority = "majority"  # those agreeing with their prompt's majority prediction (parsable by construction)
 
 
 class Target(Choice):
@@ -226,7 +227,7 @@ class DomainConfig:
     prompt_template: str = "{prompt}"
     train_prompts: int = 15
     eval_size: int = 30
-    seed: int = 0
+    seed: int = 0  # draws the prompts and questions; the run's `seed` does not (per run: domain.seed='${seed}')
     system_prompt: Optional[str] = None
 
 
@@ -284,8 +285,8 @@ class MethodConfig:
     """Which parts of ThinkSwitch run: the whole method, or a baseline (one config away).
 
     merge_only: no distillation, the thinking model is SLERP'd toward the starting instruct one;
-    distill_only: no merge, the thinking model never changes; gold_oracle: distil the dataset's
-    own answers instead of the thinking model's.
+    distill_only: no merge, the thinking model never changes; gold_oracle: distil only the thinking
+    model's answers that match the dataset's gold answer (the method's labels, in its format, made correct).
     """
 
     name: str = MISSING
@@ -298,15 +299,18 @@ class MethodConfig:
 class DistillConfig:
     """Which stripped answers become training pairs, and in what form.
 
-    filter: `none` keeps every finished trace; `majority` keeps, per prompt, the samples whose
-    extracted answer is the majority among the prompt's k samples (`generation.samples_per_prompt`)
-    and drops prompts without a strict majority, or whose majority share is below `min_agreement`.
+    Only outputs that stopped by themselves after a closed trace are candidates (`stages.strip`).
+    filter: `parsable` (default) keeps those whose answer the domain's grader reads a prediction from
+    (an answer in the domain's format; no gold answer is read); `none` keeps every one; `majority`
+    keeps, per prompt, the samples whose extracted answer is the majority among the prompt's k samples
+    (`generation.samples_per_prompt`) and drops prompts without a strict majority, or whose majority
+    share is below `min_agreement`.
     target: `raw` trains on the stripped answer as the thinking model wrote it; `canonical` on the
     domain's canonical answer format (`\\boxed{N}`, `yes`/`no`/`maybe`).
     merge_device: after QLoRA, where the adapter is merged into the base reloaded in full precision.
     """
 
-    filter: Filter = Filter.none
+    filter: Filter = Filter.parsable
     min_agreement: float = 0.0  # with majority: the majority share a prompt needs, in [0, 1]
     target: Target = Target.raw
     # where QLoRA's adapter is merged into the base reloaded in full precision: auto (on the card when it fits,
@@ -319,7 +323,8 @@ class EvaluateConfig:
     """Evaluation of both checkpoints on the domain's evaluation set.
 
     `samples` > 1 answers every question that many times: accuracy is then avg@n, and
-    `maj_accuracy` is maj@n (the majority answer graded).
+    `maj_accuracy` is maj@n (the majority answer graded); the accuracy's 95% interval is then a
+    bootstrap over the questions (one sample each: Wilson's). `conf/evaluate/avg4.yaml` sets 4.
     """
 
     samples: int = 1

@@ -102,13 +102,12 @@ def iteration(run: Run, k: int, pair: Pair) -> tuple[dict, Pair]:
     cfg, it = run.cfg, run.paths.iteration(k)
     metrics: dict[str, Any] = {}
     if cfg.method.distill:
+        generations, done = generate_step(run, it, pair.thinking, k)  # 1. the thinking checkpoint answers
         if cfg.method.labels == Labels.thinking:
-            generations, done = generate_step(run, it, pair.thinking, k)  # 1. the thinking checkpoint answers
             pairs, stripped = strip_step(run, it, generations)  # 2. reasoning traces removed
-            metrics |= done | stripped
-        else:  # the gold_oracle baseline: the dataset's own answers are the labels
-            pairs, done = gold_step(run, it)
-            metrics |= done
+        else:  # the gold_oracle baseline: 2., keeping only the answers that match the dataset's
+            pairs, stripped = gold_step(run, it, generations)
+        metrics |= done | stripped
         instruct, done = distill_step(run, it, pair.instruct, pairs, k)  # 3. into the instruct checkpoint
         pair, metrics = replace(pair, instruct=instruct), metrics | done
     if cfg.method.merge:  # 4. SLERP from the thinking checkpoint (t=0) toward the instruct one (t=1)
@@ -149,8 +148,9 @@ def strip_step(run: Run, it: IterationPaths, generations: Artifact) -> tuple[Art
     return produced(it, Stage.strip, inputs.pairs), metrics
 
 
-def gold_step(run: Run, it: IterationPaths) -> tuple[Artifact, dict]:
-    inputs = strip.GoldInputs(examples=tuple(run.train), grader=run.cfg.domain.grader, pairs=it.pairs)
+def gold_step(run: Run, it: IterationPaths, generations: Artifact) -> tuple[Artifact, dict]:
+    inputs = strip.GoldInputs(generations=generations, examples=tuple(run.train), grader=run.cfg.domain.grader,
+                              cfg=run.cfg.distill, pairs=it.pairs)
     metrics = run_step(run, it, Stage.strip, strip.gold_pairs, inputs, cached=False)
     return produced(it, Stage.strip, inputs.pairs), metrics
 

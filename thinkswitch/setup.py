@@ -15,15 +15,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from thinkswitch.config import Backend, ExperimentConfig, ModelConfig, Role
+from thinkswitch.config import Backend, ExperimentConfig, Labels, ModelConfig, Role
 from thinkswitch.data.domains import load_domain
 from thinkswitch.engines.base import Generator, resolve_backend, with_backend
 from thinkswitch.engines.devices import choose_device
 from thinkswitch.engines.models import ModelPair, check_pair, is_local
-from thinkswitch.errors import ConfigError
+from thinkswitch.errors import ConfigError, DataError
 from thinkswitch.sizing.run_plan import plan_memory
 from thinkswitch.stages.inputs import Artifact, Engine
 from thinkswitch.stages.merge import check_filters as merge_filters
+from thinkswitch.stages.strip import missing_gold
 from thinkswitch.store.cache import StageCache, checkpoint_id
 from thinkswitch.store.io import parse_size
 from thinkswitch.store.locks import HolderLock
@@ -114,6 +115,8 @@ def prepare(cfg: ExperimentConfig) -> Run:
 
 def _prepare(cfg: ExperimentConfig, paths: RunPaths, device) -> Run:
     train, evaluation = load_domain(cfg.domain, cfg.model)
+    if cfg.method.distill and cfg.method.labels == Labels.gold and missing_gold(train):
+        raise DataError(missing_gold(train))  # before the labels are generated, not after
     pair = resolve_pair(cfg.model, Path(cfg.cache_dir))
     check_disk(cfg, paths, pair.instruct, pair.thinking)
     if cfg.method.merge and (errors := merge_filters(cfg.merge, pair.thinking)):

@@ -226,6 +226,19 @@ def test_iteration_table_unchanged():
     assert "191/500  38.2% [34.0%, 42.5%]" in table and "   0 |" in table
 
 
+def test_iteration_table_shows_the_unfinished_share_only_when_an_output_was():
+    rows = [metrics_row(0, (191, 500), (497, 500)), metrics_row(1, (200, 500), (490, 500))]
+    clean = iteration_table([{**r, "instruct/unfinished": 0.0, "thinking/unfinished": 0.0} for r in rows])
+    assert "unfinished" not in clean
+    rows[1] |= {"instruct/unfinished": 0.25, "thinking/unfinished": 0.0}
+    lines = iteration_table(rows).splitlines()
+    assert lines[0].count("unfinished") == 2
+    assert lines[3].startswith("   1 |") and lines[3].split("|")[1].rstrip().endswith("3.0      25.0%")
+    assert lines[3].split("|")[2].rstrip().endswith("49.0       0.0%")
+    assert lines[2].split("|")[1].rstrip().endswith("0.0%")  # a row without the metric: none
+    assert lines[-1].startswith("unfinished: share of outputs cut off by max_new_tokens")
+
+
 # --- paired changes --------------------------------------------------------------------------------------------
 
 def test_change_metrics_and_paired_block_from_the_per_question_files(tmp_path):

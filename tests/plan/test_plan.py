@@ -183,6 +183,7 @@ def test_docs_plans_are_what_thinkswitch_plan_prints():
     found = plan_tables.blocks(plan_tables.PAGE.read_text())
     assert [args for args, _ in found] == ["experiment=paper_aime --cards 3070,h100",
                                            "experiment=paper_aime generation.backend=cb --cards 3070,h100",
+                                           "experiment=paper_aime evaluate=avg4 --cards 3070,h100",
                                            "experiment=paper_aime"]
     for args, body in found:
         assert body == plan_tables.plan_for(args), f"stale plan block ({args}): python -m benchmarks.plan_tables"
@@ -197,3 +198,19 @@ def test_readme_asks_the_plan_for_the_papers_card_and_an_h100_and_links_its_answ
     page = plan_tables.PAGE.read_text()
     section = page[page.index("### What it says for the paper's preset"):]
     assert plan_tables.blocks(section)[0][0] == "experiment=paper_aime --cards 3070,h100"
+
+
+def test_avg_at_4_is_priced_beside_the_papers_single_sample():
+    """`evaluate=avg4` answers every evaluation question 4 times: more evaluation hours, the rest unchanged."""
+    one, four = plan("experiment=paper_aime", "--cards", "h100"), plan("experiment=paper_aime evaluate=avg4",
+                                                                       "--cards", "h100")
+    assert "evaluation: 30 questions x 1," in one and "evaluation: 30 questions x 4," in four
+    (a,), (b,) = rows(one), rows(four)
+    generate, evaluate = 6, 9  # columns: generate h, evaluate h
+    assert b[generate] == a[generate] and float(b[evaluate]) > 2 * float(a[evaluate])
+    assert float(b[12]) > float(a[12])  # dollars
+
+
+def test_gold_oracle_generates_its_labels_like_the_method():
+    """The oracle filters the thinking model's own samples, so its plan holds their generation."""
+    assert "generate thinking 15" in plan("experiment=paper_aime method=gold_oracle", "--cards", "h100")

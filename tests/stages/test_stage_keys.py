@@ -39,7 +39,8 @@ BASES = {
                                     out=Path("/run/iter_01/generations.jsonl")),
     strip.StripInputs: inputs(strip.StripInputs, generations=Artifact("/run/iter_01/generations.jsonl", "id-gens"),
                               cfg=DistillConfig(), pairs=Path("/run/pairs.jsonl")),
-    strip.GoldInputs: inputs(strip.GoldInputs, examples=EXAMPLES, pairs=Path("/run/pairs.jsonl")),
+    strip.GoldInputs: inputs(strip.GoldInputs, generations=Artifact("/run/iter_01/generations.jsonl", "id-gens"),
+                             examples=EXAMPLES, cfg=DistillConfig(), pairs=Path("/run/pairs.jsonl")),
     distill.DistillInputs: inputs(
         distill.DistillInputs, instruct=Artifact("/ckpt/instruct", "id-instruct"),
         pairs=Artifact("/run/pairs.jsonl", "id-pairs"),
@@ -199,7 +200,8 @@ def test_inputs_say_what_their_stage_reads_and_writes():
     trained = BASES[distill.DistillInputs]
     assert needs_of(trained) == ["/ckpt/instruct", "/run/pairs.jsonl"]
     assert outputs_of(trained) == [Path("/run/adapter"), Path("/run/instruct")]
-    assert needs_of(BASES[strip.GoldInputs]) == [] and outputs_of(BASES[strip.GoldInputs]) == [Path("/run/pairs.jsonl")]
+    gold = BASES[strip.GoldInputs]  # the oracle filters the thinking model's own generations
+    assert needs_of(gold) == ["/run/iter_01/generations.jsonl"] and outputs_of(gold) == [Path("/run/pairs.jsonl")]
     assert needs_of(BASES[merge.MergeInputs]) == ["/ckpt/thinking", "/run/instruct"]
     for kind, inputs in BASES.items():
         assert outputs_of(inputs), f"{kind.__name__} names what its stage writes"

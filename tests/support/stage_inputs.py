@@ -14,7 +14,8 @@ from pathlib import Path
 from thinkswitch.stages.inputs import Artifact, Engine, Numerics
 from thinkswitch.store.io import parse_size
 
-SECTION = {"MergeInputs": "merge", "StripInputs": "distill"}  # the inputs whose `cfg` is a config section
+# the inputs whose `cfg` is a config section
+SECTION = {"MergeInputs": "merge", "StripInputs": "distill", "GoldInputs": "distill"}
 
 
 def from_config(kind: type, cfg, device, role: str) -> dict:

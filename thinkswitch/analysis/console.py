@@ -1,5 +1,6 @@
-"""The run's console table (iteration x checkpoint, with the paired change per iteration), and the score and
-change formats the reports share: `191/500 38.2% [34.0%, 42.5%]`, `+15.0 [+11.0, +19.2]* +90/-15`.
+"""The run's console table (iteration x checkpoint, with the unfinished share when any output was cut off,
+and the paired change per iteration), and the score and change formats the reports share:
+`191/500 38.2% [34.0%, 42.5%]`, `+15.0 [+11.0, +19.2]* +90/-15`.
 """
 
 from __future__ import annotations
@@ -52,22 +53,29 @@ CHANGE_LEGEND = ("change: accuracy points vs the previous iteration [paired boot
                  "questions that flipped;\n* the interval excludes 0 (McNemar p-values: metrics.jsonl, summary.json)")
 
 
+UNFINISHED_LEGEND = ("unfinished: share of outputs cut off by max_new_tokens or without an answer, graded wrong "
+                     "(shown when any is)")
+
+
 def iteration_table(history: list[dict], paired: dict | None = None) -> str:
-    """Iteration x {instruct, thinking}: correct/n, accuracy [95% CI], tokens per answer and, when the rows
-    have them, the paired change from the previous iteration; `paired` (summary.json's block) adds a line
-    per checkpoint for the change from iteration 0."""
+    """Iteration x {instruct, thinking}: correct/n, accuracy [95% CI], tokens per answer, the share of unfinished
+    outputs (when any output was) and, when the rows have them, the paired change from the previous iteration;
+    `paired` (summary.json's block) adds a line per checkpoint for the change from iteration 0."""
     cells = [[score(row, r) for r in Role] for row in history]
     width = max(len(c) for row in cells for c in row)
     changes = [[format_change(_row_change(row, r)) for r in Role] for row in history]
     cw = max((len(c) for row in changes for c in row), default=0)
-    extra = f" {'change':<{cw}}" if cw else ""
+    unfinished = any(row.get(f"{r}/unfinished") for row in history for r in Role)
+    extra = (" unfinished" if unfinished else "") + (f" {'change':<{cw}}" if cw else "")
     header = f"iter | {'instruct':<{width}} tok/ans{extra} | {'thinking':<{width}} tok/ans{extra}".rstrip()
     lines = [header, "-" * len(header)]
-    for row, (inst, think), (ci, ct) in zip(history, cells, changes):
-        lines.append(f"{row['iteration']:>4} | {inst:<{width}} {row['instruct/tokens_per_answer']:7.1f}"
-                     f"{f' {ci:<{cw}}' if cw else ''} | "
-                     f"{think:<{width}} {row['thinking/tokens_per_answer']:7.1f}{f' {ct:<{cw}}' if cw else ''}"
-                     .rstrip())
+    for row, pair_cells, pair_changes in zip(history, cells, changes):
+        halves = []
+        for role, cell, change in zip(Role, pair_cells, pair_changes):
+            share = f" {row.get(f'{role}/unfinished') or 0.0:10.1%}" if unfinished else ""
+            halves.append(f"{cell:<{width}} {row[f'{role}/tokens_per_answer']:7.1f}{share}"
+                          f"{f' {change:<{cw}}' if cw else ''}")
+        lines.append(f"{row['iteration']:>4} | {halves[0]} | {halves[1]}".rstrip())
     finals = []
     after = ((paired or {}).get(Role.instruct) or {}).get("after", history[-1]["iteration"] if history else 0)
     for role in Role:
@@ -78,4 +86,6 @@ def iteration_table(history: list[dict], paired: dict | None = None) -> str:
         lines.append(f"iteration {after} vs 0: " + "; ".join(finals))
     if cw or finals:
         lines.append(CHANGE_LEGEND)
+    if unfinished:
+        lines.append(UNFINISHED_LEGEND)
     return "\n".join(lines)

@@ -14,7 +14,7 @@ from thinkswitch.store.rundir import prune_checkpoints
 
 log = logging.getLogger(__name__)
 
-SCORES = ("correct", "n", "accuracy", "accuracy_ci_low", "accuracy_ci_high", "tokens_per_answer")
+SCORES = ("correct", "n", "accuracy", "accuracy_ci_low", "accuracy_ci_high", "tokens_per_answer", "unfinished")
 
 
 def record(cfg: ExperimentConfig, paths: RunPaths, k: int, metrics: dict, tracker: Tracker,

@@ -1,5 +1,6 @@
-"""Small statistics for evaluation results: confidence intervals for accuracy, majority votes, paired changes
-(flips, McNemar's exact test, a paired bootstrap interval) and label metrics (macro-F1)."""
+"""Small statistics for evaluation results: confidence intervals for accuracy (Wilson; a bootstrap over questions
+for several samples per question), majority votes, paired changes (flips, McNemar's exact test, a paired bootstrap
+interval) and label metrics (macro-F1)."""
 
 from __future__ import annotations
 
@@ -85,14 +86,20 @@ def paired_change(before: Mapping[str, float], after: Mapping[str, float], *, n_
     n = len(diffs)
     up, down = sum(d > 0 for d in diffs), sum(d < 0 for d in diffs)
     delta = sum(diffs) / n if n else 0.0
-    low, high = _bootstrap_interval(diffs, n_boot, seed) if n else (0.0, 0.0)
+    low, high = bootstrap_interval(diffs, n_boot, seed) if n else (0.0, 0.0)
     return {"n": n, "flips_up": up, "flips_down": down, "delta": delta, "p_mcnemar": mcnemar_exact(up, down),
             "ci_low": low, "ci_high": high}
 
 
-def _bootstrap_interval(diffs: Sequence[float], n_boot: int, seed: int, chunk: int = 1000) -> tuple[float, float]:
-    """95% percentile interval of the mean of `diffs` over `n_boot` resamples (with replacement)."""
+def bootstrap_interval(diffs: Sequence[float], n_boot: int = 10000, seed: int = 0,
+                       chunk: int = 1000) -> tuple[float, float]:
+    """95% percentile interval of the mean of `diffs` (per-question values: paired differences, or the mean
+    correctness of a question's samples) over `n_boot` resamples of them (with replacement), seeded by `seed`.
+    Zero-width when every value is the same."""
     import numpy as np
+
+    if not len(diffs) or n_boot < 1:
+        raise ValueError(f"bootstrap_interval: need values and n_boot >= 1, got {len(diffs)} values, n_boot={n_boot}")
 
     d = np.asarray(diffs, dtype=float)
     rng = np.random.default_rng(seed)

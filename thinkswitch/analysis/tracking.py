@@ -34,7 +34,7 @@ def tracking_mode(cfg: TrackingConfig) -> tuple[str, str]:
     if env:
         return env, "WANDB_MODE"
     return DEFAULT_MODE, "default"
-SAMPLE_COLUMNS = ["iteration", "model", "prompt", "output", "pred", "gold", "correct", "tokens"]
+SAMPLE_COLUMNS = ["iteration", "model", "prompt", "output", "pred", "gold", "correct", "tokens", "finished"]
 TRAINING_COLUMNS = ["iteration", "step", "epoch", "loss", "learning_rate", "grad_norm"]
 
 
@@ -88,7 +88,7 @@ class Tracker:
     def add_samples(self, iteration: int, model: str, rows: list[dict], k: int) -> None:
         for r in rows[:k]:
             self.samples.append([iteration, model, r["prompt"], r["output"], r["pred"], r["gold"], r["correct"],
-                                 r["tokens"]])
+                                 r["tokens"], r.get("finished")])
 
     def log_training(self, iteration: int, log_history: list[dict]) -> None:
         """The trainer's per-step logs of one iteration's distillation (TRL's `state.log_history`)."""

@@ -4,6 +4,9 @@ A grader takes the final answer text (trace already stripped; None when the mode
 its trace) and the gold answer, and returns the extracted prediction (or None) and whether it is
 correct. Add a grader by writing a function and naming it in `GRADERS` (and its canonical answer
 format, the form distillation targets take, in `_CANONICAL`). No function here raises on any text.
+The callers read only answers whose generation stopped by itself (`stages.evaluate.grade_output`,
+`stages.strip.strip_output`), so a fallback such as the last integer never reads an answer cut off
+by the token budget.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Optional
 
-from thinkswitch.config import ExperimentConfig, Labels, MergeDevice, Quantization, Role
+from thinkswitch.config import ExperimentConfig, MergeDevice, Quantization, Role
 from thinkswitch.errors import ConfigError
 from thinkswitch.sizing.cards import Card
 from thinkswitch.sizing.distill_memory import plan_distill
@@ -106,7 +106,7 @@ def load_model_shape(cfg: ExperimentConfig) -> Model:
 def generation_jobs(cfg: ExperimentConfig) -> list[Job]:
     s = cfg.model.sampling
     jobs = []
-    if cfg.method.distill and cfg.method.labels == Labels.thinking:
+    if cfg.method.distill:  # every method that distils generates its labels (gold_oracle then filters them)
         jobs.append(Job("generate", Role.thinking, cfg.domain.train_prompts, cfg.generation.samples_per_prompt,
                         s.thinking.max_new_tokens))
     return jobs + [Job("evaluate", role, cfg.domain.eval_size, cfg.evaluate.samples,

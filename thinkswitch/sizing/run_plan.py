@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from typing import Optional
 
-from thinkswitch.config import Backend, ExperimentConfig, Labels, Role
+from thinkswitch.config import Backend, ExperimentConfig, Role
 from thinkswitch.engines.models import ModelPair
 from thinkswitch.errors import ConfigError
 
@@ -36,7 +36,7 @@ def generation_jobs(cfg: ExperimentConfig, tokenizer, train: list[dict],
                 tokenizer, [chat_prompt(tokenizer, ex["prompt"], cfg.domain.system_prompt) for ex in prompts])
         return list(_COUNTED[key])
 
-    labels = cfg.method.distill and cfg.iterations and cfg.method.labels == Labels.thinking
+    labels = cfg.method.distill and cfg.iterations  # gold_oracle generates labels too, then filters them
     jobs = [("generate", Role.thinking, counts(train), cfg.generation.samples_per_prompt)] if labels else []
     eval_counts = counts(evaluation)
     return jobs + [(f"evaluate {role}", role, eval_counts, cfg.evaluate.samples) for role in PLAN_ORDER]
