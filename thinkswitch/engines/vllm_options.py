@@ -34,6 +34,31 @@ def _missing_venv() -> str:
             f"`make install-vllm` in {REPO_ROOT} (GPU: `make install-vllm VLLM=vllm==<version> VLLM_TORCH=`)")
 
 
+def installed_platform() -> Optional[str]:
+    """The platform the installed vLLM build selects (`cuda`, `cpu`), as `make install-vllm` recorded it in
+    `engine_args.json`; None where nothing is installed or the record predates it (an install to redo)."""
+    spec = vllm_venv() / "engine_args.json"
+    try:
+        platform = json.loads(spec.read_text()).get("platform")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return platform if isinstance(platform, str) else None
+
+
+def nf4_error() -> str:
+    """vLLM and `generation.quantization=nf4`: refused on every device (vLLM 0.32 has no bitsandbytes method:
+    `ModelConfig` raises "Unknown quantization method"), naming the methods the installed build has."""
+    try:
+        methods = json.loads((vllm_venv() / "engine_args.json").read_text()).get("quantizations") or []
+    except (OSError, ValueError, AttributeError):
+        methods = []
+    if "bitsandbytes" in methods:
+        return ""
+    has = f" (its methods: {', '.join(methods[:6])}, ...: pre-quantized checkpoints)" if methods else ""
+    return ("generation.quantization=nf4: the installed vLLM has no bitsandbytes 4-bit quantization" + has
+            + "; use generation.backend=cb or hf for NF4 generation, or generation.quantization=none")
+
+
 def engine_fields() -> dict[str, list[str]]:
     """EngineArgs field -> the JSON kinds it accepts, as `make install-vllm` recorded them."""
     venv = vllm_venv()
