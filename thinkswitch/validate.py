@@ -195,8 +195,10 @@ def trainer(cfg: ExperimentConfig) -> Iterator[str]:
             yield f"trainer.sft.{key}: must be > 0, got {sft[key]}"
     if cfg.trainer.checkpoint_minutes < 0:
         yield f"trainer.checkpoint_minutes: must be >= 0 (0: no checkpoints), got {cfg.trainer.checkpoint_minutes}"
-    try:  # names and types only: precision flags are checked against the device when training starts
-        SFTConfig(**{**sft, "output_dir": "unused", "report_to": [], "bf16": False, "fp16": False})
+    try:  # names and types only: precision flags are checked against the device when training starts; use_cpu:
+        # building it sets up accelerate's device, which on CUDA would start CUDA here (`torch.cuda.set_device(0)`)
+        # before `engines.devices.choose_device` can narrow CUDA_VISIBLE_DEVICES (the trainer's own config resets it)
+        SFTConfig(**{**sft, "output_dir": "unused", "report_to": [], "bf16": False, "fp16": False, "use_cpu": True})
     except (TypeError, ValueError) as e:
         yield f"trainer.sft: {' '.join(str(e).split())}"
 
