@@ -25,7 +25,7 @@ from thinkswitch.engines.base import AUTO, Generator, resolve_backend, with_back
 from thinkswitch.engines.devices import choose_device
 from thinkswitch.engines.models import ModelPair, check_pair
 from thinkswitch.errors import ConfigError
-from thinkswitch.sizing.run_plan import plan_memory
+from thinkswitch.sizing.run_plan import plan_memory, with_vllm_context
 from thinkswitch.stages.inputs import Artifact, Engine
 from thinkswitch.store.cache import StageCache, checkpoint_id
 from thinkswitch.store.locks import HolderLock
@@ -106,12 +106,15 @@ def _prepare(cfg: ExperimentConfig, paths: RunPaths, device) -> Run:
         log.info("generation.backend=auto: %s (%s)", backend, "CUDA" if device.type == "cuda" else device.type.upper())
     generation = with_backend(cfg.generation, backend) if backend != cfg.generation.backend else cfg.generation
     token_budget = plan_memory(cfg, pair, train, evaluation, device, backend)
+    engine_generation = generation
+    if backend == "vllm":  # the plan's number is the context vLLM needs: max_model_len where unset
+        engine_generation, token_budget = with_vllm_context(generation, token_budget), None
     start = Pair(*(Artifact(p, checkpoint_id(p, cfg.model.revision)) for p in (pair.instruct, pair.thinking)))
     cache = StageCache(Path(cfg.stage_cache).expanduser() if cfg.stage_cache else None)
     cache.turns.check()  # locks in the cache that do not exclude: said, and this run computes alone
     log.info("pair: instruct=%s thinking=%s | %d training prompts, %d evaluation questions | device %s",
              pair.instruct, pair.thinking, len(train), len(evaluation), device)
-    generator = Generator(model=cfg.model, generation=generation, device=device, token_budget=token_budget)
+    generator = Generator(model=cfg.model, generation=engine_generation, device=device, token_budget=token_budget)
     record_config(cfg, paths)  # last: a start refused above is not a run a resume must match
     return Run(cfg=cfg, paths=paths, train=train, eval=evaluation, grader=get_grader(cfg.domain.grader),
                start=start, generator=generator, engine=Engine.of(cfg, device, generation), stage=StageRunner(cache))

