@@ -64,6 +64,17 @@ $(VLLM_VENV)/engine_args.json: $(VLLM_VENV)/.installed thinkswitch/engines/vllm_
 
 install-vllm: $(VLLM_VENV)/engine_args.json  ## create .venv-vllm: vLLM (CPU build; VLLM=vllm==<ver> VLLM_TORCH= for CUDA) for generation.backend=vllm
 
+# CUDA on a GPU machine (an NVIDIA driver for CUDA 12.8 or newer: nvidia-smi; a C compiler for Triton's kernels:
+# gcc): CUDA torch from PyTorch's index, bitsandbytes (its wheel carries the CUDA kernels), CUDA vLLM with VLLM_CUDA=1;
+# then the check that it took (torch sees the GPU, bitsandbytes runs a 4-bit matmul on it)
+CUDA_INDEX ?= https://download.pytorch.org/whl/cu128
+VLLM_CUDA  ?=
+install-cuda:  ## GPU machine: .venv with CUDA torch + bitsandbytes (+ CUDA vLLM with VLLM_CUDA=1), checked
+	$(MAKE) install TORCH="$(TORCH) --index-url $(CUDA_INDEX) --extra-index-url https://pypi.org/simple"
+	$(BIN)/$(PIP_INSTALL) --force-reinstall --no-deps "$(TORCH)" --index-url $(CUDA_INDEX)
+	$(BIN)/python -c 'import torch, bitsandbytes as bnb; assert torch.version.cuda and torch.cuda.is_available(), "CUDA torch cannot start CUDA: check nvidia-smi"; w = bnb.nn.Linear4bit(64, 64, quant_type="nf4").cuda(); w(torch.randn(2, 64, device="cuda", dtype=torch.float32)); print("CUDA ok:", torch.__version__, torch.cuda.get_device_name(0), "bitsandbytes", bnb.__version__)'
+	$(if $(VLLM_CUDA),$(MAKE) install-vllm VLLM=vllm==0.32.0 VLLM_TORCH= VLLM_REMOVE=)
+
 demo: install  ## run the default experiment: testbed pair, 2 iterations, on CPU (ARGS= for overrides)
 	$(BIN)/thinkswitch $(ARGS)
 
@@ -87,4 +98,4 @@ clean:  ## remove the venvs (outputs/ and the testbed cache are kept)
 	rm -rf $(VENV) $(VLLM_VENV)
 
 
-.PHONY: FORCE help install install-vllm demo test test-fast bench gpu-check lint clean
+.PHONY: FORCE help install install-cuda install-vllm demo test test-fast bench gpu-check lint clean

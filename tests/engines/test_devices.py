@@ -1,6 +1,6 @@
 """Validation counts GPUs without starting CUDA in the process (issue 26, finding 5): `device=auto` then narrows
 CUDA_VISIBLE_DEVICES to the GPU it claims before CUDA starts, so the trainer sees one GPU. The seam is a fake device
-list (`engines.devices.gpu_ids`); torch's CUDA entry points are made to fail loudly if validation calls them."""
+list (`engines.gpus.gpu_ids`); torch's CUDA entry points are made to fail loudly if validation calls them."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tests.support.shared import compose
-from thinkswitch.engines import devices
+from thinkswitch.engines import gpus as devices
 from thinkswitch.errors import ConfigError
 
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from thinkswitch.engines.paged_cache import check_paged, hf_config, plan_paged_cache
 from thinkswitch.errors import ConfigError
-from thinkswitch.sizing.paged import check_paged, hf_config, plan_paged_cache
 from thinkswitch.sizing.shapes import QWEN3_4B_2507, GiB
 
 KEY = "model.sampling.thinking.max_new_tokens"
@@ -43,7 +43,7 @@ def test_the_plan_is_the_cache_transformers_builds(monkeypatch, free, weights):
 
 
 def test_greedy_takes_0_9_and_the_cpu_0_6_as_transformers_resolves_them():
-    from thinkswitch.sizing.paged import memory_share
+    from thinkswitch.engines.paged_cache import memory_share
 
     assert (memory_share("cuda", False), memory_share("cuda", True), memory_share("cpu", True)) == (0.9, 0.8, 0.6)
 

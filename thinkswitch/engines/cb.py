@@ -2,7 +2,7 @@
 
 The checkpoint is loaded with SDPA attention, kept as loaded (transformers' switch to a flash kernel, fetched from
 the hub where it can be, is off), which the manager runs over a paged KV cache; requests take token ids, share a
-paged KV cache sized explicitly as transformers sizes it (`thinkswitch.sizing.paged`: planned at start, sized
+paged KV cache sized explicitly as transformers sizes it (`thinkswitch.engines.paged_cache`: planned at start, sized
 again on the free memory at load), and a finished request's slot is refilled at
 once, so ragged generations (long reasoning traces beside short ones) do not wait for the longest of a static
 batch, and no row reserves KV for `max_new_tokens` it does not use. Each request is returned as it finishes:
@@ -29,12 +29,12 @@ from typing import Callable, Mapping, Optional, Sequence
 from thinkswitch.config import GenerationConfig, ModelConfig, SamplingConfig
 from thinkswitch.engines.base import Results, release_model, sampling_kwargs
 from thinkswitch.engines.decoding import decode, drop_tokens, eos_ids, results_from
-from thinkswitch.sizing.paged import ATTENTION, check_paged, plan_paged_cache
+from thinkswitch.engines.paged_cache import ATTENTION, check_paged, plan_paged_cache
 
 log = logging.getLogger(__name__)
 
 def cache_config(config_class, model, ids, sampling: SamplingConfig, seed: int):
-    """transformers' ContinuousBatchingConfig with the paged cache sized explicitly (`sizing.paged`: transformers'
+    """transformers' ContinuousBatchingConfig with the paged cache sized explicitly (`paged_cache`: transformers'
     own sizing, on the free memory measured now, the model loaded), SDPA kept (`auto_switch_to_flash=False`: no
     flash kernel from the hub in place of the engine `make gpu-check` measured). `seed` seeds torch once
     (transformers calls `torch.manual_seed(seed)` when the generation thread starts). Raises ConfigError, before
@@ -52,13 +52,14 @@ def cache_config(config_class, model, ids, sampling: SamplingConfig, seed: int):
 def _free_now(device) -> int:
     """Free memory on the model's device now (CUDA: the allocator's cached blocks released first, as transformers
     measures it)."""
-    from thinkswitch.sizing.free_memory import free_memory
-
     if device.type == "cuda":
         import torch
 
         torch.cuda.empty_cache()
-    return free_memory(str(device))
+        return int(torch.cuda.mem_get_info(device)[0])
+    import psutil  # the available RAM (MemAvailable on Linux), as sizing.free_memory measures it at start
+
+    return int(psutil.virtual_memory().available)
 
 
 def _logits_to_keep(model) -> bool:

@@ -160,10 +160,10 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")  # what a checkpoint is load
 
 def check_device(name: str) -> list[str]:
     """Errors for `device`: a known name, and a CUDA device only where one exists (counted without starting CUDA
-    in this process: `engines.devices.cuda_count`)."""
+    in this process: `engines.gpus.cuda_count`)."""
     import torch
 
-    from thinkswitch.engines.devices import cuda_count
+    from thinkswitch.engines.gpus import cuda_count
 
     if name in ("auto", "cpu"):
         return []
@@ -189,7 +189,7 @@ def pick_device(name: str):
     """The torch device `device` names; `auto`: CUDA where a GPU is there (asked without starting CUDA here)."""
     import torch
 
-    from thinkswitch.engines.devices import cuda_count
+    from thinkswitch.engines.gpus import cuda_count
 
     if name == "auto":
         return torch.device("cuda" if cuda_count() else "cpu")

@@ -62,6 +62,16 @@ def worker_env(device) -> dict:
     return env
 
 
+def _quantization(gen_cfg) -> dict:
+    """EngineArgs for `generation.quantization`: nf4 only with a vLLM that has bitsandbytes (validate.py refuses it
+    first; vLLM 0.32 has none)."""
+    if getattr(gen_cfg, "quantization", "none") != "nf4":
+        return {}
+    if nf4_error():
+        raise ConfigError(nf4_error())
+    return {"quantization": "bitsandbytes"}
+
+
 def check_startup_memory(device, args: Mapping) -> None:
     """Before a worker starts on a GPU: this process's cached CUDA blocks released (after a QLoRA run the allocator
     keeps gigabytes no tensor uses, which vLLM would count as taken), then vLLM's own start-up rule checked on the
@@ -271,11 +281,7 @@ class VLLMBackend:
         errors = check_vllm_options(options)
         if errors:
             raise ConfigError("; ".join(errors))
-        if getattr(gen_cfg, "quantization", "none") == "nf4" and nf4_error():  # validate.py refuses it first
-            raise ConfigError(nf4_error())
-        args = engine_args(options, path, model_cfg, device)
-        if getattr(gen_cfg, "quantization", "none") == "nf4":  # a vLLM that has bitsandbytes
-            args["quantization"] = "bitsandbytes"
+        args = {**engine_args(options, path, model_cfg, device), **_quantization(gen_cfg)}
         tokenizer = load_tokenizer(path, model_cfg)
         gen_config = _generation_config(path, model_cfg)
         eos_ids = decoding.eos_ids(gen_config, tokenizer)

@@ -96,10 +96,10 @@ def plan_memory(cfg: ExperimentConfig, pair: ModelPair, train: list[dict], evalu
 
 
 def plan_cb(cfg: ExperimentConfig, pair: ModelPair, config: dict, jobs: list, dtype: str, device, free: int) -> None:
-    """`cb`'s paged cache for each generation, as transformers will size it (`sizing.paged`), from the free memory
+    """`cb`'s paged cache for each generation, as transformers will size it (`engines.paged_cache`), from free memory
     before the weights load: refuses (ConfigError, the numbers, the `max_new_tokens` that fits) a run whose
     longest trace cannot fit, before the first stage spends anything."""
-    from thinkswitch.sizing.paged import check_paged, plan_paged_cache
+    from thinkswitch.engines.paged_cache import check_paged, plan_paged_cache
     from thinkswitch.sizing.weights import checkpoint_tensors, generation_weight_bytes
 
     tensors, _ = checkpoint_tensors(pair.thinking, config)

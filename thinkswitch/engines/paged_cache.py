@@ -23,7 +23,16 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from thinkswitch.errors import ConfigError
-from thinkswitch.sizing.shapes import GiB, fmt_bytes
+
+GiB = 2**30
+
+
+def fmt_bytes(n: float) -> str:
+    """`4.5 GiB`: binary units, one decimal (as `sizing.shapes.fmt_bytes`; engines sit below sizing)."""
+    for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if abs(n) >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{int(n)} B"
 
 PAGE_SIZE = 256  # tokens per page (transformers' default)
 ATTENTION = "sdpa"  # what the engine loads and keeps (auto_switch_to_flash=False)
