@@ -198,3 +198,18 @@ def test_readme_shows_the_plan_for_the_papers_card_and_an_h100():
     found = plan_tables.blocks((plan_tables.ROOT / "README.md").read_text())
     assert [args for args, _ in found] == ["experiment=paper_aime --cards 3070,h100"]
     assert found[0][1] == plan_tables.plan_for(found[0][0]), "stale plan block: python benchmarks/plan_tables.py"
+
+
+def test_vllm_with_nf4_is_never_priced():
+    """vLLM 0.32 has no bitsandbytes quantization (issue 26, finding 2): the plan refuses it, and never proposes it."""
+    from tests.support.shared import compose
+    from thinkswitch.plan.fit import fit, load_model_shape, plan_card
+    from thinkswitch.sizing.cards import card
+    from thinkswitch.sizing.timing import Assumptions
+
+    cfg = compose(["experiment=paper_aime", "generation.backend=vllm", "generation.quantization=nf4"])
+    plan = plan_card(cfg, load_model_shape(cfg), card("3070"), Assumptions(), None)
+    assert not plan.fits and "vLLM has no bitsandbytes" in plan.why[0] and not plan.seconds
+    plain = compose(["experiment=paper_aime", "generation.backend=vllm"])
+    assert all("generation.quantization=nf4" not in p.overrides
+               for p in fit(plain, load_model_shape(plain), card("3070"), Assumptions(), None))
