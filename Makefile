@@ -38,21 +38,42 @@ install: $(BIN)/thinkswitch  ## create .venv and install thinkswitch (torch CPU 
 
 # vLLM's own venv: torch first (the CPU wheel), then vLLM, then the torchvision/torchaudio/torchcodec
 # it pulls in (built for another torch, they stop vLLM from starting). The worker runs from the
-# source tree (PYTHONPATH, it imports only thinkswitch.engines.vllm_worker). Done once; `make clean` to redo.
-$(VLLM_VENV)/.installed:
+# source tree (PYTHONPATH, it imports only thinkswitch.engines.vllm_worker). Done once; `make clean` to redo,
+# or name another build: a VLLM=/VLLM_TORCH=/VLLM_REMOVE= given on the command line that differs from the one
+# installed (recorded in .venv-vllm/spec) reinstalls (a plain `make install-vllm`/`make test` keeps what is there).
+VLLM_SPEC  = $(VLLM) torch:$(VLLM_TORCH) remove:$(VLLM_REMOVE)
+VLLM_GIVEN = $(filter command line environment,$(origin VLLM) $(origin VLLM_TORCH) $(origin VLLM_REMOVE))
+VLLM_STALE = $(if $(VLLM_GIVEN),$(shell test "$$(cat $(VLLM_VENV)/spec 2>/dev/null)" = '$(VLLM_SPEC)' || echo FORCE))
+$(VLLM_VENV)/.installed: $(VLLM_STALE)
 	rm -rf $(VLLM_VENV)
 	$(PYTHON) -m venv $(VLLM_VENV)
 	$(VLLM_VENV)/bin/pip install -q --upgrade pip
 	$(if $(VLLM_TORCH),$(VLLM_VENV)/bin/$(PIP_INSTALL) $(VLLM_TORCH))
 	$(VLLM_VENV)/bin/$(PIP_INSTALL) $(VLLM)
 	$(if $(VLLM_REMOVE),$(VLLM_VENV)/bin/pip uninstall -q -y $(VLLM_REMOVE))
+	echo '$(VLLM_SPEC)' > $(VLLM_VENV)/spec
 	@touch $@
 
-# EngineArgs' fields and types, read by the main process to check generation.vllm.* without vLLM
+FORCE:
+
+# EngineArgs' fields and types, read by the main process to check generation.vllm.* without vLLM, with the
+# platform the build selects here (generation.backend=auto picks vLLM only where it is `cuda`) and its quantizations
 $(VLLM_VENV)/engine_args.json: $(VLLM_VENV)/.installed thinkswitch/engines/vllm_worker.py
 	$(VLLM_VENV)/bin/python -m thinkswitch.engines.vllm_worker --describe > $@.tmp && mv $@.tmp $@
+	@$(VLLM_VENV)/bin/python -c 'import json,sys; print("vLLM", *(json.load(open(sys.argv[1]))[k] for k in ("vllm_version", "platform")))' $@
 
 install-vllm: $(VLLM_VENV)/engine_args.json  ## create .venv-vllm: vLLM (CPU build; VLLM=vllm==<ver> VLLM_TORCH= for CUDA) for generation.backend=vllm
+
+# CUDA on a GPU machine (an NVIDIA driver for CUDA 12.8 or newer: nvidia-smi; a C compiler for Triton's kernels:
+# gcc): CUDA torch from PyTorch's index, bitsandbytes (its wheel carries the CUDA kernels), CUDA vLLM with VLLM_CUDA=1;
+# then the check that it took (torch sees the GPU, bitsandbytes runs a 4-bit matmul on it)
+CUDA_INDEX ?= https://download.pytorch.org/whl/cu128
+VLLM_CUDA  ?=
+install-cuda:  ## GPU machine: .venv with CUDA torch + bitsandbytes (+ CUDA vLLM with VLLM_CUDA=1), checked
+	$(MAKE) install TORCH="$(TORCH) --index-url $(CUDA_INDEX) --extra-index-url https://pypi.org/simple"
+	$(BIN)/$(PIP_INSTALL) --force-reinstall --no-deps "$(TORCH)" --index-url $(CUDA_INDEX)
+	$(BIN)/python -c 'import torch, bitsandbytes as bnb; assert torch.version.cuda and torch.cuda.is_available(), "CUDA torch cannot start CUDA: check nvidia-smi"; w = bnb.nn.Linear4bit(64, 64, quant_type="nf4").cuda(); w(torch.randn(2, 64, device="cuda", dtype=torch.float32)); print("CUDA ok:", torch.__version__, torch.cuda.get_device_name(0), "bitsandbytes", bnb.__version__)'
+	$(if $(VLLM_CUDA),$(MAKE) install-vllm VLLM=vllm==0.32.0 VLLM_TORCH= VLLM_REMOVE=)
 
 demo: install  ## run the default experiment: testbed pair, 2 iterations, on CPU (ARGS= for overrides)
 	$(BIN)/thinkswitch $(ARGS)
@@ -76,4 +97,5 @@ lint: install  ## ruff
 clean:  ## remove the venvs (outputs/ and the testbed cache are kept)
 	rm -rf $(VENV) $(VLLM_VENV)
 
-.PHONY: help install install-vllm demo test test-fast bench gpu-check lint clean
+
+.PHONY: FORCE help install install-cuda install-vllm demo test test-fast bench gpu-check lint clean

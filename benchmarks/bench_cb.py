@@ -57,6 +57,7 @@ def ragged_cb(model, tok, prompts: list[str], lengths: list[int]) -> tuple[list[
     from transformers.generation.configuration_utils import ContinuousBatchingConfig
     from transformers.generation.continuous_batching.continuous_api import WorkloadHints
 
+    from thinkswitch.config import SamplingConfig
     from thinkswitch.engines.cb import cache_config
 
     ids = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
@@ -66,7 +67,8 @@ def ragged_cb(model, tok, prompts: list[str], lengths: list[int]) -> tuple[list[
     hints = WorkloadHints(max_prompt_length=max(map(len, ids)), max_generated_length=max(lengths),
                           num_requests=len(ids))
     t0 = time.perf_counter()
-    cb_config = cache_config(ContinuousBatchingConfig, ids, max(lengths), 0, model.device.type)  # as engines.cb
+    cb_config = cache_config(ContinuousBatchingConfig, model, ids,  # as engines.cb
+                             SamplingConfig(max_new_tokens=max(lengths), do_sample=False), 0)
     manager = model.init_continuous_batching(generation_config=config, workload_hints=hints,
                                              continuous_batching_config=cb_config)
     for i, (x, n) in enumerate(zip(ids, lengths)):

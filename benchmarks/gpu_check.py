@@ -385,13 +385,24 @@ def main(argv=None) -> int:
     for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
         os.environ.setdefault(name, "1")  # no hub: everything is local
     os.environ.setdefault("WANDB_MODE", "disabled")
+    from thinkswitch.engines.gpus import cuda_count
     from thinkswitch.engines.models import pick_device
     from thinkswitch.loop import frozen_library_heap
 
+    if args.device != "cpu" and not cuda_count():  # one line, before anything is spent
+        import torch
+
+        print(f"gpu_check: no CUDA device here (torch {torch.__version__}, CUDA build: {torch.version.cuda}); on a GPU "
+              "machine see the README's CUDA install (make install-cuda), or run --device cpu --scale tiny",
+              file=sys.stderr)
+        return 2
     device = pick_device(args.device)
     outs = [args.out] + ([Path(os.environ["OUT"]) / "gpu_check.jsonl"] if os.environ.get("OUT") else [])
     report = Report(outs)
-    report({**environment(device), "scale": args.scale, "args": vars(args)})
+    try:
+        report({**environment(device), "scale": args.scale, "args": vars(args)})
+    except Exception as e:  # noqa: BLE001 - recorded; the checks after it still run
+        report({"check": "env", "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()[-3000:]})
     only = args.only.split(",")
     work = args.work or Path(tempfile.mkdtemp(prefix="gpu_check-"))
     work.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,7 @@ from thinkswitch.engines.base import Generator, resolve_backend, with_backend
 from thinkswitch.engines.devices import choose_device
 from thinkswitch.engines.models import ModelPair, check_pair, is_local
 from thinkswitch.errors import ConfigError, DataError
-from thinkswitch.sizing.run_plan import plan_memory
+from thinkswitch.sizing.run_plan import plan_memory, with_vllm_context
 from thinkswitch.stages.inputs import Artifact, Engine
 from thinkswitch.stages.merge import check_filters as merge_filters
 from thinkswitch.stages.strip import missing_gold
@@ -126,12 +126,15 @@ def _prepare(cfg: ExperimentConfig, paths: RunPaths, device) -> Run:
         log.info("generation.backend=auto: %s (%s)", backend, "CUDA" if device.type == "cuda" else device.type.upper())
     generation = with_backend(cfg.generation, backend) if backend != cfg.generation.backend else cfg.generation
     token_budget = plan_memory(cfg, pair, train, evaluation, device, backend)
+    engine_generation = generation
+    if backend == Backend.vllm:  # the plan's number is the context vLLM needs: max_model_len where unset
+        engine_generation, token_budget = with_vllm_context(generation, token_budget), None
     start = start_pair(cfg.model, pair)
     cache = StageCache(Path(cfg.stage_cache).expanduser() if cfg.stage_cache else None)
     cache.turns.check()  # locks in the cache that do not exclude: said, and this run computes alone
     log.info("pair: instruct=%s thinking=%s | %d training prompts, %d evaluation questions | device %s",
              pair.instruct, pair.thinking, len(train), len(evaluation), device)
-    generator = Generator(model=cfg.model, generation=generation, device=device, token_budget=token_budget)
+    generator = Generator(model=cfg.model, generation=engine_generation, device=device, token_budget=token_budget)
     record_config(cfg, paths)  # last: a start refused above is not a run a resume must match
     return Run(cfg=cfg, paths=paths, train=train, eval=evaluation, start=start, generator=generator,
                engine=Engine.of(cfg, device, generation), stage=StageRunner(cache),

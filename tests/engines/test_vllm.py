@@ -140,7 +140,10 @@ def test_a_short_max_model_len_is_refused_before_any_engine_starts(fake_venv, tm
         prepare(compose(["generation.backend=vllm", f"generation.vllm.max_model_len={need - 1}"],
                         run_dir=str(tmp_path / "run")))
     prepare(compose(["generation.backend=vllm", f"generation.vllm.max_model_len={need}"],
-                    run_dir=str(tmp_path / "run")))
+                    run_dir=str(tmp_path / "run"))).close()
+    run = prepare(compose(["generation.backend=vllm"], run_dir=str(tmp_path / "run2")))  # unset: the context needed
+    assert run.generator.generation.vllm["max_model_len"] == need and run.engine.vllm["max_model_len"] is None
+    run.close()
 
 
 # -- slow: one engine on the testbed's thinking checkpoint ------------------------------------------

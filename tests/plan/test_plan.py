@@ -214,3 +214,18 @@ def test_avg_at_4_is_priced_beside_the_papers_single_sample():
 def test_gold_oracle_generates_its_labels_like_the_method():
     """The oracle filters the thinking model's own samples, so its plan holds their generation."""
     assert "generate thinking 15" in plan("experiment=paper_aime method=gold_oracle", "--cards", "h100")
+
+
+def test_vllm_with_nf4_is_never_priced():
+    """vLLM 0.32 has no bitsandbytes quantization (issue 26, finding 2): the plan refuses it, and never proposes it."""
+    from tests.support.shared import compose
+    from thinkswitch.plan.fit import fit, load_model_shape, plan_card
+    from thinkswitch.sizing.cards import card
+    from thinkswitch.sizing.timing import Assumptions
+
+    cfg = compose(["experiment=paper_aime", "generation.backend=vllm", "generation.quantization=nf4"])
+    plan = plan_card(cfg, load_model_shape(cfg), card("3070"), Assumptions(), None)
+    assert not plan.fits and "vLLM has no bitsandbytes" in plan.why[0] and not plan.seconds
+    plain = compose(["experiment=paper_aime", "generation.backend=vllm"])
+    assert all("generation.quantization=nf4" not in p.overrides
+               for p in fit(plain, load_model_shape(plain), card("3070"), Assumptions(), None))

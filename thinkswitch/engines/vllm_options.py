@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import os
 from pathlib import Path
 from typing import Mapping, Optional, Sequence
@@ -32,6 +33,31 @@ def vllm_venv() -> Path:
 def _missing_venv() -> str:
     return (f"generation.backend=vllm: vLLM is not installed ({vllm_venv()}/bin/python not found); run "
             f"`make install-vllm` in {REPO_ROOT} (GPU: `make install-vllm VLLM=vllm==<version> VLLM_TORCH=`)")
+
+
+def installed_platform() -> Optional[str]:
+    """The platform the installed vLLM build selects (`cuda`, `cpu`), as `make install-vllm` recorded it in
+    `engine_args.json`; None where nothing is installed or the record predates it (an install to redo)."""
+    spec = vllm_venv() / "engine_args.json"
+    try:
+        platform = json.loads(spec.read_text()).get("platform")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return platform if isinstance(platform, str) else None
+
+
+def nf4_error() -> str:
+    """vLLM and `generation.quantization=nf4`: refused on every device (vLLM 0.32 has no bitsandbytes method:
+    `ModelConfig` raises "Unknown quantization method"), naming the methods the installed build has."""
+    try:
+        methods = json.loads((vllm_venv() / "engine_args.json").read_text()).get("quantizations") or []
+    except (OSError, ValueError, AttributeError):
+        methods = []
+    if "bitsandbytes" in methods:
+        return ""
+    has = f" (its methods: {', '.join(methods[:6])}, ...: pre-quantized checkpoints)" if methods else ""
+    return ("generation.quantization=nf4: the installed vLLM has no bitsandbytes 4-bit quantization" + has
+            + "; use generation.backend=cb or hf for NF4 generation, or generation.quantization=none")
 
 
 def engine_fields() -> dict[str, list[str]]:
@@ -108,6 +134,27 @@ def check_context(options: Mapping, config: Mapping, jobs: Sequence[tuple[str, s
         return [f"generation.vllm.max_model_len={limit} is shorter than {need}; set it >= {prompt + new}"]
     return [f"the model's context ({limit} tokens: generation.vllm.max_model_len is unset) is shorter than {need}; "
             f"lower {key}"]
+
+
+def startup_memory_error(free: int, total: int, utilization: float, held: int = 0) -> str:
+    """vLLM 0.32's start-up rule (`v1/worker/utils.request_memory`): the engine refuses to start when the free
+    memory is below ceil(total x gpu_memory_utilization). '' when it starts; else the numbers and what would."""
+    need = math.ceil(total * utilization)
+    if free >= need:
+        return ""
+    gib = 2**30
+    fits = math.floor((free / total - 0.005) * 100) / 100
+    here = f", {held / gib:.1f} GiB of it held by this process (its CUDA context and tensors)" if held else ""
+    return (f"generation.vllm.gpu_memory_utilization={utilization}: vLLM needs {need / gib:.1f} GiB free on the card "
+            f"to start ({utilization} x {total / gib:.1f} GiB); {free / gib:.1f} GiB is free{here}; set "
+            f"generation.vllm.gpu_memory_utilization<={fits} or free the card")
+
+
+def context_for(jobs: Sequence[tuple[str, str, int, int]]) -> int:
+    """The context vLLM needs for these generations (each: what, key, longest prompt, max_new_tokens): the longest
+    prompt + its budget, what `max_model_len` is set to when unset (vLLM would take the model's context, 262,144
+    tokens for Qwen3-4B-2507: KV for one such sequence at start, 36 GiB, more than a 24 GB card holds)."""
+    return max((prompt + new for _, _, prompt, new in jobs), default=1)
 
 
 def engine_args(options: dict, path: str, model_cfg, device) -> dict:

