@@ -4,7 +4,7 @@ tests/test_stop_signals.py; an unreadable partial header: tests/test_partial_tor
 
 import json
 
-from tests.analysis.test_report import make_run
+from tests.support.runs import make_run
 from thinkswitch.analysis.console import iteration_table
 from thinkswitch.analysis.paired import change_metrics, paired_block
 

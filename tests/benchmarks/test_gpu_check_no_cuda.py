@@ -1,4 +1,4 @@
-"""`python benchmarks/gpu_check.py` on a machine without CUDA: one line, no traceback (issue 26, finding 7)."""
+"""`python -m benchmarks.gpu_check` on a machine without CUDA: one line, no traceback (issue 26, finding 7)."""
 
 import subprocess
 import sys
@@ -11,7 +11,7 @@ from tests.support.paths import ROOT
 
 @pytest.mark.skipif(torch.version.cuda is not None, reason="a CUDA build of torch: the GPU case")
 def test_gpu_check_without_cuda_ends_in_one_line(tmp_path):
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--out", str(tmp_path / "o")],
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.gpu_check", "--out", str(tmp_path / "o")],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and proc.stdout == ""
     lines = proc.stderr.strip().splitlines()

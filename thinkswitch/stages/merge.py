@@ -90,7 +90,7 @@ def check_filters(cfg: MergeConfig, checkpoint: str) -> list[str]:
     value, silently), each with the closest part of a tensor name. Reads safetensors headers only."""
     import difflib
 
-    from thinkswitch.engines.weights import checkpoint_tensors
+    from thinkswitch.sizing.weights import checkpoint_tensors
 
     filters = [(i, x["filter"]) for i, x in enumerate(cfg.t if isinstance(cfg.t, list) else [])
                if isinstance(x, dict) and x.get("filter") not in (None, "*")]
