@@ -35,6 +35,6 @@ def test_sigterm_during_vllm_generation_is_one_line_and_stops_the_worker(testbed
     assert worker and proc.returncode == 143, out[-3000:]
     assert "Traceback" not in out, out[-3000:]
     [said] = [line for line in lines if "stopped by SIGTERM" in line]
-    assert re.search(rf"stopped by SIGTERM in iter_00 evaluate; .* rerun with hydra.run.dir={run_dir} ", said)
+    assert re.search(rf"stopped by SIGTERM in iter_00 evaluate_instruct; .* rerun with hydra.run.dir={run_dir} ", said)
     assert group_processes(worker) == [], "the worker's process group is gone"
-    assert read_json(run_dir / "failed.json")["stage"] == "evaluate" and not (run_dir / "run.lock").exists()
+    assert read_json(run_dir / "failed.json")["stage"] == "evaluate_instruct" and not (run_dir / "run.lock").exists()

@@ -76,11 +76,13 @@ def test_t0_changes_only_the_instruct_model(sweep):
 
 @pytest.mark.slow
 def test_a_failing_job_does_not_stop_the_sweep(testbed_pair, tmp_path):
-    proc = thinkswitch("--multirun", "merge.t=1.5,0.2", *SMALL, "tracking.mode=disabled",
-                       f"hydra.sweep.dir={tmp_path}")
+    """A point that passes validation but fails in its job (here at setup: a per-filter t whose filter matches no
+    tensor of the checkpoint; a value out of range is refused before any job, tests/test_sweep_points.py)."""
+    proc = thinkswitch("--multirun", "merge.t=[{filter:self_atn,value:0.5},{value:0.2}],0.2", *SMALL,
+                       "tracking.mode=disabled", f"hydra.sweep.dir={tmp_path}")
     assert proc.returncode != 0
     bad, good = next(tmp_path.glob("0_*")), next(tmp_path.glob("1_*"))
-    assert "merge.t: 1.5 is outside [0, 1]" in read_json(bad / "failed.json")["error"]
+    assert "self_atn" in read_json(bad / "failed.json")["error"]
     assert (good / "summary.json").exists() and not (good / "failed.json").exists()
 
 
