@@ -74,8 +74,16 @@ def _launch(args: list[str], env: dict[str, str], merge_stderr: bool, fresh: boo
     zygote = None if fresh else _zygote_for(env)
     if zygote is None:
         return subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                preexec_fn=_as_from_a_terminal,
                                 stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE, text=True)
     return Forked(zygote, args, env, merge_stderr)
+
+
+def _as_from_a_terminal() -> None:
+    """In a new run's process before it starts Python: Ctrl-C and SIGTERM at their defaults, as from a terminal,
+    even where the test session was started with them ignored (a background job of a non-interactive shell)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 class Forked:

@@ -112,7 +112,11 @@ def serve(path: str) -> dict:
 
 
 def run(request: dict) -> None:
-    """Run the request as `python -m <module> args` or `python <script> args` would."""
+    """Run the request as `python -m <module> args` or `python <script> args` would, started from a terminal: Ctrl-C
+    and SIGTERM as a new interpreter has them, even where the test session was started with them ignored (a
+    background job of a non-interactive shell ignores SIGINT)."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])
