@@ -2,13 +2,11 @@
 after a SIGKILL mid-stage, `generation.backend=auto`, 4-bit generation, and the one decoder every engine shares."""
 
 import dataclasses
-import signal
 
 import pytest
 import torch
 
-from tests.support import cli
-from tests.support.faulty_stage import PROMPTS, SAMPLES, run_stage
+from tests.support.faulty_stage import PROMPTS, SAMPLES, killed_then_resumed, run_stage
 from tests.support.shared import compose
 from thinkswitch import validate
 from thinkswitch.config import TestbedSpec
@@ -17,7 +15,6 @@ from thinkswitch.engines.base import Generator, resolve_backend
 from thinkswitch.engines.chat import chat_prompt
 from thinkswitch.store import partial
 from thinkswitch.store.io import read_jsonl
-from thinkswitch.store.partial import partial_path
 
 CPU = torch.device("cpu")
 
@@ -80,12 +77,7 @@ def test_a_continuous_batching_stage_killed_midway_resumes_with_only_the_missing
     assert len(generated) == total, "continuous batching hands each request to the partial file alone"
 
     out, kill_after = tmp_path / "run" / "generations.jsonl", 10
-    proc = cli.python("-m", "tests.support.faulty_stage", "generate", out, kill_after, *GREEDY_CB, timeout=300)
-    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
-    assert not out.exists() and len(partial_path(out).read_text().splitlines()) == 1 + kill_after
-
-    generated.clear()
-    metrics = run_stage("generate", out, GREEDY_CB)
+    metrics = killed_then_resumed(out, kill_after, GREEDY_CB, generated)
     assert len(generated) == total - kill_after, "only the missing prompts were generated"
     assert metrics["generate/resumed_outputs"] == kill_after
     assert read_jsonl(out) == read_jsonl(reference), "greedy: the resumed stage equals an uninterrupted one"

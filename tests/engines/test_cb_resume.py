@@ -1,17 +1,14 @@
 """Sampled continuous batching (`engines.cb_sampling`): each request draws from (seed, its index, position) alone, so
 a sampled `cb` stage SIGKILLed midway and run again ends byte-identical to an uninterrupted one."""
 
-import signal
 
 import pytest
 import torch
 
-from tests.support import cli
-from tests.support.faulty_stage import PROMPTS, SAMPLES, run_stage
+from tests.support.faulty_stage import PROMPTS, SAMPLES, killed_then_resumed, run_stage
 from thinkswitch.engines.cb_sampling import gumbel_choice
 from thinkswitch.engines.seeds import rng_scheme
 from thinkswitch.store import partial
-from thinkswitch.store.partial import partial_path
 
 SAMPLED_CB = ("generation.backend=cb", "model.sampling.thinking.max_new_tokens=32")  # temperature 1.5 (faulty_stage)
 
@@ -39,11 +36,6 @@ def test_a_sampled_continuous_batching_stage_killed_midway_resumes_byte_identica
     assert len({line for line in reference.read_text().splitlines()}) == total, "sampled hot: outputs vary"
 
     out, kill_after = tmp_path / "run" / "generations.jsonl", 11
-    proc = cli.python("-m", "tests.support.faulty_stage", "generate", out, kill_after, *SAMPLED_CB, timeout=300)
-    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
-    assert not out.exists() and len(partial_path(out).read_text().splitlines()) == 1 + kill_after
-
-    generated.clear()
-    metrics = run_stage("generate", out, SAMPLED_CB)
+    metrics = killed_then_resumed(out, kill_after, SAMPLED_CB, generated)
     assert len(generated) == total - kill_after and metrics["generate/resumed_outputs"] == kill_after
     assert out.read_bytes() == reference.read_bytes(), "sampled: the resumed stage equals an uninterrupted one"

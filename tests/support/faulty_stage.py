@@ -51,6 +51,20 @@ def run_stage(stage: str, out: Path, backend: "str | tuple" = "hf", generator=No
                                  grader="last_integer", seed=12), generator=generator)
 
 
+def killed_then_resumed(out: Path, kill_after: int, backend: tuple, generated: list) -> dict:
+    """`generate` into `out` in a process of its own, SIGKILLed after `kill_after` results reached the partial file;
+    then resumed here (`generated`, which the caller's AFTER_BATCH hook fills, cleared first): the resumed stage's
+    metrics."""
+    from tests.support import cli
+    from thinkswitch.store.partial import partial_path
+
+    proc = cli.python("-m", "tests.support.faulty_stage", "generate", out, kill_after, *backend, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+    assert not out.exists() and len(partial_path(out).read_text().splitlines()) == 1 + kill_after
+    generated.clear()
+    return run_stage("generate", out, backend)
+
+
 if __name__ == "__main__":
     stage, out, kill_after = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
     extra = sys.argv[4:]
