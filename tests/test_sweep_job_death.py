@@ -40,8 +40,40 @@ def test_a_killed_job_fails_alone_and_the_other_finishes(testbed_pair, tmp_path)
     out = "".join(lines)
     assert killed and proc.returncode == 1, out[-3000:]
     assert "TerminatedWorkerError" not in out and "Traceback" not in out, out[-3000:]
+    assert "Error executing job" not in out, "one line: Hydra's own line above ours is folded into it"
     [error] = [line for line in lines if line.startswith("error: ")]
     assert "was killed by SIGKILL before it finished; the other jobs ran on" in error, error
     finished = [d for d in sweep.iterdir() if (d / "summary.json").exists()]
     assert len(finished) == 1, "the job beside the dead one ran to its end"
     assert ("merge.t=0.5" if "merge.t=0.1" in error else "merge.t=0.1") in finished[0].name, "the other one"
+
+
+def test_a_failed_jobs_known_error_is_one_line_naming_the_job(capsys):
+    from hydra.core.utils import JobReturn, JobStatus
+
+    from thinkswitch.cli_sweeps import JobDied, failed_jobs_in_one_line, job_line, restore_failed_jobs
+    from thinkswitch.errors import ConfigError, DataError
+
+    original = failed_jobs_in_one_line()
+    try:
+        failed = JobReturn(overrides=["merge.t=0.1"], status=JobStatus.FAILED, _return_value=DataError("bad row"))
+        with pytest.raises(DataError) as caught:
+            _ = failed.return_value
+        assert job_line(caught.value) == "error: sweep job merge.t=0.1: bad row"
+        died = JobReturn(overrides=["merge.t=0.5"], status=JobStatus.FAILED,
+                         _return_value=JobDied("sweep job #1 (merge.t=0.5) was killed"))
+        with pytest.raises(JobDied) as caught:
+            _ = died.return_value
+        assert job_line(caught.value) == "error: sweep job #1 (merge.t=0.5) was killed", "named once"
+        bug = JobReturn(overrides=["merge.t=0.7"], status=JobStatus.FAILED, _return_value=KeyError("x"))
+        with pytest.raises(KeyError):
+            _ = bug.return_value
+        assert "Error executing job with overrides: ['merge.t=0.7']" in capsys.readouterr().err, \
+            "anything else keeps Hydra's report"
+        assert JobReturn(status=JobStatus.COMPLETED, _return_value=0.5).return_value == 0.5
+    finally:
+        restore_failed_jobs(original)
+    assert job_line(ConfigError("x")) == "error: x", "outside a sweep"
+    with pytest.raises(DataError):
+        _ = JobReturn(overrides=["a=1"], status=JobStatus.FAILED, _return_value=DataError("y")).return_value
+    assert "Error executing job" in capsys.readouterr().err, "Hydra's own behaviour restored"

@@ -266,11 +266,20 @@ def main() -> None:
 
     utils.run_and_report = compact_first  # Hydra's own runner calls it by this name, in this module
     try:
-        from thinkswitch.cli_sweeps import check_sweep_points, isolate_parallel_jobs
+        from thinkswitch.cli_sweeps import (
+            check_sweep_points,
+            failed_jobs_in_one_line,
+            isolate_parallel_jobs,
+            restore_failed_jobs,
+        )
 
         if check_sweep_points(sys.argv[1:], compose, composition_error):  # every point, before the first job
             isolate_parallel_jobs()  # one job's death fails that job only
-        run()
+        return_value = failed_jobs_in_one_line()
+        try:
+            run()
+        finally:
+            restore_failed_jobs(return_value)
     finally:
         utils.run_and_report = report
 
@@ -288,7 +297,9 @@ def _composition_errors_in_one_line(func):
         sys.stderr.write(composition_error(e) + "\n")
         sys.exit(2)
     except ThinkSwitchError as e:  # a multirun's failed job (its traceback is in its own log)
-        sys.stderr.write(f"error: {e}\n")
+        from thinkswitch.cli_sweeps import job_line
+
+        sys.stderr.write(job_line(e) + "\n")
         sys.exit(e.exit_code)
     except OSError as e:  # Hydra making the run directory or its log file (read-only, a file in the way, full)
         if os.environ.get("HYDRA_FULL_ERROR") == "1" or e.filename is None:

@@ -67,6 +67,40 @@ class JobDied(ThinkSwitchError):
     """A sweep job's process died (a signal, or an exit without a result)."""
 
 
+def failed_jobs_in_one_line():
+    """Make a failed job's known error one line; returns what to restore. Hydra's sweeper reads each job's result
+    through `JobReturn.return_value`, which writes "Error executing job with overrides: [...]" to stderr above the
+    error it raises; for the project's own errors (`ThinkSwitchError`) the job's overrides go on the error instead
+    (`sweep_job`, printed by the CLI in its one line). Anything else keeps Hydra's report."""
+    from hydra.core.utils import JobReturn, JobStatus
+
+    original = JobReturn.return_value
+
+    def return_value(self):
+        error = self._return_value
+        if self.status == JobStatus.FAILED and isinstance(error, ThinkSwitchError):
+            error.sweep_job = list(self.overrides or [])
+            raise error
+        return original.fget(self)
+
+    JobReturn.return_value = property(return_value, original.fset)
+    return original
+
+
+def restore_failed_jobs(original) -> None:
+    from hydra.core.utils import JobReturn
+
+    JobReturn.return_value = original
+
+
+def job_line(error: ThinkSwitchError) -> str:
+    """`error: ...`, naming the sweep job it failed where it came from one (a dead job's error names it already)."""
+    job = getattr(error, "sweep_job", None)
+    if job is None or isinstance(error, JobDied):
+        return f"error: {error}"
+    return f"error: sweep job {' '.join(job) or '(no overrides)'}: {error}"
+
+
 def isolate_parallel_jobs() -> None:
     """Route hydra-joblib-launcher's jobs through `run_isolated` (a no-op where the plugin is not installed)."""
     try:
