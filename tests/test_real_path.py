@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 
 from tests.support import cli
-from tests.support.hubcache import INSTRUCT, THINKING, build_hub_cache, offline_env, put_repo
+from tests.support.hubcache import INSTRUCT, THINKING, aime_rows, build_hub_cache, offline_env, put_repo
 from tests.support.paths import ROOT, SHARED_DATA
 from tests.support.shared import compose, made_once
+from tests.support.tinypair import ANSWER
 from thinkswitch.errors import ConfigError, DataError
 from thinkswitch.store.cache import checkpoint_id
 from thinkswitch.store.io import read_json, read_jsonl
@@ -150,15 +151,15 @@ def test_the_paper_presets_evaluate_offline_on_the_hub_text(hub_home, tmp_path):
 @pytest.mark.slow
 def test_every_method_merges_on_hub_ids_over_two_iterations_from_the_initial_base(hub_home, tmp_path):
     sweep = tmp_path / "sweep"
-    # gold_oracle keeps only the thinking model's correct answers: the tiny pair answers \boxed{7}, no AIME answer,
-    # so it would stop at strip with nothing to distill (its merge is the method's; tests/test_sweep.py runs it)
+    # every AIME 2025 problem is a training prompt: the tiny pair answers \boxed{70}, the gold of one of them, so
+    # gold_oracle (the thinking model's correct answers only) has exactly that one to distil
     proc = cli.thinkswitch("--multirun", "experiment=paper_aime",
-                           "method=thinkswitch,merge_only,distill_only", "merge.base=initial",
-                           "merge.t=0.05", "iterations=2", "domain.train_prompts=1", "domain.eval_size=2", *SMALL,
+                           "method=thinkswitch,merge_only,distill_only,gold_oracle", "merge.base=initial",
+                           "merge.t=0.05", "iterations=2", "domain.train_prompts=30", "domain.eval_size=2", *SMALL,
                            f"hydra.sweep.dir={sweep}", env=offline_env(hub_home), timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     runs = jobs(sweep)
-    assert sorted(runs) == ["distill_only", "merge_only", "thinkswitch"]
+    assert sorted(runs) == ["distill_only", "gold_oracle", "merge_only", "thinkswitch"]
     snapshots = hub_home / "hub" / "models--Qwen--Qwen3-4B-Thinking-2507" / "snapshots"
     start = next(snapshots.iterdir())
     for method, run in runs.items():
@@ -171,6 +172,14 @@ def test_every_method_merges_on_hub_ids_over_two_iterations_from_the_initial_bas
         assert f"base_model: {start}" in mergekit, mergekit  # merge.base=initial: the snapshot, not <cwd>/Qwen/...
         for name in ("chat_template.jinja", "generation_config.json", "tokenizer_config.json"):
             assert (merged / name).read_bytes() == (start / name).read_bytes(), (method, name)
+    golds = {str(r["problem_idx"]): str(r["answer"]) for r in aime_rows(SHARED_DATA / "aime" / "aime25.jsonl")}
+    assert list(golds.values()).count(ANSWER) == 1
+    for iteration in ("iter_01", "iter_02"):
+        drawn = {str(r["id"]) for r in read_jsonl(runs["gold_oracle"] / iteration / "generations.jsonl")}
+        pairs = read_jsonl(runs["gold_oracle"] / iteration / "pairs.jsonl")
+        assert drawn == set(golds), "every AIME 2025 problem is a training prompt"
+        assert pairs and {golds[str(p["id"])] for p in pairs} == {ANSWER}, "only the correct labels are distilled"
+        assert len(read_jsonl(runs["thinkswitch"] / iteration / "pairs.jsonl")) > len(pairs), "the method's: all"
     assert not (ROOT / "Qwen").exists()
     shutil.rmtree(sweep)  # checkpoints: not kept past the test
 

@@ -7,6 +7,7 @@ import pytest
 from tests.support import cli
 from tests.support.paths import SHARED_DATA
 from tests.support.shared import compose
+from tests.support.tinypair import ANSWER
 from thinkswitch.config import TestbedSpec
 from thinkswitch.data.domains import check_disjoint, load_domain, normalise
 from thinkswitch.data.sources import DataError
@@ -177,7 +178,7 @@ def test_loop_runs_on_the_domain_with_a_tiny_2507_pair(tiny_2507_pair, tmp_path,
     assert all(r["output"].count("</think>") <= 1 and "<think>" not in r["output"] for r in evals)
     metrics = read_json(run_dir / "iter_01" / "metrics.json")
     if "distill.target=canonical" in extra:
-        assert {p["completion"] for p in pairs} == {"\\boxed{7}"}  # canonical AIME format
+        assert {p["completion"] for p in pairs} == {f"\\boxed{{{ANSWER}}}"}  # canonical AIME format
         assert len(evals) == 10 and "thinking/maj_accuracy" in metrics  # 5 questions x 2 samples
         assert metrics["strip/generations"] == 12 and metrics["strip/prompts"] == 4
         assert summary["cost_usd"]["total"] > 0 and metrics["cost/distill_usd"] > 0

@@ -4,7 +4,9 @@ Byte-level BPE tokenizer (any text round-trips), `<think>`/`</think>` as added t
 2507-style chat templates (the thinking one opens `<think>` in the generation prompt). The two
 models are trained for a few seconds to end every answer the way the real pair does: the thinking
 model closes a short trace and gives a boxed answer, the instruct model answers directly. Scores
-are meaningless; formats, lengths and special tokens are what the real pair produces.
+are meaningless; formats, lengths and special tokens are what the real pair produces. The answer, 70, is
+the gold of one AIME 2025 problem (and one of 2026's), so a filter on correct labels (method=gold_oracle)
+keeps something real to distil.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ import torch
 
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 THINK_TAGS = ["<think>", "</think>"]
-COMPLETIONS = {"thinking": "the answer is short.\n</think>\n\n\\boxed{7} yes", "instruct": "\\boxed{7} yes"}
+ANSWER = "70"
+COMPLETIONS = {"thinking": f"the answer is short.\n</think>\n\n\\boxed{{{ANSWER}}} yes",
+               "instruct": f"\\boxed{{{ANSWER}}} yes"}
 
 
 def build_tokenizer(corpus: list[str]):
