@@ -130,22 +130,28 @@ def jobs(sweep: Path) -> dict[str, Path]:
 
 
 @pytest.mark.slow
-def test_the_paper_presets_evaluate_offline_on_the_hub_text(hub_home, tmp_path):
+def test_the_paper_presets_run_an_iteration_offline_on_the_hub_text(hub_home, tmp_path):
     sweep = tmp_path / "sweep"
-    proc = cli.thinkswitch("--multirun", "experiment=paper_aime,paper_pubmedqa", "iterations=0", "domain.eval_size=8",
-                           *SMALL, f"hydra.sweep.dir={sweep}", env=offline_env(hub_home), timeout=600)
+    proc = cli.thinkswitch("--multirun", "experiment=paper_aime,paper_pubmedqa", "iterations=1", "domain.eval_size=8",
+                           "domain.train_prompts=4", *SMALL, f"hydra.sweep.dir={sweep}", env=offline_env(hub_home),
+                           timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     runs = sorted(d for d in sweep.iterdir() if d.is_dir())
     assert len(runs) == 2
+    start = next((hub_home / "hub" / "models--Qwen--Qwen3-4B-Thinking-2507" / "snapshots").iterdir())
     for run, template in zip(runs, ["within \\boxed{}.", "Answer the question with yes, no or maybe."]):
         summary = read_json(run / "summary.json")
         assert summary["final"]["instruct/n"] == summary["final"]["thinking/n"] == 8
-        evals = read_jsonl(run / "iter_00" / "eval_thinking.jsonl")
-        assert all(template in r["prompt"] and "{{" not in r["prompt"] for r in evals)
+        for evals in ("iter_00/eval_thinking.jsonl", "iter_01/generations.jsonl"):
+            rows = read_jsonl(run / evals)
+            assert all(template in r["prompt"] and "{{" not in r["prompt"] for r in rows), evals
         assert "model.thinking: Qwen/Qwen3-4B-Thinking-2507 -> " in (run / "thinkswitch.log").read_text()
+        # merge.base=current (the presets' own) at iteration 1: the snapshot of the hub id
+        assert f"base_model: {start}" in (run / "iter_01" / "thinking" / "mergekit.yaml").read_text()
     aime = read_jsonl(runs[0] / "iter_00" / "eval_instruct.jsonl")
     assert {r["gold"] for r in aime} <= {str(n) for n in range(1000)}
     assert not (ROOT / "Qwen").exists()
+    shutil.rmtree(sweep)  # checkpoints: not kept past the test
 
 
 @pytest.mark.slow
