@@ -242,15 +242,27 @@ def check_generate(args, device, cfg, pair, work: Path, report: Report, name: st
             system_prompt=None, seed=0, engine=Engine.of(cfg, device), out=out), generator=generator)
     rows = read_jsonl(out)
     tokens = sum(r["tokens"] for r in rows)
-    report({"check": name, "backend": cfg.generation.backend, "batch_size": cfg.generation.batch_size,
+    prompt_tokens = sum(len(tok_ids) for tok_ids in _prompt_ids(pair, cfg, examples)) / len(examples)
+    report({"check": name, "backend": generator.generation.backend,  # as it ran: auto resolved (hf, cb, vllm)
+            "configured_backend": cfg.generation.backend, "batch_size": cfg.generation.batch_size,
+            "prompt_tokens": round(prompt_tokens, 1),
             "token_budget": budget, "prompts": len(rows), "sampling": dataclasses.asdict(sampling),
             "tokens": tokens, "full_length": sum(r["tokens"] == args.gen_tokens for r in rows), **m.stats,
             "tokens_per_s": round(tokens / m.seconds, 1), "stage_metrics": metrics})
 
 
+def _prompt_ids(pair, cfg, examples) -> list[list[int]]:
+    """The examples' chat-formatted prompts as the engines encode them (prompt tokens, for `--calibrate`)."""
+    from thinkswitch.engines.chat import chat_prompt
+    from thinkswitch.engines.models import load_tokenizer
+
+    tok = load_tokenizer(str(pair["thinking"]), cfg.model)
+    return tok([chat_prompt(tok, ex["prompt"]) for ex in examples], add_special_tokens=False)["input_ids"]
+
+
 def check_cb(args, device, cfg, pair, work: Path, report: Report) -> None:
     """Continuous batching vs static HF batches on ragged lengths, in the run's dtype and in NF4 (one row each)."""
-    from benchmarks.bench_cb import ragged_cb, ragged_lengths, ragged_static
+    from benchmarks.bench_cb import STATIC_BATCH, ragged_cb, ragged_lengths, ragged_static, static_steps
     from thinkswitch.engines.models import generation_quantization, load_model, load_tokenizer, pick_dtype
 
     rng = random.Random(3)
@@ -262,7 +274,7 @@ def check_cb(args, device, cfg, pair, work: Path, report: Report) -> None:
         quant = generation_quantization(quantization, dtype)
         with Meter(device) as static_m:
             model = load_model(str(pair["thinking"]), cfg.model, device, quant)
-            static, static_s = ragged_static(model, tok, prompts, lengths)
+            static, static_s = ragged_static(model, tok, prompts, lengths, STATIC_BATCH)
             del model
         with Meter(device) as cb_m:
             model = load_model(str(pair["thinking"]), cfg.model, device, quant, attn_implementation="sdpa")
@@ -270,7 +282,9 @@ def check_cb(args, device, cfg, pair, work: Path, report: Report) -> None:
             del model
         tokens = sum(lengths)
         report({"check": "cb", "dtype": str(dtype).removeprefix("torch."), "quantization": quantization,
-                "prompts": len(prompts), "lengths": lengths, "tokens": tokens,
+                "prompts": len(prompts), "lengths": lengths, "tokens": tokens, "longest": max(lengths),
+                "static_batch": STATIC_BATCH, "static_steps": static_steps(lengths, prompts, STATIC_BATCH),
+                "prompt_tokens": round(sum(len(x) for x in tok(prompts)["input_ids"]) / len(prompts), 1),
                 "static_tokens_per_s": round(tokens / static_s, 1), "cb_tokens_per_s": round(tokens / cb_s, 1),
                 "cb_over_static": round(static_s / cb_s, 3), "full_length": sum(len(r) == n for r, n in
                                                                                  zip(cb, lengths)),
