@@ -20,10 +20,12 @@ Qwen3-4B's shape), distill, merge, generate, cb, cpu_merge, nf4, vllm, and paper
 Each row: `check`, and where measured `seconds`, `cuda_peak_gib` (`torch.cuda.max_memory_allocated`, reset before
 the check), `rss_peak_gib`, `tokens_per_s` and the stage's own metrics. A row that fails holds `error` (one line) and
 `traceback`, and the rows after it still run (a row that needs the random pair says so when `build` failed); the
-last row, `done`, lists the failed ones, and the exit status is 1 if any failed. Written to `--out` (default
-`gpu_check.jsonl`) and, when `$OUT` is set, to `$OUT/gpu_check.jsonl`; `thinkswitch-plan --calibrate` reads it. The
-testbed pair must be built beforehand (`make demo` once; cached under `~/.cache/thinkswitch/testbed`, or
-`$THINKSWITCH_CACHE`). Without CUDA (and no `--device cpu`) it ends in one line, exit status 2.
+last row, `done`, lists the failed and skipped ones, and the exit status is 1 if any failed. `--budget-s N` skips
+the rows not started after N seconds (each writes a line saying so): a card lent for minutes still gets `done`.
+Written to `--out` (default `gpu_check.jsonl`) and, when `$OUT` is set, to `$OUT/gpu_check.jsonl`;
+`thinkswitch-plan --calibrate` reads it. The testbed pair must be built beforehand (`make demo` once; cached under
+`~/.cache/thinkswitch/testbed`, or `$THINKSWITCH_CACHE`). Without CUDA (and no `--device cpu`) it ends in one line,
+exit status 2.
 """
 
 from __future__ import annotations
@@ -56,11 +58,16 @@ log = logging.getLogger("gpu_check")
 class Report:
     """JSON lines to the output files (appended and flushed as they come) and the log."""
 
-    def __init__(self, paths: list[Path]):
-        self.paths, self.failed = paths, []
+    def __init__(self, paths: list[Path], budget_s: float | None = None):
+        self.paths, self.failed, self.skipped, self.budget_s = paths, [], [], budget_s
+        self.t0 = time.perf_counter()
         for p in paths:
             p.parent.mkdir(parents=True, exist_ok=True)
             p.write_text("")
+
+    def spent(self) -> bool:
+        """Whether the time budget (`--budget-s`) is spent: rows not yet started are then skipped."""
+        return self.budget_s is not None and time.perf_counter() - self.t0 > self.budget_s
 
     def __call__(self, row: dict) -> None:
         line = json.dumps(row, default=str)
@@ -70,6 +77,8 @@ class Report:
         log.info("%s", line)
         if "error" in row:
             self.failed.append(row["check"])
+        elif "skipped" in row:
+            self.skipped.append(row["check"])
 
 
 def parse_args(argv=None):
@@ -86,6 +95,9 @@ def parse_args(argv=None):
     p.add_argument("--gen-tokens", type=int, default=None, help="new tokens per output")
     p.add_argument("--shard-size", default=None, help="shard size of the checkpoints written (default: shard_size)")
     p.add_argument("--loop-args", nargs="*", default=[], help="more overrides for the loop check")
+    p.add_argument("--budget-s", type=float, default=None,
+                   help="seconds after which rows not yet started are skipped (each says so), so that a session's "
+                        "time limit ends the run with its `done` row")
     args = p.parse_args(argv)
     args.pairs = args.pairs or DEFAULTS[args.scale]["pairs"]
     args.answer_tokens = args.answer_tokens or DEFAULTS[args.scale]["answer_tokens"]
@@ -97,7 +109,11 @@ def parse_args(argv=None):
 
 
 def _attempt(report: Report, name: str, fn, *fn_args):
-    """`fn(*fn_args)`, or its error recorded as the row `name` (one line, and the traceback's end)."""
+    """`fn(*fn_args)`, or its error recorded as the row `name` (one line, and the traceback's end); once the time
+    budget is spent, a row saying so instead."""
+    if report.spent():
+        report({"check": name, "skipped": f"the time budget (--budget-s {report.budget_s:g}) is spent"})
+        return None
     try:
         return fn(*fn_args)
     except Exception as e:  # noqa: BLE001 - one failing check must not stop the others
@@ -105,6 +121,10 @@ def _attempt(report: Report, name: str, fn, *fn_args):
         report({"check": name, "error": f"{type(e).__name__}: {first}"[:500],
                 "traceback": traceback.format_exc()[-3000:]})
         return None
+
+
+def _no_pair():
+    raise RuntimeError("not run: the build row (the random pair) did not finish")
 
 
 def run_checks(args, device, work: Path, report: Report) -> None:
@@ -124,7 +144,7 @@ def run_checks(args, device, work: Path, report: Report) -> None:
     pair = _attempt(report, "build", gpu_stages.build_pair, args, device, work, report)
     if pair is None:
         for name in needs_pair:
-            report({"check": name, "error": "not run: the build row (the random pair) failed"})
+            _attempt(report, name, _no_pair)
         return
     cfg = gpu_stages.preset(args, pair, work)
     with frozen_library_heap(cfg):  # as run_experiment does around a run
@@ -153,16 +173,16 @@ def main(argv=None) -> int:
         return 2
     device = pick_device(args.device)
     outs = [args.out] + ([Path(os.environ["OUT"]) / "gpu_check.jsonl"] if os.environ.get("OUT") else [])
-    report = Report(outs)
+    report = Report(outs, args.budget_s)
     work = args.work or Path(tempfile.mkdtemp(prefix="gpu_check-"))
     work.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
     try:
         run_checks(args, device, work, report)
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)
-    report({"check": "done", "seconds": round(time.perf_counter() - t0, 1), "failed": report.failed})
+    report({"check": "done", "seconds": round(time.perf_counter() - report.t0, 1), "failed": report.failed,
+            "skipped": report.skipped})
     return 1 if report.failed else 0
 
 

@@ -7,11 +7,11 @@ import json
 from benchmarks import gpu_check, gpu_stages
 
 
-def _run(tmp_path, monkeypatch, only: str) -> tuple[int, list[dict]]:
+def _run(tmp_path, monkeypatch, only: str, *more: str) -> tuple[int, list[dict]]:
     monkeypatch.setenv("THINKSWITCH_VLLM_VENV", str(tmp_path / "no-vllm"))
     out = tmp_path / "rows.jsonl"
     code = gpu_check.main(["--device", "cpu", "--scale", "tiny", "--only", only, "--out", str(out),
-                           "--work", str(tmp_path / "work")])
+                           "--work", str(tmp_path / "work"), *more])
     return code, [json.loads(line) for line in out.read_text().splitlines()]
 
 
@@ -32,8 +32,16 @@ def test_rows_on_the_random_pair_say_so_when_it_could_not_be_built(tmp_path, mon
     monkeypatch.setattr(gpu_stages, "build_pair", _boom)
     code, rows = _run(tmp_path, monkeypatch, "merge,paper")
     assert code == 1 and [r["check"] for r in rows] == ["env", "build", "merge", "paper", "done"]
-    assert rows[2]["error"] == rows[3]["error"] == "not run: the build row (the random pair) failed"
+    no_pair = "RuntimeError: not run: the build row (the random pair) did not finish"
+    assert rows[2]["error"] == rows[3]["error"] == no_pair
     assert rows[-1]["failed"] == ["build", "merge", "paper"]
+
+
+def test_a_spent_time_budget_skips_the_rows_not_started_and_still_ends_with_done(tmp_path, monkeypatch):
+    code, rows = _run(tmp_path, monkeypatch, "vllm_build,merge", "--budget-s", "0")
+    assert code == 0 and [r["check"] for r in rows] == ["env", "vllm_build", "build", "merge", "done"]
+    assert all(r["skipped"] == "the time budget (--budget-s 0) is spent" for r in rows[:-1])
+    assert rows[-1]["skipped"] == ["env", "vllm_build", "build", "merge"] and rows[-1]["failed"] == []
 
 
 def test_rows_run_cheapest_first():
