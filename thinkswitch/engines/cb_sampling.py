@@ -91,10 +91,15 @@ class HoldEOS(ContinuousBatchingLogitsProcessor):
     supported_kwargs: dict[str, type] = {}
     ignored_kwargs: tuple[str, ...] = ()
 
-    def __init__(self, min_new_tokens: int, eos: list[int]):
+    def __init__(self, min_new_tokens: int, eos: list[int], vocab: int, device):
         self.min_new_tokens, self.eos = min_new_tokens, sorted(eos)
         self.given: dict[str, int] = {}
-        self._mask: torch.Tensor | None = None  # [vocab] True at EOS ids, on the scores' device (built once)
+        self._mask = self._eos_mask(vocab, device)  # built here: no host copy while a step runs (or is captured)
+
+    def _eos_mask(self, vocab: int, device) -> torch.Tensor:
+        mask = torch.zeros(vocab, dtype=torch.bool)
+        mask[[i for i in self.eos if 0 <= i < vocab]] = True
+        return mask.to(device)
 
     def fill_defaults(self, int32_tensor: torch.Tensor) -> None:
         int32_tensor.fill_(0)
@@ -109,17 +114,17 @@ class HoldEOS(ContinuousBatchingLogitsProcessor):
         return torch.tensor(held, dtype=torch.int32, device="cpu")
 
     def __call__(self, scores: torch.Tensor, tensor_arg: torch.Tensor) -> torch.Tensor:
-        if self._mask is None or self._mask.device != scores.device or self._mask.numel() != scores.size(-1):
-            self._mask = torch.zeros(scores.size(-1), dtype=torch.bool, device=scores.device)
-            self._mask[[i for i in self.eos if 0 <= i < scores.size(-1)]] = True
+        if self._mask.device != scores.device or self._mask.numel() != scores.size(-1):  # not as the model said
+            self._mask = self._eos_mask(scores.size(-1), scores.device)
         held = tensor_arg[: scores.size(0)].to(torch.bool).unsqueeze(-1)
         return scores.masked_fill(held & self._mask, float("-inf"))
 
 
-def hold_eos(manager, min_new_tokens: int, eos: list[int]) -> None:
+def hold_eos(manager, model, min_new_tokens: int, eos: list[int]) -> None:
     """Hold EOS off each request's first `min_new_tokens` tokens (`HoldEOS`). Before `seed_requests` (which leaves
     one token per row) and before `manager.start()`."""
+    vocab = model.get_output_embeddings().out_features  # the logits' width (a 4-bit LM head keeps its own)
     processors = manager.logit_processor
-    processors.logits_processor.append(HoldEOS(min_new_tokens, eos))
+    processors.logits_processor.append(HoldEOS(min_new_tokens, eos, vocab, model.device))
     processors.tensors_required += 1
     processors.do_processing = True
