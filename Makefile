@@ -88,7 +88,7 @@ test-fast: install  ## the fast tier: unit tests, no training (about a minute)
 bench: install  ## benchmarks: stages vs the bare libraries, stage-cache speedup (prints ratios)
 	$(BIN)/python -m benchmarks.bench $(ARGS)
 
-gpu-check: install  ## GPU machine, no hub: QLoRA loop + paper stages at Qwen3-4B shape, JSON lines (ARGS=--device cpu --scale tiny)
+gpu-check: install  ## GPU machine, no hub: cheap checks first, then the paper's stages at Qwen3-4B shape; JSON lines (ARGS=--budget-s 420)
 	$(BIN)/python -m benchmarks.gpu_check $(ARGS)
 
 lint: install  ## ruff

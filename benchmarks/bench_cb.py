@@ -27,7 +27,17 @@ def ragged_lengths(n: int, lo: int, hi: int, seed: int = 0) -> list[int]:
     return [int(math.exp(rng.uniform(math.log(lo), math.log(hi)))) for _ in range(n)]
 
 
-def ragged_static(model, tok, prompts: list[str], lengths: list[int], batch: int = 64) -> tuple[list[list[int]], float]:
+STATIC_BATCH = 64  # rows of a static batch (`ragged_static`)
+
+
+def static_steps(lengths: list[int], prompts: list[str], batch: int = STATIC_BATCH) -> int:
+    """Decode steps `ragged_static` runs: each batch (prompts sorted by length) to its longest length."""
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    return sum(max(lengths[i] for i in order[s:s + batch]) for s in range(0, len(order), batch))
+
+
+def ragged_static(model, tok, prompts: list[str], lengths: list[int],
+                  batch: int = STATIC_BATCH) -> tuple[list[list[int]], float]:
     """Static batches (prompts sorted by length, left-padded), each running to its longest length with EOS off; each
     row cut to its own length. Returns (tokens per prompt, seconds)."""
     import torch

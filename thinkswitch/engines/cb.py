@@ -120,11 +120,18 @@ class CBBackend:
 
         hints = WorkloadHints(max_prompt_length=max(len(v) for v in ids.values()),
                               max_generated_length=sampling.max_new_tokens, num_requests=len(ids))
-        manager = self.model.init_continuous_batching(generation_config=self.generation_config(sampling),
+        config = self.generation_config(sampling)
+        min_new = min(config.min_new_tokens or 0, sampling.max_new_tokens)
+        config.min_new_tokens = None  # transformers would drop its processor for this one; `hold_eos` replaces it
+        manager = self.model.init_continuous_batching(generation_config=config,
                                                       continuous_batching_config=cache_config(
                                                           ContinuousBatchingConfig, self.model, ids.values(),
                                                           sampling, seed),
                                                       workload_hints=hints)
+        if min_new > 0:  # the checkpoint's min_new_tokens, as `generate` honours it
+            from thinkswitch.engines.cb_sampling import hold_eos
+
+            hold_eos(manager, self.model, min_new, sorted(self.eos))
         if sampling.do_sample:
             from thinkswitch.engines.cb_sampling import seed_requests
 

@@ -9,6 +9,9 @@ integer hash of (the row's seed, the entry) on the device (no host round trip: c
 hands transformers' sampler a distribution that holds only that token. The row's seed is
 `seeds.token_seed(seed, request index, how many tokens the request has been given)`, counted on the host as
 transformers prepares each step. Greedy decoding is left as it was (`argmax`).
+
+`hold_eos` appends `HoldEOS`, the checkpoint's `min_new_tokens` for greedy and sampled runs alike (transformers
+drops `generate`'s processor for it from a continuous batching run).
 """
 
 from __future__ import annotations
@@ -75,5 +78,53 @@ def seed_requests(manager, seed: int) -> None:
     docstring. Before `manager.start()` (the batch processor takes the processor list when it starts)."""
     processors = manager.logit_processor
     processors.logits_processor.append(SeededSampler(seed))
+    processors.tensors_required += 1
+    processors.do_processing = True
+
+
+class HoldEOS(ContinuousBatchingLogitsProcessor):
+    """The checkpoint's `min_new_tokens` under continuous batching: EOS masked for a request until it has been given
+    `min_new_tokens` tokens, as `generate`'s MinNewTokensLengthLogitsProcessor does (transformers drops that one
+    from a continuous batching run: it reads a padded batch's lengths, which a paged batch has not). Tokens are
+    counted on the host as transformers prepares each step, as `SeededSampler` counts them."""
+
+    supported_kwargs: dict[str, type] = {}
+    ignored_kwargs: tuple[str, ...] = ()
+
+    def __init__(self, min_new_tokens: int, eos: list[int], vocab: int, device):
+        self.min_new_tokens, self.eos = min_new_tokens, sorted(eos)
+        self.given: dict[str, int] = {}
+        self._mask = self._eos_mask(vocab, device)  # built here: no host copy while a step runs (or is captured)
+
+    def _eos_mask(self, vocab: int, device) -> torch.Tensor:
+        mask = torch.zeros(vocab, dtype=torch.bool)
+        mask[[i for i in self.eos if 0 <= i < vocab]] = True
+        return mask.to(device)
+
+    def fill_defaults(self, int32_tensor: torch.Tensor) -> None:
+        int32_tensor.fill_(0)
+
+    def prepare_tensor_args(self, requests_with_new_token) -> torch.Tensor:
+        held = []
+        for request in requests_with_new_token:
+            rid = request.state.request_id
+            step = self.given.get(rid, 0)
+            self.given[rid] = step + 1
+            held.append(int(step < self.min_new_tokens))
+        return torch.tensor(held, dtype=torch.int32, device="cpu")
+
+    def __call__(self, scores: torch.Tensor, tensor_arg: torch.Tensor) -> torch.Tensor:
+        if self._mask.device != scores.device or self._mask.numel() != scores.size(-1):  # not as the model said
+            self._mask = self._eos_mask(scores.size(-1), scores.device)
+        held = tensor_arg[: scores.size(0)].to(torch.bool).unsqueeze(-1)
+        return scores.masked_fill(held & self._mask, float("-inf"))
+
+
+def hold_eos(manager, model, min_new_tokens: int, eos: list[int]) -> None:
+    """Hold EOS off each request's first `min_new_tokens` tokens (`HoldEOS`). Before `seed_requests` (which leaves
+    one token per row) and before `manager.start()`."""
+    vocab = model.get_output_embeddings().out_features  # the logits' width (a 4-bit LM head keeps its own)
+    processors = manager.logit_processor
+    processors.logits_processor.append(HoldEOS(min_new_tokens, eos, vocab, model.device))
     processors.tensors_required += 1
     processors.do_processing = True

@@ -92,8 +92,12 @@ def check_startup_memory(device, args: Mapping) -> None:
 
 def effective_sampling(sampling: SamplingConfig, gen_config) -> dict:
     """vLLM SamplingParams fields with HF `generate`'s semantics: greedy unless do_sample; an unset
-    field falls back to the checkpoint's generation_config.json, then to transformers' defaults."""
+    field falls back to the checkpoint's generation_config.json, then to transformers' defaults; the checkpoint's
+    `min_new_tokens` is vLLM's `min_tokens` (EOS and the stop ids held off)."""
     out: dict[str, Any] = {"max_tokens": int(sampling.max_new_tokens)}
+    held = getattr(gen_config, "min_new_tokens", None)  # EOS held off, as `generate` does (vLLM: min_tokens)
+    if held:
+        out["min_tokens"] = min(int(held), out["max_tokens"])
     if not sampling.do_sample:
         return out | {"temperature": 0.0}
     hf_defaults = {"temperature": 1.0, "top_p": 1.0, "top_k": 50, "min_p": None}

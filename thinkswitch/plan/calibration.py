@@ -11,9 +11,12 @@ from pathlib import Path
 from thinkswitch.errors import ConfigError
 
 # what `engines.timing.calibrate` reads of each kind of row: field -> whether it must be a number > 0 (else a str)
-NEEDS = {"env": {"gpu": False}, "build": {"params": True}, "distill": {"tokens_per_s": True}}
+NEEDS = {"env": {"gpu": False}, "build": {"params": True}, "distill": {"tokens_per_s": True},
+         "cb": {"cb_tokens_per_s": True, "static_tokens_per_s": True, "prompts": True, "tokens": True,
+                "longest": True, "static_steps": True}}  # cb: the ragged-lengths benchmark, both engines
 GENERATE = {"tokens_per_s": True, "prompts": True, "tokens": True}  # rows with a `backend` (hf, cb, vllm)
-OPTIONAL = ("concurrency", "batch_size", "prompt_tokens")  # numbers > 0 where given
+OPTIONAL = ("concurrency", "batch_size", "prompt_tokens", "static_batch")  # numbers > 0 where given
+MEASURED = ("tokens_per_s", "cb_tokens_per_s")  # a row with neither measured nothing (skipped, a CPU row say)
 
 
 def _problem(row, fields: dict[str, bool]) -> str | None:
@@ -28,7 +31,7 @@ def _problem(row, fields: dict[str, bool]) -> str | None:
 
 def check_rows(path: Path) -> None:
     """Raise ConfigError `<file>:<line>: ...` at the first row `calibrate` could not use: not JSON, not an object,
-    or a row it reads (env, build, distill, a generate measurement) without its fields. Rows of other checks and
+    or a row it reads (env, build, distill, cb, a generate measurement) without its fields. Rows of other checks and
     rows that failed (`error`) are skipped, as `calibrate` skips them."""
     try:
         text = Path(path).read_text()
@@ -48,7 +51,7 @@ def check_rows(path: Path) -> None:
         if row.get("error"):
             continue
         fields = NEEDS.get(row["check"]) or (GENERATE if row.get("backend") in ("hf", "cb", "vllm") else None)
-        if fields is None or (row["check"] not in ("env", "build") and not row.get("tokens_per_s")):
+        if fields is None or (row["check"] not in ("env", "build") and not any(row.get(k) for k in MEASURED)):
             continue
         why = _problem(row, fields) or _problem(row, {k: True for k in OPTIONAL if row.get(k) is not None})
         if why:

@@ -157,11 +157,52 @@ def read_rows(path: Path) -> list[dict]:
         raise ValueError(f"--calibrate {path}: not a gpu-check JSON-lines file ({e})") from None
 
 
+@dataclass(frozen=True)
+class Measured:
+    """One decode measurement of a gpu-check row: its engine's mode, tokens/s, sequences decoded per step on
+    average, sequences whose KV cache each step reads, mean new tokens and prompt tokens per sequence."""
+
+    mode: str  # static, continuous, vllm
+    label: str
+    tokens_per_s: float
+    concurrency: float
+    kv_rows: float
+    new_tokens: float
+    prompt_tokens: float
+
+
+def measurements(rows: list[dict]) -> list[Measured]:
+    """The decode measurements of a `make gpu-check` output, the run's own stage first: `generate` and `vllm` rows
+    (a `backend` of hf, cb or vllm, as the run resolved it: static, continuous, vLLM), then the `cb` benchmark
+    rows (ragged lengths, EOS off: their static batches and continuous batching, each over its decode steps).
+    Rows that failed, NF4 rows (dequantization is not in the time model) and rows without a measurement are
+    skipped."""
+    staged, bench = [], []
+    for row in rows:
+        if row.get("error") or row.get("quantization") == Quantization.nf4:
+            continue
+        mode = {"hf": "static", "cb": "continuous", "vllm": "vllm"}.get(row.get("backend", ""))
+        prompt = row.get("prompt_tokens", 250)
+        if mode and row.get("tokens_per_s"):
+            prompts, new = row["prompts"], row["tokens"] / row["prompts"]
+            at_once = row.get("concurrency") or (min(row.get("batch_size") or prompts, prompts)
+                                                 if mode == "static" else prompts)
+            staged.append(Measured(mode, f"{row['check']} ({row['backend']})", row["tokens_per_s"], at_once, at_once,
+                                   new, prompt))
+        elif row.get("check") == "cb" and row.get("cb_tokens_per_s") and row.get("static_tokens_per_s"):
+            tokens, new = row["tokens"], row["tokens"] / row["prompts"]
+            per_step = tokens / row["longest"]  # every request has a slot from the start: steps = the longest
+            bench.append(Measured("continuous", "cb", row["cb_tokens_per_s"], per_step, per_step, new, prompt))
+            bench.append(Measured("static", "cb static", row["static_tokens_per_s"], tokens / row["static_steps"],
+                                  min(row.get("static_batch") or row["prompts"], row["prompts"]), new, prompt))
+    return staged + bench
+
+
 def calibrate(path: Path, a: Assumptions) -> Assumptions:
-    """Per-step overheads and MFU from a `make gpu-check` output: its `generate` rows (tokens/s at a known batch,
-    every output at full length) give the decode overhead of their backend's batching mode, its `distill` row
-    (trained tokens/s over the whole stage, loads included: a lower bound) the MFU. Run at Qwen3-4B's body shape
-    (the `build` rows give its parameters) on a card of the table (the `env` row names it)."""
+    """Per-step overheads and MFU from a `make gpu-check` output (`measurements`): each decode measurement gives
+    the overhead of its engine (the first one per engine), its `distill` row (trained tokens/s over the whole stage,
+    loads included: a lower bound) the MFU. Run at Qwen3-4B's body shape (the `build` rows give its parameters)
+    on a card of the table (the `env` row names it)."""
     from thinkswitch.sizing.cards import card_for_device_name
     from thinkswitch.sizing.shapes import QWEN3_4B_2507, kv_bytes_per_token
 
@@ -175,24 +216,20 @@ def calibrate(path: Path, a: Assumptions) -> Assumptions:
         raise ValueError(f"--calibrate {path}: no build row (the checkpoint's parameters)")
     kv = kv_bytes_per_token(QWEN3_4B_2507, "bfloat16")
     factors, used = {}, []
-    for row in rows:
-        mode = {"hf": "static", "cb": "continuous", "vllm": "vllm"}.get(row.get("backend", ""))
-        nf4 = row.get("quantization") == Quantization.nf4
-        if row.get("error") or not row.get("tokens_per_s") or mode is None or nf4:
+    for m in measurements(rows):
+        if f"{m.mode}_overhead" in factors:
             continue
-        prompts, new = row["prompts"], row["tokens"] / row["prompts"]
-        at_once = row.get("concurrency") or (min(row.get("batch_size") or prompts, prompts) if mode == "static"
-                                             else prompts)
-        kv_read = at_once * (row.get("prompt_tokens", 250) + new / 2) * kv
-        factors.setdefault(f"{mode}_overhead", overhead_from(
-            row["tokens_per_s"], concurrency=at_once, weight_read=2 * params, kv_read=kv_read,
-            bandwidth=card.bandwidth, efficiency=a.efficiency))
-        used.append(f"{row['check']} {row['tokens_per_s']:,.0f} tokens/s")
-    distill = next((r for r in rows if r.get("check") == "distill" and r.get("tokens_per_s")), None)
+        factors[f"{m.mode}_overhead"] = overhead_from(
+            m.tokens_per_s, concurrency=m.concurrency, weight_read=2 * params,
+            kv_read=m.kv_rows * (m.prompt_tokens + m.new_tokens / 2) * kv, bandwidth=card.bandwidth,
+            efficiency=a.efficiency)
+        used.append(f"{m.label} {m.tokens_per_s:,.0f} tokens/s")
+    distill = next((r for r in rows if r.get("check") == "distill" and r.get("tokens_per_s") and not r.get("error")),
+                   None)
     if distill:
         factors["mfu"] = mfu_from(distill["tokens_per_s"], params=params, flops=card.bf16_flops)
         used.append(f"distill {distill['tokens_per_s']:,.0f} tokens/s")
     if not factors:
-        raise ValueError(f"--calibrate {path}: no generate or distill measurement in it")
+        raise ValueError(f"--calibrate {path}: no generate, cb, vllm or distill measurement in it")
     return a.calibrated(f"calibrated from {Path(path).name} on {env['gpu']}: {', '.join(used)}; the others assumed",
                         **{k: round(v, 5) for k, v in factors.items()})
