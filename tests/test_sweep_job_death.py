@@ -51,11 +51,10 @@ def test_a_killed_job_fails_alone_and_the_other_finishes(testbed_pair, tmp_path)
 def test_a_failed_jobs_known_error_is_one_line_naming_the_job(capsys):
     from hydra.core.utils import JobReturn, JobStatus
 
-    from thinkswitch.cli_sweeps import JobDied, failed_jobs_in_one_line, job_line, restore_failed_jobs
+    from thinkswitch.cli_sweeps import JobDied, failed_jobs_in_one_line, job_line
     from thinkswitch.errors import ConfigError, DataError
 
-    original = failed_jobs_in_one_line()
-    try:
+    with failed_jobs_in_one_line():
         failed = JobReturn(overrides=["merge.t=0.1"], status=JobStatus.FAILED, _return_value=DataError("bad row"))
         with pytest.raises(DataError) as caught:
             _ = failed.return_value
@@ -71,8 +70,6 @@ def test_a_failed_jobs_known_error_is_one_line_naming_the_job(capsys):
         assert "Error executing job with overrides: ['merge.t=0.7']" in capsys.readouterr().err, \
             "anything else keeps Hydra's report"
         assert JobReturn(status=JobStatus.COMPLETED, _return_value=0.5).return_value == 0.5
-    finally:
-        restore_failed_jobs(original)
     assert job_line(ConfigError("x")) == "error: x", "outside a sweep"
     with pytest.raises(DataError):
         _ = JobReturn(overrides=["a=1"], status=JobStatus.FAILED, _return_value=DataError("y")).return_value

@@ -266,20 +266,12 @@ def main() -> None:
 
     utils.run_and_report = compact_first  # Hydra's own runner calls it by this name, in this module
     try:
-        from thinkswitch.cli_sweeps import (
-            check_sweep_points,
-            failed_jobs_in_one_line,
-            isolate_parallel_jobs,
-            restore_failed_jobs,
-        )
+        from thinkswitch import cli_sweeps
 
-        if check_sweep_points(sys.argv[1:], compose, composition_error):  # every point, before the first job
-            isolate_parallel_jobs()  # one job's death fails that job only
-        return_value = failed_jobs_in_one_line()
-        try:
+        if cli_sweeps.check_sweep_points(sys.argv[1:], compose, composition_error):  # every point, before any job
+            cli_sweeps.isolate_parallel_jobs()  # one job's death fails that job only
+        with cli_sweeps.failed_jobs_in_one_line():
             run()
-        finally:
-            restore_failed_jobs(return_value)
     finally:
         utils.run_and_report = report
 

@@ -11,6 +11,7 @@ to their end. What a job returns, or the error it failed with, comes back as bef
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -67,11 +68,12 @@ class JobDied(ThinkSwitchError):
     """A sweep job's process died (a signal, or an exit without a result)."""
 
 
+@contextlib.contextmanager
 def failed_jobs_in_one_line():
-    """Make a failed job's known error one line; returns what to restore. Hydra's sweeper reads each job's result
-    through `JobReturn.return_value`, which writes "Error executing job with overrides: [...]" to stderr above the
-    error it raises; for the project's own errors (`ThinkSwitchError`) the job's overrides go on the error instead
-    (`sweep_job`, printed by the CLI in its one line). Anything else keeps Hydra's report."""
+    """Within it, a failed job's known error is one line. Hydra's sweeper reads each job's result through
+    `JobReturn.return_value`, which writes "Error executing job with overrides: [...]" to stderr above the error it
+    raises; for the project's own errors (`ThinkSwitchError`) the job's overrides go on the error instead
+    (`sweep_job`, printed by the CLI in its one line, `job_line`). Anything else keeps Hydra's report."""
     from hydra.core.utils import JobReturn, JobStatus
 
     original = JobReturn.return_value
@@ -84,13 +86,10 @@ def failed_jobs_in_one_line():
         return original.fget(self)
 
     JobReturn.return_value = property(return_value, original.fset)
-    return original
-
-
-def restore_failed_jobs(original) -> None:
-    from hydra.core.utils import JobReturn
-
-    JobReturn.return_value = original
+    try:
+        yield
+    finally:
+        JobReturn.return_value = original
 
 
 def job_line(error: ThinkSwitchError) -> str:
