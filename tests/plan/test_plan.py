@@ -74,7 +74,14 @@ def test_cards_and_amounts():
     with pytest.raises(ValueError, match="unknown card '3080'"):
         card("3080")
     mine = custom_card("8GB", "448GB/s")
-    assert mine.memory_bytes == CARDS["3070"].memory_bytes and mine.bf16_flops == pytest.approx(40.6e12)
+    assert mine.memory_bytes == 8 * GiB and mine.bf16_flops == pytest.approx(40.6e12)
+
+
+def test_cards_are_planned_at_the_memory_cuda_reports_not_the_size_on_the_box():
+    """Issue 26, finding 9: an 8 GB RTX 3070 reports 7.78 GiB to CUDA, an H100 80GB 79.19 GiB."""
+    assert CARDS["3070"].memory_bytes == int(7.78 * GiB) and CARDS["h100"].memory_bytes == int(79.19 * GiB)
+    assert all(c.memory_bytes < c.nominal_gb * GiB for c in CARDS.values())
+    assert "7.78 GiB of 8 GB" in CARDS["3070"].describe()
 
 
 # --- plans ------------------------------------------------------------------------------------------------------
@@ -89,7 +96,7 @@ def test_paper_preset_on_the_papers_8gb_card_fits_with_nf4_and_says_so():
     table = rows(text)
     assert [r[0] for r in table] == ["RTX 3070", "RTX 3070", "H100 SXM"]
     refused, fitted, h100 = table
-    assert refused[1] == "no" and "the KV pool is 7.0 MiB (7.5 GiB of weights)" in text  # bf16: weights fill the card
+    assert refused[1] == "no" and "the KV pool is 0 B (7.5 GiB of weights)" in text  # bf16: weights fill the card
     assert fitted[1] == "yes" and "`generation.quantization=nf4`" in fitted[2]
     assert "generation nf4" in fitted[4] and "adapter merge on cpu" in fitted[4]
     assert h100[1] == "yes" and h100[2] == "as configured" and "adapter merge on the card" in h100[4]

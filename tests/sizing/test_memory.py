@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from thinkswitch.sizing.distill_memory import choose_merge_device, plan_distill
+from thinkswitch.sizing.distill_memory import activation_elements_per_token, choose_merge_device, plan_distill
 from thinkswitch.sizing.free_memory import meminfo_available
 from thinkswitch.sizing.memory import describe, plan_generation, plan_generation_for
 from thinkswitch.sizing.shapes import (
@@ -233,6 +233,24 @@ def test_distill_estimate_for_the_paper_qlora():
     assert plan.merge_bytes == 2 * QWEN_PARAMS + 33_030_144 * 4  # the bf16 reload the adapter is merged into
     assert plan.peak_bytes == max(plan.train_bytes, plan.merge_bytes) and plan.fits and plan.warning() is None
     assert "distill memory estimate on cuda:0 (not exact)" in describe(plan)
+
+
+def test_qlora_activations_are_fp32_as_peft_upcasts_the_embedding():
+    """Issue 26, finding 9: `prepare_model_for_kbit_training` casts the embedding (and every other parameter that is
+    not 4-bit) to fp32, and bitsandbytes' Linear4bit returns its input's dtype: the checkpointed layer inputs are
+    fp32, 36 x 2,560 x 4 bytes x 4,096 tokens = 1.4 GiB (1.5 GB) on the paper setting, not 0.75 GB."""
+    import inspect
+
+    from peft.utils.other import prepare_model_for_kbit_training
+
+    assert "param.data = param.data.to(torch.float32)" in inspect.getsource(prepare_model_for_kbit_training)
+    kw = dict(dtype="bfloat16", lora=PAPER_LORA, sft=PAPER_SFT, free_bytes=80 * GiB, device="cuda:0")
+    qlora, lora = plan_distill(QWEN3_4B_2507, quantize_4bit=True, **kw), plan_distill(QWEN3_4B_2507,
+                                                                                       quantize_4bit=False, **kw)
+    recomputed = 4096 * activation_elements_per_token(Shape.from_config(QWEN3_4B_2507), PAPER_LORA['lora_dropout'])
+    assert qlora.parts["activations (checkpointed, fp32)"] == 4096 * 36 * 2560 * 4 + 4 * recomputed
+    assert 1.4e9 < 4096 * 36 * 2560 * 4 < 1.6e9
+    assert lora.parts["activations (checkpointed, bfloat16)"] == 4096 * 36 * 2560 * 2 + 2 * recomputed
 
 
 def test_distill_activation_checkpointing_and_4bit_lower_the_estimate():

@@ -1,7 +1,7 @@
 """`thinkswitch-plan`: can this run fit my card, with which settings, in how many hours, for how many dollars?
 
     thinkswitch-plan experiment=paper_aime --cards 3070,h100
-    thinkswitch-plan experiment=paper_aime --memory 8GB --bandwidth 448GB/s --usd-per-hour 0.15
+    thinkswitch-plan experiment=paper_aime --memory 7.78GB --bandwidth 448GB/s --usd-per-hour 0.15
     thinkswitch-plan experiment=paper_aime --cards h100 --calibrate gpu_check.jsonl
 
 Takes the overrides a run takes and composes the config as `thinkswitch` would (`cli.compose`: no run starts,

@@ -55,6 +55,16 @@ def activation_elements_per_token(shape: Shape, lora_dropout: float = 0.0) -> in
     return attention + mlp + dropout
 
 
+def activation_bytes(dtype: str, quantize_4bit: bool) -> int:
+    """Bytes per activation element. QLoRA: fp32 whatever `dtype`. peft 0.21's `prepare_model_for_kbit_training`
+    casts every parameter that is not 4-bit (`Params4bit`) to fp32, the input embedding and the norms included, so
+    the embedding's output is fp32; bitsandbytes' `Linear4bit.forward` computes in its compute dtype and returns
+    its input's dtype (`.to(inp_dtype)`), and Qwen3's RMSNorm multiplies by its (now fp32) weight: the residual
+    stream, each checkpointed layer input, and the tensors a layer keeps are fp32 (Qwen3-4B at 4,096 tokens per
+    step: 1.5 GB of checkpointed inputs, not 0.75). LoRA on a bf16 base: `dtype`."""
+    return 4 if quantize_4bit else dtype_bytes(dtype)
+
+
 @dataclass(frozen=True)
 class DistillPlan:
     """An estimate of the distill stage's peak memory, by part. Not exact: see the module docstring."""
@@ -133,7 +143,7 @@ def plan_distill(config: Mapping, *, dtype: str, quantize_4bit: bool, lora: Mapp
     batch = int(sft.get("per_device_train_batch_size", 8))  # transformers' default
     checkpointing = bool(sft.get("activation_checkpointing") or sft.get("gradient_checkpointing"))
     tokens = max_length * batch
-    act_bytes = dtype_bytes(dtype)
+    act_bytes = activation_bytes(dtype, quantize_4bit)
     per_layer = activation_elements_per_token(shape, float(lora.get("lora_dropout") or 0.0)) * act_bytes
     if checkpointing:  # each layer's input kept; one layer's activations recomputed at a time
         activations = tokens * (shape.layers * shape.hidden * act_bytes + per_layer)
@@ -148,7 +158,7 @@ def plan_distill(config: Mapping, *, dtype: str, quantize_4bit: bool, lora: Mapp
         "base weights" + (" (NF4 + fp32 rest)" if quantize_4bit else f" ({dtype})"): base,
         "LoRA weights (fp32)": lora_params * 4,
         "LoRA gradients + optimizer states": lora_params * (4 + optimizer_state_bytes),
-        "activations" + (" (checkpointed)" if checkpointing else ""): activations,
+        f"activations ({'checkpointed, ' if checkpointing else ''}{'fp32' if act_bytes == 4 else dtype})": activations,
         "LM head": head,
     }
     merge = weight_bytes(tensors, dtype) + lora_params * 4 if quantize_4bit else 0
