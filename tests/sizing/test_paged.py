@@ -69,13 +69,14 @@ def test_a_million_token_budget_is_refused_at_start_not_after_a_stage(testbed_pa
     """Issue 28, item 6: `generation.backend=cb model.sampling.thinking.max_new_tokens=1000000`, planned on 4 GiB
     free (the seam: a given free memory) before any model loads."""
     from tests.support.shared import compose
-    from thinkswitch.sizing.run_plan import plan_cb
+    from thinkswitch.sizing.run_plan import jobs_for, plan_cb
     from thinkswitch.sizing.shapes import load_config
 
     cfg = compose(["generation.backend=cb", f"{KEY}=1000000"])
     pair = testbed_pair
-    jobs = [("generate", "thinking", [60] * 8, 1), ("evaluate instruct", "instruct", [60] * 8, 1)]
+    jobs = jobs_for(cfg, [60] * 8, [60] * 8)
     with pytest.raises(ConfigError, match=rf"max_new_tokens=1,000,000: .* on cpu: .*set {KEY}<=\d+ or use a device"):
         plan_cb(cfg, pair, load_config(testbed_pair.thinking), jobs, "float32", torch.device("cpu"), 4 * GiB)
-    plan_cb(compose(["generation.backend=cb"]), pair, load_config(testbed_pair.thinking), jobs, "float32",
+    cfg = compose(["generation.backend=cb"])
+    plan_cb(cfg, pair, load_config(testbed_pair.thinking), jobs_for(cfg, [60] * 8, [60] * 8), "float32",
             torch.device("cpu"), 4 * GiB)

@@ -7,25 +7,24 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Optional
 
-from thinkswitch.config import ExperimentConfig, MergeDevice, Quantization, Role
+from thinkswitch.config import ExperimentConfig, MergeDevice, Quantization
 from thinkswitch.errors import ConfigError
+from thinkswitch.plan.slots import slots_for
 from thinkswitch.sizing.cards import Card
 from thinkswitch.sizing.distill_memory import plan_distill
-from thinkswitch.sizing.memory import continuous_kv_pool_bytes, plan_generation, vllm_kv_pool_bytes
-from thinkswitch.sizing.run_plan import PLAN_ORDER
-from thinkswitch.sizing.shapes import fmt_bytes, kv_bytes_per_token, load_config, resolve_dtype
+from thinkswitch.sizing.run_plan import PLAN_ORDER, Job, jobs_for
+from thinkswitch.sizing.shapes import kv_bytes_per_token, load_config, resolve_dtype
 from thinkswitch.sizing.timing import (
     Assumptions,
     continuous_decode,
     static_decode,
     training_seconds,
 )
-from thinkswitch.sizing.weights import checkpoint_tensors, generation_weight_bytes, param_count, weight_bytes
+from thinkswitch.sizing.weights import checkpoint_tensors, param_count, weight_bytes
 
 ENGINES = {"hf": "static", "cb": "continuous", "auto": "continuous", "vllm": "vllm"}  # generation.backend
 ENGINE_NAMES = {"static": "HF generate, static batches", "continuous": "continuous batching (paged KV)",
                 "vllm": "vLLM"}
-MAX_SLOTS = 256  # sequences a continuous engine decodes at once at most (vLLM's max_num_seqs default)
 HOURS = ("generate", "distill", "merge", "evaluate")
 
 
@@ -38,21 +37,6 @@ class Model:
     config: dict
     tensors: list
     dtype: str
-
-
-@dataclass(frozen=True)
-class Job:
-    """One generation: the labels, or one checkpoint's evaluation answers."""
-
-    stage: str  # generate | evaluate
-    role: Role
-    prompts: int
-    samples: int
-    max_new: int
-
-    @property
-    def sequences(self) -> int:
-        return self.prompts * self.samples
 
 
 @dataclass
@@ -103,43 +87,19 @@ def load_model_shape(cfg: ExperimentConfig) -> Model:
     return Model(ref, source, config, tensors, resolve_dtype(cfg.model.dtype, "cuda"))
 
 
-def generation_jobs(cfg: ExperimentConfig) -> list[Job]:
-    s = cfg.model.sampling
-    jobs = []
-    if cfg.method.distill:  # every method that distils generates its labels (gold_oracle then filters them)
-        jobs.append(Job("generate", Role.thinking, cfg.domain.train_prompts, cfg.generation.samples_per_prompt,
-                        s.thinking.max_new_tokens))
-    return jobs + [Job("evaluate", role, cfg.domain.eval_size, cfg.evaluate.samples,
-                       getattr(s, role).max_new_tokens) for role in PLAN_ORDER]
+def generation_jobs(cfg: ExperimentConfig, a: Assumptions) -> list[Job]:
+    """The run's generations (`run_plan.jobs_for`, the run's own list), every prompt `a.prompt_tokens` long."""
+    return jobs_for(cfg, [a.prompt_tokens] * cfg.domain.train_prompts, [a.prompt_tokens] * cfg.domain.eval_size)
 
 
 def decode_seconds(job: Job, engine: str, slots: int, model: Model, card: Card, a: Assumptions) -> float:
-    kw = dict(sequences=job.sequences, prompt=a.prompt_tokens, max_new=job.max_new,
+    kw = dict(sequences=job.sequences, prompt=job.longest_prompt, max_new=job.max_new,
               weight_read=weight_bytes(model.tensors, model.dtype),  # NF4 read at bf16 size (sizing.timing)
               kv_per_token=kv_bytes_per_token(model.config, model.dtype), bandwidth=card.bandwidth,
               efficiency=a.efficiency, overhead=a.overhead(engine))
     if engine == "static":
         return static_decode(rows=slots, **kw).seconds
     return continuous_decode(slots=slots, **kw).seconds
-
-
-def slots_for(job: Job, engine: str, cfg: ExperimentConfig, model: Model, card: Card, a: Assumptions) -> int:
-    """Rows of a static batch, or a continuous engine's concurrent sequences; ConfigError when not one fits."""
-    weights = generation_weight_bytes(model.tensors, model.dtype, cfg.generation.quantization)
-    kv = kv_bytes_per_token(model.config, model.dtype)
-    key = f"model.sampling.{job.role}.max_new_tokens"
-    if engine == "static":
-        return plan_generation(kv_bytes_per_token=kv, prompt_tokens=[a.prompt_tokens] * job.prompts,
-                               max_new_tokens=job.max_new, samples_per_prompt=job.samples, free_bytes=card.free_bytes,
-                               weight_bytes=weights, batch_size=cfg.generation.batch_size, device="cuda",
-                               key=key, quantization=cfg.generation.quantization).batch_size
-    pool = (vllm_kv_pool_bytes(card.memory_bytes, weights) if engine == "vllm"
-            else continuous_kv_pool_bytes(card.free_bytes, weights))
-    trace = (a.prompt_tokens + job.max_new) * kv
-    if trace > pool:
-        raise ConfigError(f"one trace of {a.prompt_tokens} + {job.max_new:,} tokens needs {fmt_bytes(trace)} of KV "
-                          f"cache; the KV pool is {fmt_bytes(pool)} ({fmt_bytes(weights)} of weights)")
-    return max(1, min(MAX_SLOTS, job.sequences, pool // ((a.prompt_tokens + job.max_new // 2) * kv)))
 
 
 def plan_card(cfg: ExperimentConfig, model: Model, card: Card, a: Assumptions, usd: Optional[float],
@@ -154,11 +114,11 @@ def plan_card(cfg: ExperimentConfig, model: Model, card: Card, a: Assumptions, u
         plan.why.append("generation.quantization=nf4: vLLM has no bitsandbytes 4-bit quantization (vLLM 0.32); "
                         "use generation.backend=cb for NF4 generation")
         return plan
-    jobs = generation_jobs(cfg)
+    jobs = generation_jobs(cfg, a)
     slots = {}
     for job in jobs:
         try:
-            slots[job] = slots_for(job, engine, cfg, model, card, a)
+            slots[job] = slots_for(job, engine, cfg, model, card, jobs)
         except ConfigError as e:
             plan.why.append(f"{job.stage} {job.role}: {e}")
     distill = None
@@ -176,7 +136,7 @@ def plan_card(cfg: ExperimentConfig, model: Model, card: Card, a: Assumptions, u
         other = "continuous" if engine == "static" else "static"
         other_slots = {}
         try:
-            other_slots = {j: slots_for(j, other, cfg, model, card, a) for j in jobs}
+            other_slots = {j: slots_for(j, other, cfg, model, card, jobs) for j in jobs}
         except ConfigError:
             pass
         if other_slots:

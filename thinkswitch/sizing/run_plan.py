@@ -4,7 +4,8 @@ against the device before any model loads (`plan_memory`, called by `setup`)."""
 from __future__ import annotations
 
 import logging
-from typing import Optional
+from dataclasses import dataclass
+from typing import Optional, Sequence
 
 from thinkswitch.config import Backend, ExperimentConfig, Role
 from thinkswitch.engines.models import ModelPair
@@ -18,11 +19,51 @@ PLAN_ORDER = (Role.thinking, Role.instruct)
 _COUNTED: dict[tuple, list[int]] = {}  # prompt token counts by (tokenizer, system prompt, prompts)
 
 
-def generation_jobs(cfg: ExperimentConfig, tokenizer, train: list[dict],
-                    evaluation: list[dict]) -> list[tuple[str, str, list[int], int]]:
-    """The run's generations, each as (stage, role, its prompts' token counts once chat-formatted, samples).
-    Each prompt set is tokenized once (both models answer the same evaluation questions), and once per process
-    (`_COUNTED`: a multirun's jobs plan the same prompts)."""
+@dataclass(frozen=True)
+class Job:
+    """One generation of a run: the labels, or one checkpoint's evaluation answers. The run and `thinkswitch-plan`
+    both build their jobs with `jobs_for`: the run from its prompts' token counts, the plan from its assumed ones."""
+
+    stage: str  # generate | evaluate
+    role: Role
+    prompt_tokens: tuple[int, ...]  # each prompt's tokens, chat-formatted
+    samples: int
+    max_new: int
+
+    @property
+    def name(self) -> str:
+        return self.stage if self.stage == "generate" else f"{self.stage} {self.role}"
+
+    @property
+    def key(self) -> str:
+        """The setting that bounds its traces."""
+        return f"model.sampling.{self.role}.max_new_tokens"
+
+    @property
+    def longest_prompt(self) -> int:
+        return max(self.prompt_tokens, default=0)
+
+    @property
+    def sequences(self) -> int:
+        return len(self.prompt_tokens) * self.samples
+
+
+def jobs_for(cfg: ExperimentConfig, train_tokens: Sequence[int], eval_tokens: Sequence[int]) -> list[Job]:
+    """The run's generations: the labels (every method that distils generates them, gold_oracle then filters them;
+    none when `iterations=0`), then each checkpoint's evaluation answers, thinking first (`PLAN_ORDER`)."""
+    s = cfg.model.sampling
+    jobs = []
+    if cfg.method.distill and cfg.iterations:
+        jobs.append(Job("generate", Role.thinking, tuple(train_tokens), cfg.generation.samples_per_prompt,
+                        s.thinking.max_new_tokens))
+    return jobs + [Job("evaluate", role, tuple(eval_tokens), cfg.evaluate.samples, getattr(s, role).max_new_tokens)
+                   for role in PLAN_ORDER]
+
+
+def generation_jobs(cfg: ExperimentConfig, tokenizer, train: list[dict], evaluation: list[dict]) -> list[Job]:
+    """The run's generations (`jobs_for`), with its prompts' token counts once chat-formatted. Each prompt set is
+    tokenized once (both models answer the same evaluation questions), and once per process (`_COUNTED`: a
+    multirun's jobs plan the same prompts)."""
     from thinkswitch.engines.base import prompt_token_counts
     from thinkswitch.engines.chat import chat_prompt
 
@@ -36,10 +77,8 @@ def generation_jobs(cfg: ExperimentConfig, tokenizer, train: list[dict],
                 tokenizer, [chat_prompt(tokenizer, ex["prompt"], cfg.domain.system_prompt) for ex in prompts])
         return list(_COUNTED[key])
 
-    labels = cfg.method.distill and cfg.iterations  # gold_oracle generates labels too, then filters them
-    jobs = [("generate", Role.thinking, counts(train), cfg.generation.samples_per_prompt)] if labels else []
-    eval_counts = counts(evaluation)
-    return jobs + [(f"evaluate {role}", role, eval_counts, cfg.evaluate.samples) for role in PLAN_ORDER]
+    labels = cfg.method.distill and cfg.iterations
+    return jobs_for(cfg, counts(train) if labels else [], counts(evaluation))
 
 
 def plan_memory(cfg: ExperimentConfig, pair: ModelPair, train: list[dict], evaluation: list[dict],
@@ -78,27 +117,24 @@ def plan_memory(cfg: ExperimentConfig, pair: ModelPair, train: list[dict], evalu
     if backend == Backend.vllm:  # vLLM plans its own memory; its context must hold every generation
         from thinkswitch.engines.vllm_options import check_context, context_for
 
-        errors = check_context(cfg.generation.vllm, config, [
-            (what, f"model.sampling.{role}.max_new_tokens", max(counts, default=0),
-             getattr(cfg.model.sampling, role).max_new_tokens) for what, role, counts, _ in jobs])
+        contexts = [(job.name, job.key, job.longest_prompt, job.max_new) for job in jobs]
+        errors = check_context(cfg.generation.vllm, config, contexts)
         if errors:
             raise ConfigError("; ".join(errors))
-        return context_for([(what, "", max(counts, default=0), getattr(cfg.model.sampling, role).max_new_tokens)
-                            for what, role, counts, _ in jobs])
+        return context_for(contexts)
     if backend == "cb":
         plan_cb(cfg, pair, config, jobs, dtype, device, free)
         return None
     plans = [memory.plan_generation_for(
-        pair.thinking, dtype=dtype, device=str(device), config=config, free_bytes=free, prompt_tokens=counts,
-        samples_per_prompt=samples, max_new_tokens=getattr(cfg.model.sampling, role).max_new_tokens,
-        batch_size=cfg.generation.batch_size, key=f"model.sampling.{role}.max_new_tokens",
-        quantization=cfg.generation.quantization)
-        for _, role, counts, samples in jobs]
+        pair.thinking, dtype=dtype, device=str(device), config=config, free_bytes=free,
+        prompt_tokens=job.prompt_tokens, samples_per_prompt=job.samples, max_new_tokens=job.max_new,
+        batch_size=cfg.generation.batch_size, key=job.key, quantization=cfg.generation.quantization) for job in jobs]
     log.info("%s", plans[0].describe())
     return plans[0].token_budget  # the same for every job: one architecture, one dtype, one device
 
 
-def plan_cb(cfg: ExperimentConfig, pair: ModelPair, config: dict, jobs: list, dtype: str, device, free: int) -> None:
+def plan_cb(cfg: ExperimentConfig, pair: ModelPair, config: dict, jobs: list[Job], dtype: str, device,
+            free: int) -> None:
     """`cb`'s paged cache for each generation, as transformers will size it (`engines.paged_cache`), from free memory
     before the weights load: refuses (ConfigError, the numbers, the `max_new_tokens` that fits) a run whose
     longest trace cannot fit, before the first stage spends anything."""
@@ -107,13 +143,12 @@ def plan_cb(cfg: ExperimentConfig, pair: ModelPair, config: dict, jobs: list, dt
 
     tensors, _ = checkpoint_tensors(pair.thinking, config)
     weights = generation_weight_bytes(tensors, dtype, cfg.generation.quantization)
-    for what, role, counts, samples in jobs:
-        sampling = getattr(cfg.model.sampling, role)
+    for job in jobs:
         plan = plan_paged_cache(config, dtype=dtype, device=str(device), free_bytes=free, weight_bytes=weights,
-                                prompt_tokens=counts, samples=samples, max_new_tokens=sampling.max_new_tokens,
-                                do_sample=bool(sampling.do_sample))
-        check_paged(plan, f"model.sampling.{role}.max_new_tokens", cfg.generation.quantization == "nf4")
-        log.info("%s: %s", what, plan.describe())
+                                prompt_tokens=job.prompt_tokens, samples=job.samples, max_new_tokens=job.max_new,
+                                do_sample=bool(getattr(cfg.model.sampling, job.role).do_sample))
+        check_paged(plan, job.key, cfg.generation.quantization == "nf4")
+        log.info("%s: %s", job.name, plan.describe())
 
 
 def with_vllm_context(generation, context: Optional[int]):
