@@ -378,3 +378,28 @@ def test_free_memory_on_cpu_is_the_available_ram():
 
     free = free_memory("cpu")
     assert abs(free - meminfo_available()) < 2 * GiB  # the same figure, read moments apart
+
+
+def test_a_cpu_adapter_merge_without_the_host_ram_is_refused_at_start():
+    """Issue 26, finding 9: after QLoRA on an 8 GB card the merge runs on the CPU (`distill.merge_device=auto`) and
+    needs ~10 GiB of host RAM for Qwen3-4B (the bf16 base with the adapter, the shard being written, CUDA's share of
+    the process); the run's start-up plan checks it against the host's available memory (given here: the seam)."""
+    import torch
+
+    from tests.support.shared import compose
+    from thinkswitch.sizing.distill_memory import CUDA_HOST_BYTES
+    from thinkswitch.sizing.run_plan import plan_distillation
+
+    cfg = compose(["experiment=paper_aime"])
+    card = torch.device("cuda")  # a device name only: CUDA is not started
+    plan = plan_distillation(cfg, QWEN3_4B_2507, "bfloat16", card, int(7.28 * GiB), host_available=32 * GiB)
+    assert plan.merge_device == "cpu" and plan.host_bytes == plan.merge_bytes + 10**9 + CUDA_HOST_BYTES
+    assert 10e9 < plan.host_bytes < 11e9 and "of host RAM" in plan.describe()
+    with pytest.raises(ConfigError) as e:
+        plan_distillation(cfg, QWEN3_4B_2507, "bfloat16", card, int(7.28 * GiB), host_available=6 * GiB)
+    msg = str(e.value)
+    assert msg.startswith("distill.merge_device: the adapter merge runs on the CPU") and "\n" not in msg
+    assert f"needs ~{fmt_bytes(plan.host_bytes)} of host RAM" in msg and "6.0 GiB available" in msg
+    # on a card that holds the merge, nothing is asked of the host
+    h100 = plan_distillation(cfg, QWEN3_4B_2507, "bfloat16", card, int(78 * GiB), host_available=1 * GiB)
+    assert h100.merge_device == "cuda" and h100.host_bytes == 0

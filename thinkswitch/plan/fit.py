@@ -13,7 +13,7 @@ from thinkswitch.plan.slots import slots_for
 from thinkswitch.sizing.cards import Card
 from thinkswitch.sizing.distill_memory import plan_distill
 from thinkswitch.sizing.run_plan import PLAN_ORDER, Job, jobs_for
-from thinkswitch.sizing.shapes import kv_bytes_per_token, load_config, resolve_dtype
+from thinkswitch.sizing.shapes import fmt_bytes, kv_bytes_per_token, load_config, resolve_dtype
 from thinkswitch.sizing.timing import (
     Assumptions,
     continuous_decode,
@@ -21,6 +21,7 @@ from thinkswitch.sizing.timing import (
     training_seconds,
 )
 from thinkswitch.sizing.weights import checkpoint_tensors, param_count, weight_bytes
+from thinkswitch.store.io import parse_size
 
 ENGINES = {"hf": "static", "cb": "continuous", "auto": "continuous", "vllm": "vllm"}  # generation.backend
 ENGINE_NAMES = {"static": "HF generate, static batches", "continuous": "continuous batching (paged KV)",
@@ -126,7 +127,7 @@ def plan_card(cfg: ExperimentConfig, model: Model, card: Card, a: Assumptions, u
         distill = plan_distill(model.config, dtype=model.dtype, quantize_4bit=cfg.trainer.quantize_4bit,
                                lora=cfg.trainer.lora, sft=cfg.trainer.sft, bnb=cfg.trainer.bnb,
                                free_bytes=card.free_bytes, device="cuda", tensors=model.tensors,
-                               merge_device=cfg.distill.merge_device)
+                               merge_device=cfg.distill.merge_device, shard_bytes=parse_size(cfg.shard_size))
         if not distill.fits:
             plan.why.append(distill.warning())
     plan.precision = precision(cfg, model, distill)
@@ -152,6 +153,8 @@ def precision(cfg: ExperimentConfig, model: Model, distill) -> str:
         text += ", distill " + ("QLoRA (NF4 base)" if cfg.trainer.quantize_4bit else "LoRA (bf16 base)")
         if distill.merge_bytes:
             text += f", adapter merge on {'the card' if distill.merge_on_card else distill.merge_device}"
+            if distill.host_bytes:
+                text += f" (~{fmt_bytes(distill.host_bytes)} of host RAM)"
     return text
 
 

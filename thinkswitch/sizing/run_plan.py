@@ -92,7 +92,6 @@ def plan_memory(cfg: ExperimentConfig, pair: ModelPair, train: list[dict], evalu
     on `cb`: refuses a trace its paged cache cannot hold (`plan_cb`)."""
     from thinkswitch.engines.models import load_tokenizer
     from thinkswitch.sizing import memory
-    from thinkswitch.sizing.distill_memory import plan_distill
     from thinkswitch.sizing.free_memory import free_memory
     from thinkswitch.sizing.shapes import load_config, resolve_dtype
 
@@ -104,12 +103,7 @@ def plan_memory(cfg: ExperimentConfig, pair: ModelPair, train: list[dict], evalu
     dtype = resolve_dtype(cfg.model.dtype, device.type)
     free = free_memory(str(device))
     if cfg.method.distill and cfg.iterations:
-        plan = plan_distill(config, dtype=dtype, quantize_4bit=cfg.trainer.quantize_4bit, lora=cfg.trainer.lora,
-                            sft=cfg.trainer.sft, bnb=cfg.trainer.bnb, free_bytes=free, device=str(device),
-                            merge_device=cfg.distill.merge_device)
-        log.info("%s", plan.describe())
-        if plan.warning():
-            log.warning("%s", plan.warning())
+        plan_distillation(cfg, config, dtype, device, free)
     if backend not in (Backend.hf, Backend.vllm, Backend.cb):  # as resolved (generation.backend=auto)
         return None
     tokenizer = load_tokenizer(pair.thinking, cfg.model)
@@ -131,6 +125,28 @@ def plan_memory(cfg: ExperimentConfig, pair: ModelPair, train: list[dict], evalu
         batch_size=cfg.generation.batch_size, key=job.key, quantization=cfg.generation.quantization) for job in jobs]
     log.info("%s", plans[0].describe())
     return plans[0].token_budget  # the same for every job: one architecture, one dtype, one device
+
+
+def plan_distillation(cfg: ExperimentConfig, config: dict, dtype: str, device, free: int,
+                      host_available: Optional[int] = None):
+    """Distillation's memory estimate, logged (a warning above the free memory), and the host RAM a CPU adapter
+    merge needs against what the host has now (`host_available`: MemAvailable unless given): a ConfigError naming
+    `distill.merge_device` before anything is spent when it cannot fit."""
+    from thinkswitch.sizing.distill_memory import check_merge_host_memory, plan_distill
+    from thinkswitch.sizing.free_memory import free_memory
+    from thinkswitch.store.io import parse_size
+
+    plan = plan_distill(config, dtype=dtype, quantize_4bit=cfg.trainer.quantize_4bit, lora=cfg.trainer.lora,
+                        sft=cfg.trainer.sft, bnb=cfg.trainer.bnb, free_bytes=free, device=str(device),
+                        merge_device=cfg.distill.merge_device, shard_bytes=parse_size(cfg.shard_size))
+    log.info("%s", plan.describe())
+    if plan.warning():
+        log.warning("%s", plan.warning())
+    if plan.host_bytes:
+        if host_available is None:
+            host_available = free if device.type == "cpu" else free_memory("cpu")
+        check_merge_host_memory(plan, host_available)
+    return plan
 
 
 def plan_cb(cfg: ExperimentConfig, pair: ModelPair, config: dict, jobs: list[Job], dtype: str, device,
