@@ -64,6 +64,29 @@ def test_overhead_from_a_measurement_inverts_the_step_time():
                          efficiency=0.7) == pytest.approx(0.021)
 
 
+def test_cb_moves_the_kv_cache_11_times_per_step_for_qwen3_under_sdpa():
+    """Issue 26, finding 8: transformers' cb copies each layer's K/V out of its pages (`index_select`) and, with a
+    mask and several query tokens, widens the copy to every query head (`repeat_kv`) for SDPA: 3 + 2 x 4 passes for
+    Qwen3-4B (32 query heads, 8 K/V heads); HF generate's DynamicCache copies the cache with torch.cat: 3."""
+    import inspect
+
+    from transformers.cache_utils import DynamicLayer
+    from transformers.generation.continuous_batching.cache_allocators.full_attention import FullAttentionCacheAllocator
+    from transformers.integrations import sdpa_attention
+
+    from thinkswitch.sizing.timing import HF_KV_PASSES, cb_kv_passes
+
+    assert "torch.index_select(k_cache, 0, read_index)" in inspect.getsource(FullAttentionCacheAllocator.update)
+    assert "return attention_mask is None" in inspect.getsource(sdpa_attention.use_gqa_in_sdpa)
+    assert "torch.cat([self.keys, key_states]" in inspect.getsource(DynamicLayer.update) and HF_KV_PASSES == 3
+    assert (cb_kv_passes(4, 8), cb_kv_passes(4, 1), cb_kv_passes(1, 8)) == (11, 3, 3)
+    once = continuous_decode(sequences=15, slots=8, **DECODE)
+    cb = continuous_decode(sequences=15, slots=8, kv_passes=11, **DECODE)
+    assert cb.steps == once.steps and cb.seconds > 2 * once.seconds
+    kv_read = once.concurrency * (512 + 32768 / 3) * KV
+    assert cb.seconds == pytest.approx(cb.steps * step_seconds(8e9 + 11 * kv_read, 3.35e12, 0.7, 0.03), rel=1e-3)
+
+
 def test_cards_and_amounts():
     assert card("H100") is CARDS["h100"] and card_for_device_name("NVIDIA H200") is CARDS["h200"]
     assert card_for_device_name("NVIDIA GeForce RTX 3070") is CARDS["3070"] and card_for_device_name("TPU") is None

@@ -13,9 +13,11 @@ from thinkswitch.plan.slots import slots_for
 from thinkswitch.sizing.cards import Card
 from thinkswitch.sizing.distill_memory import plan_distill
 from thinkswitch.sizing.run_plan import PLAN_ORDER, Job, jobs_for
-from thinkswitch.sizing.shapes import fmt_bytes, kv_bytes_per_token, load_config, resolve_dtype
+from thinkswitch.sizing.shapes import Shape, fmt_bytes, kv_bytes_per_token, load_config, resolve_dtype
 from thinkswitch.sizing.timing import (
+    HF_KV_PASSES,
     Assumptions,
+    cb_kv_passes,
     continuous_decode,
     static_decode,
     training_seconds,
@@ -99,8 +101,12 @@ def decode_seconds(job: Job, engine: str, slots: int, model: Model, card: Card, 
               kv_per_token=kv_bytes_per_token(model.config, model.dtype), bandwidth=card.bandwidth,
               efficiency=a.efficiency, overhead=a.overhead(engine))
     if engine == "static":
-        return static_decode(rows=slots, **kw).seconds
-    return continuous_decode(slots=slots, **kw).seconds
+        return static_decode(rows=slots, kv_passes=HF_KV_PASSES, **kw).seconds
+    if engine == "vllm":
+        return continuous_decode(slots=slots, **kw).seconds
+    shape = Shape.from_config(model.config)  # cb: K/V copied out of the pages and widened to every query head
+    passes = cb_kv_passes(shape.heads // shape.kv_heads, min(slots, job.sequences))
+    return continuous_decode(slots=slots, kv_passes=passes, **kw).seconds
 
 
 def plan_card(cfg: ExperimentConfig, model: Model, card: Card, a: Assumptions, usd: Optional[float],
