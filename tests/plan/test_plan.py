@@ -319,3 +319,13 @@ def test_vllm_is_planned_by_its_own_pool_and_context():
     assert "lower model.sampling.thinking.max_new_tokens" in refused.why[0]
     assert [vllm_max_num_seqs({}, card(c)) for c in ("3070", "a100-80", "h100")] == [256, 256, 1024]
     assert vllm_max_num_seqs({"max_num_seqs": 64}, card("h100")) == 64
+
+
+def test_vllm_is_not_planned_where_it_would_not_start():
+    """vLLM refuses to start where the free memory is below gpu_memory_utilization x the card: 0.95 of a 3070's
+    7.78 GiB is more than the 7.28 GiB free after CUDA's context."""
+    from thinkswitch.plan.fit import plan_card
+
+    cfg, model = paper("generation.backend=vllm", "generation.vllm.gpu_memory_utilization=0.95")
+    plan = plan_card(cfg, model, card("3070"), Assumptions(), None)
+    assert not plan.fits and "vLLM needs 7.4 GiB free on the card to start" in plan.why[0]

@@ -5,15 +5,17 @@
 - `continuous` (`cb`, and `auto` where it picks `cb`): transformers' own paged-cache sizing
   (`engines.paged_cache.plan_paged_cache`, the function the run checks at start), run on the card's free memory
   with the weights counted: whether the longest trace fits, and how many requests the cache holds at once.
-- `vllm`: vLLM 0.32's rules: a KV pool of `gpu_memory_utilization` x the card's total less the weights and the
-  profiling run's peak (`sizing.memory.vllm_kv_pool_bytes`), which must hold one request of `max_model_len` (the
-  longest prompt + its budget, as the run sets it: `run_plan.with_vllm_context`), and at most `max_num_seqs`
-  requests (vLLM's default by card, `EngineArgs._set_default_max_num_seqs_and_batched_tokens_args`).
+- `vllm`: vLLM 0.32's rules: it starts only where the free memory holds `gpu_memory_utilization` x the card
+  (`engines.vllm_options.startup_memory_error`); its KV pool, that share of the card's total less the weights and
+  the profiling run's peak (`sizing.memory.vllm_kv_pool_bytes`), must hold one request of `max_model_len` (the
+  longest prompt + its budget, as the run sets it: `run_plan.with_vllm_context`); at most `max_num_seqs` requests
+  at once (vLLM's default by card, `EngineArgs._set_default_max_num_seqs_and_batched_tokens_args`).
 """
 
 from __future__ import annotations
 
 from thinkswitch.config import ExperimentConfig
+from thinkswitch.engines.vllm_options import startup_memory_error
 from thinkswitch.errors import ConfigError
 from thinkswitch.sizing.cards import Card
 from thinkswitch.sizing.memory import plan_generation, vllm_kv_pool_bytes
@@ -75,6 +77,9 @@ def vllm_slots(job: Job, cfg: ExperimentConfig, card: Card, weights: int, kv: in
 
         own = parse_size(own)
     utilization = float(options.get("gpu_memory_utilization") or 0.9)
+    refused = startup_memory_error(card.free_bytes, card.memory_bytes, utilization)
+    if refused:  # vLLM will not start: the card's free memory is below its share
+        raise ConfigError(refused)
     pool = int(own) if own else vllm_kv_pool_bytes(card.memory_bytes, weights, utilization)
     if context * kv > pool:
         where = ("generation.vllm.kv_cache_memory_bytes" if own else
