@@ -292,7 +292,7 @@ def test_the_3070s_recommended_cb_budget_fits_transformers_own_sizing():
 def test_the_plan_and_the_run_list_the_same_jobs():
     """One job list (`run_plan.jobs_for`): the plan's is the run's with its assumed prompt lengths; `iterations=0`
     generates no labels in either."""
-    from thinkswitch.plan.fit import generation_jobs
+    from thinkswitch.plan.fit import generation_jobs, plan_card
     from thinkswitch.sizing.run_plan import jobs_for
 
     cfg, _ = paper()
@@ -300,8 +300,10 @@ def test_the_plan_and_the_run_list_the_same_jobs():
     jobs = generation_jobs(cfg, a)
     assert jobs == jobs_for(cfg, [512] * 15, [512] * 30)
     assert [j.name for j in jobs] == ["generate", "evaluate thinking", "evaluate instruct"]
-    none, _ = paper("iterations=0")
+    none, model = paper("iterations=0")
     assert [j.name for j in generation_jobs(none, a)] == ["evaluate thinking", "evaluate instruct"]
+    only_evaluation = plan_card(none, model, card("h100"), a, None)
+    assert only_evaluation.fits and "distill" not in only_evaluation.precision and only_evaluation.run_hours > 0
 
 
 def test_vllm_is_planned_by_its_own_pool_and_context():

@@ -129,7 +129,7 @@ def plan_card(cfg: ExperimentConfig, model: Model, card: Card, a: Assumptions, u
         except ConfigError as e:
             plan.why.append(f"{job.stage} {job.role}: {e}")
     distill = None
-    if cfg.method.distill:
+    if cfg.method.distill and cfg.iterations:  # as the run plans it: iterations=0 distils nothing
         distill = plan_distill(model.config, dtype=model.dtype, quantize_4bit=cfg.trainer.quantize_4bit,
                                lora=cfg.trainer.lora, sft=cfg.trainer.sft, bnb=cfg.trainer.bnb,
                                free_bytes=card.free_bytes, device="cuda", tensors=model.tensors,
