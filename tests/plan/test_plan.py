@@ -319,6 +319,8 @@ def test_vllm_is_planned_by_its_own_pool_and_context():
     refused = plan_card(long, model, card("4090"), Assumptions(), None)
     assert not refused.fits and "one request of max_model_len=100,512" in refused.why[0]
     assert "lower model.sampling.thinking.max_new_tokens" in refused.why[0]
+    bf16_on_8gb = plan_card(cfg, model, card("3070"), Assumptions(), None)
+    assert not bf16_on_8gb.fits and "vLLM's share of the card (0.9 x 7.8 GiB) is used up by" in bf16_on_8gb.why[0]
     assert [vllm_max_num_seqs({}, card(c)) for c in ("3070", "a100-80", "h100")] == [256, 256, 1024]
     assert vllm_max_num_seqs({"max_num_seqs": 64}, card("h100")) == 64
 

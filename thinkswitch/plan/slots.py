@@ -81,6 +81,10 @@ def vllm_slots(job: Job, cfg: ExperimentConfig, card: Card, weights: int, kv: in
     if refused:  # vLLM will not start: the card's free memory is below its share
         raise ConfigError(refused)
     pool = int(own) if own else vllm_kv_pool_bytes(card.memory_bytes, weights, utilization)
+    if not pool:
+        raise ConfigError(f"vLLM's share of the card ({utilization:g} x {fmt_bytes(card.memory_bytes)}) is used up by "
+                          f"the weights ({fmt_bytes(weights)}) and its activations (2 GiB, an assumption: vLLM "
+                          "measures them): no room for a KV cache; use a card with more memory")
     if context * kv > pool:
         where = ("generation.vllm.kv_cache_memory_bytes" if own else
                  f"{utilization:g} of {fmt_bytes(card.memory_bytes)} less {fmt_bytes(weights)} of weights and "
