@@ -125,12 +125,12 @@ def test_prompt_token_counts_are_planned_once_per_process(testbed_pair):
     train, evaluation = load_domain(cfg.domain, cfg.model)
     tokenizer = load_tokenizer(testbed_pair.thinking, cfg.model)
     first = generation_jobs(cfg, tokenizer, train, evaluation)
-    first[0][2][0] = -1
+    assert isinstance(first[0].prompt_tokens, tuple)  # nothing a caller does changes the counts kept
     calls = []
     tokenizer.__class__ = type("Counting", (tokenizer.__class__,), {
         "__call__": lambda self, *a, **k: calls.append(1) or super(type(self), self).__call__(*a, **k)})
     again = generation_jobs(cfg, tokenizer, train, evaluation)
-    assert not calls and again[0][2][0] != -1 and [len(j[2]) for j in again] == [16, 12, 12]
+    assert not calls and again == first and [len(j.prompt_tokens) for j in again] == [16, 12, 12]
     run_plan._COUNTED.clear()
     assert generation_jobs(cfg, tokenizer, train, evaluation) == again and calls, "counted again once forgotten"
 

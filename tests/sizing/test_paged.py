@@ -69,13 +69,31 @@ def test_a_million_token_budget_is_refused_at_start_not_after_a_stage(testbed_pa
     """Issue 28, item 6: `generation.backend=cb model.sampling.thinking.max_new_tokens=1000000`, planned on 4 GiB
     free (the seam: a given free memory) before any model loads."""
     from tests.support.shared import compose
-    from thinkswitch.sizing.run_plan import plan_cb
+    from thinkswitch.sizing.run_plan import jobs_for, plan_cb
     from thinkswitch.sizing.shapes import load_config
 
     cfg = compose(["generation.backend=cb", f"{KEY}=1000000"])
     pair = testbed_pair
-    jobs = [("generate", "thinking", [60] * 8, 1), ("evaluate instruct", "instruct", [60] * 8, 1)]
+    jobs = jobs_for(cfg, [60] * 8, [60] * 8)
     with pytest.raises(ConfigError, match=rf"max_new_tokens=1,000,000: .* on cpu: .*set {KEY}<=\d+ or use a device"):
         plan_cb(cfg, pair, load_config(testbed_pair.thinking), jobs, "float32", torch.device("cpu"), 4 * GiB)
-    plan_cb(compose(["generation.backend=cb"]), pair, load_config(testbed_pair.thinking), jobs, "float32",
+    cfg = compose(["generation.backend=cb"])
+    plan_cb(cfg, pair, load_config(testbed_pair.thinking), jobs_for(cfg, [60] * 8, [60] * 8), "float32",
             torch.device("cpu"), 4 * GiB)
+
+
+def test_the_runs_memory_plan_sizes_the_shared_job_list(testbed_pair):
+    """`plan_memory` plans the jobs `run_plan.jobs_for` lists (as `thinkswitch-plan` does): the HF batches, vLLM's
+    context (the longest prompt + the thinking budget) and cb's cache, from the prompts' own token counts."""
+    from tests.support.shared import compose
+    from thinkswitch.config import Backend
+    from thinkswitch.data.domains import load_domain
+    from thinkswitch.sizing.run_plan import plan_memory
+
+    cfg = compose(["domain.train_prompts=4", "domain.eval_size=3", f"{KEY}=64"])
+    train, evaluation = load_domain(cfg.domain, cfg.model)
+    cpu = torch.device("cpu")
+    assert plan_memory(cfg, testbed_pair, train, evaluation, cpu, Backend.hf) > 64
+    context = plan_memory(cfg, testbed_pair, train, evaluation, cpu, Backend.vllm)
+    assert 64 < context < 64 + 200  # the longest chat-formatted prompt + 64
+    assert plan_memory(cfg, testbed_pair, train, evaluation, cpu, Backend.cb) is None

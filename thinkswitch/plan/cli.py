@@ -22,7 +22,8 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=DOC.split("\n\n", 1)[1])
     p.add_argument("overrides", nargs="*", help="the overrides a run takes (key=value, group=option)")
     p.add_argument("--cards", default=None, help="comma list of: 3070, 4090, l4, a100-80, h100, h200 (default: all)")
-    p.add_argument("--memory", help="a card of your own: its memory, e.g. 8GB (binary, as cards are sold)")
+    p.add_argument("--memory", help="a card of your own: its memory as CUDA reports it (torch.cuda.mem_get_info's "
+                   "total), e.g. 7.78GB (read as GiB)")
     p.add_argument("--bandwidth", help="its memory bandwidth, e.g. 448GB/s")
     p.add_argument("--tflops", help="its dense bf16 compute, e.g. 40TFLOPS (default: 90 FLOP per byte of bandwidth)")
     p.add_argument("--usd-per-hour", type=float, default=None, help="price per card-hour (default: cost.gpu_hour_usd, "

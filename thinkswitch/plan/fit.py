@@ -7,25 +7,27 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Optional
 
-from thinkswitch.config import ExperimentConfig, MergeDevice, Quantization, Role
+from thinkswitch.config import ExperimentConfig, MergeDevice, Quantization
 from thinkswitch.errors import ConfigError
+from thinkswitch.plan.slots import slots_for
 from thinkswitch.sizing.cards import Card
 from thinkswitch.sizing.distill_memory import plan_distill
-from thinkswitch.sizing.memory import continuous_kv_pool_bytes, plan_generation, vllm_kv_pool_bytes
-from thinkswitch.sizing.run_plan import PLAN_ORDER
-from thinkswitch.sizing.shapes import fmt_bytes, kv_bytes_per_token, load_config, resolve_dtype
+from thinkswitch.sizing.run_plan import PLAN_ORDER, Job, jobs_for
+from thinkswitch.sizing.shapes import Shape, fmt_bytes, kv_bytes_per_token, load_config, resolve_dtype
 from thinkswitch.sizing.timing import (
+    HF_KV_PASSES,
     Assumptions,
+    cb_kv_passes,
     continuous_decode,
     static_decode,
     training_seconds,
 )
-from thinkswitch.sizing.weights import checkpoint_tensors, generation_weight_bytes, param_count, weight_bytes
+from thinkswitch.sizing.weights import checkpoint_tensors, param_count, weight_bytes
+from thinkswitch.store.io import parse_size
 
 ENGINES = {"hf": "static", "cb": "continuous", "auto": "continuous", "vllm": "vllm"}  # generation.backend
 ENGINE_NAMES = {"static": "HF generate, static batches", "continuous": "continuous batching (paged KV)",
                 "vllm": "vLLM"}
-MAX_SLOTS = 256  # sequences a continuous engine decodes at once at most (vLLM's max_num_seqs default)
 HOURS = ("generate", "distill", "merge", "evaluate")
 
 
@@ -38,21 +40,6 @@ class Model:
     config: dict
     tensors: list
     dtype: str
-
-
-@dataclass(frozen=True)
-class Job:
-    """One generation: the labels, or one checkpoint's evaluation answers."""
-
-    stage: str  # generate | evaluate
-    role: Role
-    prompts: int
-    samples: int
-    max_new: int
-
-    @property
-    def sequences(self) -> int:
-        return self.prompts * self.samples
 
 
 @dataclass
@@ -103,43 +90,23 @@ def load_model_shape(cfg: ExperimentConfig) -> Model:
     return Model(ref, source, config, tensors, resolve_dtype(cfg.model.dtype, "cuda"))
 
 
-def generation_jobs(cfg: ExperimentConfig) -> list[Job]:
-    s = cfg.model.sampling
-    jobs = []
-    if cfg.method.distill:  # every method that distils generates its labels (gold_oracle then filters them)
-        jobs.append(Job("generate", Role.thinking, cfg.domain.train_prompts, cfg.generation.samples_per_prompt,
-                        s.thinking.max_new_tokens))
-    return jobs + [Job("evaluate", role, cfg.domain.eval_size, cfg.evaluate.samples,
-                       getattr(s, role).max_new_tokens) for role in PLAN_ORDER]
+def generation_jobs(cfg: ExperimentConfig, a: Assumptions) -> list[Job]:
+    """The run's generations (`run_plan.jobs_for`, the run's own list), every prompt `a.prompt_tokens` long."""
+    return jobs_for(cfg, [a.prompt_tokens] * cfg.domain.train_prompts, [a.prompt_tokens] * cfg.domain.eval_size)
 
 
 def decode_seconds(job: Job, engine: str, slots: int, model: Model, card: Card, a: Assumptions) -> float:
-    kw = dict(sequences=job.sequences, prompt=a.prompt_tokens, max_new=job.max_new,
+    kw = dict(sequences=job.sequences, prompt=job.longest_prompt, max_new=job.max_new,
               weight_read=weight_bytes(model.tensors, model.dtype),  # NF4 read at bf16 size (sizing.timing)
               kv_per_token=kv_bytes_per_token(model.config, model.dtype), bandwidth=card.bandwidth,
               efficiency=a.efficiency, overhead=a.overhead(engine))
     if engine == "static":
-        return static_decode(rows=slots, **kw).seconds
-    return continuous_decode(slots=slots, **kw).seconds
-
-
-def slots_for(job: Job, engine: str, cfg: ExperimentConfig, model: Model, card: Card, a: Assumptions) -> int:
-    """Rows of a static batch, or a continuous engine's concurrent sequences; ConfigError when not one fits."""
-    weights = generation_weight_bytes(model.tensors, model.dtype, cfg.generation.quantization)
-    kv = kv_bytes_per_token(model.config, model.dtype)
-    key = f"model.sampling.{job.role}.max_new_tokens"
-    if engine == "static":
-        return plan_generation(kv_bytes_per_token=kv, prompt_tokens=[a.prompt_tokens] * job.prompts,
-                               max_new_tokens=job.max_new, samples_per_prompt=job.samples, free_bytes=card.free_bytes,
-                               weight_bytes=weights, batch_size=cfg.generation.batch_size, device="cuda",
-                               key=key, quantization=cfg.generation.quantization).batch_size
-    pool = (vllm_kv_pool_bytes(card.memory_bytes, weights) if engine == "vllm"
-            else continuous_kv_pool_bytes(card.free_bytes, weights))
-    trace = (a.prompt_tokens + job.max_new) * kv
-    if trace > pool:
-        raise ConfigError(f"one trace of {a.prompt_tokens} + {job.max_new:,} tokens needs {fmt_bytes(trace)} of KV "
-                          f"cache; the KV pool is {fmt_bytes(pool)} ({fmt_bytes(weights)} of weights)")
-    return max(1, min(MAX_SLOTS, job.sequences, pool // ((a.prompt_tokens + job.max_new // 2) * kv)))
+        return static_decode(rows=slots, kv_passes=HF_KV_PASSES, **kw).seconds
+    if engine == "vllm":
+        return continuous_decode(slots=slots, **kw).seconds
+    shape = Shape.from_config(model.config)  # cb: K/V copied out of the pages and widened to every query head
+    passes = cb_kv_passes(shape.heads // shape.kv_heads, min(slots, job.sequences))
+    return continuous_decode(slots=slots, kv_passes=passes, **kw).seconds
 
 
 def plan_card(cfg: ExperimentConfig, model: Model, card: Card, a: Assumptions, usd: Optional[float],
@@ -154,19 +121,19 @@ def plan_card(cfg: ExperimentConfig, model: Model, card: Card, a: Assumptions, u
         plan.why.append("generation.quantization=nf4: vLLM has no bitsandbytes 4-bit quantization (vLLM 0.32); "
                         "use generation.backend=cb for NF4 generation")
         return plan
-    jobs = generation_jobs(cfg)
+    jobs = generation_jobs(cfg, a)
     slots = {}
     for job in jobs:
         try:
-            slots[job] = slots_for(job, engine, cfg, model, card, a)
+            slots[job] = slots_for(job, engine, cfg, model, card, jobs)
         except ConfigError as e:
             plan.why.append(f"{job.stage} {job.role}: {e}")
     distill = None
-    if cfg.method.distill:
+    if cfg.method.distill and cfg.iterations:  # as the run plans it: iterations=0 distils nothing
         distill = plan_distill(model.config, dtype=model.dtype, quantize_4bit=cfg.trainer.quantize_4bit,
                                lora=cfg.trainer.lora, sft=cfg.trainer.sft, bnb=cfg.trainer.bnb,
                                free_bytes=card.free_bytes, device="cuda", tensors=model.tensors,
-                               merge_device=cfg.distill.merge_device)
+                               merge_device=cfg.distill.merge_device, shard_bytes=parse_size(cfg.shard_size))
         if not distill.fits:
             plan.why.append(distill.warning())
     plan.precision = precision(cfg, model, distill)
@@ -176,7 +143,7 @@ def plan_card(cfg: ExperimentConfig, model: Model, card: Card, a: Assumptions, u
         other = "continuous" if engine == "static" else "static"
         other_slots = {}
         try:
-            other_slots = {j: slots_for(j, other, cfg, model, card, a) for j in jobs}
+            other_slots = {j: slots_for(j, other, cfg, model, card, jobs) for j in jobs}
         except ConfigError:
             pass
         if other_slots:
@@ -192,6 +159,8 @@ def precision(cfg: ExperimentConfig, model: Model, distill) -> str:
         text += ", distill " + ("QLoRA (NF4 base)" if cfg.trainer.quantize_4bit else "LoRA (bf16 base)")
         if distill.merge_bytes:
             text += f", adapter merge on {'the card' if distill.merge_on_card else distill.merge_device}"
+            if distill.host_bytes:
+                text += f" (~{fmt_bytes(distill.host_bytes)} of host RAM)"
     return text
 
 

@@ -137,19 +137,15 @@ def plan_generation_for(ref: Union[str, Path], *, dtype: str, device: str, promp
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Paged KV caches (continuous batching): a pool allocated in pages as tokens are generated
-
-
-def continuous_kv_pool_bytes(free_bytes: int, weight_bytes: int, margin: float = 0.1) -> int:
-    """What an in-process paged KV cache may take: the free memory after the weights, less `margin` of it (the
-    HF plan's rule), never < 0."""
-    return max(int((free_bytes - weight_bytes) * (1 - margin)), 0)
+# vLLM's KV pool (`cb`'s paged cache is transformers' own sizing: `engines.paged_cache`)
 
 
 def vllm_kv_pool_bytes(total_bytes: int, weight_bytes: int, gpu_memory_utilization: float = 0.9,
                        activation_bytes: int = 2 * GiB) -> int:
-    """Roughly what vLLM gives its KV cache: `gpu_memory_utilization` of the card, less the weights and the
-    activation peak of its profiling run (`activation_bytes`: an assumption, vLLM measures it), never < 0."""
+    """What vLLM 0.32 gives its KV cache (`v1/worker/gpu_worker.determine_available_memory`): the requested memory
+    (`gpu_memory_utilization` x the card's total as CUDA reports it) less what its profiling run found outside the
+    KV cache: the weights and the activation peak with CUDA graphs (`activation_bytes`: an assumption, vLLM
+    measures it). Never < 0."""
     return max(int(total_bytes * gpu_memory_utilization) - weight_bytes - activation_bytes, 0)
 
 

@@ -4,7 +4,8 @@ against the device before any model loads (`plan_memory`, called by `setup`)."""
 from __future__ import annotations
 
 import logging
-from typing import Optional
+from dataclasses import dataclass
+from typing import Optional, Sequence
 
 from thinkswitch.config import Backend, ExperimentConfig, Role
 from thinkswitch.engines.models import ModelPair
@@ -18,11 +19,51 @@ PLAN_ORDER = (Role.thinking, Role.instruct)
 _COUNTED: dict[tuple, list[int]] = {}  # prompt token counts by (tokenizer, system prompt, prompts)
 
 
-def generation_jobs(cfg: ExperimentConfig, tokenizer, train: list[dict],
-                    evaluation: list[dict]) -> list[tuple[str, str, list[int], int]]:
-    """The run's generations, each as (stage, role, its prompts' token counts once chat-formatted, samples).
-    Each prompt set is tokenized once (both models answer the same evaluation questions), and once per process
-    (`_COUNTED`: a multirun's jobs plan the same prompts)."""
+@dataclass(frozen=True)
+class Job:
+    """One generation of a run: the labels, or one checkpoint's evaluation answers. The run and `thinkswitch-plan`
+    both build their jobs with `jobs_for`: the run from its prompts' token counts, the plan from its assumed ones."""
+
+    stage: str  # generate | evaluate
+    role: Role
+    prompt_tokens: tuple[int, ...]  # each prompt's tokens, chat-formatted
+    samples: int
+    max_new: int
+
+    @property
+    def name(self) -> str:
+        return self.stage if self.stage == "generate" else f"{self.stage} {self.role}"
+
+    @property
+    def key(self) -> str:
+        """The setting that bounds its traces."""
+        return f"model.sampling.{self.role}.max_new_tokens"
+
+    @property
+    def longest_prompt(self) -> int:
+        return max(self.prompt_tokens, default=0)
+
+    @property
+    def sequences(self) -> int:
+        return len(self.prompt_tokens) * self.samples
+
+
+def jobs_for(cfg: ExperimentConfig, train_tokens: Sequence[int], eval_tokens: Sequence[int]) -> list[Job]:
+    """The run's generations: the labels (every method that distils generates them, gold_oracle then filters them;
+    none when `iterations=0`), then each checkpoint's evaluation answers, thinking first (`PLAN_ORDER`)."""
+    s = cfg.model.sampling
+    jobs = []
+    if cfg.method.distill and cfg.iterations:
+        jobs.append(Job("generate", Role.thinking, tuple(train_tokens), cfg.generation.samples_per_prompt,
+                        s.thinking.max_new_tokens))
+    return jobs + [Job("evaluate", role, tuple(eval_tokens), cfg.evaluate.samples, getattr(s, role).max_new_tokens)
+                   for role in PLAN_ORDER]
+
+
+def generation_jobs(cfg: ExperimentConfig, tokenizer, train: list[dict], evaluation: list[dict]) -> list[Job]:
+    """The run's generations (`jobs_for`), with its prompts' token counts once chat-formatted. Each prompt set is
+    tokenized once (both models answer the same evaluation questions), and once per process (`_COUNTED`: a
+    multirun's jobs plan the same prompts)."""
     from thinkswitch.engines.base import prompt_token_counts
     from thinkswitch.engines.chat import chat_prompt
 
@@ -36,10 +77,8 @@ def generation_jobs(cfg: ExperimentConfig, tokenizer, train: list[dict],
                 tokenizer, [chat_prompt(tokenizer, ex["prompt"], cfg.domain.system_prompt) for ex in prompts])
         return list(_COUNTED[key])
 
-    labels = cfg.method.distill and cfg.iterations  # gold_oracle generates labels too, then filters them
-    jobs = [("generate", Role.thinking, counts(train), cfg.generation.samples_per_prompt)] if labels else []
-    eval_counts = counts(evaluation)
-    return jobs + [(f"evaluate {role}", role, eval_counts, cfg.evaluate.samples) for role in PLAN_ORDER]
+    labels = cfg.method.distill and cfg.iterations
+    return jobs_for(cfg, counts(train) if labels else [], counts(evaluation))
 
 
 def plan_memory(cfg: ExperimentConfig, pair: ModelPair, train: list[dict], evaluation: list[dict],
@@ -53,7 +92,6 @@ def plan_memory(cfg: ExperimentConfig, pair: ModelPair, train: list[dict], evalu
     on `cb`: refuses a trace its paged cache cannot hold (`plan_cb`)."""
     from thinkswitch.engines.models import load_tokenizer
     from thinkswitch.sizing import memory
-    from thinkswitch.sizing.distill_memory import plan_distill
     from thinkswitch.sizing.free_memory import free_memory
     from thinkswitch.sizing.shapes import load_config, resolve_dtype
 
@@ -65,12 +103,7 @@ def plan_memory(cfg: ExperimentConfig, pair: ModelPair, train: list[dict], evalu
     dtype = resolve_dtype(cfg.model.dtype, device.type)
     free = free_memory(str(device))
     if cfg.method.distill and cfg.iterations:
-        plan = plan_distill(config, dtype=dtype, quantize_4bit=cfg.trainer.quantize_4bit, lora=cfg.trainer.lora,
-                            sft=cfg.trainer.sft, bnb=cfg.trainer.bnb, free_bytes=free, device=str(device),
-                            merge_device=cfg.distill.merge_device)
-        log.info("%s", plan.describe())
-        if plan.warning():
-            log.warning("%s", plan.warning())
+        plan_distillation(cfg, config, dtype, device, free)
     if backend not in (Backend.hf, Backend.vllm, Backend.cb):  # as resolved (generation.backend=auto)
         return None
     tokenizer = load_tokenizer(pair.thinking, cfg.model)
@@ -78,27 +111,46 @@ def plan_memory(cfg: ExperimentConfig, pair: ModelPair, train: list[dict], evalu
     if backend == Backend.vllm:  # vLLM plans its own memory; its context must hold every generation
         from thinkswitch.engines.vllm_options import check_context, context_for
 
-        errors = check_context(cfg.generation.vllm, config, [
-            (what, f"model.sampling.{role}.max_new_tokens", max(counts, default=0),
-             getattr(cfg.model.sampling, role).max_new_tokens) for what, role, counts, _ in jobs])
+        contexts = [(job.name, job.key, job.longest_prompt, job.max_new) for job in jobs]
+        errors = check_context(cfg.generation.vllm, config, contexts)
         if errors:
             raise ConfigError("; ".join(errors))
-        return context_for([(what, "", max(counts, default=0), getattr(cfg.model.sampling, role).max_new_tokens)
-                            for what, role, counts, _ in jobs])
+        return context_for(contexts)
     if backend == "cb":
         plan_cb(cfg, pair, config, jobs, dtype, device, free)
         return None
     plans = [memory.plan_generation_for(
-        pair.thinking, dtype=dtype, device=str(device), config=config, free_bytes=free, prompt_tokens=counts,
-        samples_per_prompt=samples, max_new_tokens=getattr(cfg.model.sampling, role).max_new_tokens,
-        batch_size=cfg.generation.batch_size, key=f"model.sampling.{role}.max_new_tokens",
-        quantization=cfg.generation.quantization)
-        for _, role, counts, samples in jobs]
+        pair.thinking, dtype=dtype, device=str(device), config=config, free_bytes=free,
+        prompt_tokens=job.prompt_tokens, samples_per_prompt=job.samples, max_new_tokens=job.max_new,
+        batch_size=cfg.generation.batch_size, key=job.key, quantization=cfg.generation.quantization) for job in jobs]
     log.info("%s", plans[0].describe())
     return plans[0].token_budget  # the same for every job: one architecture, one dtype, one device
 
 
-def plan_cb(cfg: ExperimentConfig, pair: ModelPair, config: dict, jobs: list, dtype: str, device, free: int) -> None:
+def plan_distillation(cfg: ExperimentConfig, config: dict, dtype: str, device, free: int,
+                      host_available: Optional[int] = None):
+    """Distillation's memory estimate, logged (a warning above the free memory), and the host RAM a CPU adapter
+    merge needs against what the host has now (`host_available`: MemAvailable unless given): a ConfigError naming
+    `distill.merge_device` before anything is spent when it cannot fit."""
+    from thinkswitch.sizing.distill_memory import check_merge_host_memory, plan_distill
+    from thinkswitch.sizing.free_memory import free_memory
+    from thinkswitch.store.io import parse_size
+
+    plan = plan_distill(config, dtype=dtype, quantize_4bit=cfg.trainer.quantize_4bit, lora=cfg.trainer.lora,
+                        sft=cfg.trainer.sft, bnb=cfg.trainer.bnb, free_bytes=free, device=str(device),
+                        merge_device=cfg.distill.merge_device, shard_bytes=parse_size(cfg.shard_size))
+    log.info("%s", plan.describe())
+    if plan.warning():
+        log.warning("%s", plan.warning())
+    if plan.host_bytes:
+        if host_available is None:
+            host_available = free if device.type == "cpu" else free_memory("cpu")
+        check_merge_host_memory(plan, host_available)
+    return plan
+
+
+def plan_cb(cfg: ExperimentConfig, pair: ModelPair, config: dict, jobs: list[Job], dtype: str, device,
+            free: int) -> None:
     """`cb`'s paged cache for each generation, as transformers will size it (`engines.paged_cache`), from free memory
     before the weights load: refuses (ConfigError, the numbers, the `max_new_tokens` that fits) a run whose
     longest trace cannot fit, before the first stage spends anything."""
@@ -107,13 +159,12 @@ def plan_cb(cfg: ExperimentConfig, pair: ModelPair, config: dict, jobs: list, dt
 
     tensors, _ = checkpoint_tensors(pair.thinking, config)
     weights = generation_weight_bytes(tensors, dtype, cfg.generation.quantization)
-    for what, role, counts, samples in jobs:
-        sampling = getattr(cfg.model.sampling, role)
+    for job in jobs:
         plan = plan_paged_cache(config, dtype=dtype, device=str(device), free_bytes=free, weight_bytes=weights,
-                                prompt_tokens=counts, samples=samples, max_new_tokens=sampling.max_new_tokens,
-                                do_sample=bool(sampling.do_sample))
-        check_paged(plan, f"model.sampling.{role}.max_new_tokens", cfg.generation.quantization == "nf4")
-        log.info("%s: %s", what, plan.describe())
+                                prompt_tokens=job.prompt_tokens, samples=job.samples, max_new_tokens=job.max_new,
+                                do_sample=bool(getattr(cfg.model.sampling, job.role).do_sample))
+        check_paged(plan, job.key, cfg.generation.quantization == "nf4")
+        log.info("%s: %s", job.name, plan.describe())
 
 
 def with_vllm_context(generation, context: Optional[int]):

@@ -71,16 +71,23 @@ def step_seconds(nbytes: float, bandwidth: float, efficiency: float, overhead: f
     return nbytes / (bandwidth * efficiency) + overhead
 
 
+# HF generate's DynamicCache (transformers 5.25 `cache_utils.DynamicLayer.update`) appends each step's K/V with
+# `torch.cat`: the whole cache copied (1 read + 1 write) every layer, every step, then read by SDPA (one query token
+# per row: `pack_gqa`, no widening): 3 passes over the KV cache per step
+HF_KV_PASSES = 3.0
+
+
 def static_decode(*, sequences: int, rows: int, prompt: int, max_new: int, weight_read: int, kv_per_token: int,
-                  bandwidth: float, efficiency: float, overhead: float) -> Decode:
+                  bandwidth: float, efficiency: float, overhead: float, kv_passes: float = 1.0) -> Decode:
     """Static batches of `rows`: each lasts its expected longest trace (b/(b+1) of `max_new`) with all its b rows
-    decoding (finished rows keep their KV and their step)."""
+    decoding (finished rows keep their KV and their step); the KV cache moved `kv_passes` times per step
+    (`HF_KV_PASSES` for HF generate)."""
     seconds = steps = tokens = 0.0
     left = sequences
     while left > 0:
         b = min(rows, left)
         t = b / (b + 1) * max_new
-        per_step = weight_read + b * (prompt + t / 2) * kv_per_token
+        per_step = weight_read + kv_passes * b * (prompt + t / 2) * kv_per_token
         seconds += t * step_seconds(per_step, bandwidth, efficiency, overhead)
         steps += t
         tokens += b * t
@@ -88,11 +95,28 @@ def static_decode(*, sequences: int, rows: int, prompt: int, max_new: int, weigh
     return Decode(seconds, int(steps), tokens / steps if steps else 0.0)
 
 
+def cb_kv_passes(kv_groups: int, concurrency: float) -> float:
+    """How many times transformers' `cb` moves each cached K/V byte per layer per decode step, under SDPA (the
+    attention it runs: `engines.paged_cache.ATTENTION`), against the once a paged-attention kernel (vLLM) reads it.
+
+    From transformers 5.25: the paged cache's `FullAttentionCacheAllocator.update`
+    (`generation/continuous_batching/cache_allocators/full_attention.py`) reads every active request's K/V back
+    from its pages with `index_select` into a new tensor (1 read + 1 write), every layer, every step; cb always
+    passes an attention mask, so `integrations/sdpa_attention.sdpa_attention_forward` cannot use SDPA's own GQA
+    (`use_gqa_in_sdpa` needs no mask on CUDA) and, with more than one query token in the batch (several requests
+    decoding), widens K and V to every query head with `repeat_kv` (reads the copy once, writes `kv_groups`
+    copies), which SDPA then reads (`kv_groups` reads): 3 + 2 x kv_groups passes (11 for Qwen3-4B, 32 query heads
+    over 8 K/V heads). One request alone decodes one query token: `pack_gqa` instead, no widening: 3 passes, as
+    without grouped heads (`kv_groups` 1: no `repeat_kv`). The mask (query tokens x cached tokens) is not counted."""
+    return 3.0 + 2.0 * kv_groups if concurrency > 1 and kv_groups > 1 else 3.0
+
+
 def continuous_decode(*, sequences: int, slots: int, prompt: int, max_new: int, weight_read: int, kv_per_token: int,
-                      bandwidth: float, efficiency: float, overhead: float) -> Decode:
+                      bandwidth: float, efficiency: float, overhead: float, kv_passes: float = 1.0) -> Decode:
     """Continuous batching with `slots` sequences at once: the total tokens (mean max_new / 2 each) at full
     concurrency plus a drain of one mean trace, or, when every sequence has a slot, the longest trace. An active
-    sequence holds on average prompt + max_new / 3 tokens (a random step of a uniform length)."""
+    sequence holds on average prompt + max_new / 3 tokens (a random step of a uniform length). The KV cache is moved
+    `kv_passes` times per step: once by vLLM's paged attention, `cb_kv_passes` times by transformers' `cb`."""
     if sequences == 0:
         return Decode(0.0, 0, 0.0)
     total = sequences * max_new / 2
@@ -101,7 +125,7 @@ def continuous_decode(*, sequences: int, slots: int, prompt: int, max_new: int, 
     else:
         steps = total / slots + max_new / 2
     active = total / steps
-    per_step = weight_read + active * (prompt + max_new / 3) * kv_per_token
+    per_step = weight_read + kv_passes * active * (prompt + max_new / 3) * kv_per_token
     return Decode(steps * step_seconds(per_step, bandwidth, efficiency, overhead), int(steps), active)
 
 
@@ -135,6 +159,11 @@ def describe_assumptions(a: Assumptions) -> list[str]:
         "- decode is memory-bandwidth bound: seconds per step = (weights + the KV cache of every active sequence) "
         "/ bandwidth / efficiency + the engine's overhead per step; prefill not counted; NF4 weights read at "
         "their bf16 size (bitsandbytes dequantizes them: 4-bit saves memory, not time).",
+        "- transformers' continuous batching (cb) under SDPA moves the KV cache 3 + 2 x (query heads per K/V head) "
+        "times per step, 11 for Qwen3-4B (each layer copies the active requests' K/V out of its pages, then widens "
+        "the copy to every query head for SDPA, which an attention mask keeps from using GQA): 3 times with one "
+        "request; HF generate's cache (static batches) 3 times (it appends each step with torch.cat, a copy of the "
+        "whole cache); vLLM reads it once.",
         f"- efficiency {a.efficiency:.2g} of peak bandwidth; overhead per step: static HF batches "
         f"{a.static_overhead * 1000:.1f} ms, continuous batching {a.continuous_overhead * 1000:.1f} ms, vLLM "
         f"{a.vllm_overhead * 1000:.1f} ms; distillation MFU {a.mfu:.3g} ({a.source}).",
