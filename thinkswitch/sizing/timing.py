@@ -244,13 +244,16 @@ def calibrate(path: Path, a: Assumptions) -> Assumptions:
     if params is None:
         raise ValueError(f"--calibrate {path}: no build row (the checkpoint's parameters)")
     kv = kv_bytes_per_token(QWEN3_4B_2507, "bfloat16")
+    groups = QWEN3_4B_2507["num_attention_heads"] // QWEN3_4B_2507["num_key_value_heads"]
     factors, used = {}, []
     for m in measurements(rows):
         if f"{m.mode}_overhead" in factors:
             continue
+        # the KV traffic the plan counts for this engine (`kv_passes`), so the overhead is what is left
+        passes = {"static": HF_KV_PASSES, "continuous": cb_kv_passes(groups, m.concurrency)}.get(m.mode, 1.0)
         factors[f"{m.mode}_overhead"] = overhead_from(
             m.tokens_per_s, concurrency=m.concurrency, weight_read=2 * params,
-            kv_read=m.kv_rows * (m.prompt_tokens + m.new_tokens / 2) * kv, bandwidth=card.bandwidth,
+            kv_read=passes * m.kv_rows * (m.prompt_tokens + m.new_tokens / 2) * kv, bandwidth=card.bandwidth,
             efficiency=a.efficiency)
         used.append(f"{m.label} {m.tokens_per_s:,.0f} tokens/s")
     distill = next((r for r in rows if r.get("check") == "distill" and r.get("tokens_per_s") and not r.get("error")),
