@@ -7,10 +7,12 @@ else differs from a user's run: only token budgets, sizes (and, for the tiny pai
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.support import cli
 from tests.support.hubcache import INSTRUCT, THINKING, aime_rows, build_hub_cache, offline_env, put_repo
@@ -125,8 +127,9 @@ def hub_home(tiny_2507_pair, tmp_path_factory) -> Path:
 
 
 def jobs(sweep: Path) -> dict[str, Path]:
-    """A method sweep's run directories by method (its overrides name them)."""
-    return {d.name.split("method=")[1].split(",")[0]: d for d in sweep.iterdir() if d.is_dir()}
+    """A method sweep's run directories by method (each one directory under the sweep, a path in its overrides too)."""
+    return {yaml.safe_load((d / "run_config.yaml").read_text())["method"]["name"]: d
+            for d in sweep.iterdir() if d.is_dir()}
 
 
 @pytest.mark.slow
@@ -146,6 +149,10 @@ def test_the_paper_presets_run_an_iteration_offline_on_the_hub_text(hub_home, tm
             rows = read_jsonl(run / evals)
             assert all(template in r["prompt"] and "{{" not in r["prompt"] for r in rows), evals
         assert "model.thinking: Qwen/Qwen3-4B-Thinking-2507 -> " in (run / "thinkswitch.log").read_text()
+        pairs = read_jsonl(run / "iter_01" / "pairs.jsonl")  # QLoRA (the presets' trainer) on answers only
+        assert pairs and not any("<think>" in p["completion"] or "</think>" in p["completion"] for p in pairs)
+        thinking = read_jsonl(run / "iter_01" / "eval_thinking.jsonl")
+        assert all(r["output"].count("</think>") <= 1 and "<think>" not in r["output"] for r in thinking)
         # merge.base=current (the presets' own) at iteration 1: the snapshot of the hub id
         assert f"base_model: {start}" in (run / "iter_01" / "thinking" / "mergekit.yaml").read_text()
     aime = read_jsonl(runs[0] / "iter_00" / "eval_instruct.jsonl")
@@ -157,12 +164,18 @@ def test_the_paper_presets_run_an_iteration_offline_on_the_hub_text(hub_home, tm
 @pytest.mark.slow
 def test_every_method_merges_on_hub_ids_over_two_iterations_from_the_initial_base(hub_home, tmp_path):
     sweep = tmp_path / "sweep"
-    # every AIME 2025 problem is a training prompt: the tiny pair answers \boxed{70}, the gold of one of them, so
-    # gold_oracle (the thinking model's correct answers only) has exactly that one to distil
+    # the training prompts: three AIME 2025 problems (an id list, as a user names an official split), one of them
+    # the problem whose gold is 70, the tiny pair's answer: gold_oracle (the thinking model's correct answers
+    # only) has exactly that one to distil
+    golds = {str(r["problem_idx"]): str(r["answer"]) for r in aime_rows(SHARED_DATA / "aime" / "aime25.jsonl")}
+    assert list(golds.values()).count(ANSWER) == 1
+    train = [i for i, gold in golds.items() if gold == ANSWER] + [i for i, g in golds.items() if g != ANSWER][:2]
+    (tmp_path / "train_ids.json").write_text(json.dumps([int(i) for i in train]))
     proc = cli.thinkswitch("--multirun", "experiment=paper_aime",
                            "method=thinkswitch,merge_only,distill_only,gold_oracle", "merge.base=initial",
-                           "merge.t=0.05", "iterations=2", "domain.train_prompts=30", "domain.eval_size=2", *SMALL,
-                           f"hydra.sweep.dir={sweep}", env=offline_env(hub_home), timeout=600)
+                           "merge.t=0.05", "iterations=2", f"domain.train.include_ids={tmp_path / 'train_ids.json'}",
+                           "domain.train_prompts=3", "domain.eval_size=2", *SMALL, f"hydra.sweep.dir={sweep}",
+                           env=offline_env(hub_home), timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     runs = jobs(sweep)
     assert sorted(runs) == ["distill_only", "gold_oracle", "merge_only", "thinkswitch"]
@@ -178,12 +191,10 @@ def test_every_method_merges_on_hub_ids_over_two_iterations_from_the_initial_bas
         assert f"base_model: {start}" in mergekit, mergekit  # merge.base=initial: the snapshot, not <cwd>/Qwen/...
         for name in ("chat_template.jinja", "generation_config.json", "tokenizer_config.json"):
             assert (merged / name).read_bytes() == (start / name).read_bytes(), (method, name)
-    golds = {str(r["problem_idx"]): str(r["answer"]) for r in aime_rows(SHARED_DATA / "aime" / "aime25.jsonl")}
-    assert list(golds.values()).count(ANSWER) == 1
     for iteration in ("iter_01", "iter_02"):
         drawn = {str(r["id"]) for r in read_jsonl(runs["gold_oracle"] / iteration / "generations.jsonl")}
         pairs = read_jsonl(runs["gold_oracle"] / iteration / "pairs.jsonl")
-        assert drawn == set(golds), "every AIME 2025 problem is a training prompt"
+        assert drawn == set(train), "the training prompts are the listed problems"
         assert pairs and {golds[str(p["id"])] for p in pairs} == {ANSWER}, "only the correct labels are distilled"
         assert len(read_jsonl(runs["thinkswitch"] / iteration / "pairs.jsonl")) > len(pairs), "the method's: all"
     assert not (ROOT / "Qwen").exists()

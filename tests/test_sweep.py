@@ -124,7 +124,7 @@ def test_optuna_search_runs(testbed_pair, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("launcher", ["parallel", "submitit_local"])
+@pytest.mark.parametrize("launcher", ["submitit_local"])  # parallel: tests/test_parallel_sweep.py
 def test_launchers_run_a_two_point_sweep(testbed_pair, tmp_path, launcher):
     proc = thinkswitch("--multirun", f"hydra/launcher={launcher}", "merge.t=0.1,0.3", *SMALL,
                        "tracking.mode=disabled", "num_threads=1", f"hydra.sweep.dir={tmp_path}")

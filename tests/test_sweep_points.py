@@ -25,3 +25,15 @@ def test_the_points_are_those_the_basic_sweeper_runs_without_hydras_own_keys():
                                                  ["merge.t=0.3", "seed=1"], ["merge.t=0.3", "seed=2"]])
     assert sweep_points(["merge.t=0.1"]) == [], "not a multirun"
     assert sweep_points(["-m", "hydra/sweeper=optuna", "merge.t=interval(0,1)"]) == [], "another sweeper expands it"
+
+
+def test_a_sweep_jobs_directory_is_one_directory_of_a_bounded_name():
+    from thinkswitch.cli_sweeps import NAME_MAX, job_dirname
+
+    assert job_dirname("merge.t=0.1,method=thinkswitch") == "merge.t=0.1,method=thinkswitch"  # as Hydra names it
+    path = "model.instruct=/data/ckpt/instruct,merge.t=0.1"
+    assert job_dirname(path) == "model.instruct=_data_ckpt_instruct,merge.t=0.1"
+    long = [job_dirname(f"model.instruct=/scratch/{'x' * 300},merge.t={t}") for t in (0.1, 0.3)]
+    assert all("/" not in n and len(n.encode()) <= NAME_MAX for n in long) and long[0] != long[1]
+    unicode = job_dirname("domain.system_prompt=" + "é" * 300)
+    assert len(unicode.encode()) <= NAME_MAX and unicode.encode().decode() == unicode

@@ -19,9 +19,11 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from thinkswitch.cli_sweeps import job_dirname
 from thinkswitch.config import GROUPS, ExperimentConfig
 
 log = logging.getLogger("thinkswitch")
+OmegaConf.register_new_resolver("thinkswitch.job_dirname", job_dirname, replace=True)  # hydra.sweep.subdir
 
 # The configs ship in the package: thinkswitch/conf (in the source tree a link to the top-level conf/, in a
 # wheel a copy), so an editable and a non-editable install read them alike. An absolute path keeps Hydra from

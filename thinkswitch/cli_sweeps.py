@@ -12,6 +12,7 @@ to their end. What a job returns, or the error it failed with, comes back as bef
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import signal
 import subprocess
@@ -62,6 +63,20 @@ def check_sweep_points(args: list[str], compose, describe) -> bool:
             sys.stderr.write(f"error: sweep point {' '.join(point)}: {why} (no job was started)\n")
             sys.exit(getattr(e, "exit_code", 2))
     return bool(points)
+
+
+NAME_MAX = 200  # bytes of a sweep job's directory name after its number (filesystems allow 255)
+
+
+def job_dirname(overrides: str) -> str:
+    """A sweep job's directory name (`hydra.sweep.subdir`, after its number) from its overrides: one directory
+    whatever the values hold (a path's `/` becomes `_`, where Hydra would nest a directory per component), and at
+    most NAME_MAX bytes (a longer one ends in a hash of the whole, so jobs keep distinct names)."""
+    name = overrides.replace("/", "_")
+    if len(name.encode()) > NAME_MAX:
+        digest = hashlib.sha256(overrides.encode()).hexdigest()[:10]
+        name = name.encode()[:NAME_MAX - 11].decode(errors="ignore") + "-" + digest
+    return name
 
 
 class JobDied(ThinkSwitchError):

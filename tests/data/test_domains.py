@@ -159,7 +159,6 @@ def test_malformed_id_list_names_the_key_and_file(tmp_path, text, match):
 @pytest.mark.parametrize("name, extra", [
     ("aime_local", ["distill.filter=majority", "generation.samples_per_prompt=3", "distill.target=canonical",
                     "evaluate.samples=2", "cost.gpu_hour_usd=0.5"]),
-    ("pubmedqa_local", ["trainer=qlora"]),
 ])
 def test_loop_runs_on_the_domain_with_a_tiny_2507_pair(tiny_2507_pair, tmp_path, name, extra):
     instruct, thinking = tiny_2507_pair
