@@ -41,7 +41,12 @@ import time
 import traceback
 from pathlib import Path
 
-from benchmarks import gpu_probe, gpu_stages
+if not __package__:  # `python benchmarks/gpu_check.py`: run as the module it is, the repository root importable
+    _root = str(Path(__file__).resolve().parents[1])
+    os.execve(sys.executable, [sys.executable, "-m", "benchmarks.gpu_check", *sys.argv[1:]],
+              {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [_root, os.environ.get("PYTHONPATH")]))})
+
+from benchmarks import gpu_probe, gpu_stages  # noqa: E402
 from benchmarks.gpu_stages import DEFAULTS, SHAPES
 
 PROBES = {"vllm_build": gpu_probe.check_vllm_build, "validation": gpu_probe.check_validation,
