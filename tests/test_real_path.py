@@ -183,10 +183,14 @@ def test_every_method_merges_on_hub_ids_over_two_iterations_from_the_initial_bas
     start = next(snapshots.iterdir())
     for method, run in runs.items():
         assert [h["iteration"] for h in read_json(run / "summary.json")["history"]] == [0, 1, 2], method
-        merged = run / "iter_02" / "thinking"
+        for it in (run / "iter_01", run / "iter_02"):  # what each method does, through the same loop
+            assert (it / "generations.jsonl").exists() == (method != "merge_only"), (method, it.name)
+        last = run / "iter_02"  # the checkpoints it changed (keep_checkpoints=last, the preset's)
+        assert (last / "instruct").is_dir() == (method != "merge_only"), method
+        assert (last / "thinking").is_dir() == (method != "distill_only"), method
         if method == "distill_only":
-            assert not merged.exists() and (run / "iter_02" / "instruct").is_dir()
             continue
+        merged = run / "iter_02" / "thinking"
         mergekit = (merged / "mergekit.yaml").read_text()
         assert f"base_model: {start}" in mergekit, mergekit  # merge.base=initial: the snapshot, not <cwd>/Qwen/...
         for name in ("chat_template.jinja", "generation_config.json", "tokenizer_config.json"):

@@ -86,22 +86,6 @@ def test_a_failing_job_does_not_stop_the_sweep(testbed_pair, tmp_path):
     assert (good / "summary.json").exists() and not (good / "failed.json").exists()
 
 
-@pytest.mark.parametrize("method, changes", [("merge_only", "thinking"), ("distill_only", "instruct"),
-                                             ("gold_oracle", "both")])
-@pytest.mark.slow
-def test_baselines_run_through_the_same_loop(testbed_pair, tmp_path, method, changes):
-    proc = thinkswitch(f"method={method}", "merge.t=0.3", *SMALL, "tracking.mode=disabled",
-                       f"hydra.run.dir={tmp_path}")
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    it = tmp_path / "iter_01"
-    assert (it / "instruct").exists() == (changes in ("instruct", "both"))
-    assert (it / "thinking").exists() == (changes in ("thinking", "both"))
-    assert (it / "generations.jsonl").exists() == (method != "merge_only")  # gold_oracle filters the model's own
-    summary = read_json(tmp_path / "summary.json")
-    if changes == "thinking":
-        assert summary["delta"]["instruct/correct"] == 0
-
-
 def test_search_and_launcher_configs_compose():
     cfg = compose(["hparams_search=optuna_t"], hydra_config=True)
     assert cfg.hydra.sweeper.params["merge.t"] == "interval(0.0, 1.0)"
