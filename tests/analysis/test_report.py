@@ -268,3 +268,14 @@ def test_report_shows_macro_f1_and_the_majority_baseline_for_label_domains(tmp_p
     assert "majority baseline: the accuracy of always answering" in md
     assert "majority baseline" not in markdown_table(runs_table([load_run(make_run(tmp_path / "b", {}, [((1, 2),
                                                                                                     (2, 2))]))]))
+
+
+def test_a_run_with_only_its_baseline_shows_no_change(tmp_path):
+    """iterations=0: baseline and final are the same evaluation; the report says `-`, not `+0.0 ... p=1`."""
+    make_run(tmp_path / "0_iterations=0", {"iterations": "0"}, [((30, 50), (45, 50))], iterations=0)
+    make_run(tmp_path / "1_iterations=1", {"iterations": "1"}, [((30, 50), (45, 50)), ((35, 50), (44, 50))])
+    rows = runs_table([load_run(r) for r in find_runs(tmp_path)])
+    assert rows[0]["instruct/delta/ci_low"] is None and rows[1]["instruct/delta/ci_low"] is not None
+    only, extended = markdown_table(rows).splitlines()[2:4]
+    assert only.count("| - |") == 2 and "p=1" not in only, only
+    assert "p=" in extended

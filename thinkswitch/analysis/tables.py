@@ -39,7 +39,8 @@ def runs_table(runs: list[dict]) -> list[dict]:
                 row.update({f"{role}/{when}/{f}": v for f, v in role_scores(metrics, role).items()})
             base, final = row[f"{role}/baseline/accuracy"], row[f"{role}/final/accuracy"]
             row[f"{role}/delta_accuracy"] = None if base is None else final - base
-            change = (run.get("paired") or {}).get(role) or {}  # paired: final vs baseline, same questions
+            # paired: final vs baseline, same questions (none where the run has only its baseline: iterations=0)
+            change = (run.get("paired") or {}).get(role) or {} if len(history) > 1 else {}
             row.update({f"{role}/delta/{f}": change.get(f) for f in DELTA_FIELDS})
             row[f"{role}/delta/significant"] = excludes_zero(change) if change else None
             for when, metrics in (("baseline", history[0] if history else {}),
