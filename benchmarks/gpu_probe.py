@@ -29,8 +29,6 @@ from pathlib import Path
 
 from benchmarks.common import ROOT, GiB, Meter, compose
 
-TESTBED_LOOP = ["domain.train_prompts=8", "domain.eval_size=8", "trainer.sft.num_train_epochs=1"]
-
 
 def _versions() -> dict:
     import importlib.metadata as md

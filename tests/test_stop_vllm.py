@@ -19,18 +19,7 @@ def test_sigterm_during_vllm_generation_is_one_line_and_stops_the_worker(testbed
     run_dir = tmp_path / "run"
     proc = cli.start("generation.backend=vllm", "tracking.mode=disabled", "domain.eval_size=64",
                      "domain.train_prompts=16", "iterations=1", run_dir=run_dir)
-    lines, worker = [], None
-    try:
-        for line in proc.stdout:
-            lines.append(line)
-            if m := re.search(r"vLLM worker pid (\d+) started", line):
-                worker = int(m.group(1))
-            if worker and re.search(r"vLLM \S+ engine for .* ready", line):
-                os.kill(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    lines, worker = cli.on_vllm_ready(proc, lambda worker: os.kill(proc.pid, signal.SIGTERM))
     out = "".join(lines)
     assert worker and proc.returncode == 143, out[-3000:]
     assert "Traceback" not in out, out[-3000:]

@@ -338,20 +338,7 @@ def test_a_dying_worker_is_one_line_naming_its_kept_log(testbed_pair, tmp_path):
     generating): one error line naming the worker's log, which exists; no traceback; a non-zero exit."""
     proc = cli.start("generation.backend=vllm", "tracking.mode=disabled", "domain.eval_size=64",
                      "domain.train_prompts=16", "iterations=1", run_dir=tmp_path / "run")
-    lines, worker = [], None
-    try:
-        for line in proc.stdout:
-            lines.append(line)
-            if m := re.search(r"vLLM worker pid (\d+) started", line):
-                worker = int(m.group(1))
-            if worker and re.search(r"vLLM \S+ engine for .* ready", line):
-                os.kill(worker, signal.SIGKILL)
-                break
-        lines += proc.stdout.readlines()
-        proc.wait(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    lines, worker = cli.on_vllm_ready(proc, lambda worker: os.kill(worker, signal.SIGKILL))
     out = "".join(lines)
     assert worker and proc.returncode == 1, out[-3000:]
     assert "Traceback" not in out, out[-3000:]

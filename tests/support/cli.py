@@ -14,6 +14,7 @@ import atexit
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -66,6 +67,26 @@ def python(*args: str, env: Optional[dict] = None, timeout: float = 900, fresh: 
 def start(*overrides: str, run_dir: Optional[Path] = None) -> subprocess.Popen | Forked:
     """Start it; its stdout and stderr together, line by line, on `.stdout`."""
     return _launch(command(*overrides, run_dir=run_dir)[1:], environment(), merge_stderr=True)
+
+
+def on_vllm_ready(proc, act) -> tuple[list[str], Optional[int]]:
+    """Read a run `start`ed on the vLLM engine to its end, calling `act(worker pid)` once when its worker has started
+    and its engine is ready; the lines it printed and the worker's pid (None: it never started). The run is waited
+    for (2 min at most, then killed)."""
+    lines, worker, acted = [], None, False
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if m := re.search(r"vLLM worker pid (\d+) started", line):
+                worker = int(m.group(1))
+            if worker and not acted and re.search(r"vLLM \S+ engine for .* ready", line):
+                act(worker)
+                acted = True
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return lines, worker
 
 
 def _launch(args: list[str], env: dict[str, str], merge_stderr: bool, fresh: bool = False) \

@@ -44,28 +44,51 @@ def gumbel_choice(scores: torch.Tensor, row_seeds: torch.Tensor) -> torch.Tensor
     return torch.argmax(torch.log_softmax(scores.to(torch.float64), dim=-1) + gumbel, dim=-1)
 
 
-class SeededSampler(ContinuousBatchingLogitsProcessor):
-    """The last logits processor of a sampled continuous batching run: see the module docstring."""
+class _PerRequest(ContinuousBatchingLogitsProcessor):
+    """A logits processor whose per-row argument depends on the request and how many tokens it has been given,
+    counted on the host as transformers prepares each step (`row_value`)."""
 
     supported_kwargs: dict[str, type] = {}
     ignored_kwargs: tuple[str, ...] = ()
 
-    def __init__(self, seed: int):
-        self.seed = seed
-        self.given: dict[str, int] = {}  # tokens each request has been given a seed for
+    def __init__(self):
+        self.given: dict[str, int] = {}  # tokens each request has been given
 
     def fill_defaults(self, int32_tensor: torch.Tensor) -> None:
         int32_tensor.fill_(0)
 
+    def row_value(self, request_id: str, step: int) -> int:
+        raise NotImplementedError
+
     def prepare_tensor_args(self, requests_with_new_token) -> torch.Tensor:
-        seeds = []
+        values = []
         for request in requests_with_new_token:
             rid = request.state.request_id
             step = self.given.get(rid, 0)
             self.given[rid] = step + 1
-            index = int(rid) if rid.isdigit() else sum(rid.encode())  # transformers' warm-up requests are named
-            seeds.append(token_seed(self.seed, index, step))
-        return torch.tensor(seeds, dtype=torch.int32, device="cpu")
+            values.append(self.row_value(rid, step))
+        return torch.tensor(values, dtype=torch.int32, device="cpu")
+
+
+def _append(manager, processor: ContinuousBatchingLogitsProcessor) -> None:
+    """Add `processor` last to the manager's logits processors. Before `manager.start()` (the batch processor takes
+    the processor list when it starts)."""
+    processors = manager.logit_processor
+    processors.logits_processor.append(processor)
+    processors.tensors_required += 1
+    processors.do_processing = True
+
+
+class SeededSampler(_PerRequest):
+    """The last logits processor of a sampled continuous batching run: see the module docstring."""
+
+    def __init__(self, seed: int):
+        super().__init__()
+        self.seed = seed
+
+    def row_value(self, request_id: str, step: int) -> int:
+        index = int(request_id) if request_id.isdigit() else sum(request_id.encode())  # warm-up requests are named
+        return token_seed(self.seed, index, step)
 
     def __call__(self, scores: torch.Tensor, tensor_arg: torch.Tensor) -> torch.Tensor:
         chosen = gumbel_choice(scores, tensor_arg[: scores.size(0)])
@@ -75,25 +98,18 @@ class SeededSampler(ContinuousBatchingLogitsProcessor):
 
 def seed_requests(manager, seed: int) -> None:
     """Make a sampled manager draw each request's tokens from (seed, request index, position): see the module
-    docstring. Before `manager.start()` (the batch processor takes the processor list when it starts)."""
-    processors = manager.logit_processor
-    processors.logits_processor.append(SeededSampler(seed))
-    processors.tensors_required += 1
-    processors.do_processing = True
+    docstring. Before `manager.start()`."""
+    _append(manager, SeededSampler(seed))
 
 
-class HoldEOS(ContinuousBatchingLogitsProcessor):
+class HoldEOS(_PerRequest):
     """The checkpoint's `min_new_tokens` under continuous batching: EOS masked for a request until it has been given
     `min_new_tokens` tokens, as `generate`'s MinNewTokensLengthLogitsProcessor does (transformers drops that one
-    from a continuous batching run: it reads a padded batch's lengths, which a paged batch has not). Tokens are
-    counted on the host as transformers prepares each step, as `SeededSampler` counts them."""
-
-    supported_kwargs: dict[str, type] = {}
-    ignored_kwargs: tuple[str, ...] = ()
+    from a continuous batching run: it reads a padded batch's lengths, which a paged batch has not)."""
 
     def __init__(self, min_new_tokens: int, eos: list[int], vocab: int, device):
+        super().__init__()
         self.min_new_tokens, self.eos = min_new_tokens, sorted(eos)
-        self.given: dict[str, int] = {}
         self._mask = self._eos_mask(vocab, device)  # built here: no host copy while a step runs (or is captured)
 
     def _eos_mask(self, vocab: int, device) -> torch.Tensor:
@@ -101,17 +117,8 @@ class HoldEOS(ContinuousBatchingLogitsProcessor):
         mask[[i for i in self.eos if 0 <= i < vocab]] = True
         return mask.to(device)
 
-    def fill_defaults(self, int32_tensor: torch.Tensor) -> None:
-        int32_tensor.fill_(0)
-
-    def prepare_tensor_args(self, requests_with_new_token) -> torch.Tensor:
-        held = []
-        for request in requests_with_new_token:
-            rid = request.state.request_id
-            step = self.given.get(rid, 0)
-            self.given[rid] = step + 1
-            held.append(int(step < self.min_new_tokens))
-        return torch.tensor(held, dtype=torch.int32, device="cpu")
+    def row_value(self, request_id: str, step: int) -> int:
+        return int(step < self.min_new_tokens)
 
     def __call__(self, scores: torch.Tensor, tensor_arg: torch.Tensor) -> torch.Tensor:
         if self._mask.device != scores.device or self._mask.numel() != scores.size(-1):  # not as the model said
@@ -124,7 +131,4 @@ def hold_eos(manager, model, min_new_tokens: int, eos: list[int]) -> None:
     """Hold EOS off each request's first `min_new_tokens` tokens (`HoldEOS`). Before `seed_requests` (which leaves
     one token per row) and before `manager.start()`."""
     vocab = model.get_output_embeddings().out_features  # the logits' width (a 4-bit LM head keeps its own)
-    processors = manager.logit_processor
-    processors.logits_processor.append(HoldEOS(min_new_tokens, eos, vocab, model.device))
-    processors.tensors_required += 1
-    processors.do_processing = True
+    _append(manager, HoldEOS(min_new_tokens, eos, vocab, model.device))

@@ -12,7 +12,7 @@ from thinkswitch.errors import ConfigError
 from thinkswitch.plan.slots import slots_for
 from thinkswitch.sizing.cards import Card
 from thinkswitch.sizing.distill_memory import plan_distill
-from thinkswitch.sizing.run_plan import PLAN_ORDER, Job, jobs_for
+from thinkswitch.sizing.run_plan import PLAN_ORDER, Job, distills, jobs_for
 from thinkswitch.sizing.shapes import Shape, fmt_bytes, kv_bytes_per_token, load_config, resolve_dtype
 from thinkswitch.sizing.timing import (
     HF_KV_PASSES,
@@ -129,7 +129,7 @@ def plan_card(cfg: ExperimentConfig, model: Model, card: Card, a: Assumptions, u
         except ConfigError as e:
             plan.why.append(f"{job.stage} {job.role}: {e}")
     distill = None
-    if cfg.method.distill and cfg.iterations:  # as the run plans it: iterations=0 distils nothing
+    if distills(cfg):  # as the run plans it: iterations=0 distils nothing
         distill = plan_distill(model.config, dtype=model.dtype, quantize_4bit=cfg.trainer.quantize_4bit,
                                lora=cfg.trainer.lora, sft=cfg.trainer.sft, bnb=cfg.trainer.bnb,
                                free_bytes=card.free_bytes, device="cuda", tensors=model.tensors,

@@ -19,7 +19,7 @@ from thinkswitch.engines.vllm_options import startup_memory_error
 from thinkswitch.errors import ConfigError
 from thinkswitch.sizing.cards import Card
 from thinkswitch.sizing.memory import plan_generation, vllm_kv_pool_bytes
-from thinkswitch.sizing.run_plan import Job
+from thinkswitch.sizing.run_plan import Job, paged_cache_for
 from thinkswitch.sizing.shapes import GiB, fmt_bytes, kv_bytes_per_token
 from thinkswitch.sizing.weights import generation_weight_bytes
 
@@ -44,15 +44,9 @@ def cb_slots(job: Job, cfg: ExperimentConfig, model, card: Card, weights: int) -
     sampling or greedy decoding gets, less the batch reserve and SDPA's read-back): the refusal the run would give
     when the longest trace cannot fit, else the requests it holds at once (each at its prompt + half its budget on
     average), at most the requests of a batch."""
-    from thinkswitch.engines.paged_cache import plan_paged_cache
-
-    plan = plan_paged_cache(model.config, dtype=model.dtype, device="cuda", free_bytes=card.free_bytes,
-                            weight_bytes=weights, prompt_tokens=job.prompt_tokens, samples=job.samples,
-                            max_new_tokens=job.max_new, do_sample=bool(getattr(cfg.model.sampling, job.role).do_sample))
     if weights >= card.free_bytes:
         raise ConfigError(f"the weights need {fmt_bytes(weights)}; {fmt_bytes(card.free_bytes)} free on the card")
-    if not plan.fits:
-        raise ConfigError(plan.refusal(job.key, cfg.generation.quantization == "nf4"))
+    plan = paged_cache_for(cfg, job, model.config, model.dtype, "cuda", card.free_bytes, weights)
     held = plan.cache_tokens // (job.longest_prompt + job.max_new // 2)
     return max(1, min(plan.max_requests, job.sequences, held))
 

@@ -48,12 +48,18 @@ class Job:
         return len(self.prompt_tokens) * self.samples
 
 
+def distills(cfg: ExperimentConfig) -> bool:
+    """Whether the run generates labels and distils them: every method that distils (gold_oracle filters its labels
+    first), once it iterates (`iterations=0` only evaluates)."""
+    return bool(cfg.method.distill and cfg.iterations)
+
+
 def jobs_for(cfg: ExperimentConfig, train_tokens: Sequence[int], eval_tokens: Sequence[int]) -> list[Job]:
     """The run's generations: the labels (every method that distils generates them, gold_oracle then filters them;
     none when `iterations=0`), then each checkpoint's evaluation answers, thinking first (`PLAN_ORDER`)."""
     s = cfg.model.sampling
     jobs = []
-    if cfg.method.distill and cfg.iterations:
+    if distills(cfg):
         jobs.append(Job("generate", Role.thinking, tuple(train_tokens), cfg.generation.samples_per_prompt,
                         s.thinking.max_new_tokens))
     return jobs + [Job("evaluate", role, tuple(eval_tokens), cfg.evaluate.samples, getattr(s, role).max_new_tokens)
@@ -77,8 +83,7 @@ def generation_jobs(cfg: ExperimentConfig, tokenizer, train: list[dict], evaluat
                 tokenizer, [chat_prompt(tokenizer, ex["prompt"], cfg.domain.system_prompt) for ex in prompts])
         return list(_COUNTED[key])
 
-    labels = cfg.method.distill and cfg.iterations
-    return jobs_for(cfg, counts(train) if labels else [], counts(evaluation))
+    return jobs_for(cfg, counts(train) if distills(cfg) else [], counts(evaluation))
 
 
 def plan_memory(cfg: ExperimentConfig, pair: ModelPair, train: list[dict], evaluation: list[dict],
@@ -102,7 +107,7 @@ def plan_memory(cfg: ExperimentConfig, pair: ModelPair, train: list[dict], evalu
         return None
     dtype = resolve_dtype(cfg.model.dtype, device.type)
     free = free_memory(str(device))
-    if cfg.method.distill and cfg.iterations:
+    if distills(cfg):
         plan_distillation(cfg, config, dtype, device, free)
     if backend not in (Backend.hf, Backend.vllm, Backend.cb):  # as resolved (generation.backend=auto)
         return None
@@ -154,17 +159,24 @@ def plan_cb(cfg: ExperimentConfig, pair: ModelPair, config: dict, jobs: list[Job
     """`cb`'s paged cache for each generation, as transformers will size it (`engines.paged_cache`), from free memory
     before the weights load: refuses (ConfigError, the numbers, the `max_new_tokens` that fits) a run whose
     longest trace cannot fit, before the first stage spends anything."""
-    from thinkswitch.engines.paged_cache import check_paged, plan_paged_cache
     from thinkswitch.sizing.weights import checkpoint_tensors, generation_weight_bytes
 
     tensors, _ = checkpoint_tensors(pair.thinking, config)
     weights = generation_weight_bytes(tensors, dtype, cfg.generation.quantization)
     for job in jobs:
-        plan = plan_paged_cache(config, dtype=dtype, device=str(device), free_bytes=free, weight_bytes=weights,
-                                prompt_tokens=job.prompt_tokens, samples=job.samples, max_new_tokens=job.max_new,
-                                do_sample=bool(getattr(cfg.model.sampling, job.role).do_sample))
-        check_paged(plan, job.key, cfg.generation.quantization == "nf4")
-        log.info("%s: %s", job.name, plan.describe())
+        log.info("%s: %s", job.name, paged_cache_for(cfg, job, config, dtype, str(device), free, weights).describe())
+
+
+def paged_cache_for(cfg: ExperimentConfig, job: Job, config: dict, dtype: str, device: str, free: int, weights: int):
+    """The paged cache transformers builds for `job` from `free` bytes (`weights` still to load), or a ConfigError
+    (the numbers, the `max_new_tokens` that fits) when its longest trace cannot fit. The run's check (`plan_cb`) and
+    `thinkswitch-plan`'s (`plan.slots`)."""
+    from thinkswitch.engines.paged_cache import check_paged, plan_paged_cache
+
+    plan = plan_paged_cache(config, dtype=dtype, device=device, free_bytes=free, weight_bytes=weights,
+                            prompt_tokens=job.prompt_tokens, samples=job.samples, max_new_tokens=job.max_new,
+                            do_sample=bool(getattr(cfg.model.sampling, job.role).do_sample))
+    return check_paged(plan, job.key, cfg.generation.quantization == "nf4")
 
 
 def with_vllm_context(generation, context: Optional[int]):

@@ -20,7 +20,6 @@
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -134,10 +133,6 @@ def training_seconds(*, tokens: int, params: int, flops: float, mfu: float, chec
     return tokens * (6 if checkpointing else 4) * params / (flops * mfu)
 
 
-def transfer_seconds(nbytes: float, bandwidth: float) -> float:
-    return nbytes / bandwidth
-
-
 def overhead_from(tokens_per_s: float, *, concurrency: float, weight_read: int, kv_read: float, bandwidth: float,
                   efficiency: float) -> float:
     """The per-step overhead a measurement implies: the measured step time less its reads at `efficiency` of the
@@ -147,10 +142,6 @@ def overhead_from(tokens_per_s: float, *, concurrency: float, weight_read: int, 
 
 def mfu_from(tokens_per_s: float, *, params: int, flops: float, checkpointing: bool = True) -> float:
     return tokens_per_s * (6 if checkpointing else 4) * params / flops
-
-
-def ceil_div(a: int, b: int) -> int:
-    return math.ceil(a / b) if b else 0
 
 
 def describe_assumptions(a: Assumptions) -> list[str]:
