@@ -101,9 +101,9 @@ class Generator:
         module, name = BACKENDS[self.generation.backend].split(":")
         backend_class = getattr(importlib.import_module(module), name)
         backend = backend_class.load(checkpoint, model_cfg=self.model, device=self.device, gen_cfg=self.generation)
-        if self.token_budget is not None and hasattr(backend, "token_budget"):
-            backend.token_budget = self.token_budget
         try:
+            if self.token_budget is not None and hasattr(backend, "token_budget"):
+                backend.token_budget = self.token_budget
             yield backend
         finally:
             backend.close()

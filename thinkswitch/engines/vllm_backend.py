@@ -30,6 +30,7 @@ import os
 import signal
 import subprocess
 import tempfile
+import time
 import weakref
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
@@ -122,7 +123,7 @@ class WorkerError(StageError):
     (kept)."""
 
 
-_LIVE: "weakref.WeakSet[_Worker]" = weakref.WeakSet()
+_LIVE: set[_Worker] = set()  # held until stopped: a worker nothing else holds is still stopped at exit
 
 
 def group_processes(pgid: int) -> list[int]:
@@ -149,7 +150,8 @@ def group_processes(pgid: int) -> list[int]:
 
 
 def _end_group(proc: subprocess.Popen, pgid: int) -> None:
-    """SIGTERM, then SIGKILL, what is left of a worker's process group."""
+    """SIGTERM, then SIGKILL, what is left of a worker's process group, each time waiting until the whole group is
+    gone (not only its leader: vLLM's engine process, in the same group, can outlive it by a moment)."""
     for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
         if not group_processes(pgid):
             return
@@ -157,10 +159,12 @@ def _end_group(proc: subprocess.Popen, pgid: int) -> None:
             os.killpg(pgid, sig)
         except ProcessLookupError:
             return
-        try:
-            proc.wait(timeout=wait)
-        except subprocess.TimeoutExpired:
-            pass
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            proc.poll()  # reap the leader, so that it does not linger as ours
+            if not group_processes(pgid):
+                return
+            time.sleep(0.05)
 
 
 class _Worker:
@@ -177,10 +181,10 @@ class _Worker:
         self.proc = subprocess.Popen([str(python), "-m", "thinkswitch.engines.vllm_worker"], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=fd, env=env, text=True,
                                      start_new_session=True, cwd=str(REPO_ROOT))
-        os.close(fd)
         self.pgid = self.proc.pid  # start_new_session: the worker leads its own group
         self.failed = False
         _LIVE.add(self)
+        os.close(fd)
         log.info("vLLM worker pid %d started (log: %s)", self.proc.pid, self.log_path)
 
     def send(self, **msg) -> None:
@@ -292,14 +296,14 @@ class VLLMBackend:
         if device.type == "cuda":
             check_startup_memory(device, args)
         worker = _Worker(worker_env(device))
-        try:
+        try:  # up to the backend that owns it: a stop (SIGTERM) anywhere before then still stops the worker
             worker.send(cmd="load", engine_args=args)
             ready = worker.receive()
+            log.info("vLLM %s engine for %s ready in %.1f s", ready.get("vllm_version"), path, ready["seconds"])
+            return cls(worker, tokenizer, gen_config, eos_ids, ready["seconds"])
         except BaseException:
             worker.stop(timeout=10.0)
             raise
-        log.info("vLLM %s engine for %s ready in %.1f s", ready.get("vllm_version"), path, ready["seconds"])
-        return cls(worker, tokenizer, gen_config, eos_ids, ready["seconds"])
 
     def generate(self, prompts: Sequence[str], sampling: SamplingConfig, *, seed: int, n: int = 1,
                  desc: str = "generate", on_batch: Optional[Callable[[dict[int, dict]], None]] = None,
