@@ -182,7 +182,8 @@ def check_cb_cache(args, device, work: Path, report) -> None:
     the attention the engine runs (SDPA kept: no flash kernel from the hub)."""
     import torch
 
-    from thinkswitch.engines.cb import CBBackend, _free_now, _logits_to_keep
+    from thinkswitch.engines.cb import CBBackend, _logits_to_keep
+    from thinkswitch.engines.free_memory import free_memory
     from thinkswitch.engines.paged_cache import ATTENTION, plan_paged_cache
 
     base, pair = testbed_pair(work)
@@ -190,7 +191,7 @@ def check_cb_cache(args, device, work: Path, report) -> None:
     model, sampling, cuda = backend.model, base.model.sampling.thinking, device.type == "cuda"
     try:
         config = backend.generation_config(sampling)
-        free = _free_now(device)
+        free = free_memory(str(device))
         plan = plan_paged_cache(model.config, dtype=str(model.dtype).removeprefix("torch."), device=str(device),
                                 free_bytes=free, prompt_tokens=[64] * (1024 if cuda else 4),
                                 max_new_tokens=10**7 if cuda else sampling.max_new_tokens,

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from thinkswitch.engines.free_memory import meminfo_available
 from thinkswitch.sizing.distill_memory import choose_merge_device, plan_distill
-from thinkswitch.sizing.free_memory import meminfo_available
 from thinkswitch.sizing.memory import describe, plan_generation, plan_generation_for
 from thinkswitch.sizing.shapes import (
     QWEN3_4B_2507,
@@ -356,7 +356,7 @@ def test_testbed_impossible_budget_is_refused_in_seconds(testbed_pair):
 
 
 def test_free_memory_on_cpu_is_the_available_ram():
-    from thinkswitch.sizing.free_memory import free_memory
+    from thinkswitch.engines.free_memory import free_memory
 
     free = free_memory("cpu")
     assert abs(free - meminfo_available()) < 2 * GiB  # the same figure, read moments apart

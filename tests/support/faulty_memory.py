@@ -8,7 +8,7 @@ import signal
 import sys
 
 from thinkswitch.cli import main
-from thinkswitch.sizing import free_memory
+from thinkswitch.engines import free_memory
 from thinkswitch.store import partial
 
 FREE, TARGET, KILL_AFTER = int(sys.argv.pop(1)), sys.argv.pop(1), int(sys.argv.pop(1))

@@ -28,6 +28,7 @@ from typing import Callable, Mapping, Optional, Sequence
 from thinkswitch.config import GenerationConfig, ModelConfig, SamplingConfig
 from thinkswitch.engines.base import Results, release_model, sampling_kwargs
 from thinkswitch.engines.decoding import decode, drop_tokens, eos_ids, results_from
+from thinkswitch.engines.free_memory import free_memory
 from thinkswitch.engines.paged_cache import ATTENTION, check_paged, plan_paged_cache
 
 log = logging.getLogger(__name__)
@@ -41,24 +42,12 @@ def cache_config(config_class, model, ids, sampling: SamplingConfig, seed: int):
     `sizing.run_plan`)."""
     plan = check_paged(plan_paged_cache(
         model.config, dtype=str(model.dtype).removeprefix("torch."), device=str(model.device),
-        free_bytes=_free_now(model.device), prompt_tokens=[len(x) for x in ids], max_new_tokens=sampling.max_new_tokens,
+        free_bytes=free_memory(str(model.device)), prompt_tokens=[len(x) for x in ids],
+        max_new_tokens=sampling.max_new_tokens,
         do_sample=bool(sampling.do_sample), supports_logits_to_keep=_logits_to_keep(model)),
         "model.sampling.<mode>.max_new_tokens", quantized=getattr(model, "is_loaded_in_4bit", False))
     log.info("%s", plan.describe())
     return config_class(seed=seed, **plan.config_kwargs())
-
-
-def _free_now(device) -> int:
-    """Free memory on the model's device now (CUDA: the allocator's cached blocks released first, as transformers
-    measures it)."""
-    if device.type == "cuda":
-        import torch
-
-        torch.cuda.empty_cache()
-        return int(torch.cuda.mem_get_info(device)[0])
-    import psutil  # the available RAM (MemAvailable on Linux), as sizing.free_memory measures it at start
-
-    return int(psutil.virtual_memory().available)
 
 
 def _logits_to_keep(model) -> bool:

@@ -4,7 +4,7 @@ The HF backend reserves a batch's KV cache for every row, up to the batch's long
 `max_new_tokens`, so the batch is a token budget: the free memory less the weights, less a margin held back
 for activations and fragmentation, divided by one sequence's KV (`thinkswitch.sizing.shapes`). The weights
 are counted in the load dtype, or in NF4 with `generation.quantization=nf4` (`thinkswitch.sizing.weights`).
-The distillation estimate is `thinkswitch.sizing.distill_memory`, free memory `thinkswitch.sizing.free_memory`.
+The distillation estimate is `thinkswitch.sizing.distill_memory`, free memory `thinkswitch.engines.free_memory`.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Mapping, Optional, Sequence, Union
 
 from thinkswitch.config import Quantization
+from thinkswitch.engines.free_memory import free_memory
 from thinkswitch.errors import ConfigError
-from thinkswitch.sizing.free_memory import free_memory
 from thinkswitch.sizing.shapes import GiB, fmt_bytes, kv_bytes_per_token, layout_notes, load_config
 from thinkswitch.sizing.weights import checkpoint_tensors, generation_weight_bytes
 

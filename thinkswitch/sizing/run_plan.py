@@ -95,9 +95,9 @@ def plan_memory(cfg: ExperimentConfig, pair: ModelPair, train: list[dict], evalu
     its engine needs: `with_vllm_context`). On vLLM: refuses a
     `generation.vllm.max_model_len` shorter than a prompt + its max_new_tokens (`vllm_options.check_context`);
     on `cb`: refuses a trace its paged cache cannot hold (`plan_cb`)."""
+    from thinkswitch.engines.free_memory import free_memory
     from thinkswitch.engines.models import load_tokenizer
     from thinkswitch.sizing import memory
-    from thinkswitch.sizing.free_memory import free_memory
     from thinkswitch.sizing.shapes import load_config, resolve_dtype
 
     try:
@@ -137,8 +137,8 @@ def plan_distillation(cfg: ExperimentConfig, config: dict, dtype: str, device, f
     """Distillation's memory estimate, logged (a warning above the free memory), and the host RAM a CPU adapter
     merge needs against what the host has now (`host_available`: MemAvailable unless given): a ConfigError naming
     `distill.merge_device` before anything is spent when it cannot fit."""
+    from thinkswitch.engines.free_memory import free_memory
     from thinkswitch.sizing.distill_memory import check_merge_host_memory, plan_distill
-    from thinkswitch.sizing.free_memory import free_memory
     from thinkswitch.store.io import parse_size
 
     plan = plan_distill(config, dtype=dtype, quantize_4bit=cfg.trainer.quantize_4bit, lora=cfg.trainer.lora,

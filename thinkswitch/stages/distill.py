@@ -234,7 +234,7 @@ def merge_device_for(setting: str, instruct: str, adapter: Path, model_cfg: Mode
     the run's dtype plus the adapter fit its free memory now (the 4-bit model freed), else the CPU. Logged."""
     import torch
 
-    from thinkswitch.sizing.free_memory import free_memory
+    from thinkswitch.engines.free_memory import free_memory
     from thinkswitch.sizing.weights import checkpoint_tensors, weight_bytes
 
     need = free = 0
