@@ -15,7 +15,7 @@
 from __future__ import annotations
 
 from thinkswitch.config import ExperimentConfig
-from thinkswitch.engines.vllm_options import startup_memory_error
+from thinkswitch.engines.vllm_options import context_for, startup_memory_error
 from thinkswitch.errors import ConfigError
 from thinkswitch.sizing.cards import Card
 from thinkswitch.sizing.memory import plan_generation, vllm_kv_pool_bytes
@@ -64,7 +64,7 @@ def vllm_slots(job: Job, cfg: ExperimentConfig, card: Card, weights: int, kv: in
     otherwise: "To serve at least one request with the model's max seq len"), and the requests it holds at once."""
     options = dict(cfg.generation.vllm or {})
     longest = max(jobs, key=lambda j: j.longest_prompt + j.max_new)  # its budget sets the context
-    context = options.get("max_model_len") or longest.longest_prompt + longest.max_new
+    context = options.get("max_model_len") or context_for([j.request for j in jobs])  # the run's own rule
     own = options.get("kv_cache_memory_bytes")
     if isinstance(own, str):
         from thinkswitch.store.io import parse_size

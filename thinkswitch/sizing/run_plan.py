@@ -44,6 +44,11 @@ class Job:
         return max(self.prompt_tokens, default=0)
 
     @property
+    def request(self) -> tuple[str, str, int, int]:
+        """What vLLM's context rules read of it (`engines.vllm_options`): what, key, longest prompt, max_new_tokens."""
+        return self.name, self.key, self.longest_prompt, self.max_new
+
+    @property
     def sequences(self) -> int:
         return len(self.prompt_tokens) * self.samples
 
@@ -116,7 +121,7 @@ def plan_memory(cfg: ExperimentConfig, pair: ModelPair, train: list[dict], evalu
     if backend == Backend.vllm:  # vLLM plans its own memory; its context must hold every generation
         from thinkswitch.engines.vllm_options import check_context, context_for
 
-        contexts = [(job.name, job.key, job.longest_prompt, job.max_new) for job in jobs]
+        contexts = [job.request for job in jobs]
         errors = check_context(cfg.generation.vllm, config, contexts)
         if errors:
             raise ConfigError("; ".join(errors))
