@@ -88,6 +88,9 @@ test-fast: install  ## the fast tier: unit tests, no training (about a minute)
 bench: install  ## benchmarks: stages vs the bare libraries, stage-cache speedup (prints ratios)
 	$(BIN)/python -m benchmarks.bench $(ARGS)
 
+gpu-carry: install  ## here, before a GPU machine without network: the wheels it lacks, into .whl/ (ARGS=--python 3.12 --cuda 13)
+	$(BIN)/python -m benchmarks.gpu_carry $(ARGS)
+
 gpu-check: install  ## GPU machine, no hub: cheap checks first, then the paper's stages at Qwen3-4B shape; JSON lines (ARGS=--budget-s 420)
 	$(BIN)/python -m benchmarks.gpu_check $(ARGS)
 
@@ -98,4 +101,4 @@ clean:  ## remove the venvs (outputs/ and the testbed cache are kept)
 	rm -rf $(VENV) $(VLLM_VENV)
 
 
-.PHONY: FORCE help install install-cuda install-vllm demo test test-fast bench gpu-check lint clean
+.PHONY: FORCE help install install-cuda install-vllm demo test test-fast bench gpu-carry gpu-check lint clean

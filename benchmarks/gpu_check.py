@@ -23,9 +23,9 @@ the check), `rss_peak_gib`, `tokens_per_s` and the stage's own metrics. A row th
 last row, `done`, lists the failed and skipped ones, and the exit status is 1 if any failed. `--budget-s N` skips
 the rows not started after N seconds (each writes a line saying so): a card lent for minutes still gets `done`.
 Written to `--out` (default `gpu_check.jsonl`) and, when `$OUT` is set, to `$OUT/gpu_check.jsonl`;
-`thinkswitch-plan --calibrate` reads it. The testbed pair must be built beforehand (`make demo` once; cached under
-`~/.cache/thinkswitch/testbed`, or `$THINKSWITCH_CACHE`). Without CUDA (and no `--device cpu`) it ends in one line,
-exit status 2.
+`thinkswitch-plan --calibrate` reads it. The testbed pair ships with the repository (`thinkswitch/testbed/pair`).
+Without CUDA (and no `--device cpu`) it ends in one line, exit status 2. On a machine without network, its own
+Python and CUDA torch: `make gpu-carry` here, then `bash benchmarks/gpu_device.sh` there (`gpu_carry.py`).
 """
 
 from __future__ import annotations

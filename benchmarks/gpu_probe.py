@@ -97,6 +97,7 @@ def environment(args, device, work: Path, report) -> None:
 
 def check_vllm_build(args, device, work: Path, report) -> None:
     """What `make install-vllm` recorded and what the build says of itself (a minute at most; not fatal)."""
+    from thinkswitch.engines.vllm_backend import venv_process_env
     from thinkswitch.engines.vllm_options import installed_platform, nf4_error, vllm_venv
 
     python = vllm_venv() / "bin" / "python"
@@ -105,7 +106,7 @@ def check_vllm_build(args, device, work: Path, report) -> None:
     if python.exists():
         try:
             proc = subprocess.run([str(python), "-m", "thinkswitch.engines.vllm_worker", "--describe"], cwd=ROOT,
-                                  capture_output=True, text=True, timeout=180)
+                                  capture_output=True, text=True, timeout=180, env=venv_process_env())
             described = json.loads(proc.stdout) if proc.returncode == 0 else {}
             row["describe_error"] = None if described else proc.stderr.strip().splitlines()[-1:]
         except (OSError, subprocess.TimeoutExpired, ValueError) as e:
@@ -136,8 +137,9 @@ def check_validation(args, device, work: Path, report) -> None:
     """The run's validation (`check_config`, the QLoRA trainer's SFTConfig included) in a fresh process, then
     `choose_device('auto')`: validation must not start CUDA, and the pinned run must see one GPU."""
     overrides = ["trainer=qlora", "device=auto", f"run_dir={work / 'run'}"]
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))  # carried wheels kept on it
     proc = subprocess.run([sys.executable, "-c", VALIDATION_CHILD, *overrides], cwd=ROOT, capture_output=True,
-                          text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
+                          text=True, timeout=300, env={**os.environ, "PYTHONPATH": path})
     if proc.returncode != 0:
         raise RuntimeError(f"the validation child failed: {(proc.stderr.strip().splitlines() or ['?'])[-1]}")
     row = {"check": "validation", "overrides": overrides, **json.loads(proc.stdout.strip().splitlines()[-1])}

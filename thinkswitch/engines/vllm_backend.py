@@ -167,6 +167,14 @@ def _end_group(proc: subprocess.Popen, pgid: int) -> None:
             time.sleep(0.05)
 
 
+def venv_process_env() -> dict[str, str]:
+    """The environment of a process of `.venv-vllm`'s Python: this one's, less what points at this interpreter's
+    packages (its venv, and a PYTHONPATH that may hold packages built for another Python), with the repository on
+    the path."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
+    return env | {"PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
 class _Worker:
     """One `.venv-vllm/bin/python -m thinkswitch.engines.vllm_worker` process (its own process group)."""
 
@@ -175,9 +183,7 @@ class _Worker:
         if not python.exists():
             raise ConfigError(_missing_venv())
         fd, self.log_path = tempfile.mkstemp(prefix="thinkswitch-vllm-", suffix=".log")
-        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
-        env |= {"PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
-        env |= env_extra or {}
+        env = venv_process_env() | (env_extra or {})
         self.proc = subprocess.Popen([str(python), "-m", "thinkswitch.engines.vllm_worker"], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=fd, env=env, text=True,
                                      start_new_session=True, cwd=str(REPO_ROOT))
