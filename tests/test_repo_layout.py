@@ -40,7 +40,7 @@ def test_no_test_module_imports_another_or_conftest():
     assert imported(ROOT / "tests" / "test_loop.py") >= {"tests.support.checkpoints"}  # the check sees imports
 
 
-@pytest.mark.parametrize("module", ["bench", "bench_cb", "bench_vllm", "gpu_check"])
+@pytest.mark.parametrize("module", ["bench", "bench_cb", "bench_vllm", "gpu_check", "gpu_carry"])
 def test_each_benchmark_runs_as_a_module_from_the_repository_root(module):
     proc = subprocess.run([sys.executable, "-m", f"benchmarks.{module}", "--help"], cwd=ROOT, capture_output=True,
                           text=True, timeout=120)
