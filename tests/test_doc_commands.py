@@ -3,7 +3,8 @@
 `thinkswitch ...` (and `python -m thinkswitch.cli ...`): its overrides compose, as `thinkswitch --cfg job` would
 compose them (every job of a `--multirun` sweep), into the typed config; a console example that shows an `error:`
 must still fail with that error. `thinkswitch-plan ...` runs (it loads no model). `make <target>`: the target exists,
-and the options passed in ARGS are the script's. `hf`, `wandb`, `thinkswitch-report`: installed, with the options
+and the options passed in ARGS are the script's. `bash <script>`: the script exists, and the options shown are
+those of the program it passes them on to. `hf`, `wandb`, `thinkswitch-report`: installed, with the options
 shown. Running the experiments themselves is the other tests' work (`make test` runs `thinkswitch` end to end, on
 the testbed and, offline, on the paper's ids: tests/test_real_path.py). A new kind of command fails here until it
 is checked."""
@@ -25,7 +26,9 @@ from tests.support.shared import compose
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 BLOCK = re.compile(r"```(bash|sh|console)\n(.*?)```", re.S)
 BIN = Path(sys.executable).parent
-SCRIPTS = {"gpu-check": "benchmarks/gpu_check.py", "bench": "benchmarks/bench.py"}  # make targets taking ARGS
+SCRIPTS = {"gpu-check": "benchmarks/gpu_check.py", "bench": "benchmarks/bench.py",  # make targets taking ARGS
+           "gpu-carry": "benchmarks/gpu_carry.py"}
+PASSES_ON = {"benchmarks/gpu_device.sh": "benchmarks/gpu_check.py"}  # shell scripts: whose options they take
 
 
 def shown_commands() -> list[tuple[str, str, str]]:
@@ -166,6 +169,11 @@ def test_every_shown_command_works(where, command, error, monkeypatch, capsys, t
         assert (ROOT / args[0]).is_file(), f"{where}: no script {args[0]}"
     elif program in ("hf", "wandb", "thinkswitch-report"):
         check_tool(argv)
+    elif program == "bash":
+        script = ROOT / args[0]
+        assert script.is_file() and args[0] in PASSES_ON, f"{where}: {args[0]}: no such script, or not taught here"
+        for option in re.findall(r"--[\w-]+", " ".join(args[1:])):
+            assert f'"{option}"' in (ROOT / PASSES_ON[args[0]]).read_text(), f"{where}: {option} is not an option"
     elif program == "echo":
         pass
     else:
