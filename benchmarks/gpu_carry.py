@@ -26,16 +26,18 @@ from pathlib import Path
 
 from packaging.requirements import Requirement
 
-# On the GPU machine already (its image: CUDA torch and the scientific stack), or not needed by `make gpu-check`
-# (W&B and what only it needs: the checks run with tracking disabled).
-PROVIDED = frozenset({
-    "torch", "numpy", "scipy", "pandas", "pyarrow", "matplotlib", "contourpy", "cycler", "fonttools", "kiwisolver",
-    "pillow", "sympy", "mpmath", "networkx", "setuptools", "protobuf", "sentencepiece", "thinkswitch",
+# Not needed by `make gpu-check`: W&B and what only it needs (the checks run with tracking disabled).
+NOT_NEEDED = frozenset({
     "wandb", "googleapis-common-protos", "opentelemetry-api", "opentelemetry-exporter-http-transport",
     "opentelemetry-exporter-otlp-common", "opentelemetry-exporter-otlp-proto-common",
     "opentelemetry-exporter-otlp-proto-http", "opentelemetry-proto", "opentelemetry-sdk",
     "opentelemetry-semantic-conventions",
 })
+# On the GPU machine already (its image: CUDA torch and the scientific stack), the project itself, or not needed.
+PROVIDED = NOT_NEEDED | {
+    "torch", "numpy", "scipy", "pandas", "pyarrow", "matplotlib", "contourpy", "cycler", "fonttools", "kiwisolver",
+    "pillow", "sympy", "mpmath", "networkx", "setuptools", "protobuf", "sentencepiece", "thinkswitch",
+}
 FROM_SDIST = frozenset({"antlr4-python3-runtime"})  # no wheel on the index
 CARRY_LIMIT = 56 * 2**20  # a device call carries 64 MiB with the working tree (~5 MiB)
 PLATFORMS = ("manylinux_2_17_x86_64", "manylinux2014_x86_64", "manylinux_2_24_x86_64", "manylinux_2_27_x86_64",
@@ -64,6 +66,31 @@ def closure(root: str = "thinkswitch") -> dict[str, str]:
             if req.marker is None or req.marker.evaluate({"extra": ""}):
                 todo.append(req.name)
     return found
+
+
+def unmet(pyproject: Path) -> list[str]:
+    """What the importable distributions leave unmet of thinkswitch's requirements (`pyproject`) and theirs, one
+    line each (extras left out): on a GPU machine, where its own packages meet the carried ones."""
+    import tomllib
+
+    todo = [("thinkswitch", line) for line in tomllib.loads(pyproject.read_text())["project"]["dependencies"]]
+    lines, seen = [], set()
+    while todo:
+        who, line = todo.pop()
+        req = Requirement(line)
+        if req.marker is not None and not req.marker.evaluate({"extra": ""}) or canonical(req.name) in NOT_NEEDED:
+            continue
+        try:
+            found = md.version(req.name)
+        except md.PackageNotFoundError:
+            lines.append(f"{req.name} missing ({who} needs {req})")
+            continue
+        if not req.specifier.contains(found.split("+")[0], prereleases=True):
+            lines.append(f"{req.name} {found} where {who} asks {req.specifier}")
+        if canonical(req.name) not in seen:
+            seen.add(canonical(req.name))
+            todo += [(req.name, r) for r in md.distribution(req.name).requires or []]
+    return sorted(set(lines))
 
 
 def to_carry(installed: dict[str, str]) -> dict[str, str]:
@@ -108,7 +135,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dest", type=Path, default=Path(".whl"), help="where the wheels go (emptied first)")
     parser.add_argument("--python", default="3.12", help="the GPU machine's Python (default 3.12)")
     parser.add_argument("--cuda", default="13", help="its torch's CUDA major version (default 13)")
+    parser.add_argument("--check", action="store_true", help="on the GPU machine, the wheels installed: list the "
+                        "requirements its packages and the carried ones leave unmet (gpu_device.sh runs it)")
     args = parser.parse_args(argv)
+    if args.check:
+        problems = unmet(Path(__file__).resolve().parents[1] / "pyproject.toml")
+        print("requirements: all met" if not problems else "requirements unmet (the checks run anyway):\n  "
+              + "\n  ".join(problems))
+        return 0
     pins = to_carry(closure())
     args.dest.mkdir(parents=True, exist_ok=True)
     for old in args.dest.glob("*.whl"):

@@ -11,4 +11,5 @@ ls "$WHEELS"/*.whl >/dev/null 2>&1 || { echo "error: no wheels in $WHEELS/: run 
 "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" "$WHEELS"/*.whl
 export PYTHONPATH="$SITE:$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 WANDB_MODE=disabled
 "$PY" -c 'import torch, transformers, trl, peft, bitsandbytes, mergekit, hydra; print("torch", torch.__version__, "cuda", torch.version.cuda, "| transformers", transformers.__version__, "trl", trl.__version__, "peft", peft.__version__, "bitsandbytes", bitsandbytes.__version__)'
+"$PY" -m benchmarks.gpu_carry --check
 exec "$PY" -m benchmarks.gpu_check "$@"

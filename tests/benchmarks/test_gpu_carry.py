@@ -5,7 +5,7 @@ import subprocess
 import zipfile
 from importlib.metadata import version
 
-from benchmarks.gpu_carry import PROVIDED, closure, cut_bitsandbytes, to_carry
+from benchmarks.gpu_carry import PROVIDED, closure, cut_bitsandbytes, to_carry, unmet
 from tests.support.paths import ROOT
 
 
@@ -42,3 +42,11 @@ def test_the_device_script_without_wheels_says_what_to_run(tmp_path):
     assert proc.returncode == 2
     none = tmp_path / "none"
     assert proc.stderr.strip() == f"error: no wheels in {none}/: run 'make gpu-carry' here first and carry {none}"
+
+
+def test_the_machines_check_names_each_unmet_requirement_and_passes_this_venv(tmp_path):
+    pyproject = tmp_path / "pyproject.toml"
+    pyproject.write_text('[project]\ndependencies = ["packaging>=999", "no-such-dist-xyz>=1", "pytest"]\n')
+    assert unmet(pyproject) == ["no-such-dist-xyz missing (thinkswitch needs no-such-dist-xyz>=1)",
+                                f"packaging {version('packaging')} where thinkswitch asks >=999"]
+    assert unmet(ROOT / "pyproject.toml") == []  # what make install made meets every requirement
