@@ -80,12 +80,15 @@ def environment(args, device, work: Path, report) -> None:
     import torch
     from transformers.utils import is_triton_available
 
+    from thinkswitch.engines.devices import triton_build_error
+
     cuda = device.type == "cuda"
     row = {"check": "env", "device": str(device), "gpu": torch.cuda.get_device_name(device) if cuda else None,
            "gpu_total_gib": round(torch.cuda.get_device_properties(device).total_memory / GiB, 1) if cuda else None,
            "gpus": torch.cuda.device_count() if cuda else 0, "driver": _driver(), "cuda_build": torch.version.cuda,
            "capability": ".".join(map(str, torch.cuda.get_device_capability(device))) if cuda else None,
            "compilers": {name: shutil.which(name) for name in ("cc", "gcc")}, "triton": is_triton_available(),
+           "triton_build_error": triton_build_error(device),  # what the run's start-up check would refuse
            "cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
            "python": platform.python_version(), "versions": _versions(), "scale": args.scale, "args": vars(args)}
     row.update(_bnb(device))

@@ -18,10 +18,10 @@ from typing import Optional
 from thinkswitch.config import Backend, ExperimentConfig, Labels, ModelConfig, Role
 from thinkswitch.data.domains import load_domain
 from thinkswitch.engines.base import Generator, resolve_backend, with_backend
-from thinkswitch.engines.devices import choose_device
+from thinkswitch.engines.devices import choose_device, triton_build_error
 from thinkswitch.engines.models import ModelPair, check_pair, is_local
 from thinkswitch.errors import ConfigError, DataError
-from thinkswitch.sizing.run_plan import plan_memory, with_vllm_context
+from thinkswitch.sizing.run_plan import distills, plan_memory, with_vllm_context
 from thinkswitch.stages.inputs import Artifact, Engine
 from thinkswitch.stages.merge import check_filters as merge_filters
 from thinkswitch.stages.strip import missing_gold
@@ -121,6 +121,8 @@ def _prepare(cfg: ExperimentConfig, paths: RunPaths, device) -> Run:
     check_disk(cfg, paths, pair.instruct, pair.thinking)
     if cfg.method.merge and (errors := merge_filters(cfg.merge, pair.thinking)):
         raise ConfigError("; ".join(errors))
+    if distills(cfg) and (error := triton_build_error(device)):
+        raise ConfigError(error)
     backend = resolve_backend(cfg.generation.backend, device.type)
     if cfg.generation.backend == Backend.auto:
         log.info("generation.backend=auto: %s (%s)", backend, "CUDA" if device.type == "cuda" else device.type.upper())

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -45,3 +46,45 @@ def choose_device(name: str, cache_dir: Path, run_dir: str, gpus: Optional[Seque
         return torch.device(f"cuda:{index}"), lock
     os.environ["CUDA_VISIBLE_DEVICES"] = gpus[index]
     return torch.device("cuda:0"), lock
+
+
+def triton_build_error(device, use_triton: Optional[bool] = None, environ: Optional[dict] = None,
+                       which=shutil.which, python_include: Optional[Path] = None) -> Optional[str]:
+    """Why TRL's Triton kernels, which distillation runs on CUDA, could not be built here (None: nothing to build, or
+    it can be). Triton compiles each kernel's launcher with a C compiler against Python's headers, found as
+    `triton.runtime.build._build` finds them: `$CC`, else gcc, else clang; `<sysconfig include>/Python.h`. Without
+    them the first training step fails, hours into a run. `use_triton`: TRL's own switch (`_use_triton`) unless
+    given; `environ`, `which`, `python_include`: seams for tests."""
+    if device.type != "cuda":
+        return None
+    if use_triton is None:
+        try:
+            from trl.kernels.chunked_logprob import _use_triton
+        except ImportError:  # a TRL without Triton kernels
+            return None
+        use_triton = bool(_use_triton(device))
+    if not use_triton or _custom_triton_build():
+        return None
+    environ = os.environ if environ is None else environ
+    if not (environ.get("CC") or which("gcc") or which("clang")):
+        return ("distillation on CUDA runs TRL's Triton kernels, which Triton compiles with a C compiler, and none "
+                "was found ($CC unset, no gcc or clang on PATH): install one (e.g. apt-get install gcc) or set CC")
+    if python_include is None:
+        import sysconfig
+
+        scheme = sysconfig.get_default_scheme()
+        python_include = Path(sysconfig.get_paths(scheme="posix_prefix" if scheme == "posix_local" else scheme)
+                              ["include"])
+    if not (python_include / "Python.h").is_file():
+        return ("distillation on CUDA runs TRL's Triton kernels, which Triton compiles against Python's headers, "
+                f"and {python_include / 'Python.h'} is missing: install them (e.g. apt-get install python3-dev)")
+    return None
+
+
+def _custom_triton_build() -> bool:
+    """Whether Triton was given a build function of its own (`triton.knobs.build.impl`), which needs no compiler."""
+    try:
+        from triton import knobs
+    except ImportError:
+        return False
+    return getattr(getattr(knobs, "build", None), "impl", None) is not None
