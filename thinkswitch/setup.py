@@ -18,7 +18,7 @@ from typing import Optional
 from thinkswitch.config import Backend, ExperimentConfig, Labels, ModelConfig, Role
 from thinkswitch.data.domains import load_domain
 from thinkswitch.engines.base import Generator, resolve_backend, with_backend
-from thinkswitch.engines.devices import choose_device, triton_build_error
+from thinkswitch.engines.devices import bnb_cuda_error, choose_device, triton_build_error
 from thinkswitch.engines.models import ModelPair, check_pair, is_local
 from thinkswitch.errors import ConfigError, DataError
 from thinkswitch.sizing.run_plan import distills, plan_memory, with_vllm_context
@@ -122,6 +122,9 @@ def _prepare(cfg: ExperimentConfig, paths: RunPaths, device) -> Run:
     if cfg.method.merge and (errors := merge_filters(cfg.merge, pair.thinking)):
         raise ConfigError("; ".join(errors))
     if distills(cfg) and (error := triton_build_error(device)):
+        raise ConfigError(error)
+    four_bit = (distills(cfg) and cfg.trainer.quantize_4bit) or cfg.generation.quantization == "nf4"
+    if four_bit and (error := bnb_cuda_error(device)):
         raise ConfigError(error)
     backend = resolve_backend(cfg.generation.backend, device.type)
     if cfg.generation.backend == Backend.auto:

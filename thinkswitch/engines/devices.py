@@ -88,3 +88,22 @@ def _custom_triton_build() -> bool:
     except ImportError:
         return False
     return getattr(getattr(knobs, "build", None), "impl", None) is not None
+
+
+def bnb_cuda_error(device, lib=None) -> Optional[str]:
+    """Why bitsandbytes cannot run 4-bit layers on this CUDA device (None: it can, or the device is not CUDA).
+    bitsandbytes loads its native library when imported; where the CUDA one cannot load (no binary for this CUDA,
+    a missing libcudart) it keeps a stand-in that raises at the first 4-bit call: for QLoRA, after the labels were
+    generated. Its own record decides: a library built with CUDA (`compiled_with_cuda`), else the load error it kept.
+    `lib`: bitsandbytes' `cextension.lib` unless given (a seam for tests)."""
+    if device.type != "cuda":
+        return None
+    if lib is None:
+        from bitsandbytes import cextension
+
+        lib = cextension.lib
+    if getattr(type(lib), "compiled_with_cuda", False):  # read off the class and the instance: the library
+        return None                                      # object looks any other name up in the native library
+    why = vars(lib).get("error_msg") or f"it loaded {type(lib).__name__}, a library without CUDA kernels"
+    return (f"bitsandbytes cannot run 4-bit layers on CUDA here ({why.strip().splitlines()[0]}): QLoRA and NF4 "
+            "generation need it; install the CUDA build (make install-cuda, in the README)")

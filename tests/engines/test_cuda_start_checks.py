@@ -1,12 +1,13 @@
-"""Distillation on CUDA runs TRL's Triton kernels, which Triton compiles with a C compiler against Python's headers
-(issue 26, finding 10): a machine without them is refused at start, with what to install, not at the first training
-step hours later. Checked by Triton's own rule ($CC, else gcc, else clang; <include>/Python.h) through seams."""
+"""What a CUDA run needs of the machine, checked at start by the libraries' own rules, not at the first training step
+hours later (issue 26). Distillation runs TRL's Triton kernels, which Triton compiles with a C compiler against
+Python's headers (finding 10; Triton's rule: $CC, else gcc, else clang; <include>/Python.h); QLoRA and NF4 generation
+need bitsandbytes' CUDA library, whose load error bitsandbytes keeps until the first 4-bit call. Through seams."""
 
 from __future__ import annotations
 
 import torch
 
-from thinkswitch.engines.devices import triton_build_error
+from thinkswitch.engines.devices import bnb_cuda_error, triton_build_error
 
 CUDA = torch.device("cuda")
 
@@ -35,3 +36,16 @@ def test_nothing_to_build_off_cuda_or_where_trl_takes_no_triton_path(tmp_path):
                               python_include=tmp_path) is None
     assert triton_build_error(CUDA, use_triton=False, environ={}, which=no_compiler, python_include=tmp_path) is None
     assert triton_build_error(torch.device("cpu")) is None  # TRL's own switch, on this machine's CPU
+
+
+def test_bitsandbytes_without_its_cuda_library_is_refused_with_the_error_it_kept():
+    from bitsandbytes.cextension import CudaBNBNativeLibrary, ErrorHandlerMockBNBNativeLibrary
+
+    kept = ErrorHandlerMockBNBNativeLibrary("No compatible CUDA binary found at /x/libbitsandbytes_cuda131.so")
+    assert bnb_cuda_error(CUDA, lib=kept) == (
+        "bitsandbytes cannot run 4-bit layers on CUDA here (No compatible CUDA binary found at "
+        "/x/libbitsandbytes_cuda131.so): QLoRA and NF4 generation need it; install the CUDA build (make install-cuda, "
+        "in the README)")
+    assert bnb_cuda_error(CUDA, lib=object.__new__(CudaBNBNativeLibrary)) is None
+    assert "BNBNativeLibrary, a library without CUDA kernels" in bnb_cuda_error(CUDA)  # this machine's: CPU only
+    assert bnb_cuda_error(torch.device("cpu")) is None
