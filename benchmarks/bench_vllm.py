@@ -25,7 +25,6 @@ The third prints what thinkswitch's vLLM path costs over vLLM itself (goal >= 0.
 from __future__ import annotations
 
 import math
-import os
 import random
 import tempfile
 import time
@@ -166,13 +165,13 @@ def bench_overhead(pair, n: int, repeats: int = 3) -> None:
     from thinkswitch.data.testbed_task import task_examples
     from thinkswitch.engines.chat import chat_prompt
     from thinkswitch.engines.seeds import request_seeds
-    from thinkswitch.engines.vllm_backend import VLLMBackend, effective_sampling, worker_env
+    from thinkswitch.engines.vllm_backend import VLLMBackend, effective_sampling, venv_process_env, worker_env
     from thinkswitch.engines.vllm_options import engine_args, vllm_venv
 
     cfg = compose()
     sampling, cpu, warmup = cfg.model.sampling.thinking, torch.device("cpu"), cfg.generation.batch_size
     backend = VLLMBackend.load(pair.thinking, model_cfg=cfg.model, device=cpu, gen_cfg=cfg.generation)
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")} | worker_env(cpu)
+    env = venv_process_env() | worker_env(cpu)
     bare_log = tempfile.TemporaryFile("w+")
     bare_proc = subprocess.Popen([str(vllm_venv() / "bin" / "python"), "-m", "benchmarks.programs.bare_vllm"],
                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=bare_log, text=True, env=env,

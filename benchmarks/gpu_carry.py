@@ -25,6 +25,8 @@ import zipfile
 from pathlib import Path
 
 from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name as canonical
+from packaging.utils import parse_wheel_filename
 
 # Not needed by `make gpu-check`: W&B and what only it needs (the checks run with tracking disabled).
 NOT_NEEDED = frozenset({
@@ -42,10 +44,6 @@ FROM_SDIST = frozenset({"antlr4-python3-runtime"})  # no wheel on the index
 CARRY_LIMIT = 56 * 2**20  # a device call carries 64 MiB with the working tree (~5 MiB)
 PLATFORMS = ("manylinux_2_17_x86_64", "manylinux2014_x86_64", "manylinux_2_24_x86_64", "manylinux_2_27_x86_64",
              "manylinux_2_28_x86_64", "manylinux_2_31_x86_64", "manylinux_2_34_x86_64", "manylinux1_x86_64")
-
-
-def canonical(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def closure(root: str = "thinkswitch") -> dict[str, str]:
@@ -152,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         cut_bitsandbytes(wheel, args.cuda)
     wheels = sorted(args.dest.glob("*.whl"))
     total = sum(w.stat().st_size for w in wheels)
-    names = {canonical(w.name.split("-")[0]) for w in wheels}
+    names = {parse_wheel_filename(w.name)[0] for w in wheels}
     missing = sorted(set(pins) - names)
     print(f"{len(wheels)} wheels, {total / 2**20:.1f} MiB in {args.dest}/ for Python {args.python}, CUDA {args.cuda}"
           + (f"; missing: {', '.join(missing)}" if missing else ""))

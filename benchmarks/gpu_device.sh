@@ -9,7 +9,7 @@ WHEELS=${WHEELS:-.whl}
 SITE=${SITE:-/tmp/thinkswitch-site}
 ls "$WHEELS"/*.whl >/dev/null 2>&1 || { echo "error: no wheels in $WHEELS/: run 'make gpu-carry' here first and carry $WHEELS" >&2; exit 2; }
 "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" "$WHEELS"/*.whl
-export PYTHONPATH="$SITE:$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 WANDB_MODE=disabled
+export PYTHONPATH="$SITE:$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1  # gpu_check goes offline itself
 "$PY" -c 'import torch, transformers, trl, peft, bitsandbytes, mergekit, hydra; print("torch", torch.__version__, "cuda", torch.version.cuda, "| transformers", transformers.__version__, "trl", trl.__version__, "peft", peft.__version__, "bitsandbytes", bitsandbytes.__version__)'
 "$PY" -m benchmarks.gpu_carry --check
 exec "$PY" -m benchmarks.gpu_check "$@"

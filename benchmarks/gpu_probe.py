@@ -260,6 +260,7 @@ def check_qlora_step(args, device, work: Path, report) -> None:
     import random
 
     from benchmarks.gpu_stages import words
+    from thinkswitch.engines.devices import trl_uses_triton
     from thinkswitch.stages import distill
     from thinkswitch.stages.inputs import Artifact, Numerics
     from thinkswitch.store.io import parse_size, write_jsonl
@@ -276,15 +277,7 @@ def check_qlora_step(args, device, work: Path, report) -> None:
             model=cfg.model, seed=3, system_prompt=None, numerics=Numerics.of(cfg, device),
             shard_size=parse_size(cfg.shard_size), adapter_out=work / "out" / "adapter",
             model_out=work / "out" / "instruct"), device=device)
-    report({"check": "qlora_step", "trainer": cfg.trainer.name, "triton_lm_head": _triton_lm_head(device),
+    report({"check": "qlora_step", "trainer": cfg.trainer.name, "triton_lm_head": trl_uses_triton(device),
             "steps": metrics.get("train/steps"), "loss": metrics.get("train/loss"), **m.stats})
     shutil.rmtree(work / "out", ignore_errors=True)
 
-
-def _triton_lm_head(device) -> bool | None:
-    """Whether TRL takes its Triton LM-head kernel on this device (None: this TRL has no such switch)."""
-    try:
-        from trl.kernels.chunked_logprob import _use_triton
-    except ImportError:
-        return None
-    return bool(_use_triton(device))

@@ -165,8 +165,9 @@ def check_merge(args, device, cfg, pair, work: Path, report) -> None:
 
 
 def check_generate(args, device, cfg, pair, work: Path, report, name: str = "generate") -> None:
-    from thinkswitch.engines.base import Generator
-    from thinkswitch.engines.models import ModelPair
+    from thinkswitch.engines.base import Generator, prompt_token_counts
+    from thinkswitch.engines.chat import chat_prompt
+    from thinkswitch.engines.models import ModelPair, load_tokenizer
     from thinkswitch.sizing.run_plan import plan_memory
     from thinkswitch.stages.generate import GenerateInputs, generate_labels
     from thinkswitch.stages.inputs import Artifact, Engine
@@ -184,22 +185,14 @@ def check_generate(args, device, cfg, pair, work: Path, report, name: str = "gen
             system_prompt=None, seed=0, engine=Engine.of(cfg, device), out=out), generator=generator)
     rows = read_jsonl(out)
     tokens = sum(r["tokens"] for r in rows)
-    prompt_tokens = sum(len(tok_ids) for tok_ids in _prompt_ids(pair, cfg, examples)) / len(examples)
+    tok = load_tokenizer(str(pair["thinking"]), cfg.model)  # the prompts as the engines encode them
+    prompt_tokens = sum(prompt_token_counts(tok, [chat_prompt(tok, ex["prompt"]) for ex in examples])) / len(examples)
     report({"check": name, "backend": generator.generation.backend,  # as it ran: auto resolved (hf, cb, vllm)
             "configured_backend": cfg.generation.backend, "batch_size": cfg.generation.batch_size,
             "prompt_tokens": round(prompt_tokens, 1),
             "token_budget": budget, "prompts": len(rows), "sampling": dataclasses.asdict(sampling),
             "tokens": tokens, "full_length": sum(r["tokens"] == args.gen_tokens for r in rows), **m.stats,
             "tokens_per_s": round(tokens / m.seconds, 1), "stage_metrics": metrics})
-
-
-def _prompt_ids(pair, cfg, examples) -> list[list[int]]:
-    """The examples' chat-formatted prompts as the engines encode them (prompt tokens, for `--calibrate`)."""
-    from thinkswitch.engines.chat import chat_prompt
-    from thinkswitch.engines.models import load_tokenizer
-
-    tok = load_tokenizer(str(pair["thinking"]), cfg.model)
-    return tok([chat_prompt(tok, ex["prompt"]) for ex in examples], add_special_tokens=False)["input_ids"]
 
 
 def check_cb(args, device, cfg, pair, work: Path, report) -> None:
@@ -275,9 +268,8 @@ def check_nf4(args, device, cfg, pair, work: Path, report) -> None:
         report({"check": "nf4", "skipped": "CUDA memory only: not on a CPU"})
         return
     import torch
-    from transformers import BitsAndBytesConfig
 
-    from thinkswitch.engines.models import load_model, load_tokenizer
+    from thinkswitch.engines.models import generation_quantization, load_model, load_tokenizer
     from thinkswitch.sizing.weights import checkpoint_tensors, generation_weight_bytes
 
     path = str(pair["thinking"])
@@ -286,8 +278,7 @@ def check_nf4(args, device, cfg, pair, work: Path, report) -> None:
     batch = tok([words(rng, 200) for _ in range(args.prompts)], return_tensors="pt", padding=True).to(device)
     tensors, _ = checkpoint_tensors(path)
     for quantization in ("none", "nf4"):
-        quant = None if quantization == "none" else BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16)
+        quant = generation_quantization(quantization, torch.bfloat16)
         with Meter(device) as m:
             model = load_model(path, cfg.model, device, quantization_config=quant)
             weights = torch.cuda.memory_allocated(device)

@@ -120,7 +120,7 @@ class CBBackend:
         if min_new > 0:  # the checkpoint's min_new_tokens, as `generate` honours it
             from thinkswitch.engines.cb_sampling import hold_eos
 
-            hold_eos(manager, self.model, min_new, sorted(self.eos))
+            hold_eos(manager, self.model, min_new, self.eos)
         if sampling.do_sample:
             from thinkswitch.engines.cb_sampling import seed_requests
 

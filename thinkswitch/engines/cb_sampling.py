@@ -16,6 +16,8 @@ drops `generate`'s processor for it from a continuous batching run).
 
 from __future__ import annotations
 
+from typing import Iterable
+
 import torch
 from transformers.generation.continuous_batching.cb_logits_processors import ContinuousBatchingLogitsProcessor
 
@@ -107,7 +109,7 @@ class HoldEOS(_PerRequest):
     `min_new_tokens` tokens, as `generate`'s MinNewTokensLengthLogitsProcessor does (transformers drops that one
     from a continuous batching run: it reads a padded batch's lengths, which a paged batch has not)."""
 
-    def __init__(self, min_new_tokens: int, eos: list[int], vocab: int, device):
+    def __init__(self, min_new_tokens: int, eos: Iterable[int], vocab: int, device):
         super().__init__()
         self.min_new_tokens, self.eos = min_new_tokens, sorted(eos)
         self._mask = self._eos_mask(vocab, device)  # built here: no host copy while a step runs (or is captured)
@@ -127,7 +129,7 @@ class HoldEOS(_PerRequest):
         return scores.masked_fill(held & self._mask, float("-inf"))
 
 
-def hold_eos(manager, model, min_new_tokens: int, eos: list[int]) -> None:
+def hold_eos(manager, model, min_new_tokens: int, eos: Iterable[int]) -> None:
     """Hold EOS off each request's first `min_new_tokens` tokens (`HoldEOS`). Before `seed_requests` (which leaves
     one token per row) and before `manager.start()`."""
     vocab = model.get_output_embeddings().out_features  # the logits' width (a 4-bit LM head keeps its own)

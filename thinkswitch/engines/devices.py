@@ -58,11 +58,7 @@ def triton_build_error(device, use_triton: Optional[bool] = None, environ: Optio
     if device.type != "cuda":
         return None
     if use_triton is None:
-        try:
-            from trl.kernels.chunked_logprob import _use_triton
-        except ImportError:  # a TRL without Triton kernels
-            return None
-        use_triton = bool(_use_triton(device))
+        use_triton = trl_uses_triton(device)
     if not use_triton or _custom_triton_build():
         return None
     environ = os.environ if environ is None else environ
@@ -79,6 +75,16 @@ def triton_build_error(device, use_triton: Optional[bool] = None, environ: Optio
         return ("distillation on CUDA runs TRL's Triton kernels, which Triton compiles against Python's headers, "
                 f"and {python_include / 'Python.h'} is missing: install them (e.g. apt-get install python3-dev)")
     return None
+
+
+def trl_uses_triton(device) -> Optional[bool]:
+    """Whether TRL takes its Triton kernels (the LM head's log-probabilities) on `device`: its own switch,
+    `trl.kernels.chunked_logprob._use_triton` (None: a TRL without Triton kernels)."""
+    try:
+        from trl.kernels.chunked_logprob import _use_triton
+    except ImportError:
+        return None
+    return bool(_use_triton(device))
 
 
 def _custom_triton_build() -> bool:

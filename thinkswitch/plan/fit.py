@@ -15,10 +15,9 @@ from thinkswitch.sizing.distill_memory import plan_distill
 from thinkswitch.sizing.run_plan import PLAN_ORDER, Job, distills, jobs_for
 from thinkswitch.sizing.shapes import Shape, fmt_bytes, kv_bytes_per_token, load_config, resolve_dtype
 from thinkswitch.sizing.timing import (
-    HF_KV_PASSES,
     Assumptions,
-    cb_kv_passes,
     continuous_decode,
+    kv_passes,
     static_decode,
     training_seconds,
 )
@@ -100,12 +99,10 @@ def decode_seconds(job: Job, engine: str, slots: int, model: Model, card: Card, 
               weight_read=weight_bytes(model.tensors, model.dtype),  # NF4 read at bf16 size (sizing.timing)
               kv_per_token=kv_bytes_per_token(model.config, model.dtype), bandwidth=card.bandwidth,
               efficiency=a.efficiency, overhead=a.overhead(engine))
-    if engine == "static":
-        return static_decode(rows=slots, kv_passes=HF_KV_PASSES, **kw).seconds
-    if engine == "vllm":
-        return continuous_decode(slots=slots, **kw).seconds
     shape = Shape.from_config(model.config)  # cb: K/V copied out of the pages and widened to every query head
-    passes = cb_kv_passes(shape.heads // shape.kv_heads, min(slots, job.sequences))
+    passes = kv_passes(engine, shape.heads // shape.kv_heads, min(slots, job.sequences))
+    if engine == "static":
+        return static_decode(rows=slots, kv_passes=passes, **kw).seconds
     return continuous_decode(slots=slots, kv_passes=passes, **kw).seconds
 
 

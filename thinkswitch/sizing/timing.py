@@ -110,6 +110,14 @@ def cb_kv_passes(kv_groups: int, concurrency: float) -> float:
     return 3.0 + 2.0 * kv_groups if concurrency > 1 and kv_groups > 1 else 3.0
 
 
+def kv_passes(mode: str, kv_groups: int, concurrency: float) -> float:
+    """The passes over the KV cache per decode step of an engine's mode (static, continuous, vllm): `HF_KV_PASSES`,
+    `cb_kv_passes`, once for vLLM's paged attention. The plan's decode time and `calibrate` count the same."""
+    if mode == "static":
+        return HF_KV_PASSES
+    return cb_kv_passes(kv_groups, concurrency) if mode == "continuous" else 1.0
+
+
 def continuous_decode(*, sequences: int, slots: int, prompt: int, max_new: int, weight_read: int, kv_per_token: int,
                       bandwidth: float, efficiency: float, overhead: float, kv_passes: float = 1.0) -> Decode:
     """Continuous batching with `slots` sequences at once: the total tokens (mean max_new / 2 each) at full
@@ -241,7 +249,7 @@ def calibrate(path: Path, a: Assumptions) -> Assumptions:
         if f"{m.mode}_overhead" in factors:
             continue
         # the KV traffic the plan counts for this engine (`kv_passes`), so the overhead is what is left
-        passes = {"static": HF_KV_PASSES, "continuous": cb_kv_passes(groups, m.concurrency)}.get(m.mode, 1.0)
+        passes = kv_passes(m.mode, groups, m.concurrency)
         factors[f"{m.mode}_overhead"] = overhead_from(
             m.tokens_per_s, concurrency=m.concurrency, weight_read=2 * params,
             kv_read=passes * m.kv_rows * (m.prompt_tokens + m.new_tokens / 2) * kv, bandwidth=card.bandwidth,
